@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests, headless browser tests.
+# Installs what it needs on Debian 12. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+scripts/install-deps.sh --test
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo test (unit + integration)"
+cargo test --locked --all-targets
+
+step "browser tests (headless Chromium and Firefox)"
+cargo build --locked --bin peercam
+PEERCAM_BIN="$PWD/target/debug/peercam" tests/browser/run.sh

@@ -1,0 +1,38 @@
+//! Capture sources. A video source yields [`RawFrame`]s, an audio source [`AudioChunk`]s.
+//! Both are blocking and run on their own thread; V4L2 and ALSA implement the same traits.
+
+use crate::media::{AudioChunk, RawFrame};
+
+pub mod test_pattern;
+pub mod test_tone;
+
+/// Why a capture source could not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The source stopped for good (device gone, stream ended).
+    #[error("capture source {source_name} stopped: {reason}")]
+    Stopped {
+        /// Which source, e.g. `/dev/video0` or `test pattern`.
+        source_name: String,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// A video capture source. `next_frame` blocks until the next frame is due and returns it.
+pub trait VideoSource: Send {
+    /// Human-readable description for the log, e.g. `test pattern 640x480@30`.
+    fn describe(&self) -> String;
+    /// Blocks until the next frame is ready (paced by the source) and returns it.
+    fn next_frame(&mut self) -> Result<RawFrame, CaptureError>;
+}
+
+/// An audio capture source. `next_chunk` blocks until 20 ms of audio is ready.
+pub trait AudioSource: Send {
+    /// Human-readable description for the log, e.g. `test tone 440 Hz`.
+    fn describe(&self) -> String;
+    /// Number of interleaved channels in each chunk (1 or 2).
+    fn channels(&self) -> u8;
+    /// Blocks until the next 20 ms chunk is ready and returns it.
+    fn next_chunk(&mut self) -> Result<AudioChunk, CaptureError>;
+}

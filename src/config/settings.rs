@@ -1,0 +1,441 @@
+//! Validated, resolved settings: what the rest of peercam codes against. Every value here has
+//! passed its range check; absent keys hold the built-in defaults.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::error::{ConfigError, Source};
+use super::file::{RawAudio, RawConfig, RawIceServer, RawLimits, RawLog, RawServer, RawVideo, RawWebrtc, Value};
+use crate::media::VideoCodec;
+
+/// All settings of the daemon.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Settings {
+    /// `[server]`: the HTTP port.
+    pub server: ServerSettings,
+    /// `[video]`: source, size, codecs.
+    pub video: VideoSettings,
+    /// `[audio]`: source and Opus settings.
+    pub audio: AudioSettings,
+    /// `[webrtc]`: ICE servers, UDP ports, addresses.
+    pub webrtc: WebrtcSettings,
+    /// `[limits]`: viewers and message size.
+    pub limits: LimitSettings,
+    /// `[log]`: log level.
+    pub log: LogSettings,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Address and port of the HTTP server (page, WebSocket). Default `0.0.0.0:7000`; port 0
+    /// lets the OS choose (the log says which).
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings { listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7000) }
+    }
+}
+
+/// Where video comes from (`video.source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoSource {
+    /// `"auto"`: the first camera found; the test pattern when there is none.
+    Auto,
+    /// `"test"`: the built-in test pattern.
+    Test,
+    /// A V4L2 device path such as `/dev/video0`.
+    Device(PathBuf),
+}
+
+impl fmt::Display for VideoSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VideoSource::Auto => f.write_str("auto"),
+            VideoSource::Test => f.write_str("test"),
+            VideoSource::Device(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// `[video]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoSettings {
+    /// Where frames come from.
+    pub source: VideoSource,
+    /// Frame width in pixels: even, 160..=3840.
+    pub width: u32,
+    /// Frame height in pixels: even, 120..=2160.
+    pub height: u32,
+    /// Frames per second: 1..=60.
+    pub fps: u32,
+    /// Codecs to offer, most preferred first; non-empty, no duplicates.
+    pub codecs: Vec<VideoCodec>,
+    /// Target video bitrate in kbit/s: 50..=20000.
+    pub bitrate_kbps: u32,
+    /// Seconds between forced keyframes: 1..=60.
+    pub keyframe_interval_s: u32,
+}
+
+impl Default for VideoSettings {
+    fn default() -> Self {
+        VideoSettings {
+            source: VideoSource::Auto,
+            width: 640,
+            height: 480,
+            fps: 30,
+            codecs: vec![VideoCodec::H264, VideoCodec::Av1],
+            bitrate_kbps: 1000,
+            keyframe_interval_s: 2,
+        }
+    }
+}
+
+/// Where audio comes from (`audio.source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioSource {
+    /// `"auto"`: the default microphone; the test tone when there is none.
+    Auto,
+    /// `"test"`: the built-in test tone.
+    Test,
+    /// An ALSA device name such as `hw:1,0` or `default`.
+    Alsa(String),
+    /// `"none"`: no audio track.
+    None,
+}
+
+impl fmt::Display for AudioSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AudioSource::Auto => f.write_str("auto"),
+            AudioSource::Test => f.write_str("test"),
+            AudioSource::Alsa(name) => write!(f, "ALSA device {name}"),
+            AudioSource::None => f.write_str("none"),
+        }
+    }
+}
+
+/// `[audio]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioSettings {
+    /// Where samples come from.
+    pub source: AudioSource,
+    /// 1 (mono) or 2 (stereo).
+    pub channels: u8,
+    /// Opus bitrate in kbit/s: 6..=510.
+    pub bitrate_kbps: u32,
+}
+
+impl Default for AudioSettings {
+    fn default() -> Self {
+        AudioSettings { source: AudioSource::Auto, channels: 1, bitrate_kbps: 32 }
+    }
+}
+
+/// One STUN or TURN server, as in the browser's `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URLs; at least one.
+    pub urls: Vec<String>,
+    /// TURN user name (required with `turn:`/`turns:` URLs).
+    pub username: Option<String>,
+    /// TURN password (required with `turn:`/`turns:` URLs).
+    pub credential: Option<String>,
+}
+
+/// `[webrtc]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebrtcSettings {
+    /// STUN/TURN servers; empty means host candidates only (fine on a LAN).
+    pub ice_servers: Vec<IceServer>,
+    /// Lowest local UDP port for ICE; 0 together with `udp_port_max = 0` means any port.
+    pub udp_port_min: u16,
+    /// Highest local UDP port for ICE (inclusive).
+    pub udp_port_max: u16,
+    /// Addresses to gather host candidates on; empty means every non-loopback address of the
+    /// machine. Tests set `["127.0.0.1"]`.
+    pub ip_addresses: Vec<IpAddr>,
+}
+
+impl Default for WebrtcSettings {
+    fn default() -> Self {
+        WebrtcSettings { ice_servers: Vec::new(), udp_port_min: 50000, udp_port_max: 50100, ip_addresses: Vec::new() }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSettings {
+    /// Viewers streaming at once: 1..=64.
+    pub max_viewers: usize,
+    /// Largest signaling message accepted, in bytes: 1024..=1048576.
+    pub max_message_bytes: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings { max_viewers: 8, max_message_bytes: 65536 }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// Log level; `RUST_LOG`, when set, overrides it.
+    pub level: log::LevelFilter,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { level: log::LevelFilter::Info }
+    }
+}
+
+/// Turns the raw file into settings, checking every value; the first problem is returned.
+pub(crate) fn validate(raw: RawConfig, src: Source<'_>) -> Result<Settings, ConfigError> {
+    Ok(Settings {
+        server: server(raw.server, src)?,
+        video: video(raw.video, src)?,
+        audio: audio(raw.audio, src)?,
+        webrtc: webrtc(raw.webrtc, src)?,
+        limits: limits(raw.limits, src)?,
+        log: log_settings(raw.log, src)?,
+    })
+}
+
+/// An integer in `lo..=hi` (and even, when asked), converted to the settings' type.
+fn ranged<T: TryFrom<i64>>(
+    src: Source<'_>,
+    value: Value<i64>,
+    key: &str,
+    (lo, hi): (i64, i64),
+    even: bool,
+    default: T,
+) -> Result<T, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    let n = *v.get_ref();
+    let expected = if even {
+        format!("expected an even number from {lo} to {hi}")
+    } else {
+        format!("expected a number from {lo} to {hi}")
+    };
+    if !(lo..=hi).contains(&n) || (even && n % 2 != 0) {
+        return Err(src.bad_value(v.span(), key, &expected));
+    }
+    T::try_from(n).map_err(|_| src.bad_value(v.span(), key, &expected))
+}
+
+fn server(raw: RawServer, src: Source<'_>) -> Result<ServerSettings, ConfigError> {
+    let mut s = ServerSettings::default();
+    if let Some(v) = raw.listen {
+        s.listen = SocketAddr::from_str(v.get_ref().trim()).map_err(|_| {
+            let expected = "expected an IP address and port such as \"0.0.0.0:7000\" or \"[::]:7000\"";
+            src.bad_value(v.span(), "[server] listen", expected)
+        })?;
+    }
+    Ok(s)
+}
+
+fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
+    let d = VideoSettings::default();
+    let source = match raw.source {
+        None => d.source,
+        Some(v) => match v.get_ref().as_str() {
+            "auto" => VideoSource::Auto,
+            "test" => VideoSource::Test,
+            path if path.starts_with('/') => VideoSource::Device(PathBuf::from(path)),
+            _ => {
+                let expected = "expected \"auto\", \"test\" or a device path starting with / such as \"/dev/video0\"";
+                return Err(src.bad_value(v.span(), "[video] source", expected));
+            }
+        },
+    };
+    Ok(VideoSettings {
+        source,
+        width: ranged(src, raw.width, "[video] width", (160, 3840), true, d.width)?,
+        height: ranged(src, raw.height, "[video] height", (120, 2160), true, d.height)?,
+        fps: ranged(src, raw.fps, "[video] fps", (1, 60), false, d.fps)?,
+        codecs: match raw.codecs {
+            None => d.codecs,
+            Some(v) => codecs(v, src)?,
+        },
+        bitrate_kbps: ranged(src, raw.bitrate_kbps, "[video] bitrate_kbps", (50, 20000), false, d.bitrate_kbps)?,
+        keyframe_interval_s: ranged(
+            src,
+            raw.keyframe_interval_s,
+            "[video] keyframe_interval_s",
+            (1, 60),
+            false,
+            d.keyframe_interval_s,
+        )?,
+    })
+}
+
+fn codecs(value: toml::Spanned<Vec<toml::Spanned<String>>>, src: Source<'_>) -> Result<Vec<VideoCodec>, ConfigError> {
+    let span = value.span();
+    let names = value.into_inner();
+    if names.is_empty() {
+        return Err(src.bad_value(span, "[video] codecs", "expected at least one codec: \"h264\", \"av1\""));
+    }
+    let mut codecs = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let codec = match name.get_ref().as_str() {
+            "h264" => VideoCodec::H264,
+            "av1" => VideoCodec::Av1,
+            _ => {
+                let key = format!("[video] codecs[{i}]");
+                return Err(src.bad_value(name.span(), &key, "expected \"h264\" or \"av1\""));
+            }
+        };
+        if codecs.contains(&codec) {
+            let key = format!("[video] codecs[{i}]");
+            return Err(src.bad_value(name.span(), &key, "duplicate codec; list each codec once"));
+        }
+        codecs.push(codec);
+    }
+    Ok(codecs)
+}
+
+fn audio(raw: RawAudio, src: Source<'_>) -> Result<AudioSettings, ConfigError> {
+    let d = AudioSettings::default();
+    let source = match raw.source {
+        None => d.source,
+        Some(v) => match v.get_ref().trim() {
+            "auto" => AudioSource::Auto,
+            "test" => AudioSource::Test,
+            "none" => AudioSource::None,
+            "" => {
+                let expected = "expected \"auto\", \"test\", \"none\" or an ALSA device name such as \"hw:1,0\"";
+                return Err(src.bad_value(v.span(), "[audio] source", expected));
+            }
+            name => AudioSource::Alsa(name.to_owned()),
+        },
+    };
+    Ok(AudioSettings {
+        source,
+        channels: ranged(src, raw.channels, "[audio] channels", (1, 2), false, d.channels)?,
+        bitrate_kbps: ranged(src, raw.bitrate_kbps, "[audio] bitrate_kbps", (6, 510), false, d.bitrate_kbps)?,
+    })
+}
+
+fn webrtc(raw: RawWebrtc, src: Source<'_>) -> Result<WebrtcSettings, ConfigError> {
+    let d = WebrtcSettings::default();
+    let mut ice_servers = Vec::new();
+    for (i, server) in raw.ice_servers.map(|v| v.into_inner()).unwrap_or_default().into_iter().enumerate() {
+        ice_servers.push(ice_server(server, i, src)?);
+    }
+    let (min, max) = udp_ports(&raw.udp_port_min, &raw.udp_port_max, (d.udp_port_min, d.udp_port_max), src)?;
+    let mut ip_addresses = Vec::new();
+    for (i, addr) in raw.ip_addresses.map(|v| v.into_inner()).unwrap_or_default().iter().enumerate() {
+        let ip = IpAddr::from_str(addr.get_ref().trim()).map_err(|_| {
+            let key = format!("[webrtc] ip_addresses[{i}]");
+            src.bad_value(addr.span(), &key, "expected an IP address such as \"192.168.1.20\" or \"fe80::1\"")
+        })?;
+        ip_addresses.push(ip);
+    }
+    Ok(WebrtcSettings { ice_servers, udp_port_min: min, udp_port_max: max, ip_addresses })
+}
+
+const ICE_SCHEMES: [&str; 4] = ["stun:", "stuns:", "turn:", "turns:"];
+
+fn ice_server(raw: toml::Spanned<RawIceServer>, i: usize, src: Source<'_>) -> Result<IceServer, ConfigError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let Some(urls) = raw.urls else {
+        let key = format!("[webrtc] ice_servers[{i}]");
+        return Err(src.bad_value(span, &key, "expected a urls key, such as urls = [\"stun:stun.example.org:3478\"]"));
+    };
+    let urls_span = urls.span();
+    let urls = urls.into_inner();
+    if urls.is_empty() {
+        let key = format!("[webrtc] ice_servers[{i}].urls");
+        return Err(src.bad_value(urls_span, &key, "expected at least one URL such as \"stun:stun.example.org:3478\""));
+    }
+    let mut needs_credentials = false;
+    for (j, url) in urls.iter().enumerate() {
+        let text = url.get_ref().trim();
+        let Some(scheme) = ICE_SCHEMES.iter().find(|s| text.starts_with(**s)) else {
+            let key = format!("[webrtc] ice_servers[{i}].urls[{j}]");
+            return Err(src.bad_value(url.span(), &key, "expected a URL starting with stun:, stuns:, turn: or turns:"));
+        };
+        if text.len() == scheme.len() {
+            let key = format!("[webrtc] ice_servers[{i}].urls[{j}]");
+            return Err(src.bad_value(url.span(), &key, "expected a host after the scheme, such as \"stun:stun.example.org:3478\""));
+        }
+        needs_credentials |= scheme.starts_with("turn");
+    }
+    let username = raw.username.map(|v| v.into_inner());
+    let credential = raw.credential.map(|v| v.into_inner());
+    if needs_credentials && (username.is_none() || credential.is_none()) {
+        let key = format!("[webrtc] ice_servers[{i}]");
+        return Err(src.bad_value(span, &key, "expected username and credential with a turn: or turns: URL"));
+    }
+    Ok(IceServer { urls: urls.into_iter().map(|u| u.into_inner().trim().to_owned()).collect(), username, credential })
+}
+
+/// The UDP port range: both 0 (the OS chooses), or `1024 <= min <= max <= 65535`.
+fn udp_ports(
+    min: &Value<i64>,
+    max: &Value<i64>,
+    defaults: (u16, u16),
+    src: Source<'_>,
+) -> Result<(u16, u16), ConfigError> {
+    const MIN_KEY: &str = "[webrtc] udp_port_min";
+    const MAX_KEY: &str = "[webrtc] udp_port_max";
+    const RANGE: &str = "expected a port number from 1024 to 65535, or 0 in both udp_port_min and udp_port_max to let the OS choose";
+    let lo = ranged(src, min.clone(), MIN_KEY, (0, 65535), false, defaults.0)?;
+    let hi = ranged(src, max.clone(), MAX_KEY, (0, 65535), false, defaults.1)?;
+    if lo == 0 && hi == 0 {
+        return Ok((0, 0));
+    }
+    // Blame a value the user wrote (a default alone is never wrong): the first of the pair
+    // that is present.
+    let written = |first: (&Value<i64>, &'static str), second: (&Value<i64>, &'static str)| {
+        match (first, second) {
+            ((Some(v), key), _) | ((None, _), (Some(v), key)) => (v.span(), key),
+            ((None, key), (None, _)) => (0..0, key),
+        }
+    };
+    let (min_first, max_first) = (written((min, MIN_KEY), (max, MAX_KEY)), written((max, MAX_KEY), (min, MIN_KEY)));
+    if lo < 1024 {
+        return Err(src.bad_value(min_first.0, min_first.1, RANGE));
+    }
+    if hi < 1024 {
+        return Err(src.bad_value(max_first.0, max_first.1, RANGE));
+    }
+    if lo > hi {
+        let expected = format!("expected udp_port_min ({lo}) <= udp_port_max ({hi})");
+        return Err(src.bad_value(max_first.0, max_first.1, &expected));
+    }
+    Ok((lo, hi))
+}
+
+fn limits(raw: RawLimits, src: Source<'_>) -> Result<LimitSettings, ConfigError> {
+    let d = LimitSettings::default();
+    Ok(LimitSettings {
+        max_viewers: ranged(src, raw.max_viewers, "[limits] max_viewers", (1, 64), false, d.max_viewers)?,
+        max_message_bytes: ranged(
+            src,
+            raw.max_message_bytes,
+            "[limits] max_message_bytes",
+            (1024, 1_048_576),
+            false,
+            d.max_message_bytes,
+        )?,
+    })
+}
+
+fn log_settings(raw: RawLog, src: Source<'_>) -> Result<LogSettings, ConfigError> {
+    let mut s = LogSettings::default();
+    if let Some(v) = raw.level {
+        s.level = log::LevelFilter::from_str(v.get_ref().trim()).map_err(|_| {
+            let expected = "expected one of \"error\", \"warn\", \"info\", \"debug\", \"trace\", \"off\"";
+            src.bad_value(v.span(), "[log] level", expected)
+        })?;
+    }
+    Ok(s)
+}

@@ -1,0 +1,357 @@
+//! H.264 encoder (Cisco openh264, built from the bundled source).
+//!
+//! Output is Annex B (4-byte start codes). Every IDR access unit starts with SPS and PPS
+//! (openh264 writes them before each IDR with the constant-ID strategy), so a viewer can
+//! join at any keyframe.
+//!
+//! Profile: openh264 with `Profile::Baseline` writes `profile_idc` 66 with
+//! `constraint_set0_flag` and `constraint_set1_flag` set (the profile-iop byte is `0xC0`),
+//! which is Constrained Baseline; with level 3.1 the SPS says `42c01f`. Browsers negotiate
+//! Constrained Baseline as `42e01f` (set2 is also set there, but it does not change what a
+//! Constrained Baseline decoder must support), and decode this stream. Larger frames
+//! (e.g. 1080p) make openh264 raise the level to what the size needs.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use openh264::encoder::{
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level,
+    Profile, RateControlMode, SpsPpsStrategy, UsageType, VuiConfig,
+};
+use openh264::formats::YUVSlices;
+use openh264::{OpenH264API, Timestamp};
+
+use crate::encode::{EncodeError, VideoEncoder, VideoEncoderSettings};
+use crate::media::{EncodedFrame, PixelFormat, RawFrame, VideoCodec};
+
+const CODEC: &str = "h264";
+
+/// H.264 Constrained Baseline encoder for real-time streaming. Implements [`VideoEncoder`].
+pub struct H264Encoder {
+    encoder: Encoder,
+    width: u32,
+    height: u32,
+    /// Capture instant of the first frame; openh264's rate control gets millisecond
+    /// timestamps relative to it.
+    first_instant: Option<Instant>,
+}
+
+impl std::fmt::Debug for H264Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H264Encoder")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
+}
+
+impl H264Encoder {
+    /// An encoder for `settings.width` x `settings.height` at `settings.fps`, targeting
+    /// `settings.bitrate_kbps` with bitrate-mode rate control (frames may be skipped to hold
+    /// the rate) and an IDR every `keyframe_interval_s * fps` frames.
+    pub fn new(settings: &VideoEncoderSettings) -> Result<Self, EncodeError> {
+        validate(settings)?;
+        let bitrate_bps = settings.bitrate_kbps.checked_mul(1000).ok_or_else(|| {
+            setup_error(format!("bitrate {} kbit/s is too large", settings.bitrate_kbps))
+        })?;
+        let intra_period = settings.keyframe_interval_s.saturating_mul(settings.fps);
+        // openh264 only spreads work over threads when a frame has several slices; we keep
+        // one slice per frame (one NAL per picture), so extra threads would sit idle.
+        let threads = u16::try_from(settings.threads.clamp(1, 4)).unwrap_or(1);
+        let config = EncoderConfig::new()
+            .usage_type(UsageType::CameraVideoRealTime)
+            .profile(Profile::Baseline)
+            .level(Level::Level_3_1)
+            .rate_control_mode(RateControlMode::Bitrate)
+            .bitrate(BitRate::from_bps(bitrate_bps))
+            .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
+            .skip_frames(true)
+            .complexity(Complexity::Low)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(intra_period))
+            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
+            .scene_change_detect(false)
+            .num_threads(threads)
+            // The capture sources produce BT.601 limited-range YUV.
+            .vui(VuiConfig::bt601());
+        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| setup_error(e.to_string()))?;
+        Ok(H264Encoder {
+            encoder,
+            width: settings.width,
+            height: settings.height,
+            first_instant: None,
+        })
+    }
+}
+
+impl VideoEncoder for H264Encoder {
+    fn codec(&self) -> VideoCodec {
+        VideoCodec::H264
+    }
+
+    fn encode(
+        &mut self,
+        frame: &RawFrame,
+        force_keyframe: bool,
+    ) -> Result<Vec<EncodedFrame>, EncodeError> {
+        check_frame(frame, self.width, self.height)?;
+        let (y, u, v) = frame.planes();
+        let (w, h) = (self.width as usize, self.height as usize);
+        let yuv = YUVSlices::new((y, u, v), (w, h), (w, w / 2, w / 2));
+        let first = *self.first_instant.get_or_insert(frame.capture_instant);
+        let millis = frame.capture_instant.saturating_duration_since(first).as_millis();
+        let timestamp = Timestamp::from_millis(u64::try_from(millis).unwrap_or(u64::MAX));
+        if force_keyframe {
+            self.encoder.force_intra_frame();
+        }
+        let stream = self
+            .encoder
+            .encode_at(&yuv, timestamp)
+            .map_err(|e| encode_error(e.to_string()))?;
+        let keyframe = match stream.frame_type() {
+            FrameType::IDR => true,
+            FrameType::I | FrameType::P | FrameType::IPMixed => false,
+            // Rate control dropped this frame: nothing to send.
+            FrameType::Skip => return Ok(Vec::new()),
+            FrameType::Invalid => {
+                return Err(encode_error("openh264 returned an invalid frame".into()))
+            }
+        };
+        let data = stream.to_vec();
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![EncodedFrame {
+            data: Bytes::from(data),
+            keyframe,
+            capture_instant: frame.capture_instant,
+        }])
+    }
+}
+
+/// Checks the settings every video encoder needs; the message names the bad value.
+pub(crate) fn validate_video_settings(
+    codec: &'static str,
+    settings: &VideoEncoderSettings,
+) -> Result<(), EncodeError> {
+    let fail = |reason: String| Err(EncodeError::Setup { codec, reason });
+    if settings.width < 16 || settings.height < 16 || settings.width % 2 != 0 || settings.height % 2 != 0 {
+        return fail(format!(
+            "frame size {}x{} must be even and at least 16x16",
+            settings.width, settings.height
+        ));
+    }
+    if settings.fps == 0 || settings.fps > 240 {
+        return fail(format!("frame rate {} must be 1..=240", settings.fps));
+    }
+    if settings.bitrate_kbps == 0 {
+        return fail("bitrate must be at least 1 kbit/s".into());
+    }
+    if settings.keyframe_interval_s == 0 {
+        return fail("keyframe interval must be at least 1 s".into());
+    }
+    Ok(())
+}
+
+/// Checks that `frame` is tightly packed I420 of the encoder's size.
+pub(crate) fn check_frame_for(
+    codec: &'static str,
+    frame: &RawFrame,
+    width: u32,
+    height: u32,
+) -> Result<(), EncodeError> {
+    let fail = |reason: String| Err(EncodeError::Encode { codec, reason });
+    if frame.format != PixelFormat::I420 {
+        return fail(format!("frame format {:?} is not I420", frame.format));
+    }
+    if (frame.width, frame.height) != (width, height) {
+        return fail(format!(
+            "frame is {}x{}, the encoder was set up for {width}x{height}",
+            frame.width, frame.height
+        ));
+    }
+    let expected = RawFrame::i420_len(width, height);
+    if frame.data.len() != expected {
+        return fail(format!(
+            "frame holds {} bytes, I420 {width}x{height} needs {expected}",
+            frame.data.len()
+        ));
+    }
+    Ok(())
+}
+
+fn validate(settings: &VideoEncoderSettings) -> Result<(), EncodeError> {
+    validate_video_settings(CODEC, settings)?;
+    if settings.width > 3840 || settings.height > 2160 {
+        return Err(setup_error(format!(
+            "frame size {}x{} is larger than openh264's 3840x2160",
+            settings.width, settings.height
+        )));
+    }
+    Ok(())
+}
+
+fn check_frame(frame: &RawFrame, width: u32, height: u32) -> Result<(), EncodeError> {
+    check_frame_for(CODEC, frame, width, height)
+}
+
+fn setup_error(reason: String) -> EncodeError {
+    EncodeError::Setup { codec: CODEC, reason }
+}
+
+fn encode_error(reason: String) -> EncodeError {
+    EncodeError::Encode { codec: CODEC, reason }
+}
+
+/// Splits an Annex B byte stream into NAL units (without start codes).
+pub fn annex_b_nal_units(data: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push((i, i + 3));
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut units = Vec::with_capacity(starts.len());
+    for (k, &(_, payload)) in starts.iter().enumerate() {
+        let mut end = starts.get(k + 1).map_or(data.len(), |&(sc, _)| sc);
+        // A 4-byte start code leaves a zero byte before the next 3-byte pattern.
+        while end > payload && data[end - 1] == 0 && k + 1 < starts.len() {
+            end -= 1;
+        }
+        units.push(&data[payload..end]);
+    }
+    units
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::capture::test_pattern::TestPattern;
+
+    fn settings(width: u32, height: u32, bitrate_kbps: u32) -> VideoEncoderSettings {
+        VideoEncoderSettings {
+            width,
+            height,
+            fps: 30,
+            bitrate_kbps,
+            keyframe_interval_s: 2,
+            threads: 1,
+        }
+    }
+
+    /// Test-pattern frames with capture instants 1/30 s apart, as a real source gives them.
+    fn frames(width: u32, height: u32, count: u64) -> Vec<RawFrame> {
+        let pattern = TestPattern::new(width, height, 30);
+        let base = Instant::now();
+        (0..count)
+            .map(|n| RawFrame {
+                width,
+                height,
+                format: PixelFormat::I420,
+                data: pattern.render(n, n as u32 * 33),
+                capture_instant: base + Duration::from_millis(n * 1000 / 30),
+                sequence: n,
+            })
+            .collect()
+    }
+
+    fn nal_types(frame: &EncodedFrame) -> Vec<u8> {
+        annex_b_nal_units(&frame.data).iter().map(|n| n[0] & 0x1F).collect()
+    }
+
+    #[test]
+    fn first_frame_is_an_idr_with_sps_and_pps_constrained_baseline() {
+        let mut enc = H264Encoder::new(&settings(320, 240, 300)).expect("encoder");
+        assert_eq!(enc.codec(), VideoCodec::H264);
+        let frame = &frames(320, 240, 1)[0];
+        let out = enc.encode(frame, false).expect("encode");
+        assert_eq!(out.len(), 1);
+        assert!(out[0].keyframe);
+        assert!(out[0].data.starts_with(&[0, 0, 0, 1]), "Annex B start code");
+        assert_eq!(nal_types(&out[0]), vec![7, 8, 5]);
+        assert_eq!(out[0].capture_instant, frame.capture_instant);
+        let sps = annex_b_nal_units(&out[0].data)[0];
+        // profile_idc 66 (Baseline), constraint_set0 and set1 (Constrained Baseline), level 3.1.
+        assert_eq!(sps[1], 66, "profile_idc");
+        assert_eq!(sps[2] & 0xC0, 0xC0, "constraint flags {:#04x}", sps[2]);
+        assert_eq!(sps[3], 31, "level_idc");
+    }
+
+    #[test]
+    fn forced_and_periodic_keyframes() {
+        // keyframe_interval_s = 2 at 30 fps: an IDR every 60 frames.
+        let mut enc = H264Encoder::new(&settings(320, 240, 500)).expect("encoder");
+        let mut keyframes = Vec::new();
+        let mut types = Vec::new();
+        for (n, frame) in frames(320, 240, 70).iter().enumerate() {
+            for out in enc.encode(frame, n == 20).expect("encode") {
+                let nals = nal_types(&out);
+                if out.keyframe {
+                    keyframes.push(n);
+                    assert_eq!(&nals[..3], &[7, 8, 5], "frame {n}: SPS, PPS, IDR");
+                } else {
+                    assert_eq!(nals, vec![1], "frame {n}: one non-IDR slice");
+                    types.push(n);
+                }
+            }
+        }
+        assert_eq!(keyframes, vec![0, 20, 60], "keyframes at start, forced, periodic");
+        assert!(types.len() >= 50, "P frames: {}", types.len());
+    }
+
+    #[test]
+    fn non_keyframes_are_p_slices() {
+        let mut enc = H264Encoder::new(&settings(320, 240, 300)).expect("encoder");
+        let all = frames(320, 240, 5);
+        enc.encode(&all[0], false).expect("encode");
+        let out = enc.encode(&all[1], false).expect("encode");
+        let nal = annex_b_nal_units(&out[0].data)[0];
+        // slice_header: first_mb_in_slice ue(v) = 0 is the bit "1", then slice_type ue(v):
+        // P is 0 or 5, coded "1" or "00110"; I would be 2/7 ("011" / "0001000").
+        let bits = nal[1];
+        assert_eq!(bits & 0x80, 0x80, "first_mb_in_slice = 0");
+        let p_short = bits & 0x40 == 0x40; // slice_type 0
+        let p_long = (bits >> 1) & 0x1F == 0b00110; // slice_type 5
+        assert!(p_short || p_long, "slice header byte {bits:#010b} is not a P slice");
+    }
+
+    #[test]
+    fn bitrate_follows_the_target() {
+        for target_kbps in [300u32, 1000] {
+            let mut enc = H264Encoder::new(&settings(640, 480, target_kbps)).expect("encoder");
+            let bytes: usize = frames(640, 480, 60)
+                .iter()
+                .map(|f| enc.encode(f, false).expect("encode").iter().map(|e| e.data.len()).sum::<usize>())
+                .sum();
+            let kbps = bytes as f64 * 8.0 / 2.0 / 1000.0; // 60 frames = 2 s
+            let ratio = kbps / f64::from(target_kbps);
+            assert!((0.5..=2.0).contains(&ratio), "target {target_kbps} kbit/s, got {kbps:.0}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_and_frames_are_rejected_with_a_reason() {
+        let err = H264Encoder::new(&settings(321, 240, 300)).expect_err("odd width");
+        assert!(err.to_string().contains("321x240"), "{err}");
+        let mut bad = settings(320, 240, 300);
+        bad.fps = 0;
+        assert!(H264Encoder::new(&bad).is_err());
+        let mut enc = H264Encoder::new(&settings(320, 240, 300)).expect("encoder");
+        let frame = &frames(640, 480, 1)[0];
+        let err = enc.encode(frame, false).expect_err("wrong size");
+        assert!(err.to_string().contains("640x480"), "{err}");
+    }
+
+    #[test]
+    fn annex_b_splitter_handles_3_and_4_byte_start_codes() {
+        let data = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4];
+        let units = annex_b_nal_units(&data);
+        assert_eq!(units, vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4][..]]);
+    }
+}

@@ -1,0 +1,64 @@
+//! Encoders. Each runs on a dedicated thread (they are CPU-bound), never on a tokio worker.
+
+use crate::media::{AudioChunk, EncodedFrame, RawFrame, VideoCodec};
+
+pub mod av1;
+pub mod h264;
+pub mod opus;
+
+/// An encoder failure; the message names the encoder and what went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The encoder could not be created with these settings.
+    #[error("{codec} encoder setup failed: {reason}")]
+    Setup {
+        /// `h264`, `av1` or `opus`.
+        codec: &'static str,
+        /// What the library said.
+        reason: String,
+    },
+    /// Encoding one frame failed.
+    #[error("{codec} encode failed: {reason}")]
+    Encode {
+        /// `h264`, `av1` or `opus`.
+        codec: &'static str,
+        /// What the library said.
+        reason: String,
+    },
+}
+
+/// Settings every video encoder takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoEncoderSettings {
+    /// Frame width in pixels (even).
+    pub width: u32,
+    /// Frame height in pixels (even).
+    pub height: u32,
+    /// Nominal frame rate.
+    pub fps: u32,
+    /// Target bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+    /// A keyframe at least this often (seconds).
+    pub keyframe_interval_s: u32,
+    /// Encoder threads to use (rav1e tiles/threads; openh264 ignores values > 1 on small frames).
+    pub threads: usize,
+}
+
+/// A video encoder: I420 frames in, encoded frames out.
+pub trait VideoEncoder: Send {
+    /// Which codec this encoder produces.
+    fn codec(&self) -> VideoCodec;
+    /// Encodes one frame. With `force_keyframe` the output for this frame is a keyframe.
+    /// May return nothing (encoder lag) or, rarely, more than one frame.
+    fn encode(
+        &mut self,
+        frame: &RawFrame,
+        force_keyframe: bool,
+    ) -> Result<Vec<EncodedFrame>, EncodeError>;
+}
+
+/// An audio encoder: 20 ms chunks in, one packet out.
+pub trait AudioEncoder: Send {
+    /// Encodes 20 ms of audio into one packet.
+    fn encode(&mut self, chunk: &AudioChunk) -> Result<EncodedFrame, EncodeError>;
+}

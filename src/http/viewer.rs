@@ -1,0 +1,232 @@
+//! One viewer's WebSocket: runs the [`ViewerSession`] state machine and carries out its
+//! actions against the socket, the viewer limit and the peer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use log::{debug, info, warn};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use super::AppState;
+use crate::peer::{MediaTap, PeerEvent, ViewerPeer, PEER_EVENT_CAPACITY};
+use crate::session::protocol::{ErrorBody, ErrorCode, Hello, Message, PROTOCOL_VERSION};
+use crate::session::viewer::{Action, Input, State, ViewerSession};
+
+/// Outgoing messages queued per socket before the writer applies back-pressure.
+pub(super) const OUTBOX_CAPACITY: usize = 64;
+
+/// A call in progress: the peer and the viewer slot it holds.
+struct Call {
+    peer: ViewerPeer,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Serves one viewer until the socket closes or the daemon stops.
+pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
+    let (mut sink, mut stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<WsMessage>(OUTBOX_CAPACITY);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = out_rx.recv().await {
+            let close = matches!(message, WsMessage::Close(_));
+            if sink.send(message).await.is_err() || close {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let limits = &state.settings.limits;
+    let mut session = ViewerSession::new(
+        state.hub.video_codecs(),
+        state.hub.has_audio(),
+        limits.max_message_bytes,
+    );
+    let hello = Message::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        server: Some(format!("peercam {}", env!("CARGO_PKG_VERSION"))),
+        mode: Some("viewer".to_owned()),
+        viewers: Some(state.viewers_in_call()),
+        max_viewers: Some(limits.max_viewers),
+        codecs: Some(
+            state
+                .hub
+                .video_codecs()
+                .iter()
+                .map(|c| c.config_name().to_owned())
+                .collect(),
+        ),
+    });
+    let _ = out_tx.send(WsMessage::Text(hello.to_json().into())).await;
+    info!("viewer {remote} connected");
+
+    let (peer_tx, mut peer_rx) = mpsc::channel::<PeerEvent>(PEER_EVENT_CAPACITY);
+    let mut call: Option<Call> = None;
+    let mut io = Io {
+        state: &state,
+        remote,
+        out_tx: &out_tx,
+        peer_tx: &peer_tx,
+    };
+    loop {
+        let actions = tokio::select! {
+            _ = state.shutdown.cancelled() => session.handle(Input::Shutdown),
+            event = peer_rx.recv() => match event {
+                Some(event) => session.handle(Input::Peer(event)),
+                None => continue,
+            },
+            frame = stream.next() => match frame {
+                Some(Ok(WsMessage::Text(text))) => session.handle(Input::Text(text.as_str())),
+                Some(Ok(WsMessage::Binary(_))) => {
+                    io.send(Message::Error(ErrorBody {
+                        code: ErrorCode::BadJson,
+                        message: "binary frames are not supported; send JSON text".to_owned(),
+                    })).await;
+                    continue;
+                }
+                Some(Ok(WsMessage::Close(_))) | None => break,
+                Some(Ok(_)) => continue, // ping/pong are answered by the library
+                Some(Err(e)) => {
+                    info!("viewer {remote}: WebSocket closed: {e}");
+                    break;
+                }
+            },
+        };
+        if io.run(actions, &mut session, &mut call).await {
+            break;
+        }
+    }
+    if let Some(call) = call.take() {
+        call.peer.close().await;
+    }
+    drop(out_tx);
+    let _ = writer.await;
+    info!("viewer {remote} left");
+}
+
+/// The IO side of the state machine's actions.
+struct Io<'a> {
+    state: &'a Arc<AppState>,
+    remote: SocketAddr,
+    out_tx: &'a mpsc::Sender<WsMessage>,
+    peer_tx: &'a mpsc::Sender<PeerEvent>,
+}
+
+impl Io<'_> {
+    async fn send(&self, message: Message) {
+        if let Message::Error(body) = &message {
+            info!("viewer {}: {}", self.remote, body.message);
+        }
+        let _ = self
+            .out_tx
+            .send(WsMessage::Text(message.to_json().into()))
+            .await;
+    }
+
+    /// Carries out `actions` (and the actions they lead to). Returns true to close the socket.
+    async fn run(
+        &mut self,
+        actions: Vec<Action>,
+        session: &mut ViewerSession,
+        call: &mut Option<Call>,
+    ) -> bool {
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Send(message) => self.send(message).await,
+                Action::StartPeer { offer_sdp, plan } => {
+                    let result = self.start_peer(offer_sdp, &plan).await;
+                    let ready = match result {
+                        Ok((new_call, answer)) => {
+                            *call = Some(new_call);
+                            Ok(answer)
+                        }
+                        Err(body) => Err(body),
+                    };
+                    queue.extend(session.handle(Input::PeerReady(ready)));
+                }
+                Action::AddCandidate(candidate) => {
+                    if let Some(c) = call.as_ref() {
+                        if let Err(e) = c.peer.add_remote_candidate(&candidate).await {
+                            queue.extend(session.handle(Input::CandidateRejected(e.to_string())));
+                        }
+                    }
+                }
+                Action::EndOfRemoteCandidates => {
+                    if let Some(c) = call.as_ref() {
+                        if let Err(e) = c.peer.end_of_remote_candidates().await {
+                            debug!("end of candidates: {e}");
+                        }
+                    }
+                }
+                Action::ClosePeer => {
+                    if let Some(c) = call.take() {
+                        c.peer.close().await;
+                        info!("viewer {}: call ended", self.remote);
+                    }
+                }
+                Action::CloseSocket => {
+                    let _ = self.out_tx.send(WsMessage::Close(None)).await;
+                    return true;
+                }
+            }
+        }
+        session.state() == State::Closed
+    }
+
+    async fn start_peer(
+        &self,
+        offer_sdp: String,
+        plan: &crate::peer::AnswerPlan,
+    ) -> Result<(Call, String), ErrorBody> {
+        let max = self.state.settings.limits.max_viewers;
+        let slot = self
+            .state
+            .viewer_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ErrorBody {
+                code: ErrorCode::ViewerLimit,
+                message: format!("viewer limit {max} reached; try again when someone hangs up"),
+            })?;
+        let Some((video, keyframes)) = self.state.hub.video(plan.video_codec) else {
+            return Err(ErrorBody {
+                code: ErrorCode::NoCodec,
+                message: format!("the {} encoder is not running", plan.video_codec),
+            });
+        };
+        let tap = MediaTap {
+            video,
+            audio: self.state.hub.audio(),
+            keyframes,
+        };
+        match self
+            .state
+            .peers
+            .answer(offer_sdp, plan, tap, self.peer_tx.clone())
+            .await
+        {
+            Ok((peer, answer)) => {
+                info!(
+                    "viewer {}: answering with {} (payload type {}){}",
+                    self.remote,
+                    plan.video_codec,
+                    plan.video_payload_type,
+                    if plan.opus_payload_type.is_some() { " and opus" } else { "" }
+                );
+                Ok((Call { peer, _slot: slot }, answer))
+            }
+            Err(e) => {
+                warn!("viewer {}: {e}", self.remote);
+                Err(ErrorBody {
+                    code: match e {
+                        crate::peer::PeerError::BadOffer(_) => ErrorCode::BadSdp,
+                        _ => ErrorCode::Internal,
+                    },
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! The WebRTC peer for one viewer. This is the only module that uses webrtc-rs.
+//!
+//! [`PeerFactory::answer`] takes a browser's offer and the codec the session chose, builds a
+//! send-only peer connection with exactly that video codec (with the browser's payload type)
+//! and Opus, and returns the answer. Local ICE candidates and connection state changes come
+//! back as [`PeerEvent`]s. Once connected, the peer subscribes to the shared encoders'
+//! [`Fanout`]s and writes RTP; browser PLI/FIR become keyframe requests.
+
+mod rtcp;
+pub mod rtp;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use log::{debug, info, warn};
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Slot;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState,
+    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, SettingEngineBuilder,
+};
+
+use crate::config::WebrtcSettings;
+use crate::media::VideoCodec;
+use crate::pipeline::fanout::Fanout;
+use crate::pipeline::keyframe::KeyframeRequests;
+use crate::session::protocol::IceCandidate;
+use rtp::{RtpPacketizer, StreamKind};
+
+/// Why a peer could not be set up or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The browser's offer was rejected by the WebRTC stack.
+    #[error("the offer could not be applied: {0}")]
+    BadOffer(String),
+    /// A remote ICE candidate was rejected.
+    #[error("ICE candidate rejected: {0}")]
+    BadCandidate(String),
+    /// No UDP port in the configured range could be bound.
+    #[error("no free UDP port in {min}..={max} on {addrs}: {reason}")]
+    NoPort {
+        /// `webrtc.udp_port_min`.
+        min: u16,
+        /// `webrtc.udp_port_max`.
+        max: u16,
+        /// Addresses tried.
+        addrs: String,
+        /// Last error.
+        reason: String,
+    },
+    /// Anything else the WebRTC stack reported.
+    #[error("WebRTC error: {0}")]
+    Internal(String),
+}
+
+/// What the answer will carry, decided by the session from the offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerPlan {
+    /// The video codec to send.
+    pub video_codec: VideoCodec,
+    /// The browser's payload type for that codec.
+    pub video_payload_type: u8,
+    /// The browser's fmtp line for that payload type (empty if none).
+    pub video_fmtp: String,
+    /// The browser's payload type for Opus; `None` sends no audio.
+    pub opus_payload_type: Option<u8>,
+}
+
+/// The shared media a viewer subscribes to once connected.
+#[derive(Clone)]
+pub struct MediaTap {
+    /// Encoded video of the chosen codec.
+    pub video: Arc<Fanout>,
+    /// Encoded Opus audio, if audio is enabled.
+    pub audio: Option<Arc<Fanout>>,
+    /// Where this viewer's PLI/FIR go (the video encoder's request flag).
+    pub keyframes: Arc<KeyframeRequests>,
+}
+
+/// Something the peer wants the session to know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    /// A local ICE candidate to send to the browser.
+    LocalCandidate(IceCandidate),
+    /// Local gathering finished: send the end-of-candidates marker.
+    EndOfCandidates,
+    /// ICE and DTLS are up; media flows.
+    Connected,
+    /// The connection failed or was lost for good.
+    Failed(String),
+    /// The connection closed.
+    Closed,
+}
+
+/// Builds one peer connection per viewer from the `[webrtc]` settings.
+pub struct PeerFactory {
+    settings: WebrtcSettings,
+    next_port: AtomicU32,
+}
+
+/// Capacity of the channel that carries [`PeerEvent`]s to the session.
+pub const PEER_EVENT_CAPACITY: usize = 64;
+
+impl PeerFactory {
+    /// A factory using the `[webrtc]` settings (ICE servers, UDP ports, addresses).
+    pub fn new(settings: WebrtcSettings) -> Self {
+        PeerFactory {
+            settings,
+            next_port: AtomicU32::new(0),
+        }
+    }
+
+    /// Applies `offer_sdp`, attaches video (per `plan`) and Opus tracks, and returns the
+    /// connected-later peer plus the answer SDP. Events arrive on `events`.
+    pub async fn answer(
+        &self,
+        offer_sdp: String,
+        plan: &AnswerPlan,
+        tap: MediaTap,
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Result<(ViewerPeer, String), PeerError> {
+        let video_codec = video_codec_parameters(plan);
+        let audio_codec = plan.opus_payload_type.map(opus_codec_parameters);
+        let ice_servers = self
+            .settings
+            .ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect();
+        let configuration = RTCConfigurationBuilder::new()
+            .with_ice_servers(ice_servers)
+            .build();
+        // mDNS off: host candidates carry IP addresses (query-only mode failed on machines
+        // without a multicast route; browsers' .local candidates still connect peer-reflexive).
+        let setting_engine = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .build();
+
+        let (connected_tx, connected_rx) = watch::channel(false);
+        let handler = Arc::new(Handler {
+            events: events.clone(),
+            connected: connected_tx,
+        });
+
+        let mut last_error = String::new();
+        let mut pc = None;
+        for port in self.port_candidates() {
+            let addrs = self.udp_addrs(port);
+            // The interceptor registry is consumed by each build attempt: make a fresh one.
+            let (media_engine, registry) = media_setup(&video_codec, audio_codec.as_ref())?;
+            let built = PeerConnectionBuilder::new()
+                .with_configuration(configuration.clone())
+                .with_media_engine(media_engine)
+                .with_interceptor_registry(registry)
+                .with_setting_engine(setting_engine.clone())
+                .with_handler(handler.clone() as Arc<dyn PeerConnectionEventHandler>)
+                .with_udp_addrs(addrs)
+                .build()
+                .await;
+            match built {
+                Ok(p) => {
+                    pc = Some(p);
+                    break;
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        let Some(pc) = pc else {
+            return Err(PeerError::NoPort {
+                min: self.settings.udp_port_min,
+                max: self.settings.udp_port_max,
+                addrs: self.udp_addrs(0).join(", "),
+                reason: last_error,
+            });
+        };
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+        let offer =
+            RTCSessionDescription::offer(offer_sdp).map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        if let Err(e) = pc.set_remote_description(offer).await {
+            let _ = pc.close().await;
+            return Err(PeerError::BadOffer(e.to_string()));
+        }
+
+        let video_track = new_track(RtpCodecKind::Video, &video_codec);
+        let video_ssrc = video_track.1;
+        let video_track = video_track.0;
+        pc.add_track(video_track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(internal)?;
+        let audio = match &audio_codec {
+            Some(codec) => {
+                let (track, ssrc) = new_track(RtpCodecKind::Audio, codec);
+                pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                    .await
+                    .map_err(internal)?;
+                Some((track, ssrc, codec.payload_type))
+            }
+            None => None,
+        };
+
+        let answer = pc.create_answer(None).await.map_err(internal)?;
+        pc.set_local_description(answer).await.map_err(internal)?;
+        let answer_sdp = pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or_else(|| PeerError::Internal("no local description after answer".into()))?;
+
+        let cancel = CancellationToken::new();
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(forward_media(
+            video_track.clone(),
+            RtpPacketizer::new(
+                StreamKind::Video(plan.video_codec),
+                video_codec.payload_type,
+                video_ssrc,
+            ),
+            tap.video.clone(),
+            connected_rx.clone(),
+            cancel.clone(),
+        )));
+        tasks.push(tokio::spawn(forward_keyframe_requests(
+            video_track,
+            tap.keyframes.clone(),
+            cancel.clone(),
+        )));
+        if let (Some((track, ssrc, pt)), Some(fanout)) = (audio, tap.audio.clone()) {
+            tasks.push(tokio::spawn(forward_media(
+                track,
+                RtpPacketizer::new(StreamKind::Opus, pt, ssrc),
+                fanout,
+                connected_rx,
+                cancel.clone(),
+            )));
+        }
+        Ok((ViewerPeer { pc, cancel, tasks }, answer_sdp))
+    }
+
+    /// UDP ports to try, starting at a rotating point of the configured range.
+    fn port_candidates(&self) -> Vec<u16> {
+        let (min, max) = (self.settings.udp_port_min, self.settings.udp_port_max);
+        if min == 0 && max == 0 {
+            return vec![0];
+        }
+        let span = u32::from(max - min) + 1;
+        let start = self.next_port.fetch_add(1, Ordering::Relaxed) % span;
+        (0..span)
+            .map(|i| min + ((start + i) % span) as u16)
+            .collect()
+    }
+
+    /// Socket addresses to bind for one peer on `port`.
+    fn udp_addrs(&self, port: u16) -> Vec<String> {
+        if self.settings.ip_addresses.is_empty() {
+            // Wildcard: webrtc-rs binds one socket per non-loopback interface address.
+            vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port).to_string()]
+        } else {
+            self.settings
+                .ip_addresses
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port).to_string())
+                .collect()
+        }
+    }
+}
+
+/// One viewer's live peer connection; dropping it without [`ViewerPeer::close`] still stops
+/// its media tasks.
+pub struct ViewerPeer {
+    pc: Arc<dyn PeerConnection>,
+    cancel: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ViewerPeer {
+    /// Adds a trickled remote candidate.
+    pub async fn add_remote_candidate(&self, candidate: &IceCandidate) -> Result<(), PeerError> {
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate.clone(),
+            sdp_mid: candidate.sdp_mid.clone(),
+            sdp_mline_index: candidate.sdp_m_line_index,
+            username_fragment: candidate.username_fragment.clone(),
+            url: None,
+        };
+        self.pc
+            .add_ice_candidate(init)
+            .await
+            .map_err(|e| PeerError::BadCandidate(e.to_string()))
+    }
+
+    /// The browser has no more candidates.
+    pub async fn end_of_remote_candidates(&self) -> Result<(), PeerError> {
+        // An empty candidate is the end-of-candidates sentinel for webrtc-rs.
+        self.pc
+            .add_ice_candidate(RTCIceCandidateInit::default())
+            .await
+            .map_err(|e| PeerError::BadCandidate(e.to_string()))
+    }
+
+    /// Stops the media tasks and closes the connection.
+    pub async fn close(mut self) {
+        self.cancel.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        if let Err(e) = self.pc.close().await {
+            debug!("closing peer connection: {e}");
+        }
+    }
+}
+
+impl Drop for ViewerPeer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A media engine with exactly the answer's codecs, and the interceptors (NACK, RTCP reports,
+/// keyframe-request forwarding).
+fn media_setup(
+    video: &RTCRtpCodecParameters,
+    audio: Option<&RTCRtpCodecParameters>,
+) -> Result<(MediaEngine, Registry), PeerError> {
+    let mut media_engine = MediaEngine::default();
+    media_engine
+        .register_codec(video.clone(), RtpCodecKind::Video)
+        .map_err(internal)?;
+    if let Some(audio) = audio {
+        media_engine
+            .register_codec(audio.clone(), RtpCodecKind::Audio)
+            .map_err(internal)?;
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+        .map_err(internal)?
+        .with(
+            Slot::from(rtcp::SLOT),
+            rtcp::KeyframeRequestForwarder::default(),
+        );
+    Ok((media_engine, registry))
+}
+
+fn internal(e: impl std::fmt::Display) -> PeerError {
+    PeerError::Internal(e.to_string())
+}
+
+fn video_codec_parameters(plan: &AnswerPlan) -> RTCRtpCodecParameters {
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: plan.video_codec.mime_type().to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: plan.video_fmtp.clone(),
+            rtcp_feedback: vec![
+                feedback("nack", ""),
+                feedback("nack", "pli"),
+                feedback("ccm", "fir"),
+            ],
+        },
+        payload_type: plan.video_payload_type,
+        ..Default::default()
+    }
+}
+
+fn opus_codec_parameters(payload_type: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: "audio/opus".to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type,
+        ..Default::default()
+    }
+}
+
+/// A static-RTP track with a random SSRC for `codec`.
+fn new_track(kind: RtpCodecKind, codec: &RTCRtpCodecParameters) -> (Arc<TrackLocalStaticRTP>, u32) {
+    let ssrc: u32 = rand::random();
+    let track = MediaStreamTrack::new(
+        "peercam".to_owned(),
+        format!("peercam-{kind}"),
+        format!("peercam {kind}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec.rtp_codec.clone(),
+            ..Default::default()
+        }],
+    );
+    (Arc::new(TrackLocalStaticRTP::new(track)), ssrc)
+}
+
+/// Waits until connected, then subscribes to `fanout` and writes every frame as RTP.
+async fn forward_media(
+    track: Arc<TrackLocalStaticRTP>,
+    mut packetizer: RtpPacketizer,
+    fanout: Arc<Fanout>,
+    mut connected: watch::Receiver<bool>,
+    cancel: CancellationToken,
+) {
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = connected.wait_for(|c| *c) => if r.is_err() { return },
+    }
+    let mut subscription = fanout.subscribe();
+    loop {
+        let frame = tokio::select! {
+            _ = cancel.cancelled() => return,
+            f = subscription.recv() => match f {
+                Some(f) => f,
+                None => return,
+            },
+        };
+        let packets = match packetizer.packetize(&frame) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("{e}; frame skipped");
+                continue;
+            }
+        };
+        for packet in packets {
+            if let Err(e) = track.write_rtp(packet).await {
+                debug!("RTP write stopped: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Turns the browser's PLI/FIR on the video track into keyframe requests.
+async fn forward_keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+    keyframes: Arc<KeyframeRequests>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            e = track.poll() => e,
+        };
+        match event {
+            Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                if packets.iter().any(|p| rtcp::is_keyframe_request(p.as_ref())) {
+                    debug!("browser asked for a keyframe");
+                    keyframes.request();
+                }
+            }
+            Some(_) => {}
+            None => {
+                // Not bound yet or unbound: wait a little instead of spinning.
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Receives webrtc-rs callbacks and turns them into [`PeerEvent`]s.
+struct Handler {
+    events: mpsc::Sender<PeerEvent>,
+    connected: watch::Sender<bool>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => {
+                let candidate = IceCandidate {
+                    candidate: format!("candidate:{}", init.candidate.trim_start_matches("candidate:")),
+                    sdp_mid: init.sdp_mid,
+                    sdp_m_line_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment,
+                };
+                let _ = self.events.send(PeerEvent::LocalCandidate(candidate)).await;
+            }
+            Err(e) => warn!("cannot serialize local ICE candidate: {e}"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.events.send(PeerEvent::EndOfCandidates).await;
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        debug!("peer connection state: {state}");
+        let event = match state {
+            RTCPeerConnectionState::Connected => {
+                let _ = self.connected.send(true);
+                PeerEvent::Connected
+            }
+            RTCPeerConnectionState::Failed => {
+                PeerEvent::Failed("ICE/DTLS connection failed".to_owned())
+            }
+            RTCPeerConnectionState::Closed => PeerEvent::Closed,
+            RTCPeerConnectionState::Disconnected => {
+                info!("peer disconnected; waiting for ICE to recover");
+                return;
+            }
+            _ => return,
+        };
+        let _ = self.events.send(event).await;
+    }
+}

@@ -1,0 +1,8 @@
+//! The media pipeline between capture and viewers: bounded drop-oldest queues ([`queue`]),
+//! encode-once fan-out ([`fanout`]), coalesced keyframe requests ([`keyframe`]) and the
+//! threads that tie them together ([`hub`]).
+
+pub mod fanout;
+pub mod hub;
+pub mod keyframe;
+pub mod queue;

@@ -1,0 +1,606 @@
+//! Codec choice from a browser's offer: plain SDP text parsing, no WebRTC stack.
+//!
+//! The daemon sends the first codec of `video.codecs` that the offer contains, with the
+//! browser's payload type. H.264 counts only with packetization-mode 1 and a Constrained
+//! Baseline compatible profile (what openh264 produces and every browser decodes); among
+//! several such entries the one closest to `42e01f` wins. AV1 counts with profile 0 (Main,
+//! what rav1e produces) or no fmtp at all.
+
+use std::fmt;
+
+use crate::media::VideoCodec;
+
+/// One `a=rtpmap` entry of the offer's video section, with its fmtp and feedback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedCodec {
+    /// RTP payload type.
+    pub payload_type: u8,
+    /// Encoding name as written, e.g. `H264`, `VP8`, `AV1`, `rtx`.
+    pub mime: String,
+    /// Clock rate in Hz.
+    pub clock_rate: u32,
+    /// The `a=fmtp` parameters, if any.
+    pub fmtp: Option<String>,
+    /// `a=rtcp-fb` values, e.g. `nack pli`.
+    pub rtcp_fb: Vec<String>,
+}
+
+/// The codec the answer will use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    /// Which codec.
+    pub codec: VideoCodec,
+    /// The browser's payload type for it.
+    pub payload_type: u8,
+    /// The browser's fmtp line for that payload type (empty if none).
+    pub fmtp: String,
+}
+
+/// The offer could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// No `m=video` line.
+    #[error("the offer has no video section (m=video); the page must offer to receive video")]
+    NoVideo,
+    /// A line that should be `a=rtpmap:<pt> <name>/<clock>` is not.
+    #[error(
+        "malformed line in the offer: `{0}` (expected a=rtpmap:<payload type> <name>/<clock rate>)"
+    )]
+    Malformed(String),
+}
+
+/// No offered codec is acceptable; the message names both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoCodec {
+    /// Distinct offered codec names, with notes (e.g. `H264 (packetization-mode 0 only)`).
+    pub offered: Vec<String>,
+    /// The configured preference list.
+    pub configured: Vec<VideoCodec>,
+}
+
+impl fmt::Display for NoCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let offered = if self.offered.is_empty() {
+            "nothing".to_owned()
+        } else {
+            self.offered.join(", ")
+        };
+        let configured: Vec<&str> = self.configured.iter().map(|c| c.config_name()).collect();
+        write!(
+            f,
+            "no acceptable video codec: the browser offered {offered}; peercam is configured for {} (video.codecs)",
+            configured.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for NoCodec {}
+
+/// Kind of an SDP media section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// `m=audio`.
+    Audio,
+    /// `m=video`.
+    Video,
+}
+
+impl MediaKind {
+    fn sdp_name(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
+/// The direction of a media section, from the offerer's (the browser's) side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `a=sendrecv` (also the default when no direction is written).
+    SendRecv,
+    /// `a=sendonly`: the browser sends, it will not play what we send.
+    SendOnly,
+    /// `a=recvonly`: the browser only receives (the Dial page's offer).
+    RecvOnly,
+    /// `a=inactive`.
+    Inactive,
+}
+
+impl Direction {
+    /// Whether the browser wants to receive media in this section.
+    pub fn browser_receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    fn from_attribute(line: &str) -> Option<Self> {
+        match line {
+            "a=sendrecv" => Some(Direction::SendRecv),
+            "a=sendonly" => Some(Direction::SendOnly),
+            "a=recvonly" => Some(Direction::RecvOnly),
+            "a=inactive" => Some(Direction::Inactive),
+            _ => None,
+        }
+    }
+}
+
+/// Lines of the SDP without line ends (browsers send CRLF, people paste LF).
+fn sdp_lines(sdp: &str) -> impl Iterator<Item = &str> {
+    sdp.lines().map(|l| l.trim_end_matches('\r'))
+}
+
+/// The `m=` line and the lines of the first media section of `kind` (up to the next `m=`).
+fn media_section(sdp: &str, kind: MediaKind) -> Option<(&str, Vec<&str>)> {
+    let mut lines = sdp_lines(sdp);
+    let prefix = format!("m={} ", kind.sdp_name());
+    let m_line = lines.by_ref().find(|l| l.starts_with(&prefix))?;
+    Some((m_line, lines.take_while(|l| !l.starts_with("m=")).collect()))
+}
+
+/// Direction of the first media section of `kind`, or `None` if the offer has no such section
+/// or rejected it (port 0). A direction written at session level applies when the section has
+/// none; without either it is `sendrecv` (RFC 8866).
+pub fn media_direction(sdp: &str, kind: MediaKind) -> Option<Direction> {
+    let (m_line, section) = media_section(sdp, kind)?;
+    if m_line.split_whitespace().nth(1) == Some("0") {
+        return None;
+    }
+    let session_level = sdp_lines(sdp)
+        .take_while(|l| !l.starts_with("m="))
+        .find_map(Direction::from_attribute);
+    Some(
+        section
+            .iter()
+            .find_map(|l| Direction::from_attribute(l))
+            .or(session_level)
+            .unwrap_or(Direction::SendRecv),
+    )
+}
+
+/// Codecs of the offer's first video section, in the browser's order.
+pub fn offered_video_codecs(sdp: &str) -> Result<Vec<OfferedCodec>, CodecError> {
+    let (_, section) = media_section(sdp, MediaKind::Video).ok_or(CodecError::NoVideo)?;
+    parse_codecs(&section)
+}
+
+fn parse_codecs(section: &[&str]) -> Result<Vec<OfferedCodec>, CodecError> {
+    let mut codecs: Vec<OfferedCodec> = Vec::new();
+    for line in section {
+        if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+            // The line came from outside: quote at most 120 characters of it.
+            let malformed = || CodecError::Malformed(line.chars().take(120).collect());
+            let (pt, encoding) = rest.split_once(' ').ok_or_else(malformed)?;
+            let payload_type: u8 = pt.trim().parse().map_err(|_| malformed())?;
+            let mut parts = encoding.trim().split('/');
+            let mime = parts
+                .next()
+                .filter(|m| !m.is_empty())
+                .ok_or_else(malformed)?;
+            let clock_rate: u32 = parts
+                .next()
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(malformed)?;
+            codecs.push(OfferedCodec {
+                payload_type,
+                mime: mime.to_owned(),
+                clock_rate,
+                fmtp: None,
+                rtcp_fb: Vec::new(),
+            });
+        }
+    }
+    // fmtp and rtcp-fb may come before or after their rtpmap (Firefox writes them first).
+    for line in section {
+        let (attr, is_fmtp) = if let Some(rest) = line.strip_prefix("a=fmtp:") {
+            (rest, true)
+        } else if let Some(rest) = line.strip_prefix("a=rtcp-fb:") {
+            (rest, false)
+        } else {
+            continue;
+        };
+        let Some((pt, value)) = attr.split_once(' ') else {
+            continue;
+        };
+        let Ok(pt) = pt.parse::<u8>() else { continue };
+        if let Some(codec) = codecs.iter_mut().find(|c| c.payload_type == pt) {
+            if is_fmtp {
+                codec.fmtp = Some(value.trim().to_owned());
+            } else {
+                codec.rtcp_fb.push(value.trim().to_owned());
+            }
+        }
+    }
+    Ok(codecs)
+}
+
+/// Payload type of Opus (`opus/48000/2`) in the offer's first audio section, if offered.
+/// Whether the browser wants to receive audio at all is [`media_direction`]'s answer.
+pub fn offered_opus(sdp: &str) -> Option<u8> {
+    let (_, section) = media_section(sdp, MediaKind::Audio)?;
+    parse_codecs(&section)
+        .ok()?
+        .into_iter()
+        .find(|c| c.mime.eq_ignore_ascii_case("opus") && c.clock_rate == 48_000)
+        .map(|c| c.payload_type)
+}
+
+/// A parameter of an fmtp line (`key=value;key=value`), case-insensitive key.
+fn fmtp_param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
+    fmtp.split(';').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(key).then_some(v.trim())
+    })
+}
+
+/// The H.264 profiles that can play what openh264 sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum H264Profile {
+    ConstrainedBaseline,
+    Baseline,
+}
+
+/// Reads `profile-level-id` (RFC 6184 §8.1: profile_idc, profile-iop, level_idc, in hex) and
+/// classifies it with the table libwebrtc uses. `None`: a profile peercam cannot serve (Main,
+/// High, ...). Returns the profile and level_idc.
+fn h264_profile(plid: &str) -> Option<(H264Profile, u8)> {
+    if plid.len() != 6 {
+        return None;
+    }
+    let value = u32::from_str_radix(plid, 16).ok()?;
+    let [_, profile_idc, iop, level] = value.to_be_bytes();
+    // The reserved low 4 bits of profile-iop are zero in every profile of the table.
+    if iop & 0x0f != 0 {
+        return None;
+    }
+    let profile = match profile_idc {
+        // Baseline with constraint_set1 (x1xx0000) is Constrained Baseline.
+        0x42 if iop & 0x40 != 0 => H264Profile::ConstrainedBaseline,
+        0x42 => H264Profile::Baseline,
+        // Main with constraint_set0 (1xxx0000): the stream is also Baseline-conformant.
+        0x4d if iop & 0x80 != 0 => H264Profile::ConstrainedBaseline,
+        // Extended with constraint_set0 and set1 (11xx0000), or only set0 (10xx0000).
+        0x58 if iop & 0xc0 == 0xc0 => H264Profile::ConstrainedBaseline,
+        0x58 if iop & 0x80 != 0 => H264Profile::Baseline,
+        _ => return None,
+    };
+    Some((profile, level))
+}
+
+/// Level 3.1 (`level_idc` 31): 1280x720 at 30 fps, what `42e01f` announces.
+const H264_LEVEL_3_1: u8 = 0x1f;
+
+/// How well an H.264 entry fits what peercam sends: `None` = unusable; lower is better.
+fn h264_rank(codec: &OfferedCodec) -> Option<u8> {
+    let fmtp = codec.fmtp.as_deref().unwrap_or("");
+    // Mode 0 (the default when absent) forbids fragmenting a NAL unit over several packets,
+    // and a keyframe never fits one packet.
+    if fmtp_param(fmtp, "packetization-mode") != Some("1") {
+        return None;
+    }
+    // Absent means 42000a (Baseline, level 1.0): usable, but a poor match.
+    let plid = fmtp_param(fmtp, "profile-level-id").unwrap_or("42000a");
+    if plid.eq_ignore_ascii_case("42e01f") {
+        return Some(0);
+    }
+    let (profile, level) = h264_profile(plid)?;
+    let low_level = u8::from(level < H264_LEVEL_3_1);
+    Some(match profile {
+        H264Profile::ConstrainedBaseline => 1 + low_level,
+        // A Baseline decoder plays Constrained Baseline streams too.
+        H264Profile::Baseline => 3 + low_level,
+    })
+}
+
+fn rank(codec: VideoCodec, offered: &OfferedCodec) -> Option<u8> {
+    if offered.clock_rate != 90_000 {
+        return None;
+    }
+    match codec {
+        VideoCodec::H264 if offered.mime.eq_ignore_ascii_case("H264") => h264_rank(offered),
+        VideoCodec::Av1 if offered.mime.eq_ignore_ascii_case("AV1") => {
+            // rav1e emits Main profile (0); skip an entry that asks for another.
+            let profile = offered
+                .fmtp
+                .as_deref()
+                .and_then(|f| fmtp_param(f, "profile"));
+            matches!(profile, None | Some("0")).then_some(0)
+        }
+        _ => None,
+    }
+}
+
+/// Picks the first codec of `preferences` that the offer contains (its best-fitting entry;
+/// among equals, the browser's first).
+pub fn choose(preferences: &[VideoCodec], offered: &[OfferedCodec]) -> Result<Chosen, NoCodec> {
+    for &codec in preferences {
+        let best = offered
+            .iter()
+            .filter_map(|o| rank(codec, o).map(|r| (r, o)))
+            .min_by_key(|(r, _)| *r);
+        if let Some((_, o)) = best {
+            return Ok(Chosen {
+                codec,
+                payload_type: o.payload_type,
+                fmtp: o.fmtp.clone().unwrap_or_default(),
+            });
+        }
+    }
+    Err(NoCodec {
+        offered: describe_offered(offered),
+        configured: preferences.to_vec(),
+    })
+}
+
+/// Distinct codec names of the offer (without retransmission/FEC entries), with a note when
+/// H.264 was offered only in a form peercam cannot send.
+fn describe_offered(offered: &[OfferedCodec]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for o in offered {
+        let upper = o.mime.to_ascii_uppercase();
+        if matches!(upper.as_str(), "RTX" | "RED" | "ULPFEC" | "FLEXFEC-03") {
+            continue;
+        }
+        if !names.contains(&upper) {
+            names.push(upper);
+        }
+    }
+    let h264: Vec<&OfferedCodec> = offered
+        .iter()
+        .filter(|o| o.mime.eq_ignore_ascii_case("H264"))
+        .collect();
+    if !h264.is_empty() && h264.iter().all(|o| h264_rank(o).is_none()) {
+        let mode_1 = |o: &&OfferedCodec| {
+            fmtp_param(o.fmtp.as_deref().unwrap_or(""), "packetization-mode") == Some("1")
+        };
+        let note = if h264.iter().any(mode_1) {
+            "H264 (no Constrained Baseline profile)"
+        } else {
+            "H264 (packetization-mode 0 only)"
+        };
+        if let Some(n) = names.iter_mut().find(|n| n.as_str() == "H264") {
+            *n = note.to_owned();
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    //! Codec choice from stored real offers (tests/fixtures/offers, see its README.md).
+
+    use super::*;
+    use VideoCodec::{Av1, H264};
+
+    const CHROMIUM: &str = include_str!("../../tests/fixtures/offers/chromium-156.sdp");
+    const FIREFOX: &str = include_str!("../../tests/fixtures/offers/firefox-esr-153.sdp");
+    const SAFARI: &str = include_str!("../../tests/fixtures/offers/safari.sdp");
+
+    fn pick(sdp: &str, prefs: &[VideoCodec]) -> Result<Chosen, NoCodec> {
+        choose(prefs, &offered_video_codecs(sdp).expect("offer parses"))
+    }
+
+    fn section(pts: &str, lines: &[&str]) -> String {
+        format!(
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF {pts}\r\n{}\r\n",
+            lines.join("\r\n")
+        )
+    }
+
+    #[test]
+    fn chromium_gets_42e01f_h264_with_its_payload_type() {
+        for prefs in [&[H264][..], &[H264, Av1]] {
+            let c = pick(CHROMIUM, prefs).expect("h264");
+            assert_eq!(c.codec, H264);
+            // Chromium 156 lists 42001f (pt 102) before 42e01f (pt 108); the exact match wins
+            // over offer order, and mode-0 42e01f (pt 114) is never taken.
+            assert_eq!(c.payload_type, 108);
+            assert_eq!(
+                c.fmtp,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+            );
+        }
+        assert_eq!(offered_opus(CHROMIUM), Some(111));
+    }
+
+    #[test]
+    fn chromium_gets_profile_0_av1_when_av1_is_preferred() {
+        let c = pick(CHROMIUM, &[Av1, H264]).expect("av1");
+        // pt 45 is AV1 profile 0; pt 47 (profile 1) would be undecodable from rav1e's view.
+        assert_eq!((c.codec, c.payload_type), (Av1, 45));
+        assert!(c.fmtp.contains("profile=0"), "{}", c.fmtp);
+    }
+
+    #[test]
+    fn offline_firefox_has_no_h264_and_falls_back_to_av1() {
+        let c = pick(FIREFOX, &[H264, Av1]).expect("av1 fallback");
+        assert_eq!((c.codec, c.payload_type, c.fmtp.as_str()), (Av1, 99, ""));
+        assert_eq!(pick(FIREFOX, &[Av1]).map(|c| c.payload_type), Ok(99));
+        assert_eq!(offered_opus(FIREFOX), Some(109));
+        let e = pick(FIREFOX, &[H264]).expect_err("no h264 in offline firefox");
+        assert_eq!(
+            e.to_string(),
+            "no acceptable video codec: the browser offered VP8, VP9, AV1; \
+             peercam is configured for h264 (video.codecs)"
+        );
+    }
+
+    #[test]
+    fn safari_gets_constrained_baseline_not_high_profile() {
+        // Safari lists High 640c1f (pt 96) first; 42e01f mode 1 is pt 98.
+        let c = pick(SAFARI, &[H264, Av1]).expect("h264");
+        assert_eq!((c.codec, c.payload_type), (H264, 98));
+        assert_eq!(pick(SAFARI, &[Av1, H264]).map(|c| c.codec), Ok(H264));
+        // The audio section comes first in this offer; the video section is still found.
+        assert_eq!(offered_opus(SAFARI), Some(111));
+        let e = pick(SAFARI, &[Av1]).expect_err("no AV1 in this Safari offer");
+        assert!(
+            e.to_string().contains(
+                "the browser offered H264, H265, VP8, VP9; peercam is configured for av1"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rtcp_feedback_and_fmtp_are_attached_to_their_payload_type() {
+        let offered = offered_video_codecs(SAFARI).expect("parse");
+        let h = offered
+            .iter()
+            .find(|o| o.payload_type == 98)
+            .expect("pt 98");
+        assert_eq!((h.mime.as_str(), h.clock_rate), ("H264", 90_000));
+        assert!(h.rtcp_fb.iter().any(|f| f == "nack pli"));
+        assert!(h.rtcp_fb.iter().any(|f| f == "ccm fir"));
+        // Firefox writes every fmtp before the rtpmap lines.
+        let ff = offered_video_codecs(FIREFOX).expect("parse");
+        let vp8 = ff.iter().find(|o| o.payload_type == 120).expect("pt 120");
+        assert_eq!(vp8.fmtp.as_deref(), Some("max-fs=12288;max-fr=60"));
+        assert_eq!(ff.first().map(|o| o.mime.as_str()), Some("VP8"));
+    }
+
+    #[test]
+    fn h264_with_only_packetization_mode_0_is_rejected_with_a_note() {
+        let sdp = section(
+            "104 120",
+            &[
+                "a=rtpmap:104 H264/90000",
+                "a=fmtp:104 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f",
+                "a=rtpmap:120 VP8/90000",
+                "a=rtpmap:121 VP9/90000",
+            ],
+        );
+        let e = pick(&sdp, &[H264, Av1]).expect_err("mode 0 only");
+        assert_eq!(
+            e.to_string(),
+            "no acceptable video codec: the browser offered H264 (packetization-mode 0 only), \
+             VP8, VP9; peercam is configured for h264, av1 (video.codecs)"
+        );
+        // No fmtp at all means mode 0 too.
+        let bare = section("96", &["a=rtpmap:96 H264/90000"]);
+        assert!(pick(&bare, &[H264]).is_err());
+    }
+
+    #[test]
+    fn high_and_main_only_h264_is_rejected() {
+        let sdp = section(
+            "96 97",
+            &[
+                "a=rtpmap:96 H264/90000",
+                "a=fmtp:96 packetization-mode=1;profile-level-id=640c1f",
+                "a=rtpmap:97 H264/90000",
+                "a=fmtp:97 packetization-mode=1;profile-level-id=4d001f",
+            ],
+        );
+        let e = pick(&sdp, &[H264]).expect_err("high/main only");
+        assert!(
+            e.to_string()
+                .contains("H264 (no Constrained Baseline profile)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn h264_entries_rank_by_closeness_to_42e01f() {
+        let entry = |pt: u8, plid: &str| {
+            vec![
+                format!("a=rtpmap:{pt} H264/90000"),
+                format!("a=fmtp:{pt} packetization-mode=1;profile-level-id={plid}"),
+            ]
+        };
+        let build = |entries: &[(u8, &str)]| {
+            let lines: Vec<String> = entries.iter().flat_map(|(pt, p)| entry(*pt, p)).collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            section("0", &refs)
+        };
+        let chosen =
+            |entries: &[(u8, &str)]| pick(&build(entries), &[H264]).map(|c| c.payload_type);
+        // Exact 42e01f beats everything, wherever it is.
+        assert_eq!(
+            chosen(&[(100, "42e034"), (101, "42001f"), (102, "42E01F")]),
+            Ok(102)
+        );
+        // Constrained Baseline (42e0xx, 42c0xx, 4d8xxx) at level >= 3.1 next.
+        assert_eq!(
+            chosen(&[(100, "42001f"), (101, "42e00d"), (102, "42c034")]),
+            Ok(102)
+        );
+        assert_eq!(chosen(&[(100, "42001f"), (101, "4d801f")]), Ok(101));
+        // Then low-level Constrained Baseline, then plain Baseline.
+        assert_eq!(chosen(&[(100, "42001f"), (101, "42e00d")]), Ok(101));
+        assert_eq!(chosen(&[(100, "42000d"), (101, "42001f")]), Ok(101));
+        // Malformed or reserved-bit profile ids are skipped, not fatal.
+        assert_eq!(
+            chosen(&[(100, "zz"), (101, "42e10f"), (102, "42000a")]),
+            Ok(102)
+        );
+    }
+
+    #[test]
+    fn av1_with_another_profile_is_skipped() {
+        let sdp = section(
+            "45 47",
+            &[
+                "a=rtpmap:47 AV1/90000",
+                "a=fmtp:47 profile=1",
+                "a=rtpmap:45 VP8/90000",
+            ],
+        );
+        assert!(pick(&sdp, &[Av1]).is_err());
+        let bare = section("35", &["a=rtpmap:35 AV1/90000"]);
+        assert_eq!(pick(&bare, &[Av1]).map(|c| c.payload_type), Ok(35));
+    }
+
+    #[test]
+    fn directions_say_whether_the_browser_receives() {
+        use Direction::*;
+        assert_eq!(media_direction(CHROMIUM, MediaKind::Video), Some(RecvOnly));
+        assert_eq!(media_direction(CHROMIUM, MediaKind::Audio), Some(RecvOnly));
+        // Firefox writes a=sendrecv at session level; the sections' recvonly wins.
+        assert_eq!(media_direction(FIREFOX, MediaKind::Video), Some(RecvOnly));
+        assert_eq!(media_direction(SAFARI, MediaKind::Audio), Some(SendRecv));
+        assert!(SendRecv.browser_receives() && RecvOnly.browser_receives());
+        assert!(!SendOnly.browser_receives() && !Inactive.browser_receives());
+        let sdp = "v=0\r\na=sendonly\r\nm=audio 9 RTP/AVP 111\r\nm=video 0 RTP/AVP 96\r\n";
+        assert_eq!(
+            media_direction(sdp, MediaKind::Audio),
+            Some(SendOnly),
+            "session level"
+        );
+        assert_eq!(
+            media_direction(sdp, MediaKind::Video),
+            None,
+            "port 0: rejected"
+        );
+        let none = "v=0\r\nm=video 9 RTP/AVP 96\r\n";
+        assert_eq!(
+            media_direction(none, MediaKind::Video),
+            Some(SendRecv),
+            "default"
+        );
+        assert_eq!(media_direction(none, MediaKind::Audio), None);
+    }
+
+    #[test]
+    fn offers_without_video_or_with_broken_rtpmap_are_errors() {
+        assert_eq!(
+            offered_video_codecs("v=0\r\nm=audio 9 RTP/AVP 0\r\n"),
+            Err(CodecError::NoVideo)
+        );
+        let broken = "v=0\r\nm=video 9 RTP/AVP 96\r\na=rtpmap:96\r\n";
+        let e = offered_video_codecs(broken).expect_err("no encoding");
+        assert!(e.to_string().contains("`a=rtpmap:96`"), "{e}");
+        for line in [
+            "a=rtpmap:x H264/90000",
+            "a=rtpmap:96 H264",
+            "a=rtpmap:300 H264/90000",
+        ] {
+            let sdp = format!("v=0\nm=video 9 RTP/AVP 96\n{line}\n");
+            assert_eq!(
+                offered_video_codecs(&sdp),
+                Err(CodecError::Malformed(line.to_owned())),
+                "{line}"
+            );
+        }
+        assert_eq!(offered_opus("v=0\r\nm=video 9 RTP/AVP 96\r\n"), None);
+    }
+}

@@ -1,0 +1,132 @@
+// Chromium against the real daemon (test pattern + test tone): H.264, AV1, two viewers with a
+// misbehaving third client, and the viewer limit. Every number asserted comes from getStats().
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import {
+  dialAndWaitForFrames, launchChromium, openPage, pageState, rawClient, screenshot, sleep,
+  startDaemon, stats, waitForFrames,
+} from './helpers.mjs';
+
+let browser;
+before(async () => { browser = await launchChromium(); });
+after(async () => { await browser?.close(); });
+
+/** Runs `body(daemon)` with a daemon started with `options`, stopping it afterwards. */
+async function withDaemon(options, body) {
+  const daemon = await startDaemon(options);
+  try {
+    await body(daemon);
+  } finally {
+    await daemon.stop();
+  }
+}
+
+describe('chromium', () => {
+  test('H.264: Dial streams 640x480 video and audio', { timeout: 60_000 }, () =>
+    withDaemon({ video: 'codecs = ["h264"]' }, async (daemon) => {
+      const context = await browser.newContext();
+      const page = await openPage(context, daemon.url);
+      const s = await dialAndWaitForFrames(page, 60);
+      assert.equal(s.codec, 'video/H264');
+      assert.equal(s.frameWidth, 640);
+      assert.equal(s.frameHeight, 480);
+      // Audio arrives slightly after video may start; give the next stats sample a chance.
+      await page.waitForFunction(() => window.peercamStats.audioSamples > 0, null,
+        { timeout: 5000 });
+      const state = await pageState(page);
+      assert.equal(state.state, 'connected');
+      assert.equal(state.status, 'connected');
+      assert.ok(state.stats.bitrateKbps > 0, `bitrate ${state.stats.bitrateKbps}`);
+      assert.ok(state.stats.rttMs !== null && state.stats.rttMs < 1000, `rtt ${state.stats.rttMs}`);
+      // Glass-to-glass latency read back from the test pattern's barcode (same machine clock).
+      await page.waitForFunction(() => window.peercamLatency.samples.length >= 30, null,
+        { timeout: 5000 });
+      const latency = await page.evaluate(() => window.peercamLatency);
+      assert.ok(latency.p50 > 0 && latency.p50 < 1000, `latency p50 ${latency.p50} ms`);
+      await page.waitForFunction(() => /latency \d+ ms/.test(
+        document.getElementById('stats').textContent), null, { timeout: 3000 });
+      const text = await page.textContent('#stats');
+      assert.match(text, /H264 · 640×480/);
+      await screenshot(page);
+      // Hang up returns to idle and the daemon frees the viewer slot.
+      await page.click('#hangup');
+      assert.equal(await page.evaluate(() => window.peercamState), 'idle');
+      assert.deepEqual(page.errors, []);
+      await context.close();
+    }));
+
+  test('AV1: Dial decodes AV1 when it is the only codec', { timeout: 60_000 }, () =>
+    withDaemon({ video: 'codecs = ["av1"]' }, async (daemon) => {
+      const context = await browser.newContext();
+      const page = await openPage(context, daemon.url);
+      const s = await dialAndWaitForFrames(page, 60, 30_000);
+      assert.equal(s.codec, 'video/AV1');
+      assert.equal(s.frameWidth, 640);
+      assert.equal((await pageState(page)).state, 'connected');
+      assert.deepEqual(page.errors, []);
+      await context.close();
+    }));
+
+  test('two viewers stream while a third client sends garbage', { timeout: 90_000 }, () =>
+    withDaemon({ video: 'codecs = ["h264"]', limits: 'max_message_bytes = 65536' },
+      async (daemon) => {
+        const contexts = [await browser.newContext(), await browser.newContext()];
+        const pages = await Promise.all(contexts.map((c) => openPage(c, daemon.url)));
+        await Promise.all(pages.map((p) => p.click('#dial')));
+        await Promise.all(pages.map((p) => waitForFrames(p, 60)));
+
+        const { client, hello } = await rawClient(daemon.wsUrl);
+        assert.equal(hello.hello.mode, 'viewer');
+        assert.equal(hello.hello.viewers, 2);
+        const garbage = [
+          ['this is not JSON {', 'bad_json'],
+          ['[1, 2, 3]', 'bad_json'],
+          ['{"dance": {"with": "me"}}', 'unknown_type'],
+          [`{"sdp": {"type": "offer", "sdp": "${'a'.repeat(100_000)}"}}`, 'too_large'],
+          ['{"candidate": {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 9 typ host",'
+            + ' "sdpMid": "0", "sdpMLineIndex": 0}}', 'unexpected'],
+          ['{"sdp": {"type": "answer", "sdp": "v=0"}}', 'unexpected'],
+          ['{"sdp": {"type": "offer", "sdp": "not an sdp"}}', null],
+        ];
+        for (const [text, code] of garbage) {
+          client.send(text);
+          const reply = await client.next();
+          assert.ok(reply.error, `expected an error for ${text.slice(0, 60)}, got ${JSON.stringify(reply)}`);
+          assert.ok(reply.error.message.length > 0);
+          if (code) assert.equal(reply.error.code, code, reply.error.message);
+        }
+        client.close();
+
+        const before = await Promise.all(pages.map(stats));
+        await sleep(2500);
+        const later = await Promise.all(pages.map(stats));
+        for (let i = 0; i < pages.length; i++) {
+          assert.ok(later[i].framesDecoded > before[i].framesDecoded + 20,
+            `viewer ${i}: ${before[i].framesDecoded} -> ${later[i].framesDecoded} frames`);
+          assert.equal((await pageState(pages[i])).state, 'connected');
+          assert.deepEqual(pages[i].errors, []);
+        }
+        await Promise.all(contexts.map((c) => c.close()));
+      }));
+
+  test('viewer limit: the second Dial shows the server error', { timeout: 60_000 }, () =>
+    withDaemon({ video: 'codecs = ["h264"]', limits: 'max_viewers = 1' }, async (daemon) => {
+      const contexts = [await browser.newContext(), await browser.newContext()];
+      const [first, second] = await Promise.all(contexts.map((c) => openPage(c, daemon.url)));
+      await dialAndWaitForFrames(first, 10);
+      await second.click('#dial');
+      await second.waitForFunction(() => window.peercamState === 'failed', null,
+        { timeout: 10_000 });
+      const state = await pageState(second);
+      assert.match(state.error, /viewer limit 1 reached/);
+      assert.match(state.status, /viewer limit 1 reached/);
+      // The first viewer is unaffected; after it hangs up the second one gets in.
+      assert.equal((await pageState(first)).state, 'connected');
+      await first.click('#hangup');
+      await sleep(500);
+      await dialAndWaitForFrames(second, 10);
+      assert.equal((await pageState(second)).state, 'connected');
+      await Promise.all(contexts.map((c) => c.close()));
+    }));
+});

@@ -1,0 +1,255 @@
+// Shared helpers for the browser tests: start the real peercam daemon with the test sources,
+// launch Debian's Chromium or Firefox ESR through playwright-core, and read the numbers the
+// Dial page exposes (window.peercamStats etc., all taken from RTCPeerConnection.getStats()).
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, firefox } from 'playwright-core';
+import WebSocket from 'ws';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** The repository root (tests/browser/../..). */
+export const repoRoot = path.resolve(here, '..', '..');
+
+/** The daemon binary: $PEERCAM_BIN or target/debug/peercam. */
+export const peercamBin = process.env.PEERCAM_BIN
+  ? path.resolve(repoRoot, process.env.PEERCAM_BIN)
+  : path.join(repoRoot, 'target', 'debug', 'peercam');
+
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const FIREFOX = process.env.FIREFOX_BIN || '/usr/bin/firefox-esr';
+
+/** Returns a TCP port that was free a moment ago on 127.0.0.1. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A config with the test pattern and tone, loopback only. `video`/`limits`: extra TOML lines. */
+export function testConfig({ port, video = '', limits = '' }) {
+  return `
+[server]
+listen = "127.0.0.1:${port}"
+
+[video]
+source = "test"
+width = 640
+height = 480
+fps = 30
+${video}
+
+[audio]
+source = "test"
+
+[webrtc]
+ip_addresses = ["127.0.0.1"]
+udp_port_min = 0
+udp_port_max = 0
+
+[limits]
+max_viewers = 8
+${limits}
+`;
+}
+
+/**
+ * Starts the daemon and waits until GET / answers. `limits` lines override max_viewers when
+ * they set it (TOML forbids a key twice, so it is replaced, not appended).
+ */
+export async function startDaemon({ video = '', limits = '' } = {}) {
+  if (!existsSync(peercamBin)) {
+    throw new Error(`peercam binary not found at ${peercamBin}: run \`cargo build\` or set PEERCAM_BIN`);
+  }
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'peercam-browser-'));
+  const configPath = path.join(dir, 'peercam.toml');
+  let config = testConfig({ port, video, limits });
+  if (/^\s*max_viewers\s*=/m.test(limits)) config = config.replace('max_viewers = 8\n', '');
+  writeFileSync(configPath, config);
+  const child = spawn(peercamBin, ['--config', configPath], {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', JOURNAL_STREAM: '' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const log = [];
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => {
+    for (const line of chunk.split('\n')) if (line) log.push(line);
+    if (process.env.PEERCAM_LOG) process.stderr.write(chunk);
+  });
+  let exited = null;
+  child.on('exit', (code, signal) => { exited = signal || `exit code ${code}`; });
+  const url = `http://127.0.0.1:${port}/`;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (exited) {
+      throw new Error(`peercam exited (${exited}) before serving ${url}:\n${log.slice(-20).join('\n')}`);
+    }
+    try {
+      const response = await fetch(url);
+      if (response.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`peercam did not serve ${url} within 20 s:\n${log.slice(-20).join('\n')}`);
+    }
+    await sleep(100);
+  }
+  return {
+    port,
+    url,
+    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    log,
+    async stop() {
+      if (!exited) {
+        const gone = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await gone;
+        clearTimeout(timer);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Headless Debian Chromium with the flags WebRTC on loopback needs. */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic',
+      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+}
+
+/** Headless Firefox ESR driven over WebDriver BiDi (no geckodriver). */
+export function launchFirefox() {
+  return firefox.launch({
+    channel: 'moz-firefox',
+    executablePath: FIREFOX,
+    headless: true,
+    firefoxUserPrefs: {
+      'media.autoplay.default': 0,
+      'media.peerconnection.ice.loopback': true,
+      'media.peerconnection.ice.obfuscate_host_addresses': false,
+    },
+  });
+}
+
+/** Opens the Dial page in a new page of `browser`; collects page errors into `page.errors`. */
+export async function openPage(browser, url) {
+  const page = await browser.newPage();
+  page.errors = [];
+  page.on('pageerror', (error) => page.errors.push(error.message));
+  await page.goto(url);
+  return page;
+}
+
+/** Clicks Dial and waits until the page decodes `frames` video frames; returns the stats. */
+export async function dialAndWaitForFrames(page, frames, timeoutMs = 20_000) {
+  await page.click('#dial');
+  return waitForFrames(page, frames, timeoutMs);
+}
+
+/** Waits until window.peercamStats.framesDecoded >= `frames`; fails with the page's state. */
+export async function waitForFrames(page, frames, timeoutMs = 20_000) {
+  try {
+    await page.waitForFunction(
+      (n) => window.peercamStats && window.peercamStats.framesDecoded >= n,
+      frames,
+      { timeout: timeoutMs, polling: 250 },
+    );
+  } catch (error) {
+    const state = await pageState(page).catch(() => ({}));
+    throw new Error(`no ${frames} frames decoded within ${timeoutMs} ms: ${JSON.stringify(state)}`);
+  }
+  return stats(page);
+}
+
+/** The page's latest stats object. */
+export function stats(page) {
+  return page.evaluate(() => window.peercamStats);
+}
+
+/** State, error, status text and stats of the page, for assertions and failure messages. */
+export function pageState(page) {
+  return page.evaluate(() => ({
+    state: window.peercamState,
+    error: window.peercamError,
+    status: document.getElementById('status').textContent,
+    stats: window.peercamStats,
+    latency: window.peercamLatency && window.peercamLatency.p50,
+  }));
+}
+
+/** Saves a PNG of the page for a person to look at. */
+export async function screenshot(page, file = '/tmp/peercam-page.png') {
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+/** A raw signaling client: connects, collects every message, returns the hello. */
+export async function rawClient(wsUrl) {
+  const socket = new WebSocket(wsUrl);
+  const messages = [];
+  const waiters = [];
+  socket.on('message', (data) => {
+    let message;
+    try {
+      message = JSON.parse(data.toString());
+    } catch {
+      message = { unparsable: data.toString() };
+    }
+    messages.push(message);
+    while (waiters.length) waiters.shift()();
+  });
+  socket.on('close', () => { while (waiters.length) waiters.shift()(); });
+  await new Promise((resolve, reject) => {
+    socket.once('open', resolve);
+    socket.once('error', reject);
+  });
+  const client = {
+    socket,
+    messages,
+    send(text) { socket.send(text); },
+    /** The next unread message, or an error after `timeoutMs`. */
+    async next(timeoutMs = 5000) {
+      const deadline = Date.now() + timeoutMs;
+      while (client.read >= messages.length) {
+        if (socket.readyState !== WebSocket.OPEN) {
+          throw new Error('signaling socket closed while waiting for a message');
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`no message within ${timeoutMs} ms`);
+        await new Promise((resolve) => {
+          const timer = setTimeout(resolve, left);
+          waiters.push(() => { clearTimeout(timer); resolve(); });
+        });
+      }
+      return messages[client.read++];
+    },
+    read: 0,
+    close() { socket.close(); },
+  };
+  const hello = await client.next();
+  return { client, hello };
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

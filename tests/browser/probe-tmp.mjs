@@ -1,0 +1,16 @@
+import { chromium } from 'playwright-core';
+import { launchFirefox } from './helpers.mjs';
+const b = await chromium.launch({executablePath:'/usr/bin/chromium', args:['--no-sandbox','--disable-gpu','--use-fake-ui-for-media-stream','--use-fake-device-for-media-stream','--allow-loopback-in-peer-connection']});
+const cam = await (await b.newContext()).newPage(); await cam.goto('http://127.0.0.1:8766/?room=viewer');
+const fb = await launchFirefox();
+const v = await fb.newPage();
+v.on('pageerror', e => console.log('PAGEERROR', e.message)); v.on('console', m => console.log('v', m.type(), m.text()));
+await v.goto('http://127.0.0.1:8766/');
+await cam.waitForTimeout(500);
+await v.click('#dial');
+await v.waitForTimeout(6000);
+console.log(await v.evaluate(() => [window.peercamState, window.peercamError, document.getElementById('status').textContent, document.getElementById('stats').textContent, window.peercamStats, document.getElementById('remote').muted, document.getElementById('unmute').hidden]));
+await v.screenshot({path:'/tmp/viewer-ff.png'});
+await v.click('#hangup');
+console.log(await v.evaluate(() => [window.peercamState, document.getElementById('status').textContent]));
+await fb.close(); await b.close();

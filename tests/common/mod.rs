@@ -1,0 +1,173 @@
+//! Shared helpers for the integration tests: start the real `peercam` binary with a config,
+//! find its port from the log, talk to it over WebSocket.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// A running daemon; killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+    pub log: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// A config for tests: loopback only, test sources, the given extra TOML appended per table.
+pub fn test_config(video_extra: &str, limits_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[video]
+source = "test"
+width = 320
+height = 240
+fps = 30
+{video_extra}
+
+[audio]
+source = "test"
+
+[webrtc]
+ip_addresses = ["127.0.0.1"]
+udp_port_min = 0
+udp_port_max = 0
+
+[limits]
+{limits_extra}
+
+[log]
+level = "info"
+"#
+    )
+}
+
+impl Daemon {
+    /// Starts `peercam --config <file>` and waits until it logs its listening address.
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("peercam.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peercam"))
+            .arg("--config")
+            .arg(&path)
+            .env_remove("JOURNAL_STREAM")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn peercam");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[peercam] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("peercam did not log its listening address in time");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest.trim_end_matches('/');
+                let port = addr
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim_end_matches('/').parse().ok())
+                    .expect("port in log line");
+                break port;
+            }
+        };
+        Daemon {
+            child,
+            port,
+            log: rx,
+            _dir: dir,
+        }
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://127.0.0.1:{}/ws{query}", self.port)
+    }
+
+    /// Sends SIGTERM and returns the exit status and how long the exit took.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let pid = self.child.id();
+        let start = Instant::now();
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let deadline = start + Duration::from_secs(5);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, start.elapsed());
+            }
+            assert!(Instant::now() < deadline, "peercam did not exit within 5 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+/// Connects and returns the socket and the server's hello.
+pub async fn connect(url: &str) -> (Ws, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("WebSocket connect");
+    let hello = next_json(&mut ws).await;
+    (ws, hello)
+}
+
+/// The next JSON text message (panics after 10 s).
+pub async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("socket closed")
+            .expect("socket error");
+        if let WsMessage::Text(text) = msg {
+            return serde_json::from_str(&text).expect("server sent invalid JSON");
+        }
+    }
+}
+
+pub async fn send_text(ws: &mut Ws, text: impl Into<String>) {
+    ws.send(WsMessage::Text(text.into().into()))
+        .await
+        .expect("send");
+}
+
+/// Sends `text` and returns the error reply's (code, message).
+pub async fn expect_error(ws: &mut Ws, text: impl Into<String>) -> (String, String) {
+    send_text(ws, text).await;
+    let reply = next_json(ws).await;
+    let err = reply
+        .get("error")
+        .unwrap_or_else(|| panic!("expected an error reply, got {reply}"));
+    (
+        err["code"].as_str().unwrap_or_default().to_owned(),
+        err["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}

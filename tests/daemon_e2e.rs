@@ -1,0 +1,340 @@
+//! End to end: the real daemon on a loopback port with the test sources; a webrtc-rs client
+//! dials over `/ws` exactly as a browser would and counts the RTP it receives.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{connect, expect_error, next_json, send_text, Daemon, Ws};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use serde_json::{json, Value};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCPeerConnectionIceEvent, RTCSessionDescription, Registry,
+};
+
+/// Counts RTP packets per kind and forwards local candidates to the signaling socket.
+struct Client {
+    video_packets: AtomicU64,
+    audio_packets: AtomicU64,
+    video_keyframe_starts: AtomicU64,
+    video_pt: std::sync::Mutex<Option<u8>>,
+    candidates: tokio::sync::mpsc::Sender<Option<RTCIceCandidateInit>>,
+}
+
+struct Handler(Arc<Client>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.0.candidates.send(Some(init)).await;
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let client = self.0.clone();
+        tokio::spawn(async move {
+            let kind = track.kind().await;
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                    match kind {
+                        RtpCodecKind::Video => {
+                            client.video_packets.fetch_add(1, Ordering::Relaxed);
+                            *client.video_pt.lock().unwrap() = Some(packet.header.payload_type);
+                            // STAP-A (24) carrying SPS/PPS starts every H.264 keyframe.
+                            if packet.payload.first().map(|b| b & 0x1f) == Some(24) {
+                                client.video_keyframe_starts.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        _ => {
+                            client.audio_packets.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn codec(mime: &str, clock: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate: clock,
+            channels,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: pt,
+        ..Default::default()
+    }
+}
+
+const H264_PT: u8 = 109;
+
+/// Builds a receive-only client offering `video` codecs (and Opus).
+async fn client(
+    video: &[RTCRtpCodecParameters],
+) -> (
+    impl PeerConnection,
+    Arc<Client>,
+    tokio::sync::mpsc::Receiver<Option<RTCIceCandidateInit>>,
+) {
+    let mut media = MediaEngine::default();
+    for c in video {
+        media
+            .register_codec(c.clone(), RtpCodecKind::Video)
+            .expect("register video");
+    }
+    media
+        .register_codec(codec("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1", 111), RtpCodecKind::Audio)
+        .expect("register opus");
+    let registry = register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let state = Arc::new(Client {
+        video_packets: AtomicU64::new(0),
+        audio_packets: AtomicU64::new(0),
+        video_keyframe_starts: AtomicU64::new(0),
+        video_pt: std::sync::Mutex::new(None),
+        candidates: tx,
+    });
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler(state.clone())))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await
+        .expect("client peer");
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        pc.add_transceiver_from_kind(
+            kind,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("transceiver");
+    }
+    (pc, state, rx)
+}
+
+fn h264() -> RTCRtpCodecParameters {
+    codec(
+        "video/H264",
+        90_000,
+        0,
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        H264_PT,
+    )
+}
+
+fn av1() -> RTCRtpCodecParameters {
+    codec("video/AV1", 90_000, 0, "", 45)
+}
+
+/// Dials: sends the offer, applies the answer, trickles candidates both ways until
+/// `until` is true or the timeout passes.
+async fn dial(
+    ws: &mut Ws,
+    pc: &impl PeerConnection,
+    candidates: &mut tokio::sync::mpsc::Receiver<Option<RTCIceCandidateInit>>,
+    timeout: Duration,
+    until: impl Fn() -> bool,
+) -> Value {
+    let offer = pc.create_offer(None).await.expect("offer");
+    pc.set_local_description(offer).await.expect("set local");
+    let sdp = pc.local_description().await.expect("local desc").sdp;
+    send_text(ws, json!({"sdp": {"type": "offer", "sdp": sdp}}).to_string()).await;
+    let answer = next_json(ws).await;
+    let Some(answer_sdp) = answer["sdp"]["sdp"].as_str() else {
+        return answer; // an error reply
+    };
+    assert_eq!(answer["sdp"]["type"], "answer");
+    pc.set_remote_description(RTCSessionDescription::answer(answer_sdp.to_owned()).expect("answer"))
+        .await
+        .expect("apply answer");
+    let deadline = Instant::now() + timeout;
+    use futures_util::StreamExt;
+    while Instant::now() < deadline && !until() {
+        tokio::select! {
+            Some(Some(c)) = candidates.recv() => {
+                send_text(ws, json!({"candidate": {
+                    "candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index
+                }}).to_string()).await;
+            }
+            Some(Ok(msg)) = ws.next() => {
+                if let Ok(text) = msg.to_text() {
+                    let v: Value = serde_json::from_str(text).expect("json from server");
+                    if let Some(c) = v.get("candidate") {
+                        if let Some(c) = c.as_object() {
+                            let init = RTCIceCandidateInit {
+                                candidate: c["candidate"].as_str().unwrap_or_default().to_owned(),
+                                sdp_mid: c.get("sdpMid").and_then(|m| m.as_str()).map(str::to_owned),
+                                sdp_mline_index: c.get("sdpMLineIndex").and_then(|m| m.as_u64()).map(|m| m as u16),
+                                ..Default::default()
+                            };
+                            pc.add_ice_candidate(init).await.expect("remote candidate");
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_client_receives_h264_video_and_opus_audio() {
+    let daemon = Daemon::start(&common::test_config("", ""));
+    let (mut ws, hello) = connect(&daemon.ws_url("")).await;
+    assert_eq!(hello["hello"]["version"], 1);
+    assert_eq!(hello["hello"]["mode"], "viewer");
+    let (pc, client, mut cands) = client(&[h264()]).await;
+    let answer = dial(&mut ws, &pc, &mut cands, Duration::from_secs(15), || {
+        client.video_packets.load(Ordering::Relaxed) >= 60
+            && client.audio_packets.load(Ordering::Relaxed) >= 25
+    })
+    .await;
+    let answer_sdp = answer["sdp"]["sdp"].as_str().expect("answer sdp");
+    assert!(answer_sdp.contains(&format!("a=rtpmap:{H264_PT} H264/90000")), "{answer_sdp}");
+    assert!(answer_sdp.contains("opus/48000"), "{answer_sdp}");
+    assert!(answer_sdp.contains("a=sendonly"), "{answer_sdp}");
+    let video = client.video_packets.load(Ordering::Relaxed);
+    let audio = client.audio_packets.load(Ordering::Relaxed);
+    assert!(video >= 60, "only {video} video RTP packets");
+    assert!(audio >= 25, "only {audio} audio RTP packets");
+    assert_eq!(*client.video_pt.lock().unwrap(), Some(H264_PT));
+    assert!(
+        client.video_keyframe_starts.load(Ordering::Relaxed) >= 1,
+        "no keyframe with SPS/PPS arrived"
+    );
+    send_text(&mut ws, r#"{"bye": {}}"#).await;
+    let _ = pc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtc_client_receives_av1_when_only_av1_is_offered() {
+    let daemon = Daemon::start(&common::test_config("codecs = [\"h264\", \"av1\"]", ""));
+    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    let (pc, client, mut cands) = client(&[av1()]).await;
+    let answer = dial(&mut ws, &pc, &mut cands, Duration::from_secs(20), || {
+        client.video_packets.load(Ordering::Relaxed) >= 20
+    })
+    .await;
+    let answer_sdp = answer["sdp"]["sdp"].as_str().expect("answer sdp");
+    assert!(answer_sdp.contains("AV1/90000"), "{answer_sdp}");
+    assert!(client.video_packets.load(Ordering::Relaxed) >= 20);
+    let _ = pc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_get_clear_errors_and_the_socket_stays_usable() {
+    let daemon = Daemon::start(&common::test_config("", "max_message_bytes = 2048"));
+    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    let (code, msg) = expect_error(&mut ws, "{not json").await;
+    assert_eq!(code, "bad_json", "{msg}");
+    let (code, msg) = expect_error(&mut ws, r#"{"dance": {}}"#).await;
+    assert_eq!(code, "unknown_type");
+    assert!(msg.contains("dance"), "{msg}");
+    let (code, msg) = expect_error(
+        &mut ws,
+        r#"{"candidate": {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0"}}"#,
+    )
+    .await;
+    assert_eq!(code, "unexpected");
+    assert!(msg.contains("before an offer"), "{msg}");
+    let big = format!(r#"{{"sdp": {{"type": "offer", "sdp": "{}"}}}}"#, "x".repeat(3000));
+    let (code, msg) = expect_error(&mut ws, big).await;
+    assert_eq!(code, "too_large");
+    assert!(msg.contains("2048"), "{msg}");
+    let (code, msg) = expect_error(&mut ws, r#"{"sdp": {"type": "offer", "sdp": "garbage"}}"#).await;
+    assert!(code == "bad_sdp", "{code}: {msg}");
+    // An offer without any acceptable video codec names what was offered and configured.
+    let (pc, _client, _c) = client(&[codec("video/VP8", 90_000, 0, "", 96)]).await;
+    let offer = pc.create_offer(None).await.expect("offer");
+    let (code, msg) = expect_error(&mut ws, json!({"sdp": {"type": "offer", "sdp": offer.sdp}}).to_string()).await;
+    assert_eq!(code, "no_codec");
+    assert!(msg.contains("VP8") && msg.contains("h264"), "{msg}");
+    // The same socket still dials fine afterwards.
+    let (pc, client, mut cands) = client(&[h264()]).await;
+    dial(&mut ws, &pc, &mut cands, Duration::from_secs(15), || {
+        client.video_packets.load(Ordering::Relaxed) >= 10
+    })
+    .await;
+    assert!(client.video_packets.load(Ordering::Relaxed) >= 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_limit_is_enforced_with_a_clear_error() {
+    let daemon = Daemon::start(&common::test_config("", "max_viewers = 1"));
+    let (mut ws1, _) = connect(&daemon.ws_url("")).await;
+    let (pc1, c1, mut cands1) = client(&[h264()]).await;
+    dial(&mut ws1, &pc1, &mut cands1, Duration::from_secs(15), || {
+        c1.video_packets.load(Ordering::Relaxed) >= 5
+    })
+    .await;
+    let (mut ws2, _) = connect(&daemon.ws_url("")).await;
+    let (pc2, _c2, mut cands2) = client(&[h264()]).await;
+    let reply = dial(&mut ws2, &pc2, &mut cands2, Duration::from_secs(1), || false).await;
+    assert_eq!(reply["error"]["code"], "viewer_limit", "{reply}");
+    assert!(
+        reply["error"]["message"].as_str().unwrap_or_default().contains("viewer limit 1 reached"),
+        "{reply}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_mode_links_exactly_two_browsers() {
+    let daemon = Daemon::start(&common::test_config("", ""));
+    let (mut a, hello) = connect(&daemon.ws_url("?room=lab")).await;
+    assert_eq!(hello["hello"]["mode"], "room");
+    let (mut b, _) = connect(&daemon.ws_url("?room=lab")).await;
+    let offer = r#"{"sdp":{"type":"offer","sdp":"v=0\r\n"}}"#;
+    send_text(&mut a, offer).await;
+    let relayed = next_json(&mut b).await;
+    assert_eq!(relayed["sdp"]["type"], "offer");
+    send_text(&mut b, r#"{"candidate":null}"#).await;
+    assert_eq!(next_json(&mut a).await, json!({"candidate": null}));
+    let (mut c, reply) = connect(&daemon.ws_url("?room=lab")).await;
+    assert_eq!(reply["error"]["code"], "room_full", "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap_or_default().contains("room full"));
+    // Garbage is answered, not relayed.
+    let (code, _) = expect_error(&mut a, "][").await;
+    assert_eq!(code, "bad_json");
+    drop(c.close(None).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_call_exits_zero_within_a_second() {
+    let mut daemon = Daemon::start(&common::test_config("", ""));
+    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    let (pc, client, mut cands) = client(&[h264()]).await;
+    dial(&mut ws, &pc, &mut cands, Duration::from_secs(15), || {
+        client.video_packets.load(Ordering::Relaxed) >= 10
+    })
+    .await;
+    assert!(client.video_packets.load(Ordering::Relaxed) >= 10);
+    let (status, took) = daemon.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(1), "exit took {took:?}");
+    // The viewer was told goodbye.
+    let mut saw_bye = false;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(1), futures_util::StreamExt::next(&mut ws)).await {
+        if msg.to_text().is_ok_and(|t| t.contains("bye")) {
+            saw_bye = true;
+        }
+    }
+    assert!(saw_bye, "no bye before close");
+}

@@ -1,1 +1,177 @@
-//! (in progress)
+//! Command line: `peercam [--config PATH] [--listen ADDR:PORT]` runs the daemon;
+//! `peercam check-config [PATH]` only checks a config file.
+//!
+//! Exit codes: 0 success, 1 the daemon failed, 2 bad command line or configuration (the
+//! daemon never starts half-configured).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, ConfigError, ConfigOrigin, Loaded};
+
+/// Exit code for a configuration or usage error (clap uses 2 for usage errors too).
+const EXIT_CONFIG: u8 = 2;
+/// Exit code when the daemon stopped with an error.
+const EXIT_DAEMON: u8 = 1;
+
+/// Headless camera daemon: streams a webcam and microphone (or a test pattern and tone) to
+/// browsers over WebRTC. Open http://<host>:7000/ and press Dial.
+#[derive(Debug, Parser)]
+#[command(name = "peercam", version, about)]
+pub struct Cli {
+    /// Config file [default: /etc/peercam/peercam.toml if it exists, else built-in defaults].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+    /// Listen on this address instead of [server] listen, e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// What to do instead of running the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a config file and exit: prints "PATH: ok" (exit 0), or the file, line, column,
+    /// key and what was expected (exit 2).
+    CheckConfig {
+        /// File to check [default: --config, else /etc/peercam/peercam.toml].
+        path: Option<PathBuf>,
+    },
+}
+
+/// Runs what the command line asks for and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Some(Command::CheckConfig { path }) => {
+            check_config(path.as_deref().or(cli.config.as_deref()))
+        }
+        None => run_daemon(cli.config.as_deref(), cli.listen),
+    }
+}
+
+/// Loads the settings and applies the `--listen` override.
+pub fn resolve(config: Option<&Path>, listen: Option<SocketAddr>) -> Result<Loaded, ConfigError> {
+    let mut loaded = config::load(config)?;
+    if let Some(addr) = listen {
+        loaded.settings.server.listen = addr;
+    }
+    Ok(loaded)
+}
+
+fn run_daemon(config: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
+    let loaded = match resolve(config, listen) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("peercam: {e}");
+            eprintln!("peercam: not starting; fix the configuration (check it with `peercam check-config PATH`)");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    crate::logging::init(loaded.settings.log.level);
+    match &loaded.origin {
+        ConfigOrigin::File(path) => log::info!("configuration: {}", path.display()),
+        ConfigOrigin::BuiltInDefaults => {
+            log::info!(
+                "configuration: built-in defaults ({} does not exist)",
+                config::DEFAULT_PATH
+            )
+        }
+    }
+    if listen.is_some() {
+        log::info!(
+            "--listen {} overrides [server] listen",
+            loaded.settings.server.listen
+        );
+    }
+    match crate::daemon::run(loaded.settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            // The log may go to the journal only; stderr always gets the reason too.
+            eprintln!("peercam: {e}");
+            ExitCode::from(EXIT_DAEMON)
+        }
+    }
+}
+
+fn check_config(path: Option<&Path>) -> ExitCode {
+    match config::load(path) {
+        Ok(Loaded {
+            origin: ConfigOrigin::File(path),
+            ..
+        }) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Ok(Loaded {
+            origin: ConfigOrigin::BuiltInDefaults,
+            ..
+        }) => {
+            println!(
+                "{} does not exist: the built-in defaults are in use",
+                config::DEFAULT_PATH
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_daemon_and_check_config_forms() {
+        let cli = Cli::try_parse_from([
+            "peercam",
+            "--config",
+            "/tmp/p.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .expect("parse");
+        assert_eq!(cli.config.as_deref(), Some(Path::new("/tmp/p.toml")));
+        assert_eq!(cli.listen, Some("127.0.0.1:0".parse().expect("addr")));
+        assert!(cli.command.is_none());
+
+        let cli = Cli::try_parse_from(["peercam", "check-config", "x.toml"]).expect("parse");
+        assert!(
+            matches!(cli.command, Some(Command::CheckConfig { path: Some(ref p) }) if p == Path::new("x.toml"))
+        );
+        let cli = Cli::try_parse_from(["peercam", "check-config"]).expect("parse");
+        assert!(matches!(
+            cli.command,
+            Some(Command::CheckConfig { path: None })
+        ));
+        assert!(Cli::try_parse_from(["peercam", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn listen_flag_overrides_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"0.0.0.0:7000\"\n[video]\nfps = 12\n",
+        )
+        .expect("write");
+        let addr: SocketAddr = "127.0.0.1:8123".parse().expect("addr");
+        let loaded = resolve(Some(&path), Some(addr)).expect("resolve");
+        assert_eq!(loaded.settings.server.listen, addr);
+        assert_eq!(loaded.settings.video.fps, 12);
+        let loaded = resolve(Some(&path), None).expect("resolve");
+        assert_eq!(
+            loaded.settings.server.listen,
+            "0.0.0.0:7000".parse::<SocketAddr>().expect("addr")
+        );
+    }
+}

@@ -82,12 +82,19 @@ async fn serve(settings: Settings) -> Result<(), DaemonError> {
         },
     };
     shutdown.cancel();
-    if !server.is_finished() && tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+    if !server.is_finished()
+        && tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+            .await
+            .is_err()
+    {
         warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
         server.abort();
     }
     let stopper = tokio::task::spawn_blocking(move || hub.stop());
-    if tokio::time::timeout(Duration::from_millis(300), stopper).await.is_err() {
+    if tokio::time::timeout(Duration::from_millis(300), stopper)
+        .await
+        .is_err()
+    {
         error!("media threads did not stop in time");
     }
     info!("stopped");

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{connect, expect_error, next_json, send_text, Daemon, Ws};
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -74,7 +72,6 @@ fn codec(mime: &str, clock: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCod
             rtcp_feedback: vec![],
         },
         payload_type: pt,
-        ..Default::default()
     }
 }
 
@@ -95,9 +92,13 @@ async fn client(
             .expect("register video");
     }
     media
-        .register_codec(codec("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1", 111), RtpCodecKind::Audio)
+        .register_codec(
+            codec("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1", 111),
+            RtpCodecKind::Audio,
+        )
         .expect("register opus");
-    let registry = register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
+    let registry =
+        register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let state = Arc::new(Client {
         video_packets: AtomicU64::new(0),
@@ -155,15 +156,21 @@ async fn dial(
     let offer = pc.create_offer(None).await.expect("offer");
     pc.set_local_description(offer).await.expect("set local");
     let sdp = pc.local_description().await.expect("local desc").sdp;
-    send_text(ws, json!({"sdp": {"type": "offer", "sdp": sdp}}).to_string()).await;
+    send_text(
+        ws,
+        json!({"sdp": {"type": "offer", "sdp": sdp}}).to_string(),
+    )
+    .await;
     let answer = next_json(ws).await;
     let Some(answer_sdp) = answer["sdp"]["sdp"].as_str() else {
         return answer; // an error reply
     };
     assert_eq!(answer["sdp"]["type"], "answer");
-    pc.set_remote_description(RTCSessionDescription::answer(answer_sdp.to_owned()).expect("answer"))
-        .await
-        .expect("apply answer");
+    pc.set_remote_description(
+        RTCSessionDescription::answer(answer_sdp.to_owned()).expect("answer"),
+    )
+    .await
+    .expect("apply answer");
     let deadline = Instant::now() + timeout;
     use futures_util::StreamExt;
     while Instant::now() < deadline && !until() {
@@ -208,7 +215,10 @@ async fn webrtc_client_receives_h264_video_and_opus_audio() {
     })
     .await;
     let answer_sdp = answer["sdp"]["sdp"].as_str().expect("answer sdp");
-    assert!(answer_sdp.contains(&format!("a=rtpmap:{H264_PT} H264/90000")), "{answer_sdp}");
+    assert!(
+        answer_sdp.contains(&format!("a=rtpmap:{H264_PT} H264/90000")),
+        "{answer_sdp}"
+    );
     assert!(answer_sdp.contains("opus/48000"), "{answer_sdp}");
     assert!(answer_sdp.contains("a=sendonly"), "{answer_sdp}");
     let video = client.video_packets.load(Ordering::Relaxed);
@@ -255,16 +265,24 @@ async fn bad_messages_get_clear_errors_and_the_socket_stays_usable() {
     .await;
     assert_eq!(code, "unexpected");
     assert!(msg.contains("before an offer"), "{msg}");
-    let big = format!(r#"{{"sdp": {{"type": "offer", "sdp": "{}"}}}}"#, "x".repeat(3000));
+    let big = format!(
+        r#"{{"sdp": {{"type": "offer", "sdp": "{}"}}}}"#,
+        "x".repeat(3000)
+    );
     let (code, msg) = expect_error(&mut ws, big).await;
     assert_eq!(code, "too_large");
     assert!(msg.contains("2048"), "{msg}");
-    let (code, msg) = expect_error(&mut ws, r#"{"sdp": {"type": "offer", "sdp": "garbage"}}"#).await;
+    let (code, msg) =
+        expect_error(&mut ws, r#"{"sdp": {"type": "offer", "sdp": "garbage"}}"#).await;
     assert!(code == "bad_sdp", "{code}: {msg}");
     // An offer without any acceptable video codec names what was offered and configured.
     let (pc, _client, _c) = client(&[codec("video/VP8", 90_000, 0, "", 96)]).await;
     let offer = pc.create_offer(None).await.expect("offer");
-    let (code, msg) = expect_error(&mut ws, json!({"sdp": {"type": "offer", "sdp": offer.sdp}}).to_string()).await;
+    let (code, msg) = expect_error(
+        &mut ws,
+        json!({"sdp": {"type": "offer", "sdp": offer.sdp}}).to_string(),
+    )
+    .await;
     assert_eq!(code, "no_codec");
     assert!(msg.contains("VP8") && msg.contains("h264"), "{msg}");
     // The same socket still dials fine afterwards.
@@ -287,10 +305,16 @@ async fn viewer_limit_is_enforced_with_a_clear_error() {
     .await;
     let (mut ws2, _) = connect(&daemon.ws_url("")).await;
     let (pc2, _c2, mut cands2) = client(&[h264()]).await;
-    let reply = dial(&mut ws2, &pc2, &mut cands2, Duration::from_secs(1), || false).await;
+    let reply = dial(&mut ws2, &pc2, &mut cands2, Duration::from_secs(1), || {
+        false
+    })
+    .await;
     assert_eq!(reply["error"]["code"], "viewer_limit", "{reply}");
     assert!(
-        reply["error"]["message"].as_str().unwrap_or_default().contains("viewer limit 1 reached"),
+        reply["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("viewer limit 1 reached"),
         "{reply}"
     );
 }
@@ -309,7 +333,10 @@ async fn room_mode_links_exactly_two_browsers() {
     assert_eq!(next_json(&mut a).await, json!({"candidate": null}));
     let (mut c, reply) = connect(&daemon.ws_url("?room=lab")).await;
     assert_eq!(reply["error"]["code"], "room_full", "{reply}");
-    assert!(reply["error"]["message"].as_str().unwrap_or_default().contains("room full"));
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("room full"));
     // Garbage is answered, not relayed.
     let (code, _) = expect_error(&mut a, "][").await;
     assert_eq!(code, "bad_json");
@@ -331,7 +358,12 @@ async fn sigterm_during_a_call_exits_zero_within_a_second() {
     assert!(took < Duration::from_secs(1), "exit took {took:?}");
     // The viewer was told goodbye.
     let mut saw_bye = false;
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(1), futures_util::StreamExt::next(&mut ws)).await {
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(
+        Duration::from_secs(1),
+        futures_util::StreamExt::next(&mut ws),
+    )
+    .await
+    {
         if msg.to_text().is_ok_and(|t| t.contains("bye")) {
             saw_bye = true;
         }

@@ -131,7 +131,10 @@ mod tests {
         for channels in [1u8, 2] {
             let tone = TestTone::new(channels);
             assert_eq!(tone.channels(), channels);
-            assert_eq!(tone.render(0).len(), AUDIO_FRAME_SAMPLES * usize::from(channels));
+            assert_eq!(
+                tone.render(0).len(),
+                AUDIO_FRAME_SAMPLES * usize::from(channels)
+            );
         }
         let mut tone = TestTone::new(2);
         let chunk = tone.next_chunk().expect("chunk");
@@ -148,13 +151,25 @@ mod tests {
         let beep = left_channel(&chunks[..10], 1);
         let at_440 = goertzel(&beep, 440.0);
         let at_1000 = goertzel(&beep, 1000.0);
-        assert!(at_440 > 1000.0 * at_1000, "440 Hz {at_440} vs 1 kHz {at_1000}");
+        assert!(
+            at_440 > 1000.0 * at_1000,
+            "440 Hz {at_440} vs 1 kHz {at_1000}"
+        );
         // A sine of amplitude A has Goertzel power A^2/4 with this normalisation.
         let amplitude = (4.0 * at_440).sqrt();
-        assert!((amplitude - f64::from(BEEP_AMPLITUDE)).abs() < 100.0, "amplitude {amplitude}");
+        assert!(
+            (amplitude - f64::from(BEEP_AMPLITUDE)).abs() < 100.0,
+            "amplitude {amplitude}"
+        );
         let peak = beep.iter().fold(0.0f64, |m, s| m.max(s.abs()));
-        assert!(peak <= f64::from(BEEP_AMPLITUDE) && peak > 8000.0, "peak {peak}");
-        assert!(chunks[10..].iter().all(|c| c.iter().all(|&s| s == 0)), "silence after 200 ms");
+        assert!(
+            peak <= f64::from(BEEP_AMPLITUDE) && peak > 8000.0,
+            "peak {peak}"
+        );
+        assert!(
+            chunks[10..].iter().all(|c| c.iter().all(|&s| s == 0)),
+            "silence after 200 ms"
+        );
         // The next second starts with the beep again.
         assert!(tone.render(50).iter().any(|&s| s != 0));
     }
@@ -182,6 +197,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         let late = tone.next_chunk().expect("chunk");
         let skipped = (late.capture_instant - first.capture_instant).as_millis();
-        assert!(skipped >= 80, "expected a skip to the newest chunk, got +{skipped} ms");
+        assert!(
+            skipped >= 80,
+            "expected a skip to the newest chunk, got +{skipped} ms"
+        );
     }
 }

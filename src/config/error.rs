@@ -39,7 +39,11 @@ pub struct Invalid {
 
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -79,7 +83,11 @@ impl<'a> Source<'a> {
     /// A value error: `{key} = {value as written}: {expected}`.
     pub fn bad_value(&self, span: Range<usize>, key: &str, expected: &str) -> ConfigError {
         let written = self.quote(span.clone());
-        self.error(span, Some(key.to_owned()), format!("{key} = {written}: {expected}"))
+        self.error(
+            span,
+            Some(key.to_owned()),
+            format!("{key} = {written}: {expected}"),
+        )
     }
 
     /// The value as written in the file (shortened when long).
@@ -127,7 +135,10 @@ mod tests {
     #[test]
     fn bad_value_quotes_the_value_on_one_line() {
         let text = "[video]\ncodecs = [\n  \"h265\",\n]\n";
-        let src = Source { text, file: "x.toml" };
+        let src = Source {
+            text,
+            file: "x.toml",
+        };
         let start = text.find("[\n").expect("array start");
         let end = text.rfind(']').expect("end") + 1;
         let err = src.bad_value(start..end, "[video] codecs", "expected h264 or av1");
@@ -135,6 +146,9 @@ mod tests {
             err.to_string(),
             "x.toml:2:10: [video] codecs = [ \"h265\", ]: expected h264 or av1"
         );
-        assert_eq!(err.invalid().and_then(|i| i.key.clone()).as_deref(), Some("[video] codecs"));
+        assert_eq!(
+            err.invalid().and_then(|i| i.key.clone()).as_deref(),
+            Some("[video] codecs")
+        );
     }
 }

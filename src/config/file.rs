@@ -114,7 +114,10 @@ pub(crate) struct Field {
 }
 
 const fn value(name: &'static str) -> Field {
-    Field { name, shape: Shape::Value }
+    Field {
+        name,
+        shape: Shape::Value,
+    }
 }
 
 const SERVER: &[Field] = &[value("listen")];
@@ -130,7 +133,10 @@ const VIDEO: &[Field] = &[
 const AUDIO: &[Field] = &[value("source"), value("channels"), value("bitrate_kbps")];
 const ICE_SERVER: &[Field] = &[value("urls"), value("username"), value("credential")];
 const WEBRTC: &[Field] = &[
-    Field { name: "ice_servers", shape: Shape::TableArray(ICE_SERVER) },
+    Field {
+        name: "ice_servers",
+        shape: Shape::TableArray(ICE_SERVER),
+    },
     value("udp_port_min"),
     value("udp_port_max"),
     value("ip_addresses"),
@@ -140,12 +146,30 @@ const LOG: &[Field] = &[value("level")];
 
 /// Every table and key the file may contain.
 pub(crate) const SCHEMA: &[Field] = &[
-    Field { name: "server", shape: Shape::Table(SERVER) },
-    Field { name: "video", shape: Shape::Table(VIDEO) },
-    Field { name: "audio", shape: Shape::Table(AUDIO) },
-    Field { name: "webrtc", shape: Shape::Table(WEBRTC) },
-    Field { name: "limits", shape: Shape::Table(LIMITS) },
-    Field { name: "log", shape: Shape::Table(LOG) },
+    Field {
+        name: "server",
+        shape: Shape::Table(SERVER),
+    },
+    Field {
+        name: "video",
+        shape: Shape::Table(VIDEO),
+    },
+    Field {
+        name: "audio",
+        shape: Shape::Table(AUDIO),
+    },
+    Field {
+        name: "webrtc",
+        shape: Shape::Table(WEBRTC),
+    },
+    Field {
+        name: "limits",
+        shape: Shape::Table(LIMITS),
+    },
+    Field {
+        name: "log",
+        shape: Shape::Table(LOG),
+    },
 ];
 
 /// One step in a key path: a key or an array index.
@@ -189,7 +213,9 @@ impl KeyIndex {
     fn key_at(&self, at: usize) -> Option<&Entry> {
         self.entries
             .iter()
-            .filter(|e| e.value_span.contains(&at) || e.key_span.as_ref().is_some_and(|k| k.contains(&at)))
+            .filter(|e| {
+                e.value_span.contains(&at) || e.key_span.as_ref().is_some_and(|k| k.contains(&at))
+            })
             .min_by_key(|e| e.value_span.len())
     }
 
@@ -214,7 +240,10 @@ fn readable_serde_message(message: &str) -> String {
     [
         ("expected i64", "expected an integer"),
         ("expected a string", "expected a string in quotes"),
-        ("expected a sequence", "expected an array such as [\"a\", \"b\"]"),
+        (
+            "expected a sequence",
+            "expected an array such as [\"a\", \"b\"]",
+        ),
     ]
     .iter()
     .fold(message, |m, (from, to)| m.replace(from, to))
@@ -229,7 +258,10 @@ pub(crate) fn syntax_error(err: &toml::de::Error, src: Source<'_>) -> ConfigErro
 
 /// Checks the document against [`SCHEMA`]: every key known, tables where tables belong.
 /// Returns where every key is, for naming keys in later errors.
-pub(crate) fn check_structure(root: &DeTable<'_>, src: Source<'_>) -> Result<KeyIndex, ConfigError> {
+pub(crate) fn check_structure(
+    root: &DeTable<'_>,
+    src: Source<'_>,
+) -> Result<KeyIndex, ConfigError> {
     let mut index = KeyIndex::default();
     walk_table(root, SCHEMA, &mut Vec::new(), src, &mut index)?;
     Ok(index)
@@ -261,7 +293,11 @@ fn walk_table(
             (Shape::Value, DeValue::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     path.push(Segment::Index(i));
-                    index.entries.push(Entry { key: render_key(path), key_span: None, value_span: item.span() });
+                    index.entries.push(Entry {
+                        key: render_key(path),
+                        key_span: None,
+                        value_span: item.span(),
+                    });
                     path.pop();
                 }
             }
@@ -271,9 +307,12 @@ fn walk_table(
                 let expected = format!("expected a table (a [{rendered}] section)");
                 return Err(src.bad_value(value.span(), &rendered, &expected));
             }
-            (Shape::TableArray(sub), DeValue::Array(items)) => walk_table_array(items, sub, path, src, index)?,
+            (Shape::TableArray(sub), DeValue::Array(items)) => {
+                walk_table_array(items, sub, path, src, index)?
+            }
             (Shape::TableArray(_), _) => {
-                let expected = "expected an array of tables, such as [[webrtc.ice_servers]] sections";
+                let expected =
+                    "expected an array of tables, such as [[webrtc.ice_servers]] sections";
                 return Err(src.bad_value(value.span(), &rendered, expected));
             }
         }
@@ -292,7 +331,11 @@ fn walk_table_array(
     for (i, item) in items.iter().enumerate() {
         path.push(Segment::Index(i));
         let rendered = render_key(path);
-        index.entries.push(Entry { key: rendered.clone(), key_span: None, value_span: item.span() });
+        index.entries.push(Entry {
+            key: rendered.clone(),
+            key_span: None,
+            value_span: item.span(),
+        });
         match item.get_ref() {
             DeValue::Table(t) => walk_table(t, fields, path, src, index)?,
             _ => {
@@ -306,11 +349,19 @@ fn walk_table_array(
     Ok(())
 }
 
-fn unknown_key(span: Range<usize>, path: &[Segment], fields: &[Field], src: Source<'_>) -> ConfigError {
+fn unknown_key(
+    span: Range<usize>,
+    path: &[Segment],
+    fields: &[Field],
+    src: Source<'_>,
+) -> ConfigError {
     let key = render_key(path);
     let message = if path.len() == 1 {
         let tables: Vec<_> = fields.iter().map(|f| format!("[{}]", f.name)).collect();
-        format!("unknown key {key}; expected one of the tables: {}", tables.join(", "))
+        format!(
+            "unknown key {key}; expected one of the tables: {}",
+            tables.join(", ")
+        )
     } else {
         let names: Vec<_> = fields.iter().map(|f| f.name).collect();
         format!("unknown key {key}; expected one of: {}", names.join(", "))
@@ -325,7 +376,10 @@ mod tests {
     fn key(parts: &[&str]) -> Vec<Segment> {
         parts
             .iter()
-            .map(|p| p.parse::<usize>().map_or_else(|_| Segment::Key((*p).to_owned()), Segment::Index))
+            .map(|p| {
+                p.parse::<usize>()
+                    .map_or_else(|_| Segment::Key((*p).to_owned()), Segment::Index)
+            })
             .collect()
     }
 
@@ -333,7 +387,10 @@ mod tests {
     fn keys_render_as_table_and_name() {
         assert_eq!(render_key(&key(&["video"])), "video");
         assert_eq!(render_key(&key(&["video", "width"])), "[video] width");
-        assert_eq!(render_key(&key(&["video", "codecs", "1"])), "[video] codecs[1]");
+        assert_eq!(
+            render_key(&key(&["video", "codecs", "1"])),
+            "[video] codecs[1]"
+        );
         assert_eq!(
             render_key(&key(&["webrtc", "ice_servers", "0", "urls", "2"])),
             "[webrtc] ice_servers[0].urls[2]"

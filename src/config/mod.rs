@@ -17,8 +17,8 @@ mod settings;
 
 pub use error::{ConfigError, Invalid};
 pub use settings::{
-    AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, ServerSettings, Settings, VideoSettings,
-    VideoSource, WebrtcSettings,
+    AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, ServerSettings, Settings,
+    VideoSettings, VideoSource, WebrtcSettings,
 };
 
 /// The file read when no `--config` is given, if it exists.
@@ -62,23 +62,36 @@ fn load_with_default(path: Option<&Path>, default_path: &Path) -> Result<Loaded,
         Some(path) => path,
         // A default file that exists but cannot be read is an error, not a silent fallback.
         None if default_path.exists() => default_path,
-        None => return Ok(Loaded { settings: Settings::default(), origin: ConfigOrigin::BuiltInDefaults }),
+        None => {
+            return Ok(Loaded {
+                settings: Settings::default(),
+                origin: ConfigOrigin::BuiltInDefaults,
+            })
+        }
     };
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let settings = parse_str(&text, &path.display().to_string())?;
-    Ok(Loaded { settings, origin: ConfigOrigin::File(path.to_path_buf()) })
+    Ok(Loaded {
+        settings,
+        origin: ConfigOrigin::File(path.to_path_buf()),
+    })
 }
 
 /// Parses and validates config text; `file_name` is used in error messages.
 pub fn parse_str(text: &str, file_name: &str) -> Result<Settings, ConfigError> {
-    let src = error::Source { text, file: file_name };
+    let src = error::Source {
+        text,
+        file: file_name,
+    };
     let root = toml::de::DeTable::parse(text).map_err(|e| file::syntax_error(&e, src))?;
     let index = file::check_structure(root.get_ref(), src)?;
-    let raw = file::RawConfig::deserialize(toml::de::Deserializer::from(root)).map_err(|e| index.type_error(&e, src))?;
+    let raw = file::RawConfig::deserialize(toml::de::Deserializer::from(root))
+        .map_err(|e| index.type_error(&e, src))?;
     settings::validate(raw, src)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -100,22 +113,47 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_values() {
         let s = Settings::default();
-        assert_eq!(s.server.listen, SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7000));
+        assert_eq!(
+            s.server.listen,
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7000)
+        );
         assert_eq!(s.video.source, VideoSource::Auto);
         assert_eq!((s.video.width, s.video.height, s.video.fps), (640, 480, 30));
         assert_eq!(s.video.codecs, vec![VideoCodec::H264, VideoCodec::Av1]);
-        assert_eq!((s.video.bitrate_kbps, s.video.keyframe_interval_s), (1000, 2));
-        assert_eq!(s.audio, AudioSettings { source: AudioSource::Auto, channels: 1, bitrate_kbps: 32 });
+        assert_eq!(
+            (s.video.bitrate_kbps, s.video.keyframe_interval_s),
+            (1000, 2)
+        );
+        assert_eq!(
+            s.audio,
+            AudioSettings {
+                source: AudioSource::Auto,
+                channels: 1,
+                bitrate_kbps: 32
+            }
+        );
         assert!(s.webrtc.ice_servers.is_empty() && s.webrtc.ip_addresses.is_empty());
-        assert_eq!((s.webrtc.udp_port_min, s.webrtc.udp_port_max), (50000, 50100));
-        assert_eq!((s.limits.max_viewers, s.limits.max_message_bytes), (8, 65536));
+        assert_eq!(
+            (s.webrtc.udp_port_min, s.webrtc.udp_port_max),
+            (50000, 50100)
+        );
+        assert_eq!(
+            (s.limits.max_viewers, s.limits.max_message_bytes),
+            (8, 65536)
+        );
         assert_eq!(s.log.level, log::LevelFilter::Info);
     }
 
     #[test]
     fn empty_file_means_defaults() {
-        assert_eq!(parse_str("", "t.toml").expect("empty file"), Settings::default());
-        assert_eq!(parse_str("[video]\n[audio]\n", "t.toml").expect("empty tables"), Settings::default());
+        assert_eq!(
+            parse_str("", "t.toml").expect("empty file"),
+            Settings::default()
+        );
+        assert_eq!(
+            parse_str("[video]\n[audio]\n", "t.toml").expect("empty tables"),
+            Settings::default()
+        );
     }
 
     #[test]
@@ -128,12 +166,21 @@ mod tests {
     fn sample_file_lists_every_known_key() {
         let root = toml::de::DeTable::parse(SAMPLE).expect("sample parses");
         for table in file::SCHEMA {
-            let file::Shape::Table(fields) = &table.shape else { panic!("{} is not a table", table.name) };
-            let Some(toml::de::DeValue::Table(section)) = root.get_ref().get(table.name).map(|v| v.get_ref()) else {
+            let file::Shape::Table(fields) = &table.shape else {
+                panic!("{} is not a table", table.name)
+            };
+            let Some(toml::de::DeValue::Table(section)) =
+                root.get_ref().get(table.name).map(|v| v.get_ref())
+            else {
                 panic!("sample file has no [{}]", table.name)
             };
             for field in *fields {
-                assert!(section.get(field.name).is_some(), "sample file lacks [{}] {}", table.name, field.name);
+                assert!(
+                    section.get(field.name).is_some(),
+                    "sample file lacks [{}] {}",
+                    table.name,
+                    field.name
+                );
             }
         }
     }
@@ -172,22 +219,57 @@ max_message_bytes = 1024
 level = "DEBUG"
 "#;
         let s = parse_str(text, "t.toml").expect("valid config");
-        assert_eq!(s.server.listen, "127.0.0.1:0".parse::<SocketAddr>().expect("addr"));
+        assert_eq!(
+            s.server.listen,
+            "127.0.0.1:0".parse::<SocketAddr>().expect("addr")
+        );
         assert_eq!(s.video.source, VideoSource::Device("/dev/video2".into()));
-        assert_eq!((s.video.width, s.video.height, s.video.fps), (1280, 720, 15));
+        assert_eq!(
+            (s.video.width, s.video.height, s.video.fps),
+            (1280, 720, 15)
+        );
         assert_eq!(s.video.codecs, vec![VideoCodec::Av1]);
-        assert_eq!((s.video.bitrate_kbps, s.video.keyframe_interval_s), (2500, 5));
-        assert_eq!(s.audio, AudioSettings { source: AudioSource::Alsa("hw:1,0".into()), channels: 2, bitrate_kbps: 64 });
+        assert_eq!(
+            (s.video.bitrate_kbps, s.video.keyframe_interval_s),
+            (2500, 5)
+        );
+        assert_eq!(
+            s.audio,
+            AudioSettings {
+                source: AudioSource::Alsa("hw:1,0".into()),
+                channels: 2,
+                bitrate_kbps: 64
+            }
+        );
         assert_eq!((s.webrtc.udp_port_min, s.webrtc.udp_port_max), (0, 0));
-        assert_eq!(s.webrtc.ip_addresses, vec![IpAddr::from([127, 0, 0, 1]), "::1".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(
+            s.webrtc.ip_addresses,
+            vec![
+                IpAddr::from([127, 0, 0, 1]),
+                "::1".parse::<IpAddr>().expect("ip")
+            ]
+        );
         assert_eq!(s.webrtc.ice_servers.len(), 2);
-        assert_eq!(s.webrtc.ice_servers[0].urls, vec!["stun:stun.example.org:3478".to_owned()]);
+        assert_eq!(
+            s.webrtc.ice_servers[0].urls,
+            vec!["stun:stun.example.org:3478".to_owned()]
+        );
         assert_eq!(s.webrtc.ice_servers[1].username.as_deref(), Some("u"));
         assert_eq!(s.webrtc.ice_servers[1].credential.as_deref(), Some("p"));
-        assert_eq!((s.limits.max_viewers, s.limits.max_message_bytes), (64, 1024));
+        assert_eq!(
+            (s.limits.max_viewers, s.limits.max_message_bytes),
+            (64, 1024)
+        );
         assert_eq!(s.log.level, log::LevelFilter::Debug);
-        let sources = parse_str("[video]\nsource = \"test\"\n[audio]\nsource = \"none\"\n", "t.toml").expect("sources");
-        assert_eq!((sources.video.source, sources.audio.source), (VideoSource::Test, AudioSource::None));
+        let sources = parse_str(
+            "[video]\nsource = \"test\"\n[audio]\nsource = \"none\"\n",
+            "t.toml",
+        )
+        .expect("sources");
+        assert_eq!(
+            (sources.video.source, sources.audio.source),
+            (VideoSource::Test, AudioSource::None)
+        );
     }
 
     #[test]
@@ -197,26 +279,67 @@ level = "DEBUG"
             "t.toml:3:9: [video] width = 641: expected an even number from 160 to 3840"
         );
         let cases: &[(&str, &str)] = &[
-            ("[video]\nwidth = 100", "[video] width = 100: expected an even number from 160 to 3840"),
-            ("[video]\nheight = 2162", "[video] height = 2162: expected an even number from 120 to 2160"),
-            ("[video]\nheight = 241", "[video] height = 241: expected an even number from 120 to 2160"),
-            ("[video]\nfps = 0", "[video] fps = 0: expected a number from 1 to 60"),
-            ("[video]\nfps = 61", "[video] fps = 61: expected a number from 1 to 60"),
-            ("[video]\nbitrate_kbps = 49", "[video] bitrate_kbps = 49: expected a number from 50 to 20000"),
-            ("[video]\nkeyframe_interval_s = 61", "[video] keyframe_interval_s = 61: expected a number from 1 to 60"),
-            ("[audio]\nchannels = 3", "[audio] channels = 3: expected a number from 1 to 2"),
-            ("[audio]\nbitrate_kbps = 511", "[audio] bitrate_kbps = 511: expected a number from 6 to 510"),
-            ("[limits]\nmax_viewers = 0", "[limits] max_viewers = 0: expected a number from 1 to 64"),
-            ("[limits]\nmax_viewers = 65", "[limits] max_viewers = 65: expected a number from 1 to 64"),
+            (
+                "[video]\nwidth = 100",
+                "[video] width = 100: expected an even number from 160 to 3840",
+            ),
+            (
+                "[video]\nheight = 2162",
+                "[video] height = 2162: expected an even number from 120 to 2160",
+            ),
+            (
+                "[video]\nheight = 241",
+                "[video] height = 241: expected an even number from 120 to 2160",
+            ),
+            (
+                "[video]\nfps = 0",
+                "[video] fps = 0: expected a number from 1 to 60",
+            ),
+            (
+                "[video]\nfps = 61",
+                "[video] fps = 61: expected a number from 1 to 60",
+            ),
+            (
+                "[video]\nbitrate_kbps = 49",
+                "[video] bitrate_kbps = 49: expected a number from 50 to 20000",
+            ),
+            (
+                "[video]\nkeyframe_interval_s = 61",
+                "[video] keyframe_interval_s = 61: expected a number from 1 to 60",
+            ),
+            (
+                "[audio]\nchannels = 3",
+                "[audio] channels = 3: expected a number from 1 to 2",
+            ),
+            (
+                "[audio]\nbitrate_kbps = 511",
+                "[audio] bitrate_kbps = 511: expected a number from 6 to 510",
+            ),
+            (
+                "[limits]\nmax_viewers = 0",
+                "[limits] max_viewers = 0: expected a number from 1 to 64",
+            ),
+            (
+                "[limits]\nmax_viewers = 65",
+                "[limits] max_viewers = 65: expected a number from 1 to 64",
+            ),
             (
                 "[limits]\nmax_message_bytes = 1023",
                 "[limits] max_message_bytes = 1023: expected a number from 1024 to 1048576",
             ),
-            ("[video]\nwidth = -640", "[video] width = -640: expected an even number from 160 to 3840"),
+            (
+                "[video]\nwidth = -640",
+                "[video] width = -640: expected an even number from 160 to 3840",
+            ),
         ];
         for (text, expected) in cases {
-            let message = error_of(text);
-            assert_eq!(message, format!("t.toml:2:{}: {expected}", text.find('=').map_or(0, |i| i - text.find('\n').unwrap_or(0) + 1)));
+            // The value sits on line 2, after "key = ".
+            let column = text
+                .lines()
+                .nth(1)
+                .and_then(|line| line.find('='))
+                .map_or(0, |eq| eq + 3);
+            assert_eq!(error_of(text), format!("t.toml:2:{column}: {expected}"));
         }
     }
 
@@ -225,15 +348,24 @@ level = "DEBUG"
         assert!(error_of("[webrtc]\nudp_port_min = 80\nudp_port_max = 90\n")
             .starts_with("t.toml:2:16: [webrtc] udp_port_min = 80: expected a port number from 1024 to 65535"));
         // Only one of the pair set to 0: the other keeps its default, which is not 0.
-        assert!(error_of("[webrtc]\nudp_port_min = 0\n").starts_with("t.toml:2:16: [webrtc] udp_port_min = 0:"));
+        assert!(error_of("[webrtc]\nudp_port_min = 0\n")
+            .starts_with("t.toml:2:16: [webrtc] udp_port_min = 0:"));
         assert_eq!(
             error_of("[webrtc]\nudp_port_min = 60000\n"),
             "t.toml:2:16: [webrtc] udp_port_min = 60000: expected udp_port_min (60000) <= udp_port_max (50100)"
         );
-        assert!(error_of("[webrtc]\nudp_port_max = 70000\n")
-            .starts_with("t.toml:2:16: [webrtc] udp_port_max = 70000: expected a number from 0 to 65535"));
-        let s = parse_str("[webrtc]\nudp_port_min = 40000\nudp_port_max = 40000\n", "t.toml").expect("one port");
-        assert_eq!((s.webrtc.udp_port_min, s.webrtc.udp_port_max), (40000, 40000));
+        assert!(error_of("[webrtc]\nudp_port_max = 70000\n").starts_with(
+            "t.toml:2:16: [webrtc] udp_port_max = 70000: expected a number from 0 to 65535"
+        ));
+        let s = parse_str(
+            "[webrtc]\nudp_port_min = 40000\nudp_port_max = 40000\n",
+            "t.toml",
+        )
+        .expect("one port");
+        assert_eq!(
+            (s.webrtc.udp_port_min, s.webrtc.udp_port_max),
+            (40000, 40000)
+        );
     }
 
     #[test]
@@ -243,7 +375,8 @@ level = "DEBUG"
             "t.toml:3:1: unknown key [video] colour; expected one of: source, width, height, fps, codecs, \
              bitrate_kbps, keyframe_interval_s"
         );
-        let message = error_of("[webrtc]\n[[webrtc.ice_servers]]\nurls = [\"stun:a\"]\nuser = \"x\"\n");
+        let message =
+            error_of("[webrtc]\n[[webrtc.ice_servers]]\nurls = [\"stun:a\"]\nuser = \"x\"\n");
         assert_eq!(
             message,
             "t.toml:4:1: unknown key [webrtc] ice_servers[0].user; expected one of: urls, username, credential"
@@ -254,18 +387,30 @@ level = "DEBUG"
     fn unknown_key_at_top_level_lists_the_tables() {
         let expected = "unknown key colour; expected one of the tables: [server], [video], [audio], [webrtc], [limits], [log]";
         assert_eq!(error_of("colour = 1\n"), format!("t.toml:1:1: {expected}"));
-        assert_eq!(error_of("[log]\nlevel = \"info\"\n[colour]\n"), format!("t.toml:3:2: {expected}"));
+        assert_eq!(
+            error_of("[log]\nlevel = \"info\"\n[colour]\n"),
+            format!("t.toml:3:2: {expected}")
+        );
     }
 
     #[test]
     fn wrong_type_names_key_and_type() {
         let message = error_of("[video]\nwidth = \"640\"\n");
-        assert!(message.starts_with("t.toml:2:9: [video] width = \"640\": invalid type: string"), "{message}");
+        assert!(
+            message.starts_with("t.toml:2:9: [video] width = \"640\": invalid type: string"),
+            "{message}"
+        );
         assert!(message.contains("expected an integer"), "{message}");
         let message = error_of("[video]\ncodecs = \"h264\"\n");
-        assert!(message.starts_with("t.toml:2:10: [video] codecs = \"h264\": invalid type"), "{message}");
+        assert!(
+            message.starts_with("t.toml:2:10: [video] codecs = \"h264\": invalid type"),
+            "{message}"
+        );
         let message = error_of("video = 5\n");
-        assert_eq!(message, "t.toml:1:9: video = 5: expected a table (a [video] section)");
+        assert_eq!(
+            message,
+            "t.toml:1:9: video = 5: expected a table (a [video] section)"
+        );
         let message = error_of("[video]\ncodecs = [\"h264\", 5]\n");
         assert!(message.starts_with("t.toml:2:"), "{message}");
         assert!(message.contains("[video] codecs"), "{message}");
@@ -274,10 +419,20 @@ level = "DEBUG"
     #[test]
     fn syntax_error_has_line_and_column() {
         let message = error_of("[video]\nwidth = 640\nheight = \n");
-        assert!(message.starts_with("t.toml:3:"), "{message}");
-        assert!(message.contains("invalid TOML"), "{message}");
+        assert!(
+            message.starts_with("t.toml:3:10: invalid TOML: "),
+            "{message}"
+        );
         let message = error_of("[video\n");
-        assert!(message.starts_with("t.toml:1:"), "{message}");
+        assert!(
+            message.starts_with("t.toml:1:7: invalid TOML: "),
+            "{message}"
+        );
+        let message = error_of("[video]\nwidth = 640\nwidth = 320\n");
+        assert!(
+            message.starts_with("t.toml:3:1: invalid TOML: "),
+            "{message}"
+        );
     }
 
     #[test]
@@ -297,13 +452,17 @@ level = "DEBUG"
             "t.toml:2:9: [webrtc] ice_servers[0].urls[0] = \"http://stun.example.org\": expected a URL \
              starting with stun:, stuns:, turn: or turns:"
         );
-        assert!(error_of("[[webrtc.ice_servers]]\nurls = []\n")
-            .starts_with("t.toml:2:8: [webrtc] ice_servers[0].urls = []: expected at least one URL"));
+        assert!(error_of("[[webrtc.ice_servers]]\nurls = []\n").starts_with(
+            "t.toml:2:8: [webrtc] ice_servers[0].urls = []: expected at least one URL"
+        ));
         assert!(error_of("[webrtc]\nice_servers = [{ username = \"u\" }]\n")
             .contains("[webrtc] ice_servers[0] = { username = \"u\" }: expected a urls key"));
-        assert!(error_of("[[webrtc.ice_servers]]\nurls = [\"turn:t.example.org\"]\n")
-            .contains("expected username and credential with a turn: or turns: URL"));
-        assert!(error_of("[webrtc]\nice_servers = [\"stun:x\"]\n").contains("[webrtc] ice_servers[0] = \"stun:x\""));
+        assert!(
+            error_of("[[webrtc.ice_servers]]\nurls = [\"turn:t.example.org\"]\n")
+                .contains("expected username and credential with a turn: or turns: URL")
+        );
+        assert!(error_of("[webrtc]\nice_servers = [\"stun:x\"]\n")
+            .contains("[webrtc] ice_servers[0] = \"stun:x\""));
     }
 
     #[test]
@@ -316,16 +475,23 @@ level = "DEBUG"
             error_of("[video]\ncodecs = [\"vp8\"]\n"),
             "t.toml:2:11: [video] codecs[0] = \"vp8\": expected \"h264\" or \"av1\""
         );
-        assert!(error_of("[video]\ncodecs = []\n").starts_with("t.toml:2:10: [video] codecs = []: expected at least one codec"));
+        assert!(error_of("[video]\ncodecs = []\n")
+            .starts_with("t.toml:2:10: [video] codecs = []: expected at least one codec"));
     }
 
     #[test]
     fn bad_sources_addresses_and_level() {
-        assert!(error_of("[video]\nsource = \"video0\"\n").starts_with("t.toml:2:10: [video] source = \"video0\": expected"));
-        assert!(error_of("[audio]\nsource = \"\"\n").starts_with("t.toml:2:10: [audio] source = \"\": expected"));
-        assert!(error_of("[webrtc]\nip_addresses = [\"127.0.0.1\", \"lan\"]\n")
-            .starts_with("t.toml:2:30: [webrtc] ip_addresses[1] = \"lan\": expected an IP address"));
-        assert!(error_of("[log]\nlevel = \"loud\"\n").starts_with("t.toml:2:9: [log] level = \"loud\": expected one of"));
+        assert!(error_of("[video]\nsource = \"video0\"\n")
+            .starts_with("t.toml:2:10: [video] source = \"video0\": expected"));
+        assert!(error_of("[audio]\nsource = \"\"\n")
+            .starts_with("t.toml:2:10: [audio] source = \"\": expected"));
+        assert!(
+            error_of("[webrtc]\nip_addresses = [\"127.0.0.1\", \"lan\"]\n").starts_with(
+                "t.toml:2:30: [webrtc] ip_addresses[1] = \"lan\": expected an IP address"
+            )
+        );
+        assert!(error_of("[log]\nlevel = \"loud\"\n")
+            .starts_with("t.toml:2:9: [log] level = \"loud\": expected one of"));
     }
 
     #[test]
@@ -333,22 +499,40 @@ level = "DEBUG"
         let dir = tempfile::tempdir().expect("tempdir");
         let default_path = dir.path().join("peercam.toml");
         let loaded = load_with_default(None, &default_path).expect("no file: defaults");
-        assert_eq!(loaded, Loaded { settings: Settings::default(), origin: ConfigOrigin::BuiltInDefaults });
+        assert_eq!(
+            loaded,
+            Loaded {
+                settings: Settings::default(),
+                origin: ConfigOrigin::BuiltInDefaults
+            }
+        );
         assert_eq!(loaded.origin.to_string(), "built-in defaults");
 
         std::fs::write(&default_path, "[video]\nfps = 10\n").expect("write");
         let loaded = load_with_default(None, &default_path).expect("default file");
         assert_eq!(loaded.settings.video.fps, 10);
         assert_eq!(loaded.origin, ConfigOrigin::File(default_path.clone()));
-        assert_eq!(loaded.origin.to_string(), default_path.display().to_string());
+        assert_eq!(
+            loaded.origin.to_string(),
+            default_path.display().to_string()
+        );
 
         let missing = dir.path().join("missing.toml");
-        let err = load_with_default(Some(&missing), &default_path).expect_err("an explicit path must exist");
+        let err = load_with_default(Some(&missing), &default_path)
+            .expect_err("an explicit path must exist");
         assert!(matches!(err, ConfigError::Read { .. }));
-        assert!(err.to_string().starts_with(&format!("cannot read config file {}:", missing.display())));
+        assert!(err
+            .to_string()
+            .starts_with(&format!("cannot read config file {}:", missing.display())));
 
         std::fs::write(&default_path, "[video]\nfps = 100\n").expect("write");
         let err = load_with_default(None, &default_path).expect_err("bad default file");
-        assert_eq!(err.to_string(), format!("{}:2:7: [video] fps = 100: expected a number from 1 to 60", default_path.display()));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:2:7: [video] fps = 100: expected a number from 1 to 60",
+                default_path.display()
+            )
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::error::{ConfigError, Source};
-use super::file::{RawAudio, RawConfig, RawIceServer, RawLimits, RawLog, RawServer, RawVideo, RawWebrtc, Value};
+use super::file::{
+    RawAudio, RawConfig, RawIceServer, RawLimits, RawLog, RawServer, RawVideo, RawWebrtc, Value,
+};
 use crate::media::VideoCodec;
 
 /// All settings of the daemon.
@@ -37,7 +39,9 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        ServerSettings { listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7000) }
+        ServerSettings {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7000),
+        }
     }
 }
 
@@ -132,7 +136,11 @@ pub struct AudioSettings {
 
 impl Default for AudioSettings {
     fn default() -> Self {
-        AudioSettings { source: AudioSource::Auto, channels: 1, bitrate_kbps: 32 }
+        AudioSettings {
+            source: AudioSource::Auto,
+            channels: 1,
+            bitrate_kbps: 32,
+        }
     }
 }
 
@@ -163,7 +171,12 @@ pub struct WebrtcSettings {
 
 impl Default for WebrtcSettings {
     fn default() -> Self {
-        WebrtcSettings { ice_servers: Vec::new(), udp_port_min: 50000, udp_port_max: 50100, ip_addresses: Vec::new() }
+        WebrtcSettings {
+            ice_servers: Vec::new(),
+            udp_port_min: 50000,
+            udp_port_max: 50100,
+            ip_addresses: Vec::new(),
+        }
     }
 }
 
@@ -178,7 +191,10 @@ pub struct LimitSettings {
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        LimitSettings { max_viewers: 8, max_message_bytes: 65536 }
+        LimitSettings {
+            max_viewers: 8,
+            max_message_bytes: 65536,
+        }
     }
 }
 
@@ -191,7 +207,9 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { level: log::LevelFilter::Info }
+        LogSettings {
+            level: log::LevelFilter::Info,
+        }
     }
 }
 
@@ -233,7 +251,8 @@ fn server(raw: RawServer, src: Source<'_>) -> Result<ServerSettings, ConfigError
     let mut s = ServerSettings::default();
     if let Some(v) = raw.listen {
         s.listen = SocketAddr::from_str(v.get_ref().trim()).map_err(|_| {
-            let expected = "expected an IP address and port such as \"0.0.0.0:7000\" or \"[::]:7000\"";
+            let expected =
+                "expected an IP address and port such as \"0.0.0.0:7000\" or \"[::]:7000\"";
             src.bad_value(v.span(), "[server] listen", expected)
         })?;
     }
@@ -257,13 +276,27 @@ fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
     Ok(VideoSettings {
         source,
         width: ranged(src, raw.width, "[video] width", (160, 3840), true, d.width)?,
-        height: ranged(src, raw.height, "[video] height", (120, 2160), true, d.height)?,
+        height: ranged(
+            src,
+            raw.height,
+            "[video] height",
+            (120, 2160),
+            true,
+            d.height,
+        )?,
         fps: ranged(src, raw.fps, "[video] fps", (1, 60), false, d.fps)?,
         codecs: match raw.codecs {
             None => d.codecs,
             Some(v) => codecs(v, src)?,
         },
-        bitrate_kbps: ranged(src, raw.bitrate_kbps, "[video] bitrate_kbps", (50, 20000), false, d.bitrate_kbps)?,
+        bitrate_kbps: ranged(
+            src,
+            raw.bitrate_kbps,
+            "[video] bitrate_kbps",
+            (50, 20000),
+            false,
+            d.bitrate_kbps,
+        )?,
         keyframe_interval_s: ranged(
             src,
             raw.keyframe_interval_s,
@@ -275,11 +308,18 @@ fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
     })
 }
 
-fn codecs(value: toml::Spanned<Vec<toml::Spanned<String>>>, src: Source<'_>) -> Result<Vec<VideoCodec>, ConfigError> {
+fn codecs(
+    value: toml::Spanned<Vec<toml::Spanned<String>>>,
+    src: Source<'_>,
+) -> Result<Vec<VideoCodec>, ConfigError> {
     let span = value.span();
     let names = value.into_inner();
     if names.is_empty() {
-        return Err(src.bad_value(span, "[video] codecs", "expected at least one codec: \"h264\", \"av1\""));
+        return Err(src.bad_value(
+            span,
+            "[video] codecs",
+            "expected at least one codec: \"h264\", \"av1\"",
+        ));
     }
     let mut codecs = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -317,54 +357,114 @@ fn audio(raw: RawAudio, src: Source<'_>) -> Result<AudioSettings, ConfigError> {
     };
     Ok(AudioSettings {
         source,
-        channels: ranged(src, raw.channels, "[audio] channels", (1, 2), false, d.channels)?,
-        bitrate_kbps: ranged(src, raw.bitrate_kbps, "[audio] bitrate_kbps", (6, 510), false, d.bitrate_kbps)?,
+        channels: ranged(
+            src,
+            raw.channels,
+            "[audio] channels",
+            (1, 2),
+            false,
+            d.channels,
+        )?,
+        bitrate_kbps: ranged(
+            src,
+            raw.bitrate_kbps,
+            "[audio] bitrate_kbps",
+            (6, 510),
+            false,
+            d.bitrate_kbps,
+        )?,
     })
 }
 
 fn webrtc(raw: RawWebrtc, src: Source<'_>) -> Result<WebrtcSettings, ConfigError> {
     let d = WebrtcSettings::default();
     let mut ice_servers = Vec::new();
-    for (i, server) in raw.ice_servers.map(|v| v.into_inner()).unwrap_or_default().into_iter().enumerate() {
+    for (i, server) in raw
+        .ice_servers
+        .map(|v| v.into_inner())
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         ice_servers.push(ice_server(server, i, src)?);
     }
-    let (min, max) = udp_ports(&raw.udp_port_min, &raw.udp_port_max, (d.udp_port_min, d.udp_port_max), src)?;
+    let (min, max) = udp_ports(
+        &raw.udp_port_min,
+        &raw.udp_port_max,
+        (d.udp_port_min, d.udp_port_max),
+        src,
+    )?;
     let mut ip_addresses = Vec::new();
-    for (i, addr) in raw.ip_addresses.map(|v| v.into_inner()).unwrap_or_default().iter().enumerate() {
+    for (i, addr) in raw
+        .ip_addresses
+        .map(|v| v.into_inner())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         let ip = IpAddr::from_str(addr.get_ref().trim()).map_err(|_| {
             let key = format!("[webrtc] ip_addresses[{i}]");
-            src.bad_value(addr.span(), &key, "expected an IP address such as \"192.168.1.20\" or \"fe80::1\"")
+            src.bad_value(
+                addr.span(),
+                &key,
+                "expected an IP address such as \"192.168.1.20\" or \"fe80::1\"",
+            )
         })?;
         ip_addresses.push(ip);
     }
-    Ok(WebrtcSettings { ice_servers, udp_port_min: min, udp_port_max: max, ip_addresses })
+    Ok(WebrtcSettings {
+        ice_servers,
+        udp_port_min: min,
+        udp_port_max: max,
+        ip_addresses,
+    })
 }
 
 const ICE_SCHEMES: [&str; 4] = ["stun:", "stuns:", "turn:", "turns:"];
 
-fn ice_server(raw: toml::Spanned<RawIceServer>, i: usize, src: Source<'_>) -> Result<IceServer, ConfigError> {
+fn ice_server(
+    raw: toml::Spanned<RawIceServer>,
+    i: usize,
+    src: Source<'_>,
+) -> Result<IceServer, ConfigError> {
     let span = raw.span();
     let raw = raw.into_inner();
     let Some(urls) = raw.urls else {
         let key = format!("[webrtc] ice_servers[{i}]");
-        return Err(src.bad_value(span, &key, "expected a urls key, such as urls = [\"stun:stun.example.org:3478\"]"));
+        return Err(src.bad_value(
+            span,
+            &key,
+            "expected a urls key, such as urls = [\"stun:stun.example.org:3478\"]",
+        ));
     };
     let urls_span = urls.span();
     let urls = urls.into_inner();
     if urls.is_empty() {
         let key = format!("[webrtc] ice_servers[{i}].urls");
-        return Err(src.bad_value(urls_span, &key, "expected at least one URL such as \"stun:stun.example.org:3478\""));
+        return Err(src.bad_value(
+            urls_span,
+            &key,
+            "expected at least one URL such as \"stun:stun.example.org:3478\"",
+        ));
     }
     let mut needs_credentials = false;
     for (j, url) in urls.iter().enumerate() {
         let text = url.get_ref().trim();
         let Some(scheme) = ICE_SCHEMES.iter().find(|s| text.starts_with(**s)) else {
             let key = format!("[webrtc] ice_servers[{i}].urls[{j}]");
-            return Err(src.bad_value(url.span(), &key, "expected a URL starting with stun:, stuns:, turn: or turns:"));
+            return Err(src.bad_value(
+                url.span(),
+                &key,
+                "expected a URL starting with stun:, stuns:, turn: or turns:",
+            ));
         };
         if text.len() == scheme.len() {
             let key = format!("[webrtc] ice_servers[{i}].urls[{j}]");
-            return Err(src.bad_value(url.span(), &key, "expected a host after the scheme, such as \"stun:stun.example.org:3478\""));
+            return Err(src.bad_value(
+                url.span(),
+                &key,
+                "expected a host after the scheme, such as \"stun:stun.example.org:3478\"",
+            ));
         }
         needs_credentials |= scheme.starts_with("turn");
     }
@@ -372,9 +472,20 @@ fn ice_server(raw: toml::Spanned<RawIceServer>, i: usize, src: Source<'_>) -> Re
     let credential = raw.credential.map(|v| v.into_inner());
     if needs_credentials && (username.is_none() || credential.is_none()) {
         let key = format!("[webrtc] ice_servers[{i}]");
-        return Err(src.bad_value(span, &key, "expected username and credential with a turn: or turns: URL"));
+        return Err(src.bad_value(
+            span,
+            &key,
+            "expected username and credential with a turn: or turns: URL",
+        ));
     }
-    Ok(IceServer { urls: urls.into_iter().map(|u| u.into_inner().trim().to_owned()).collect(), username, credential })
+    Ok(IceServer {
+        urls: urls
+            .into_iter()
+            .map(|u| u.into_inner().trim().to_owned())
+            .collect(),
+        username,
+        credential,
+    })
 }
 
 /// The UDP port range: both 0 (the OS chooses), or `1024 <= min <= max <= 65535`.
@@ -394,13 +505,16 @@ fn udp_ports(
     }
     // Blame a value the user wrote (a default alone is never wrong): the first of the pair
     // that is present.
-    let written = |first: (&Value<i64>, &'static str), second: (&Value<i64>, &'static str)| {
-        match (first, second) {
-            ((Some(v), key), _) | ((None, _), (Some(v), key)) => (v.span(), key),
-            ((None, key), (None, _)) => (0..0, key),
-        }
+    let written = |first: (&Value<i64>, &'static str), second: (&Value<i64>, &'static str)| match (
+        first, second,
+    ) {
+        ((Some(v), key), _) | ((None, _), (Some(v), key)) => (v.span(), key),
+        ((None, key), (None, _)) => (0..0, key),
     };
-    let (min_first, max_first) = (written((min, MIN_KEY), (max, MAX_KEY)), written((max, MAX_KEY), (min, MIN_KEY)));
+    let (min_first, max_first) = (
+        written((min, MIN_KEY), (max, MAX_KEY)),
+        written((max, MAX_KEY), (min, MIN_KEY)),
+    );
     if lo < 1024 {
         return Err(src.bad_value(min_first.0, min_first.1, RANGE));
     }
@@ -417,7 +531,14 @@ fn udp_ports(
 fn limits(raw: RawLimits, src: Source<'_>) -> Result<LimitSettings, ConfigError> {
     let d = LimitSettings::default();
     Ok(LimitSettings {
-        max_viewers: ranged(src, raw.max_viewers, "[limits] max_viewers", (1, 64), false, d.max_viewers)?,
+        max_viewers: ranged(
+            src,
+            raw.max_viewers,
+            "[limits] max_viewers",
+            (1, 64),
+            false,
+            d.max_viewers,
+        )?,
         max_message_bytes: ranged(
             src,
             raw.max_message_bytes,
@@ -433,7 +554,8 @@ fn log_settings(raw: RawLog, src: Source<'_>) -> Result<LogSettings, ConfigError
     let mut s = LogSettings::default();
     if let Some(v) = raw.level {
         s.level = log::LevelFilter::from_str(v.get_ref().trim()).map_err(|_| {
-            let expected = "expected one of \"error\", \"warn\", \"info\", \"debug\", \"trace\", \"off\"";
+            let expected =
+                "expected one of \"error\", \"warn\", \"info\", \"debug\", \"trace\", \"off\"";
             src.bad_value(v.span(), "[log] level", expected)
         })?;
     }

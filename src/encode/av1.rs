@@ -1,8 +1,8 @@
 //! AV1 encoder (rav1e), configured for real time: speed preset 10, `low_latency` (no frame
 //! reordering), one frame of RDO lookahead, bitrate rate control.
 //!
-//! Each output is one temporal unit of OBUs in the low-overhead format, without a temporal
-//! delimiter OBU (RTP drops those anyway). rav1e writes a sequence header OBU at the start
+//! Each output is one temporal unit of OBUs in the low-overhead format; the temporal
+//! delimiter OBU rav1e writes first is removed (the RTP payload format leaves it out). rav1e writes a sequence header OBU at the start
 //! of every key frame's temporal unit, so a viewer can join at any keyframe; the tests
 //! check it.
 //!
@@ -62,7 +62,10 @@ impl Av1Encoder {
             .checked_mul(1000)
             .and_then(|b| i32::try_from(b).ok())
             .ok_or_else(|| {
-                setup_error(format!("bitrate {} kbit/s is too large", settings.bitrate_kbps))
+                setup_error(format!(
+                    "bitrate {} kbit/s is too large",
+                    settings.bitrate_kbps
+                ))
             })?;
         let threads = settings.threads.clamp(1, 16);
         let keyframe_interval = u64::from(settings.keyframe_interval_s) * u64::from(settings.fps);
@@ -115,7 +118,7 @@ impl Av1Encoder {
                     // Packets come out in input order: drop this frame and any before it.
                     self.pending = self.pending.split_off(&(frameno + 1));
                     out.push(EncodedFrame {
-                        data: Bytes::from(packet.data),
+                        data: strip_temporal_delimiter(packet.data),
                         keyframe: packet.frame_type == FrameType::KEY,
                         capture_instant,
                     });
@@ -157,8 +160,7 @@ impl VideoEncoder for Av1Encoder {
         };
         match self.context.send_frame((input, params)) {
             Ok(()) => {}
-            // The lookahead queue is full: take what is ready, then hand the frame over
-            // again (this keeps at most the encoder's lag queued).
+            // Cannot happen while every packet is drained after each frame, as below.
             Err(EncoderStatus::EnoughData) => {
                 return Err(encode_error(
                     "rav1e refused a frame (queue full); packets were not drained".into(),
@@ -172,12 +174,29 @@ impl VideoEncoder for Av1Encoder {
     }
 }
 
+/// Drops the temporal delimiter OBU rav1e puts at the start of every temporal unit: RTP
+/// (the AV1 RTP payload format) leaves it out, and without it a key frame's data begins with
+/// the sequence header OBU.
+fn strip_temporal_delimiter(mut data: Vec<u8>) -> Bytes {
+    // Type 2, has_size_field, size 0.
+    if data.starts_with(&[0x12, 0x00]) {
+        data.drain(..2);
+    }
+    Bytes::from(data)
+}
+
 fn setup_error(reason: String) -> EncodeError {
-    EncodeError::Setup { codec: CODEC, reason }
+    EncodeError::Setup {
+        codec: CODEC,
+        reason,
+    }
 }
 
 fn encode_error(reason: String) -> EncodeError {
-    EncodeError::Encode { codec: CODEC, reason }
+    EncodeError::Encode {
+        codec: CODEC,
+        reason,
+    }
 }
 
 /// The type of every OBU in a low-overhead-format temporal unit (1 = sequence header,
@@ -284,6 +303,7 @@ mod tests {
         assert!(first.keyframe);
         let types = obu_types(&first.data).expect("well-formed OBUs");
         assert_eq!(types[0], OBU_SEQUENCE_HEADER, "OBU types {types:?}");
+        assert!(!types.contains(&2), "temporal delimiter removed: {types:?}");
         assert_eq!(frame_index(&input, first), 0);
         // The encoder lag: frames in before the first packet out.
         println!("rav1e lag: first packet after {} frames in", sent_at + 1);
@@ -298,8 +318,16 @@ mod tests {
         let indices: Vec<usize> = out.iter().map(|(_, p)| frame_index(&input, p)).collect();
         let expected: Vec<usize> = (0..indices.len()).collect();
         assert_eq!(indices, expected, "one packet per frame, in order");
-        assert!(indices.len() >= 14, "only {} of 20 frames came out", indices.len());
-        assert!(enc.frames_pending() <= 6, "pending {}", enc.frames_pending());
+        assert!(
+            indices.len() >= 14,
+            "only {} of 20 frames came out",
+            indices.len()
+        );
+        assert!(
+            enc.frames_pending() <= 6,
+            "pending {}",
+            enc.frames_pending()
+        );
         for (_, packet) in &out[1..] {
             assert!(!packet.keyframe);
             assert!(obu_types(&packet.data).is_some_and(|t| !t.contains(&OBU_SEQUENCE_HEADER)));
@@ -308,20 +336,30 @@ mod tests {
 
     #[test]
     fn forced_and_periodic_keyframes_carry_a_sequence_header() {
-        // keyframe_interval_s = 1 at 30 fps: periodic keyframes at 30; forced at 12.
+        // keyframe_interval_s = 1 at 30 fps: a keyframe 30 frames after the previous one
+        // (a forced keyframe restarts the count); forced at 12.
         let mut enc = Av1Encoder::new(&settings()).expect("encoder");
-        let input = frames(40);
+        let input = frames(50);
         let out = encode_all(&mut enc, &input, Some(12));
-        let keys: Vec<usize> =
-            out.iter().filter(|(_, p)| p.keyframe).map(|(_, p)| frame_index(&input, p)).collect();
-        assert_eq!(keys, vec![0, 12, 30], "keyframes by input frame");
+        let keys: Vec<usize> = out
+            .iter()
+            .filter(|(_, p)| p.keyframe)
+            .map(|(_, p)| frame_index(&input, p))
+            .collect();
+        assert_eq!(keys, vec![0, 12, 42], "keyframes by input frame");
         for (_, packet) in out.iter().filter(|(_, p)| p.keyframe) {
             let types = obu_types(&packet.data).expect("well-formed OBUs");
             assert_eq!(types[0], OBU_SEQUENCE_HEADER, "{types:?}");
         }
         // The forced keyframe comes out within the encoder lag.
-        let (sent_at, _) = out.iter().find(|(_, p)| frame_index(&input, p) == 12).expect("frame 12");
-        assert!(*sent_at < 12 + 8, "forced keyframe out only when frame {sent_at} went in");
+        let (sent_at, _) = out
+            .iter()
+            .find(|(_, p)| frame_index(&input, p) == 12)
+            .expect("frame 12");
+        assert!(
+            *sent_at < 12 + 8,
+            "forced keyframe out only when frame {sent_at} went in"
+        );
     }
 
     #[test]

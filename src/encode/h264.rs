@@ -52,7 +52,10 @@ impl H264Encoder {
     pub fn new(settings: &VideoEncoderSettings) -> Result<Self, EncodeError> {
         validate(settings)?;
         let bitrate_bps = settings.bitrate_kbps.checked_mul(1000).ok_or_else(|| {
-            setup_error(format!("bitrate {} kbit/s is too large", settings.bitrate_kbps))
+            setup_error(format!(
+                "bitrate {} kbit/s is too large",
+                settings.bitrate_kbps
+            ))
         })?;
         let intra_period = settings.keyframe_interval_s.saturating_mul(settings.fps);
         // openh264 only spreads work over threads when a frame has several slices; we keep
@@ -99,7 +102,10 @@ impl VideoEncoder for H264Encoder {
         let (w, h) = (self.width as usize, self.height as usize);
         let yuv = YUVSlices::new((y, u, v), (w, h), (w, w / 2, w / 2));
         let first = *self.first_instant.get_or_insert(frame.capture_instant);
-        let millis = frame.capture_instant.saturating_duration_since(first).as_millis();
+        let millis = frame
+            .capture_instant
+            .saturating_duration_since(first)
+            .as_millis();
         let timestamp = Timestamp::from_millis(u64::try_from(millis).unwrap_or(u64::MAX));
         if force_keyframe {
             self.encoder.force_intra_frame();
@@ -135,7 +141,11 @@ pub(crate) fn validate_video_settings(
     settings: &VideoEncoderSettings,
 ) -> Result<(), EncodeError> {
     let fail = |reason: String| Err(EncodeError::Setup { codec, reason });
-    if settings.width < 16 || settings.height < 16 || settings.width % 2 != 0 || settings.height % 2 != 0 {
+    if settings.width < 16
+        || settings.height < 16
+        || !settings.width.is_multiple_of(2)
+        || !settings.height.is_multiple_of(2)
+    {
         return fail(format!(
             "frame size {}x{} must be even and at least 16x16",
             settings.width, settings.height
@@ -196,11 +206,17 @@ fn check_frame(frame: &RawFrame, width: u32, height: u32) -> Result<(), EncodeEr
 }
 
 fn setup_error(reason: String) -> EncodeError {
-    EncodeError::Setup { codec: CODEC, reason }
+    EncodeError::Setup {
+        codec: CODEC,
+        reason,
+    }
 }
 
 fn encode_error(reason: String) -> EncodeError {
-    EncodeError::Encode { codec: CODEC, reason }
+    EncodeError::Encode {
+        codec: CODEC,
+        reason,
+    }
 }
 
 /// Splits an Annex B byte stream into NAL units (without start codes).
@@ -262,7 +278,10 @@ mod tests {
     }
 
     fn nal_types(frame: &EncodedFrame) -> Vec<u8> {
-        annex_b_nal_units(&frame.data).iter().map(|n| n[0] & 0x1F).collect()
+        annex_b_nal_units(&frame.data)
+            .iter()
+            .map(|n| n[0] & 0x1F)
+            .collect()
     }
 
     #[test]
@@ -285,11 +304,12 @@ mod tests {
 
     #[test]
     fn forced_and_periodic_keyframes() {
-        // keyframe_interval_s = 2 at 30 fps: an IDR every 60 frames.
+        // keyframe_interval_s = 2 at 30 fps: an IDR 60 frames after the previous one (a
+        // forced IDR restarts the count).
         let mut enc = H264Encoder::new(&settings(320, 240, 500)).expect("encoder");
         let mut keyframes = Vec::new();
         let mut types = Vec::new();
-        for (n, frame) in frames(320, 240, 70).iter().enumerate() {
+        for (n, frame) in frames(320, 240, 100).iter().enumerate() {
             for out in enc.encode(frame, n == 20).expect("encode") {
                 let nals = nal_types(&out);
                 if out.keyframe {
@@ -301,8 +321,12 @@ mod tests {
                 }
             }
         }
-        assert_eq!(keyframes, vec![0, 20, 60], "keyframes at start, forced, periodic");
-        assert!(types.len() >= 50, "P frames: {}", types.len());
+        assert_eq!(
+            keyframes,
+            vec![0, 20, 80],
+            "keyframes at start, forced, periodic"
+        );
+        assert!(types.len() >= 80, "P frames: {}", types.len());
     }
 
     #[test]
@@ -318,7 +342,10 @@ mod tests {
         assert_eq!(bits & 0x80, 0x80, "first_mb_in_slice = 0");
         let p_short = bits & 0x40 == 0x40; // slice_type 0
         let p_long = (bits >> 1) & 0x1F == 0b00110; // slice_type 5
-        assert!(p_short || p_long, "slice header byte {bits:#010b} is not a P slice");
+        assert!(
+            p_short || p_long,
+            "slice header byte {bits:#010b} is not a P slice"
+        );
     }
 
     #[test]
@@ -327,11 +354,20 @@ mod tests {
             let mut enc = H264Encoder::new(&settings(640, 480, target_kbps)).expect("encoder");
             let bytes: usize = frames(640, 480, 60)
                 .iter()
-                .map(|f| enc.encode(f, false).expect("encode").iter().map(|e| e.data.len()).sum::<usize>())
+                .map(|f| {
+                    enc.encode(f, false)
+                        .expect("encode")
+                        .iter()
+                        .map(|e| e.data.len())
+                        .sum::<usize>()
+                })
                 .sum();
             let kbps = bytes as f64 * 8.0 / 2.0 / 1000.0; // 60 frames = 2 s
             let ratio = kbps / f64::from(target_kbps);
-            assert!((0.5..=2.0).contains(&ratio), "target {target_kbps} kbit/s, got {kbps:.0}");
+            assert!(
+                (0.5..=2.0).contains(&ratio),
+                "target {target_kbps} kbit/s, got {kbps:.0}"
+            );
         }
     }
 
@@ -349,9 +385,48 @@ mod tests {
     }
 
     #[test]
+    fn barcode_survives_300_kbps_and_decoding() {
+        use crate::capture::test_pattern::decode_barcode;
+        use openh264::decoder::Decoder;
+        use openh264::formats::YUVSource;
+
+        let (w, h) = (320usize, 240usize);
+        let mut enc = H264Encoder::new(&settings(320, 240, 300)).expect("encoder");
+        let mut dec = Decoder::new().expect("decoder");
+        let input = frames(320, 240, 45);
+        let mut read = 0;
+        for frame in &input {
+            for out in enc.encode(frame, false).expect("encode") {
+                let Some(yuv) = dec.decode(&out.data).expect("decode") else {
+                    continue;
+                };
+                let stride = yuv.strides().0;
+                let mut luma = Vec::with_capacity(w * h);
+                for row in yuv.y().chunks(stride).take(h) {
+                    luma.extend_from_slice(&row[..w]);
+                }
+                let expected = frame.sequence as u32 * 33;
+                assert_eq!(
+                    decode_barcode(&luma, 320, 240),
+                    Some(expected),
+                    "frame {}",
+                    frame.sequence
+                );
+                read += 1;
+            }
+        }
+        assert!(read >= 40, "decoded only {read} frames");
+    }
+
+    #[test]
     fn annex_b_splitter_handles_3_and_4_byte_start_codes() {
-        let data = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4];
+        let data = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4,
+        ];
         let units = annex_b_nal_units(&data);
-        assert_eq!(units, vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4][..]]);
+        assert_eq!(
+            units,
+            vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4][..]]
+        );
     }
 }

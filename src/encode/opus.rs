@@ -42,7 +42,11 @@ impl OpusEncoder {
         let opus_channels = match channels {
             1 => Channels::Mono,
             2 => Channels::Stereo,
-            other => return Err(setup_error(format!("{other} channels: Opus here takes 1 or 2"))),
+            other => {
+                return Err(setup_error(format!(
+                    "{other} channels: Opus here takes 1 or 2"
+                )))
+            }
         };
         if !(6..=510).contains(&bitrate_kbps) {
             return Err(setup_error(format!(
@@ -93,11 +97,17 @@ impl AudioEncoder for OpusEncoder {
 }
 
 fn setup_error(reason: String) -> EncodeError {
-    EncodeError::Setup { codec: CODEC, reason }
+    EncodeError::Setup {
+        codec: CODEC,
+        reason,
+    }
 }
 
 fn encode_error(reason: String) -> EncodeError {
-    EncodeError::Encode { codec: CODEC, reason }
+    EncodeError::Encode {
+        codec: CODEC,
+        reason,
+    }
 }
 
 #[cfg(test)]
@@ -128,14 +138,22 @@ mod tests {
     fn encode_decode(channels: u8) -> (Vec<usize>, Vec<f64>) {
         let tone = TestTone::new(channels);
         let mut enc = OpusEncoder::new(channels, 64).expect("encoder");
-        let opus_channels = if channels == 1 { Channels::Mono } else { Channels::Stereo };
+        let opus_channels = if channels == 1 {
+            Channels::Mono
+        } else {
+            Channels::Stereo
+        };
         let mut dec = Decoder::new(SampleRate::Hz48000, opus_channels).expect("decoder");
         let mut sizes = Vec::new();
         let mut decoded = Vec::new();
         let mut pcm = vec![0i16; AUDIO_FRAME_SAMPLES * usize::from(channels)];
         let now = Instant::now();
         for index in 0..50 {
-            let chunk = AudioChunk { samples: tone.render(index), channels, capture_instant: now };
+            let chunk = AudioChunk {
+                samples: tone.render(index),
+                channels,
+                capture_instant: now,
+            };
             let packet = enc.encode(&chunk).expect("encode");
             assert!(packet.keyframe);
             assert_eq!(packet.capture_instant, now);
@@ -144,7 +162,11 @@ mod tests {
             let output = MutSignals::try_from(&mut pcm[..]).expect("signals");
             let n = dec.decode(Some(input), output, false).expect("decode");
             assert_eq!(n, AUDIO_FRAME_SAMPLES);
-            decoded.extend(pcm.iter().step_by(usize::from(channels)).map(|&s| f64::from(s)));
+            decoded.extend(
+                pcm.iter()
+                    .step_by(usize::from(channels))
+                    .map(|&s| f64::from(s)),
+            );
         }
         (sizes, decoded)
     }
@@ -153,14 +175,23 @@ mod tests {
     fn tone_survives_an_encode_decode_round_trip() {
         for channels in [1u8, 2] {
             let (sizes, decoded) = encode_decode(channels);
-            assert!(sizes.iter().all(|&s| s > 0 && s < 1500), "packet sizes {sizes:?}");
+            assert!(
+                sizes.iter().all(|&s| s > 0 && s < 1500),
+                "packet sizes {sizes:?}"
+            );
             // Skip the codec's start-up delay; look at 40..180 ms (inside the beep).
             let beep = &decoded[2 * AUDIO_FRAME_SAMPLES..9 * AUDIO_FRAME_SAMPLES];
             let at_440 = goertzel(beep, 440.0);
             let at_1000 = goertzel(beep, 1000.0);
             let amplitude = (4.0 * at_440).sqrt();
-            assert!(amplitude > 6000.0, "{channels} ch: 440 Hz amplitude {amplitude}");
-            assert!(at_440 > 100.0 * at_1000, "440 Hz {at_440} vs 1 kHz {at_1000}");
+            assert!(
+                amplitude > 6000.0,
+                "{channels} ch: 440 Hz amplitude {amplitude}"
+            );
+            assert!(
+                at_440 > 100.0 * at_1000,
+                "440 Hz {at_440} vs 1 kHz {at_1000}"
+            );
             // 300..1000 ms is silent in the source; only codec noise may remain.
             let quiet = &decoded[15 * AUDIO_FRAME_SAMPLES..];
             let peak = quiet.iter().fold(0.0f64, |m, s| m.max(s.abs()));
@@ -175,9 +206,20 @@ mod tests {
         let err = OpusEncoder::new(1, 1000).expect_err("bitrate");
         assert!(err.to_string().contains("1000"), "{err}");
         let mut enc = OpusEncoder::new(2, 64).expect("encoder");
-        let chunk = AudioChunk { samples: vec![0; 960], channels: 1, capture_instant: Instant::now() };
-        assert!(enc.encode(&chunk).is_err(), "mono chunk into a stereo encoder");
-        let chunk = AudioChunk { samples: vec![0; 100], channels: 2, capture_instant: Instant::now() };
+        let chunk = AudioChunk {
+            samples: vec![0; 960],
+            channels: 1,
+            capture_instant: Instant::now(),
+        };
+        assert!(
+            enc.encode(&chunk).is_err(),
+            "mono chunk into a stereo encoder"
+        );
+        let chunk = AudioChunk {
+            samples: vec![0; 100],
+            channels: 2,
+            capture_instant: Instant::now(),
+        };
         let err = enc.encode(&chunk).expect_err("short chunk");
         assert!(err.to_string().contains("100 samples"), "{err}");
     }

@@ -166,9 +166,5 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             - state.connection_slots.available_permits(),
     ));
     out.push_str(&state.hub.metrics_text());
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -20,10 +20,13 @@ pub const ROOM_CAPACITY: usize = 2;
 /// Longest room name accepted.
 pub const MAX_ROOM_NAME: usize = 64;
 
-/// The open rooms: name -> members (id, outbox).
+/// One browser in a room: its id and the queue of messages to send it.
+type Member = (u64, mpsc::Sender<WsMessage>);
+
+/// The open rooms: name -> members.
 #[derive(Default)]
 pub struct Rooms {
-    members: Mutex<HashMap<String, Vec<(u64, mpsc::Sender<WsMessage>)>>>,
+    members: Mutex<HashMap<String, Vec<Member>>>,
     next_id: AtomicU64,
 }
 
@@ -38,10 +41,16 @@ pub enum JoinError {
 
 impl Rooms {
     /// Adds a member; returns its id and how many are in the room now.
-    pub fn join(&self, name: &str, outbox: mpsc::Sender<WsMessage>) -> Result<(u64, usize), JoinError> {
+    pub fn join(
+        &self,
+        name: &str,
+        outbox: mpsc::Sender<WsMessage>,
+    ) -> Result<(u64, usize), JoinError> {
         let valid = !name.is_empty()
             && name.len() <= MAX_ROOM_NAME
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid {
             return Err(JoinError::BadName);
         }
@@ -155,7 +164,10 @@ pub async fn run(socket: WebSocket, name: String, remote: SocketAddr, state: Arc
                 // A full outbox means the other browser stopped reading; drop rather than stall.
                 if other.try_send(WsMessage::Text(raw)).is_err() {
                     let _ = out_tx
-                        .send(error(ErrorCode::Internal, "the other browser is not reading; message dropped".to_owned()))
+                        .send(error(
+                            ErrorCode::Internal,
+                            "the other browser is not reading; message dropped".to_owned(),
+                        ))
                         .await;
                 }
             }
@@ -195,7 +207,10 @@ mod tests {
         assert!(rooms.join("other", tx.clone()).is_ok());
         assert_eq!(rooms.join("", tx.clone()), Err(JoinError::BadName));
         assert_eq!(rooms.join("a b", tx.clone()), Err(JoinError::BadName));
-        assert_eq!(rooms.join(&"x".repeat(65), tx.clone()), Err(JoinError::BadName));
+        assert_eq!(
+            rooms.join(&"x".repeat(65), tx.clone()),
+            Err(JoinError::BadName)
+        );
         assert!(rooms.leave("lab", b).is_some());
         assert!(rooms.join("lab", tx).is_ok(), "a seat is free again");
     }

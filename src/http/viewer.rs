@@ -213,7 +213,11 @@ impl Io<'_> {
                     self.remote,
                     plan.video_codec,
                     plan.video_payload_type,
-                    if plan.opus_payload_type.is_some() { " and opus" } else { "" }
+                    if plan.opus_payload_type.is_some() {
+                        " and opus"
+                    } else {
+                        ""
+                    }
                 );
                 Ok((Call { peer, _slot: slot }, answer))
             }

@@ -191,8 +191,8 @@ impl PeerFactory {
         };
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
 
-        let offer =
-            RTCSessionDescription::offer(offer_sdp).map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        let offer = RTCSessionDescription::offer(offer_sdp)
+            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
         if let Err(e) = pc.set_remote_description(offer).await {
             let _ = pc.close().await;
             return Err(PeerError::BadOffer(e.to_string()));
@@ -378,7 +378,6 @@ fn video_codec_parameters(plan: &AnswerPlan) -> RTCRtpCodecParameters {
             ],
         },
         payload_type: plan.video_payload_type,
-        ..Default::default()
     }
 }
 
@@ -392,7 +391,6 @@ fn opus_codec_parameters(payload_type: u8) -> RTCRtpCodecParameters {
             rtcp_feedback: vec![],
         },
         payload_type,
-        ..Default::default()
     }
 }
 
@@ -466,7 +464,10 @@ async fn forward_keyframe_requests(
         };
         match event {
             Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
-                if packets.iter().any(|p| rtcp::is_keyframe_request(p.as_ref())) {
+                if packets
+                    .iter()
+                    .any(|p| rtcp::is_keyframe_request(p.as_ref()))
+                {
                     debug!("browser asked for a keyframe");
                     keyframes.request();
                 }
@@ -495,7 +496,10 @@ impl PeerConnectionEventHandler for Handler {
         match event.candidate.to_json() {
             Ok(init) => {
                 let candidate = IceCandidate {
-                    candidate: format!("candidate:{}", init.candidate.trim_start_matches("candidate:")),
+                    candidate: format!(
+                        "candidate:{}",
+                        init.candidate.trim_start_matches("candidate:")
+                    ),
                     sdp_mid: init.sdp_mid,
                     sdp_m_line_index: init.sdp_mline_index,
                     username_fragment: init.username_fragment,

@@ -143,11 +143,15 @@ mod tests {
         assert!(packets.len() >= 5, "{} packets", packets.len());
         assert!(packets.iter().all(|p| p.payload.len() <= RTP_PAYLOAD_MTU));
         assert!(packets.last().is_some_and(|p| p.header.marker));
-        assert!(packets[..packets.len() - 1].iter().all(|p| !p.header.marker));
+        assert!(packets[..packets.len() - 1]
+            .iter()
+            .all(|p| !p.header.marker));
         let seqs: Vec<u16> = packets.iter().map(|p| p.header.sequence_number).collect();
         for w in seqs.windows(2) {
             assert_eq!(w[1], w[0].wrapping_add(1));
         }
-        assert!(packets.iter().all(|p| p.header.ssrc == 7 && p.header.payload_type == 102));
+        assert!(packets
+            .iter()
+            .all(|p| p.header.ssrc == 7 && p.header.payload_type == 102));
     }
 }

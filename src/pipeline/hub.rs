@@ -17,7 +17,9 @@ use log::{error, info, warn};
 use crate::capture::test_pattern::TestPattern;
 use crate::capture::test_tone::TestTone;
 use crate::capture::{AudioSource, VideoSource};
-use crate::config::{AudioSource as AudioSourceSetting, Settings, VideoSource as VideoSourceSetting};
+use crate::config::{
+    AudioSource as AudioSourceSetting, Settings, VideoSource as VideoSourceSetting,
+};
 use crate::encode::av1::Av1Encoder;
 use crate::encode::h264::H264Encoder;
 use crate::encode::opus::OpusEncoder;
@@ -142,7 +144,11 @@ impl MediaHub {
         };
         info!(
             "media: {source_description}; video codecs {}; audio {}",
-            v.codecs.iter().map(|c| c.config_name()).collect::<Vec<_>>().join(", "),
+            v.codecs
+                .iter()
+                .map(|c| c.config_name())
+                .collect::<Vec<_>>()
+                .join(", "),
             if audio.is_some() { "opus" } else { "off" }
         );
         Ok(Arc::new(MediaHub {

@@ -501,38 +501,30 @@ mod tests {
 
     #[test]
     fn h264_entries_rank_by_closeness_to_42e01f() {
-        let entry = |pt: u8, plid: &str| {
-            vec![
-                format!("a=rtpmap:{pt} H264/90000"),
-                format!("a=fmtp:{pt} packetization-mode=1;profile-level-id={plid}"),
-            ]
-        };
-        let build = |entries: &[(u8, &str)]| {
-            let lines: Vec<String> = entries.iter().flat_map(|(pt, p)| entry(*pt, p)).collect();
+        // Index of the entry chosen among packetization-mode 1 entries with these ids.
+        let chosen = |plids: &[&str]| {
+            let lines: Vec<String> = (100u8..)
+                .zip(plids)
+                .flat_map(|(pt, plid)| {
+                    [
+                        format!("a=rtpmap:{pt} H264/90000"),
+                        format!("a=fmtp:{pt} packetization-mode=1;profile-level-id={plid}"),
+                    ]
+                })
+                .collect();
             let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-            section("0", &refs)
+            pick(&section("100", &refs), &[H264]).map(|c| c.payload_type - 100)
         };
-        let chosen =
-            |entries: &[(u8, &str)]| pick(&build(entries), &[H264]).map(|c| c.payload_type);
         // Exact 42e01f beats everything, wherever it is.
-        assert_eq!(
-            chosen(&[(100, "42e034"), (101, "42001f"), (102, "42E01F")]),
-            Ok(102)
-        );
+        assert_eq!(chosen(&["42e034", "42001f", "42E01F"]), Ok(2));
         // Constrained Baseline (42e0xx, 42c0xx, 4d8xxx) at level >= 3.1 next.
-        assert_eq!(
-            chosen(&[(100, "42001f"), (101, "42e00d"), (102, "42c034")]),
-            Ok(102)
-        );
-        assert_eq!(chosen(&[(100, "42001f"), (101, "4d801f")]), Ok(101));
-        // Then low-level Constrained Baseline, then plain Baseline.
-        assert_eq!(chosen(&[(100, "42001f"), (101, "42e00d")]), Ok(101));
-        assert_eq!(chosen(&[(100, "42000d"), (101, "42001f")]), Ok(101));
+        assert_eq!(chosen(&["42001f", "42e00d", "42c034"]), Ok(2));
+        assert_eq!(chosen(&["42001f", "4d801f"]), Ok(1));
+        // Then low-level Constrained Baseline, then plain Baseline; ties go to the first.
+        assert_eq!(chosen(&["42001f", "42e00d"]), Ok(1));
+        assert_eq!(chosen(&["42000d", "42001f", "42001f"]), Ok(1));
         // Malformed or reserved-bit profile ids are skipped, not fatal.
-        assert_eq!(
-            chosen(&[(100, "zz"), (101, "42e10f"), (102, "42000a")]),
-            Ok(102)
-        );
+        assert_eq!(chosen(&["zz", "42e10f", "42000a"]), Ok(2));
     }
 
     #[test]

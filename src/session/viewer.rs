@@ -75,7 +75,11 @@ pub struct ViewerSession {
 
 impl ViewerSession {
     /// A new session for a browser that just connected.
-    pub fn new(preferences: Vec<VideoCodec>, audio_enabled: bool, max_message_bytes: usize) -> Self {
+    pub fn new(
+        preferences: Vec<VideoCodec>,
+        audio_enabled: bool,
+        max_message_bytes: usize,
+    ) -> Self {
         ViewerSession {
             state: State::Idle,
             preferences,
@@ -103,7 +107,9 @@ impl ViewerSession {
                 ErrorCode::BadCandidate,
                 format!("ICE candidate rejected: {reason}"),
             )],
-            Input::Shutdown => self.close_with(vec![Action::Send(Message::Bye(Default::default()))]),
+            Input::Shutdown => {
+                self.close_with(vec![Action::Send(Message::Bye(Default::default()))])
+            }
         }
     }
 
@@ -148,7 +154,18 @@ impl ViewerSession {
             Ok(c) => c,
             Err(e) => return vec![error(ErrorCode::NoCodec, e.to_string())],
         };
-        let opus = if self.audio_enabled {
+        let receives = |kind| {
+            codec::media_direction(&desc.sdp, kind).is_some_and(codec::Direction::browser_receives)
+        };
+        if !receives(codec::MediaKind::Video) {
+            return vec![error(
+                ErrorCode::BadSdp,
+                "the offer does not receive video (its video section is sendonly or inactive); \
+                 Dial with a recvonly or sendrecv video transceiver"
+                    .to_owned(),
+            )];
+        }
+        let opus = if self.audio_enabled && receives(codec::MediaKind::Audio) {
             codec::offered_opus(&desc.sdp)
         } else {
             None
@@ -188,7 +205,11 @@ impl ViewerSession {
     fn on_peer_ready(&mut self, result: Result<String, ErrorBody>) -> Vec<Action> {
         if self.state != State::Answering {
             // The browser hung up while the peer was being built.
-            return if result.is_ok() { vec![Action::ClosePeer] } else { Vec::new() };
+            return if result.is_ok() {
+                vec![Action::ClosePeer]
+            } else {
+                Vec::new()
+            };
         }
         match result {
             Ok(answer_sdp) => {
@@ -219,7 +240,10 @@ impl ViewerSession {
             PeerEvent::Failed(reason) => {
                 let mut actions = self.hang_up();
                 self.state = State::Idle;
-                actions.push(error(ErrorCode::Internal, format!("connection lost: {reason}")));
+                actions.push(error(
+                    ErrorCode::Internal,
+                    format!("connection lost: {reason}"),
+                ));
                 actions
             }
             PeerEvent::Closed => {
@@ -257,5 +281,218 @@ fn candidate_action(candidate: Option<IceCandidate>) -> Action {
     match candidate {
         Some(c) => Action::AddCandidate(c),
         None => Action::EndOfRemoteCandidates,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::VideoCodec::{Av1, H264};
+    use crate::session::protocol::Bye;
+
+    const CHROMIUM: &str = include_str!("../../tests/fixtures/offers/chromium-156.sdp");
+    const FIREFOX: &str = include_str!("../../tests/fixtures/offers/firefox-esr-153.sdp");
+
+    fn session() -> ViewerSession {
+        ViewerSession::new(vec![H264, Av1], true, 65_536)
+    }
+
+    fn offer(sdp: &str) -> String {
+        Message::Sdp(SessionDescription {
+            kind: SdpKind::Offer,
+            sdp: sdp.to_owned(),
+        })
+        .to_json()
+    }
+
+    fn error_code(actions: &[Action]) -> Option<ErrorCode> {
+        actions.iter().find_map(|a| match a {
+            Action::Send(Message::Error(e)) => Some(e.code),
+            _ => None,
+        })
+    }
+
+    fn candidate(text: &str) -> String {
+        format!(r#"{{"candidate":{{"candidate":"{text}","sdpMid":"0","sdpMLineIndex":0}}}}"#)
+    }
+
+    #[test]
+    fn dial_answer_and_trickle_in_both_directions() {
+        let mut s = session();
+        let actions = s.handle(Input::Text(&offer(CHROMIUM)));
+        let [Action::StartPeer { plan, .. }] = actions.as_slice() else {
+            panic!("expected StartPeer, got {actions:?}");
+        };
+        assert_eq!(plan.video_codec, H264);
+        assert_eq!(plan.video_payload_type, 108);
+        assert_eq!(plan.opus_payload_type, Some(111));
+        assert_eq!(s.state(), State::Answering);
+
+        // A candidate that arrives while the peer is being built is held, then applied.
+        let c = candidate("candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host");
+        assert!(s.handle(Input::Text(&c)).is_empty());
+        let actions = s.handle(Input::PeerReady(Ok("v=0 answer".into())));
+        assert!(matches!(&actions[0], Action::Send(Message::Sdp(d)) if d.kind == SdpKind::Answer));
+        assert!(matches!(&actions[1], Action::AddCandidate(c) if c.candidate.contains("50000")));
+        assert_eq!(s.state(), State::Active);
+
+        let c2 = candidate("candidate:2 1 udp 2122260223 127.0.0.1 50001 typ host");
+        assert!(matches!(
+            s.handle(Input::Text(&c2)).as_slice(),
+            [Action::AddCandidate(_)]
+        ));
+        assert_eq!(
+            s.handle(Input::Text(r#"{"candidate":null}"#)),
+            vec![Action::EndOfRemoteCandidates]
+        );
+        assert_eq!(
+            s.handle(Input::Text(&candidate(""))),
+            vec![Action::EndOfRemoteCandidates],
+            "an empty candidate string also ends the candidates"
+        );
+
+        // Local candidates and end-of-candidates go to the browser.
+        let local = IceCandidate {
+            candidate: "candidate:9 1 udp 1 127.0.0.1 40000 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+            username_fragment: None,
+        };
+        assert_eq!(
+            s.handle(Input::Peer(PeerEvent::LocalCandidate(local.clone()))),
+            vec![Action::Send(Message::Candidate(Some(local)))]
+        );
+        assert_eq!(
+            s.handle(Input::Peer(PeerEvent::EndOfCandidates)),
+            vec![Action::Send(Message::Candidate(None))]
+        );
+        assert!(s.handle(Input::Peer(PeerEvent::Connected)).is_empty());
+
+        // Hang up: the peer closes, the browser gets bye, a new Dial may follow.
+        let actions = s.handle(Input::Text(r#"{"bye":{}}"#));
+        assert_eq!(
+            actions,
+            vec![
+                Action::ClosePeer,
+                Action::Send(Message::Bye(Bye::default()))
+            ]
+        );
+        assert_eq!(s.state(), State::Idle);
+        assert!(matches!(
+            s.handle(Input::Text(&offer(CHROMIUM))).as_slice(),
+            [Action::StartPeer { .. }]
+        ));
+    }
+
+    #[test]
+    fn firefox_offer_falls_back_to_av1() {
+        let mut s = session();
+        let actions = s.handle(Input::Text(&offer(FIREFOX)));
+        assert!(matches!(
+            actions.as_slice(),
+            [Action::StartPeer { plan, .. }] if plan.video_codec == Av1 && plan.video_payload_type == 99
+        ));
+    }
+
+    #[test]
+    fn bad_input_gets_errors_and_changes_nothing() {
+        let mut s = session();
+        for (text, code) in [
+            ("{oops", ErrorCode::BadJson),
+            (r#"{"wave":{}}"#, ErrorCode::UnknownType),
+            (
+                &candidate("candidate:1 1 udp 1 127.0.0.1 9 typ host") as &str,
+                ErrorCode::Unexpected,
+            ),
+            (
+                r#"{"sdp":{"type":"answer","sdp":"v=0"}}"#,
+                ErrorCode::Unexpected,
+            ),
+            (
+                r#"{"sdp":{"type":"offer","sdp":"v=0\r\n"}}"#,
+                ErrorCode::BadSdp,
+            ),
+        ] {
+            let actions = s.handle(Input::Text(text));
+            assert_eq!(error_code(&actions), Some(code), "{text}: {actions:?}");
+            assert_eq!(actions.len(), 1);
+            assert_eq!(s.state(), State::Idle);
+        }
+        let mut small = ViewerSession::new(vec![H264], true, 1024);
+        let actions = small.handle(Input::Text(&offer(CHROMIUM)));
+        assert_eq!(error_code(&actions), Some(ErrorCode::TooLarge));
+    }
+
+    #[test]
+    fn no_acceptable_codec_names_both_sides() {
+        let mut s = ViewerSession::new(vec![H264], true, 65_536);
+        let actions = s.handle(Input::Text(&offer(FIREFOX)));
+        let [Action::Send(Message::Error(e))] = actions.as_slice() else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(e.code, ErrorCode::NoCodec);
+        assert!(
+            e.message.contains("VP8") && e.message.contains("h264"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn viewer_limit_rejection_returns_to_idle() {
+        let mut s = session();
+        s.handle(Input::Text(&offer(CHROMIUM)));
+        let actions = s.handle(Input::PeerReady(Err(ErrorBody {
+            code: ErrorCode::ViewerLimit,
+            message: "viewer limit 1 reached".into(),
+        })));
+        assert_eq!(error_code(&actions), Some(ErrorCode::ViewerLimit));
+        assert_eq!(s.state(), State::Idle);
+    }
+
+    #[test]
+    fn audio_disabled_answers_without_opus() {
+        let mut s = ViewerSession::new(vec![H264], false, 65_536);
+        let actions = s.handle(Input::Text(&offer(CHROMIUM)));
+        assert!(matches!(
+            actions.as_slice(),
+            [Action::StartPeer { plan, .. }] if plan.opus_payload_type.is_none()
+        ));
+    }
+
+    #[test]
+    fn peer_failure_and_shutdown_close_the_call() {
+        let mut s = session();
+        s.handle(Input::Text(&offer(CHROMIUM)));
+        s.handle(Input::PeerReady(Ok("answer".into())));
+        let actions = s.handle(Input::Peer(PeerEvent::Failed("ICE failed".into())));
+        assert_eq!(actions[0], Action::ClosePeer);
+        assert_eq!(error_code(&actions), Some(ErrorCode::Internal));
+        assert_eq!(s.state(), State::Idle);
+
+        s.handle(Input::Text(&offer(CHROMIUM)));
+        s.handle(Input::PeerReady(Ok("answer".into())));
+        let actions = s.handle(Input::Shutdown);
+        assert_eq!(
+            actions,
+            vec![
+                Action::ClosePeer,
+                Action::Send(Message::Bye(Bye::default())),
+                Action::CloseSocket
+            ]
+        );
+        assert_eq!(s.state(), State::Closed);
+        assert!(s.handle(Input::Text(&offer(CHROMIUM))).is_empty());
+    }
+
+    #[test]
+    fn a_peer_that_finishes_after_hang_up_is_closed() {
+        let mut s = session();
+        s.handle(Input::Text(&offer(CHROMIUM)));
+        s.handle(Input::Text(r#"{"bye":{}}"#));
+        assert_eq!(
+            s.handle(Input::PeerReady(Ok("late answer".into()))),
+            vec![Action::ClosePeer]
+        );
     }
 }

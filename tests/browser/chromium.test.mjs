@@ -52,6 +52,11 @@ describe('chromium', () => {
       // Hang up returns to idle and the daemon frees the viewer slot.
       await page.click('#hangup');
       assert.equal(await page.evaluate(() => window.peercamState), 'idle');
+      // The daemon's reply to our bye must not end the next call on the same socket.
+      const again = await dialAndWaitForFrames(page, 30);
+      assert.equal(again.codec, 'video/H264');
+      await sleep(1500);
+      assert.equal((await pageState(page)).state, 'connected');
       assert.deepEqual(page.errors, []);
       await context.close();
     }));
@@ -129,4 +134,50 @@ describe('chromium', () => {
       assert.equal((await pageState(second)).state, 'connected');
       await Promise.all(contexts.map((c) => c.close()));
     }));
+
+  test('room mode: two browsers call each other, a third is refused', { timeout: 60_000 }, () =>
+    withDaemon({ video: 'codecs = ["h264"]' }, async (daemon) => {
+      const roomUrl = `${daemon.url}?room=kitchen`;
+      const contexts = [await browser.newContext(), await browser.newContext()];
+      const [caller, callee] = await Promise.all(contexts.map((c) => openPage(c, roomUrl)));
+      await callee.waitForFunction(() => /room kitchen/.test(
+        document.getElementById('server').textContent), null, { timeout: 5000 });
+      // Chromium's fake camera: both directions carry video and audio (browser-chosen codec).
+      await caller.click('#dial');
+      const [a, b] = await Promise.all([waitForFrames(caller, 30), waitForFrames(callee, 30)]);
+      for (const s of [a, b]) assert.ok(s.frameWidth > 0 && s.codec, JSON.stringify(s));
+      await Promise.all([caller, callee].map((p) => p.waitForFunction(
+        () => window.peercamStats.audioSamples > 0, null, { timeout: 5000 })));
+      const third = await openPage(await browser.newContext(), roomUrl);
+      await third.waitForFunction(() => window.peercamState === 'failed', null, { timeout: 5000 });
+      const refused = await pageState(third);
+      assert.match(refused.error, /kitchen/, refused.error); // the server names the full room
+      // Hanging up on one side returns both to idle.
+      await callee.click('#hangup');
+      await caller.waitForFunction(() => window.peercamState === 'idle', null, { timeout: 5000 });
+      assert.match((await pageState(caller)).status, /hung up/);
+      for (const p of [caller, callee, third]) assert.deepEqual(p.errors, []);
+      await third.context().close();
+      await Promise.all(contexts.map((c) => c.close()));
+    }));
+
+  test('daemon shutdown: the page hangs up with a message', { timeout: 60_000 }, async () => {
+    const daemon = await startDaemon({ video: 'codecs = ["h264"]' });
+    const context = await browser.newContext();
+    try {
+      const page = await openPage(context, daemon.url);
+      await dialAndWaitForFrames(page, 10);
+      await daemon.stop(); // SIGTERM: the daemon says bye to every viewer
+      await page.waitForFunction(() => window.peercamState !== 'connected', null,
+        { timeout: 10_000 });
+      const state = await pageState(page);
+      assert.equal(state.state, 'idle', JSON.stringify(state));
+      assert.equal(state.status, 'idle: the camera ended the call');
+      assert.equal(await page.isEnabled('#dial'), true);
+      assert.deepEqual(page.errors, []);
+    } finally {
+      await context.close();
+      await daemon.stop();
+    }
+  });
 });

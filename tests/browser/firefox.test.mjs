@@ -16,6 +16,11 @@ test('firefox: Dial falls back to AV1 and decodes it', { timeout: 90_000 }, asyn
     assert.equal(s.frameWidth, 640);
     assert.equal(s.frameHeight, 480);
     assert.equal((await pageState(page)).state, 'connected');
+    // The barcode latency readout works in Firefox too (AV1 here is slow: only a loose bound).
+    await page.waitForFunction(() => window.peercamLatency.samples.length >= 10, null,
+      { timeout: 10_000 });
+    const { p50 } = await page.evaluate(() => window.peercamLatency);
+    assert.ok(p50 > 0 && p50 < 5000, `latency p50 ${p50} ms`);
     assert.deepEqual(page.errors, []);
   } finally {
     await browser?.close();

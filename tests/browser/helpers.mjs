@@ -3,7 +3,7 @@
 // Dial page exposes (window.peercamStats etc., all taken from RTCPeerConnection.getStats()).
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -76,7 +76,7 @@ export async function startDaemon({ video = '', limits = '' } = {}) {
   let config = testConfig({ port, video, limits });
   if (/^\s*max_viewers\s*=/m.test(limits)) config = config.replace('max_viewers = 8\n', '');
   writeFileSync(configPath, config);
-  const child = spawn(peercamBin, ['--config', configPath], {
+  const child = spawn(peercamBin, ['--config', configPath, '--listen', `127.0.0.1:${port}`], {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', JOURNAL_STREAM: '' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -106,6 +106,7 @@ export async function startDaemon({ video = '', limits = '' } = {}) {
     }
     await sleep(100);
   }
+  await checkAssetsCurrent(url, child);
   return {
     port,
     url,
@@ -124,6 +125,22 @@ export async function startDaemon({ video = '', limits = '' } = {}) {
   };
 }
 
+/**
+ * The page is compiled into the binary (include_str!): a binary older than the files under
+ * src/http/assets would test an old page. Fails with what to do instead.
+ */
+async function checkAssetsCurrent(url, child) {
+  for (const [route, file] of [['', 'index.html'], ['app.js', 'app.js'], ['style.css', 'style.css']]) {
+    const served = await (await fetch(url + route)).text();
+    const onDisk = readFileSync(path.join(repoRoot, 'src', 'http', 'assets', file), 'utf8');
+    if (served !== onDisk) {
+      child.kill('SIGKILL');
+      throw new Error(`${peercamBin} serves an older ${file} than src/http/assets/${file}: `
+        + 'run `cargo build` first');
+    }
+  }
+}
+
 /** Headless Debian Chromium with the flags WebRTC on loopback needs. */
 export function launchChromium() {
   return chromium.launch({
@@ -132,6 +149,8 @@ export function launchChromium() {
       '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--disable-quic',
       '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+      // Room mode only (the viewer page never asks for a camera): a synthetic camera and mic.
+      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
     ],
   });
 }

@@ -107,7 +107,10 @@ impl Daemon {
     pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
         let pid = self.child.id();
         let start = Instant::now();
-        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
         let deadline = start + Duration::from_secs(5);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -126,9 +129,8 @@ impl Drop for Daemon {
     }
 }
 
-pub type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connects and returns the socket and the server's hello.
 pub async fn connect(url: &str) -> (Ws, Value) {

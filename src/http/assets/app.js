@@ -42,8 +42,13 @@
     ui.hangup.disabled = !inCall;
   }
 
-  function fail(reason) {
+  /**
+   * Ends the call with an error. Unless the other side reported the error itself (and has
+   * already dropped the call), it is told with a bye so it frees the viewer slot at once.
+   */
+  function fail(reason, reportedByOtherSide = false) {
     window.peercamError = reason;
+    if (pc && !reportedByOtherSide) sendBye();
     closePeer();
     setState('failed', 'failed: ' + reason);
   }
@@ -88,7 +93,8 @@
       console.warn('peercam: ignoring a message that is not JSON', data);
       return;
     }
-    const [type] = Object.keys(message || {});
+    if (!message || typeof message !== 'object') return;
+    const [type] = Object.keys(message);
     const body = message[type];
     switch (type) {
       case 'hello': return onHello(body || {});
@@ -115,14 +121,17 @@
   function onError(body) {
     const message = body.message || body.code || 'unknown error';
     console.warn('peercam: server error', body.code, message);
-    // A rejected candidate does not end a call; everything else the server reports does
-    // (it drops the call and returns to idle).
-    if (body.code === 'bad_candidate' && window.peercamState === 'connected') {
+    // A rejected candidate does not end a call (others may work); everything else the
+    // server reports does (it drops the call and returns to idle).
+    if (body.code === 'bad_candidate' && pc) {
       window.peercamError = message;
       return;
     }
     if (pc || window.peercamState === 'connecting') {
-      fail(message);
+      fail(message, true);
+    } else if (window.peercamState === 'failed') {
+      // Keep the first reason: later errors are echoes of messages that were already in
+      // flight (e.g. trickled candidates after the offer was refused).
     } else {
       window.peercamError = message;
       setState('failed', message);
@@ -136,7 +145,7 @@
     }
     if (!pc) return;
     closePeer();
-    setState('idle', 'idle: the other side hung up');
+    setState('idle', 'idle: ' + (room ? 'the other browser hung up' : 'the camera ended the call'));
   }
 
   // ---- peer connection ----------------------------------------------------------------
@@ -162,7 +171,11 @@
       switch (peer.connectionState) {
         case 'connected': setState('connected', 'connected'); break;
         case 'disconnected': setState('connecting', 'connection interrupted, waiting…'); break;
-        case 'failed': fail('ICE connection failed: no network path to the camera'); break;
+        case 'failed': {
+          const other = room ? 'the other browser' : 'the camera';
+          fail('ICE connection failed: no network path to ' + other);
+          break;
+        }
         default: break;
       }
     };
@@ -253,6 +266,7 @@
 
   async function dial() {
     window.peercamError = null;
+    window.peercamStats = null; // numbers of this call only
     window.peercamLatency.samples.length = 0;
     window.peercamLatency.p50 = null;
     setState('connecting', 'connecting to the server…');
@@ -270,11 +284,15 @@
     }
   }
 
-  function hangUp() {
+  function sendBye() {
     if (ws && ws.readyState === WebSocket.OPEN) {
       send({ bye: {} });
       if (!room) byeEchoes += 1;
     }
+  }
+
+  function hangUp() {
+    sendBye();
     closePeer();
     setState('idle', 'idle: hung up');
   }

@@ -1,0 +1,220 @@
+//! The `peercam` binary's command line and config checking, run as a user would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn peercam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peercam"))
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run peercam")
+}
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = peercam(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("peercam {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn help_mentions_check_config_and_the_options() {
+    let out = peercam(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for word in ["check-config", "--config", "--listen", "--version"] {
+        assert!(help.contains(word), "--help lacks {word}:\n{help}");
+    }
+}
+
+#[test]
+fn check_config_accepts_the_sample_file() {
+    let sample = repo_file("config/peercam.toml");
+    let out = peercam(&["check-config", sample.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("{}: ok", sample.display())
+    );
+}
+
+#[test]
+fn check_config_uses_the_config_flag_when_no_path_is_given() {
+    let fixture = repo_file("tests/fixtures/config/loopback.toml");
+    let out = peercam(&[
+        "--config",
+        fixture.to_str().expect("utf-8 path"),
+        "check-config",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("{}: ok", fixture.display())
+    );
+}
+
+/// Runs `check-config` on a bad fixture: exit 2, and stderr is `path:line:col: ...`.
+fn check_bad(fixture: &str) -> String {
+    let path = repo_file(fixture);
+    let out = peercam(&["check-config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2), "stdout: {}", text(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {}",
+        text(&out.stdout)
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}:", path.display())),
+        "{stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn check_config_reports_a_range_error_with_place_key_and_range() {
+    let stderr = check_bad("tests/fixtures/config/bad-width.toml");
+    assert!(
+        stderr.contains(":7:9: [video] width = 641: expected an even number from 160 to 3840"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_reports_an_unknown_key() {
+    let stderr = check_bad("tests/fixtures/config/unknown-key.toml");
+    assert!(
+        stderr.contains(":3:1: unknown key [video] colour; expected one of: source, width"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_reports_a_syntax_error_with_line_and_column() {
+    let stderr = check_bad("tests/fixtures/config/syntax-error.toml");
+    assert!(stderr.contains(":3:12: invalid TOML"), "{stderr}");
+}
+
+#[test]
+fn check_config_on_a_missing_file_fails() {
+    let out = peercam(&["check-config", "/nonexistent/peercam.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read config file /nonexistent/peercam.toml"));
+}
+
+#[test]
+fn daemon_refuses_to_start_with_a_bad_config() {
+    let path = repo_file("tests/fixtures/config/bad-width.toml");
+    let out = peercam(&["--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("[video] width = 641"), "{stderr}");
+    assert!(stderr.contains("not starting"), "{stderr}");
+    assert!(
+        !stderr.contains("listening"),
+        "the daemon must not start: {stderr}"
+    );
+}
+
+#[test]
+fn bad_listen_flag_is_a_usage_error() {
+    let out = peercam(&["--listen", "localhost"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--listen"));
+}
+
+/// Starts the daemon, collects its log until it says where it listens (or 30 s pass), then
+/// stops it. Returns the log lines.
+fn start_and_stop(args: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peercam"))
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn peercam");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        let done = line.contains("listening on");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn daemon_logs_its_config_file_and_the_listen_override() {
+    let path = repo_file("tests/fixtures/config/loopback.toml");
+    let lines = start_and_stop(&[
+        "--config",
+        path.to_str().expect("utf-8 path"),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let log = lines.join("\n");
+    assert!(
+        log.contains(&format!("configuration: {}", path.display())),
+        "{log}"
+    );
+    assert!(
+        log.contains("--listen 127.0.0.1:0 overrides [server] listen"),
+        "{log}"
+    );
+    assert!(log.contains("listening on http://127.0.0.1:"), "{log}");
+    // Log lines read `<time> <LEVEL> <target>: <message>`.
+    let line = lines
+        .iter()
+        .find(|l| l.contains("configuration: "))
+        .expect("configuration line");
+    assert!(
+        line.contains(" INFO  peercam::cli: configuration: "),
+        "{line}"
+    );
+}
+
+#[test]
+fn daemon_without_config_uses_the_built_in_defaults() {
+    if Path::new("/etc/peercam/peercam.toml").exists() {
+        eprintln!("skipped: /etc/peercam/peercam.toml exists on this machine");
+        return;
+    }
+    let lines = start_and_stop(&["--listen", "127.0.0.1:0"]);
+    let log = lines.join("\n");
+    assert!(
+        log.contains("configuration: built-in defaults (/etc/peercam/peercam.toml does not exist)"),
+        "{log}"
+    );
+    assert!(log.contains("listening on http://127.0.0.1:"), "{log}");
+}

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Browser tests: headless Chromium and Firefox ESR against the real peercam daemon.
 # Usage: tests/browser/run.sh [test files...]   (default: every *.test.mjs here)
-# Env: PEERCAM_BIN (default target/debug/peercam), PEERCAM_LOG=1 to echo the daemon's log.
+# Env: PEERCAM_BIN (absolute, or relative to the repository root; default target/debug/peercam),
+#      PEERCAM_LOG=1 to echo the daemon's log.
 set -eu
 cd "$(dirname "$0")"
 

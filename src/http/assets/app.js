@@ -27,6 +27,7 @@
   let pc = null; // the current RTCPeerConnection
   let remoteApplied = false; // remote description set: candidates can be added
   let queuedCandidates = []; // remote candidates that arrived before the description
+  let answering = false; // room mode: an offer came in, the camera is being opened
   let byeEchoes = 0; // viewer mode: the daemon answers each of our byes with a bye
   let localStream = null; // room mode: own camera and microphone
   let statsTimer = null;
@@ -181,7 +182,6 @@
     };
     pc = peer;
     remoteApplied = false;
-    queuedCandidates = [];
     if (room) {
       localStream.getTracks().forEach((track) => peer.addTrack(track, localStream));
     } else {
@@ -210,8 +210,15 @@
     if (desc.type === 'offer') {
       // Room mode only: the other browser dialled; answer automatically.
       if (!room) return;
-      await getCamera();
-      if (pc) closePeer();
+      closePeer();
+      // The caller's candidates keep coming while the camera opens (a permission prompt can
+      // take a while): queue them for the new peer.
+      answering = true;
+      try {
+        await getCamera();
+      } finally {
+        answering = false;
+      }
       const peer = newPeer();
       setState('connecting', 'answering…');
       await peer.setRemoteDescription(desc);
@@ -234,8 +241,8 @@
   }
 
   function onRemoteCandidate(candidate) {
-    if (!pc) return;
-    if (!remoteApplied) {
+    if (!pc && !answering) return; // left over from a call that has ended
+    if (!pc || !remoteApplied) {
       queuedCandidates.push(candidate);
       return;
     }

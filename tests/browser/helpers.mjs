@@ -108,6 +108,7 @@ export async function startDaemon({ video = '', limits = '' } = {}) {
   }
   await checkAssetsCurrent(url, child);
   return {
+    pid: child.pid,
     port,
     url,
     wsUrl: `ws://127.0.0.1:${port}/ws`,

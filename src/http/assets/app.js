@@ -468,7 +468,7 @@
   if (room) openSocket().catch((e) => fail(e.message));
 })();
 
-// ---- test-pattern barcode (format: docs/test-pattern.md) ------------------------------
+// ---- test-pattern barcode (layout: README.md, "Test pattern and latency barcode") ----
 //
 // The test pattern draws the wall-clock capture time (low 32 bits of UNIX ms) as 40 grey
 // cells across the top rows: start marker 1 0 1, 32 data bits MSB first, even parity, stop

@@ -370,3 +370,60 @@ async fn sigterm_during_a_call_exits_zero_within_a_second() {
     }
     assert!(saw_bye, "no bye before close");
 }
+
+/// GET /metrics over a plain TCP socket and return the value of one line.
+async fn metric(port: u16, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abrupt_disconnect_mid_ice_frees_the_slot_and_others_keep_streaming() {
+    let daemon = Daemon::start(&common::test_config("", "max_viewers = 2"));
+    // A steady viewer.
+    let (mut ws1, _) = connect(&daemon.ws_url("")).await;
+    let (pc1, c1, mut cands1) = client(&[h264()]).await;
+    dial(&mut ws1, &pc1, &mut cands1, Duration::from_secs(15), || {
+        c1.video_packets.load(Ordering::Relaxed) >= 10
+    })
+    .await;
+    // A second browser offers, gets its answer, then vanishes before ICE completes.
+    let (mut ws2, _) = connect(&daemon.ws_url("")).await;
+    let (pc2, _c2, _) = client(&[h264()]).await;
+    let offer = pc2.create_offer(None).await.expect("offer");
+    send_text(
+        &mut ws2,
+        json!({"sdp": {"type": "offer", "sdp": offer.sdp}}).to_string(),
+    )
+    .await;
+    let answer = next_json(&mut ws2).await;
+    assert_eq!(answer["sdp"]["type"], "answer", "{answer}");
+    drop(ws2);
+    let _ = pc2.close().await;
+    // Its viewer slot comes back, and the first viewer keeps receiving.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(daemon.port, "peercam_viewers").await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "slot of the vanished viewer not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = c1.video_packets.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        c1.video_packets.load(Ordering::Relaxed) > before + 10,
+        "first viewer stalled"
+    );
+    let _ = pc1.close().await;
+}

@@ -16,6 +16,9 @@ test('firefox: Dial falls back to AV1 and decodes it', { timeout: 90_000 }, asyn
     assert.equal(s.frameWidth, 640);
     assert.equal(s.frameHeight, 480);
     assert.equal((await pageState(page)).state, 'connected');
+    // The tone arrives too: Firefox counts decoded audio samples.
+    await page.waitForFunction(() => (window.peercamStats?.audioSamples ?? 0) > 0, null,
+      { timeout: 10_000 });
     // The barcode latency readout works in Firefox too (AV1 here is slow: only a loose bound).
     await page.waitForFunction(() => window.peercamLatency.samples.length >= 10, null,
       { timeout: 10_000 });

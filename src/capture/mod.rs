@@ -3,8 +3,14 @@
 
 use crate::media::{AudioChunk, RawFrame};
 
+pub mod alsa;
+pub mod convert;
+pub mod formats;
+pub mod placeholder;
+pub mod recover;
 pub mod test_pattern;
 pub mod test_tone;
+// pub mod v4l2; (enabled once convert and formats land)
 
 /// Why a capture source could not deliver.
 #[derive(Debug, thiserror::Error)]

@@ -91,10 +91,7 @@ impl MediaHub {
         };
         let mut encoders: Vec<Box<dyn VideoEncoder>> = Vec::new();
         for codec in &v.codecs {
-            encoders.push(match codec {
-                VideoCodec::H264 => Box::new(H264Encoder::new(&encoder_settings)?),
-                VideoCodec::Av1 => Box::new(Av1Encoder::new(&encoder_settings)?),
-            });
+            encoders.push(new_encoder(*codec, &encoder_settings)?);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let captured = Arc::new(AtomicU64::new(0));
@@ -113,6 +110,7 @@ impl MediaHub {
             };
             let worker = EncoderWorker {
                 encoder,
+                settings: encoder_settings.clone(),
                 queue: output.queue.clone(),
                 fanout: output.fanout.clone(),
                 keyframes: output.keyframes.clone(),
@@ -353,9 +351,23 @@ fn capture_audio(
     }
 }
 
+/// A video encoder of `codec` for `settings`.
+fn new_encoder(
+    codec: VideoCodec,
+    settings: &VideoEncoderSettings,
+) -> Result<Box<dyn VideoEncoder>, crate::encode::EncodeError> {
+    Ok(match codec {
+        VideoCodec::H264 => Box::new(H264Encoder::new(settings)?),
+        VideoCodec::Av1 => Box::new(Av1Encoder::new(settings)?),
+    })
+}
+
 /// One video encoder's thread state.
 struct EncoderWorker {
     encoder: Box<dyn VideoEncoder>,
+    /// What the encoder was built for; a frame of another size rebuilds it (a camera whose
+    /// closest mode differs from the configured size, or a different camera after replug).
+    settings: VideoEncoderSettings,
     queue: Arc<DropOldest<Arc<RawFrame>>>,
     fanout: Arc<Fanout>,
     keyframes: Arc<KeyframeRequests>,
@@ -373,6 +385,30 @@ impl EncoderWorker {
             };
             if self.fanout.subscriber_count() == 0 {
                 continue;
+            }
+            if (frame.width, frame.height) != (self.settings.width, self.settings.height) {
+                let mut settings = self.settings.clone();
+                (settings.width, settings.height) = (frame.width, frame.height);
+                match new_encoder(codec, &settings) {
+                    Ok(encoder) => {
+                        info!(
+                            "{codec} encoder now {}x{} (was {}x{})",
+                            settings.width,
+                            settings.height,
+                            self.settings.width,
+                            self.settings.height
+                        );
+                        self.encoder = encoder;
+                        self.settings = settings;
+                    }
+                    Err(e) => {
+                        if !failing {
+                            error!("{codec} encoder for {}x{}: {e}", frame.width, frame.height);
+                            failing = true;
+                        }
+                        continue;
+                    }
+                }
             }
             let force = self.keyframes.take(Instant::now());
             match self.encoder.encode(&frame, force) {

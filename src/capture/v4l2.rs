@@ -1,0 +1,494 @@
+//! USB webcam capture through V4L2 (memory-mapped streaming), with unplug recovery.
+//!
+//! [`V4l2Source`] opens the device, picks the closest mode ([`formats::choose_mode`]),
+//! converts each buffer to I420 ([`convert`]) and stamps it with the driver's monotonic
+//! buffer time. When the camera goes away (ENODEV, read errors, no frame for
+//! [`FRAME_TIMEOUT`]) it yields a "camera disconnected" [`Placeholder`] at the configured frame
+//! rate and tries to reopen the device every [`RETRY_INTERVAL`]; viewers stay connected.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use v4l::buffer::Type;
+use v4l::frameinterval::FrameIntervalEnum;
+use v4l::io::mmap::Stream as MmapStream;
+use v4l::io::traits::CaptureStream;
+use v4l::video::Capture;
+use v4l::{Device, FourCC, Format};
+
+use super::convert;
+use super::formats::{self, CameraMode, Capabilities, FourCc, Request};
+use super::placeholder::Placeholder;
+use super::{CaptureError, VideoSource};
+use crate::media::{PixelFormat, RawFrame};
+
+/// Buffers queued to the driver (more absorbs scheduling jitter; each costs a frame of memory).
+pub const BUFFER_COUNT: u32 = 4;
+/// No frame for this long means the camera is gone or hung.
+pub const FRAME_TIMEOUT: Duration = Duration::from_millis(700);
+/// How often a lost camera is looked for.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// Most frame sizes listed per format for stepwise-size cameras.
+const MAX_STEPWISE_SIZES: usize = 32;
+
+/// Reads the capture modes of `path`: formats, sizes and frame rates.
+pub fn probe(path: &Path) -> Result<Capabilities, String> {
+    let dev = Device::with_path(path).map_err(|e| open_error(path, &e))?;
+    let caps = dev
+        .query_caps()
+        .map_err(|e| format!("{}: cannot query capabilities: {e}", path.display()))?;
+    let flags = caps.capabilities;
+    if !flags.contains(v4l::capability::Flags::VIDEO_CAPTURE) {
+        return Err(format!(
+            "{} ({}) is not a video capture device (a metadata or output node?)",
+            path.display(),
+            caps.card
+        ));
+    }
+    if !flags.contains(v4l::capability::Flags::STREAMING) {
+        return Err(format!(
+            "{} ({}) does not support streaming I/O",
+            path.display(),
+            caps.card
+        ));
+    }
+    let mut modes = Vec::new();
+    let descriptions = dev
+        .enum_formats()
+        .map_err(|e| format!("{}: cannot list formats: {e}", path.display()))?;
+    for description in descriptions {
+        let fourcc = fourcc_of(description.fourcc);
+        let sizes = dev.enum_framesizes(description.fourcc).unwrap_or_default();
+        for size in sizes {
+            for d in size.size.to_discrete().into_iter().take(MAX_STEPWISE_SIZES) {
+                let fps = frame_rates(&dev, description.fourcc, d.width, d.height);
+                modes.push(CameraMode {
+                    fourcc: fourcc.clone(),
+                    width: d.width,
+                    height: d.height,
+                    fps,
+                });
+            }
+        }
+    }
+    Ok(Capabilities {
+        device: path.display().to_string(),
+        card: caps.card,
+        modes,
+    })
+}
+
+/// Discrete frame rates of one mode, highest first (stepwise ranges give their ends).
+fn frame_rates(dev: &Device, fourcc: FourCC, width: u32, height: u32) -> Vec<f32> {
+    let rate = |f: &v4l::Fraction| {
+        if f.numerator == 0 {
+            0.0
+        } else {
+            f.denominator as f32 / f.numerator as f32
+        }
+    };
+    let mut fps: Vec<f32> = dev
+        .enum_frameintervals(fourcc, width, height)
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|i| match &i.interval {
+            FrameIntervalEnum::Discrete(f) => vec![rate(f)],
+            FrameIntervalEnum::Stepwise(s) => vec![rate(&s.min), rate(&s.max)],
+        })
+        .filter(|f| *f > 0.0)
+        .collect();
+    fps.sort_by(|a, b| b.total_cmp(a));
+    fps.dedup();
+    fps
+}
+
+fn fourcc_of(code: FourCC) -> FourCc {
+    match code.str().unwrap_or("") {
+        "YUYV" => FourCc::Yuyv,
+        "NV12" => FourCc::Nv12,
+        "YU12" => FourCc::Yu12,
+        "MJPG" => FourCc::Mjpg,
+        "H264" => FourCc::H264,
+        other => FourCc::Other(other.to_owned()),
+    }
+}
+
+fn v4l_fourcc(f: &FourCc) -> Option<FourCC> {
+    Some(FourCC::new(match f {
+        FourCc::Yuyv => b"YUYV",
+        FourCc::Nv12 => b"NV12",
+        FourCc::Yu12 => b"YU12",
+        FourCc::Mjpg => b"MJPG",
+        FourCc::H264 => b"H264",
+        FourCc::Other(_) => return None,
+    }))
+}
+
+/// A message naming the device and what to do, for an OS error on open.
+fn open_error(path: &Path, e: &io::Error) -> String {
+    let p = path.display();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => format!("camera {p} does not exist (plugged in? see `peercam --list-devices`)"),
+        Some(libc::EACCES) | Some(libc::EPERM) => format!(
+            "camera {p}: permission denied; run peercam as a member of the `video` group"
+        ),
+        Some(libc::EBUSY) => format!("camera {p} is busy: another program is using it"),
+        _ => format!("camera {p} cannot be opened: {e}"),
+    }
+}
+
+/// Every `/dev/video*` node that can capture, with its modes (or why it can't be used).
+pub fn list_devices() -> Vec<(PathBuf, Result<Capabilities, String>)> {
+    let mut nodes: Vec<PathBuf> = v4l::context::enum_devices()
+        .iter()
+        .map(|n| n.path().to_path_buf())
+        .collect();
+    nodes.sort();
+    nodes.into_iter().map(|p| {
+        let caps = probe(&p);
+        (p, caps)
+    }).collect()
+}
+
+/// The first device that can capture in a format peercam converts, for `source = "auto"`.
+pub fn find_camera() -> Option<(PathBuf, Capabilities)> {
+    list_devices().into_iter().find_map(|(path, caps)| {
+        let caps = caps.ok()?;
+        caps.modes
+            .iter()
+            .any(|m| !matches!(m.fourcc, FourCc::Other(_) | FourCc::H264))
+            .then_some((path, caps))
+    })
+}
+
+/// An open, streaming camera.
+struct Camera {
+    stream: MmapStream<'static>,
+    fourcc: FourCc,
+    width: u32,
+    height: u32,
+    stride: usize,
+    mjpeg: convert::MjpegDecoder,
+    /// Monotonic-clock offset: `Instant` at the moment the kernel clock read `base_mono`.
+    clock: MonotonicClock,
+}
+
+/// Why a read failed.
+enum ReadError {
+    /// One bad frame (corrupt JPEG, short buffer); the camera is fine.
+    Frame(String),
+    /// The camera is gone or stuck.
+    Lost(String),
+}
+
+impl Camera {
+    fn open(path: &Path, request: &Request) -> Result<Camera, String> {
+        let caps = probe(path)?;
+        let chosen = formats::choose_mode(&caps, request).map_err(|e| e.to_string())?;
+        let fourcc = v4l_fourcc(&chosen.fourcc)
+            .ok_or_else(|| format!("{}: cannot capture {:?}", path.display(), chosen.fourcc))?;
+        let dev = Device::with_path(path).map_err(|e| open_error(path, &e))?;
+        let set = dev
+            .set_format(&Format::new(chosen.width, chosen.height, fourcc))
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EBUSY) => open_error(path, &e),
+                _ => format!("{}: cannot set format {}: {e}", path.display(), chosen.reason),
+            })?;
+        if set.fourcc != fourcc || set.width != chosen.width || set.height != chosen.height {
+            return Err(format!(
+                "{} refused {:?} {}x{}; it set {} {}x{}",
+                path.display(),
+                chosen.fourcc,
+                chosen.width,
+                chosen.height,
+                set.fourcc,
+                set.width,
+                set.height
+            ));
+        }
+        let fps = chosen.fps.round().max(1.0) as u32;
+        if let Err(e) = dev.set_params(&v4l::video::capture::Parameters::with_fps(fps)) {
+            warn!("{}: cannot set {fps} fps: {e}", path.display());
+        }
+        let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, BUFFER_COUNT)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EBUSY) => open_error(path, &e),
+                _ => format!("{}: cannot start streaming: {e}", path.display()),
+            })?;
+        stream.set_timeout(FRAME_TIMEOUT);
+        info!(
+            "camera {} ({}): asked {}x{}@{}, picked {:?} {}x{}@{} ({})",
+            path.display(),
+            caps.card,
+            request.width,
+            request.height,
+            request.fps,
+            chosen.fourcc,
+            chosen.width,
+            chosen.height,
+            chosen.fps,
+            chosen.reason
+        );
+        Ok(Camera {
+            stream,
+            fourcc: chosen.fourcc,
+            width: set.width,
+            height: set.height,
+            stride: set.stride as usize,
+            mjpeg: convert::MjpegDecoder::default(),
+            clock: MonotonicClock::new(),
+        })
+    }
+
+    fn read(&mut self, sequence: u64) -> Result<RawFrame, ReadError> {
+        let (buf, meta) = match self.stream.next() {
+            Ok(x) => x,
+            Err(e) => return Err(ReadError::Lost(e.to_string())),
+        };
+        let used = (meta.bytesused as usize).min(buf.len());
+        let data = &buf[..used];
+        let (w, h) = (self.width, self.height);
+        let mut out = vec![0u8; RawFrame::i420_len(w, h)];
+        let converted = match self.fourcc {
+            FourCc::Yuyv => convert::yuyv_to_i420(data, self.stride, w, h, &mut out),
+            FourCc::Nv12 => convert::nv12_to_i420(data, self.stride, w, h, &mut out),
+            FourCc::Yu12 => convert::yu12_to_i420(data, self.stride, w, h, &mut out),
+            FourCc::Mjpg => convert::mjpeg_to_i420(data, w, h, &mut out, &mut self.mjpeg),
+            FourCc::H264 | FourCc::Other(_) => {
+                return Err(ReadError::Lost(format!("{:?} is not converted", self.fourcc)))
+            }
+        };
+        converted.map_err(|e| ReadError::Frame(e.to_string()))?;
+        let capture_instant = self
+            .clock
+            .instant(meta.timestamp.sec as i64, meta.timestamp.usec as i64);
+        Ok(RawFrame {
+            width: w,
+            height: h,
+            format: PixelFormat::I420,
+            data: out,
+            capture_instant,
+            sequence,
+        })
+    }
+}
+
+/// Maps V4L2 buffer timestamps (CLOCK_MONOTONIC) to `Instant`s.
+struct MonotonicClock {
+    instant: Instant,
+    mono_us: i64,
+}
+
+fn monotonic_now_us() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as i64 * 1_000_000 + ts.tv_nsec as i64 / 1_000
+}
+
+impl MonotonicClock {
+    fn new() -> Self {
+        MonotonicClock {
+            instant: Instant::now(),
+            mono_us: monotonic_now_us(),
+        }
+    }
+
+    /// The `Instant` of a buffer timestamp; now if the timestamp is absent or implausible.
+    fn instant(&self, sec: i64, usec: i64) -> Instant {
+        let ts = sec * 1_000_000 + usec;
+        let age = self.mono_us - ts; // > 0: the buffer is older than our reference point
+        if ts <= 0 || age.abs() > 10_000_000 {
+            return Instant::now();
+        }
+        if age >= 0 {
+            self.instant
+                .checked_sub(Duration::from_micros(age as u64))
+                .unwrap_or(self.instant)
+        } else {
+            self.instant + Duration::from_micros((-age) as u64)
+        }
+    }
+}
+
+/// A V4L2 camera that survives being unplugged.
+pub struct V4l2Source {
+    path: PathBuf,
+    request: Request,
+    camera: Option<Camera>,
+    placeholder: Placeholder,
+    frame_interval: Duration,
+    next_placeholder: Instant,
+    next_retry: Instant,
+    sequence: u64,
+    bad_frames: u64,
+    /// The error of the current outage, logged once.
+    outage: Option<String>,
+}
+
+impl V4l2Source {
+    /// Opens `path` for `request`. A camera that is missing or busy at start is not fatal:
+    /// the source shows the placeholder and keeps looking (the warning says why).
+    pub fn new(path: PathBuf, request: Request) -> Self {
+        let now = Instant::now();
+        let mut source = V4l2Source {
+            placeholder: Placeholder::new(request.width, request.height),
+            frame_interval: Duration::from_secs(1) / request.fps.max(1),
+            path,
+            request,
+            camera: None,
+            next_placeholder: now,
+            next_retry: now,
+            sequence: 0,
+            bad_frames: 0,
+            outage: None,
+        };
+        source.try_open(now);
+        source
+    }
+
+    /// Whether the camera is streaming now (false while the placeholder is shown).
+    pub fn is_connected(&self) -> bool {
+        self.camera.is_some()
+    }
+
+    fn try_open(&mut self, now: Instant) {
+        self.next_retry = now + RETRY_INTERVAL;
+        match Camera::open(&self.path, &self.request) {
+            Ok(camera) => {
+                if self.outage.take().is_some() {
+                    info!("camera {} is back", self.path.display());
+                }
+                // Placeholders keep the camera's size so the encoders are not rebuilt.
+                if self.placeholder.size() != (camera.width, camera.height) {
+                    self.placeholder = Placeholder::new(camera.width, camera.height);
+                }
+                self.camera = Some(camera);
+            }
+            Err(e) => self.lose(e),
+        }
+    }
+
+    fn lose(&mut self, reason: String) {
+        self.camera = None;
+        if self.outage.is_none() {
+            warn!(
+                "{reason}; showing \"camera disconnected\" and retrying every {} ms",
+                RETRY_INTERVAL.as_millis()
+            );
+            self.outage = Some(reason);
+        }
+    }
+}
+
+impl VideoSource for V4l2Source {
+    fn describe(&self) -> String {
+        format!(
+            "camera {} ({}x{}@{} requested)",
+            self.path.display(),
+            self.request.width,
+            self.request.height,
+            self.request.fps
+        )
+    }
+
+    fn next_frame(&mut self) -> Result<RawFrame, CaptureError> {
+        loop {
+            if let Some(camera) = self.camera.as_mut() {
+                match camera.read(self.sequence) {
+                    Ok(frame) => {
+                        self.sequence += 1;
+                        return Ok(frame);
+                    }
+                    Err(ReadError::Frame(e)) => {
+                        self.bad_frames += 1;
+                        if self.bad_frames.is_power_of_two() {
+                            warn!(
+                                "camera {}: dropped a bad frame ({e}); {} so far",
+                                self.path.display(),
+                                self.bad_frames
+                            );
+                        }
+                        continue;
+                    }
+                    Err(ReadError::Lost(e)) => {
+                        let reason = format!("camera {} lost: {e}", self.path.display());
+                        self.lose(reason);
+                        self.next_placeholder = Instant::now();
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= self.next_retry {
+                self.try_open(now);
+                if self.camera.is_some() {
+                    continue;
+                }
+            }
+            // Paced placeholder frames until the camera returns.
+            let due = self.next_placeholder;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let now = Instant::now();
+            self.next_placeholder = (due + self.frame_interval).max(now);
+            let frame = self.placeholder.frame(self.sequence, now);
+            self.sequence += 1;
+            return Ok(frame);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Request {
+        Request {
+            width: 320,
+            height: 240,
+            fps: 50,
+            h264_passthrough_ok: false,
+            forced_format: None,
+        }
+    }
+
+    #[test]
+    fn a_missing_device_yields_placeholders_at_the_frame_rate() {
+        let mut s = V4l2Source::new(PathBuf::from("/dev/video-peercam-missing"), request());
+        assert!(!s.is_connected());
+        let start = Instant::now();
+        let frames: Vec<RawFrame> = (0..10).map(|_| s.next_frame().expect("frame")).collect();
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(150), "paced, took {took:?}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        assert!(frames.iter().all(|f| (f.width, f.height) == (320, 240)));
+        assert_eq!(frames[9].sequence, 9);
+        assert!(s.outage.as_deref().is_some_and(|o| o.contains("does not exist")));
+    }
+
+    #[test]
+    fn monotonic_timestamps_map_to_instants() {
+        let clock = MonotonicClock::new();
+        let now_us = monotonic_now_us();
+        let t = clock.instant(now_us / 1_000_000 - 0, now_us % 1_000_000);
+        let d = if t > Instant::now() { t - Instant::now() } else { Instant::now() - t };
+        assert!(d < Duration::from_millis(50), "{d:?}");
+        let earlier = clock.instant((now_us - 100_000) / 1_000_000, (now_us - 100_000) % 1_000_000);
+        let gap = t.saturating_duration_since(earlier);
+        assert!(gap > Duration::from_millis(95) && gap < Duration::from_millis(105), "{gap:?}");
+        assert!(clock.instant(0, 0) <= Instant::now(), "absent timestamp: now");
+    }
+
+    #[test]
+    fn a_non_camera_path_is_a_clear_error() {
+        let e = probe(Path::new("/dev/null")).expect_err("not a camera");
+        assert!(e.contains("/dev/null"), "{e}");
+    }
+}

@@ -28,6 +28,10 @@ pub struct Cli {
     /// Listen on this address instead of [server] listen, e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
+    /// Print every camera (V4L2) and microphone (ALSA) found, with formats, sizes and frame
+    /// rates, and exit.
+    #[arg(long)]
+    pub list_devices: bool,
     /// What to do instead of running the daemon.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -46,6 +50,10 @@ pub enum Command {
 
 /// Runs what the command line asks for and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    if cli.list_devices {
+        print!("{}", crate::devices::report());
+        return ExitCode::SUCCESS;
+    }
     match cli.command {
         Some(Command::CheckConfig { path }) => {
             check_config(path.as_deref().or(cli.config.as_deref()))

@@ -24,6 +24,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod devices;
 pub mod encode;
 pub mod http;
 pub mod logging;

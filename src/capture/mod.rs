@@ -10,7 +10,7 @@ pub mod placeholder;
 pub mod recover;
 pub mod test_pattern;
 pub mod test_tone;
-// pub mod v4l2; (enabled once convert and formats land)
+pub mod v4l2;
 
 /// Why a capture source could not deliver.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use v4l::frameinterval::FrameIntervalEnum;
 use v4l::io::mmap::Stream as MmapStream;
 use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
-use v4l::{Device, FourCC, Format};
+use v4l::{Device, Format, FourCC};
 
 use super::convert;
 use super::formats::{self, CameraMode, Capabilities, FourCc, Request};
@@ -95,7 +95,8 @@ fn frame_rates(dev: &Device, fourcc: FourCC, width: u32, height: u32) -> Vec<f32
         .iter()
         .flat_map(|i| match &i.interval {
             FrameIntervalEnum::Discrete(f) => vec![rate(f)],
-            FrameIntervalEnum::Stepwise(s) => vec![rate(&s.min), rate(&s.max)],
+            // min interval = max rate.
+            FrameIntervalEnum::Stepwise(s) => formats::stepwise_rates(rate(&s.max), rate(&s.min)),
         })
         .filter(|f| *f > 0.0)
         .collect();
@@ -130,10 +131,12 @@ fn v4l_fourcc(f: &FourCc) -> Option<FourCC> {
 fn open_error(path: &Path, e: &io::Error) -> String {
     let p = path.display();
     match e.raw_os_error() {
-        Some(libc::ENOENT) => format!("camera {p} does not exist (plugged in? see `peercam --list-devices`)"),
-        Some(libc::EACCES) | Some(libc::EPERM) => format!(
-            "camera {p}: permission denied; run peercam as a member of the `video` group"
-        ),
+        Some(libc::ENOENT) => {
+            format!("camera {p} does not exist (plugged in? see `peercam --list-devices`)")
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            format!("camera {p}: permission denied; run peercam as a member of the `video` group")
+        }
         Some(libc::EBUSY) => format!("camera {p} is busy: another program is using it"),
         _ => format!("camera {p} cannot be opened: {e}"),
     }
@@ -146,10 +149,13 @@ pub fn list_devices() -> Vec<(PathBuf, Result<Capabilities, String>)> {
         .map(|n| n.path().to_path_buf())
         .collect();
     nodes.sort();
-    nodes.into_iter().map(|p| {
-        let caps = probe(&p);
-        (p, caps)
-    }).collect()
+    nodes
+        .into_iter()
+        .map(|p| {
+            let caps = probe(&p);
+            (p, caps)
+        })
+        .collect()
 }
 
 /// The first device that can capture in a format peercam converts, for `source = "auto"`.
@@ -194,7 +200,11 @@ impl Camera {
             .set_format(&Format::new(chosen.width, chosen.height, fourcc))
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::EBUSY) => open_error(path, &e),
-                _ => format!("{}: cannot set format {}: {e}", path.display(), chosen.reason),
+                _ => format!(
+                    "{}: cannot set format {}: {e}",
+                    path.display(),
+                    chosen.reason
+                ),
             })?;
         if set.fourcc != fourcc || set.width != chosen.width || set.height != chosen.height {
             return Err(format!(
@@ -212,11 +222,12 @@ impl Camera {
         if let Err(e) = dev.set_params(&v4l::video::capture::Parameters::with_fps(fps)) {
             warn!("{}: cannot set {fps} fps: {e}", path.display());
         }
-        let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, BUFFER_COUNT)
-            .map_err(|e| match e.raw_os_error() {
+        let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, BUFFER_COUNT).map_err(
+            |e| match e.raw_os_error() {
                 Some(libc::EBUSY) => open_error(path, &e),
                 _ => format!("{}: cannot start streaming: {e}", path.display()),
-            })?;
+            },
+        )?;
         stream.set_timeout(FRAME_TIMEOUT);
         info!(
             "camera {} ({}): asked {}x{}@{}, picked {:?} {}x{}@{} ({})",
@@ -257,10 +268,15 @@ impl Camera {
             FourCc::Yu12 => convert::yu12_to_i420(data, self.stride, w, h, &mut out),
             FourCc::Mjpg => convert::mjpeg_to_i420(data, w, h, &mut out, &mut self.mjpeg),
             FourCc::H264 | FourCc::Other(_) => {
-                return Err(ReadError::Lost(format!("{:?} is not converted", self.fourcc)))
+                return Err(ReadError::Lost(format!(
+                    "{:?} is not converted",
+                    self.fourcc
+                )))
             }
         };
         converted.map_err(|e| ReadError::Frame(e.to_string()))?;
+        // time_t/suseconds_t are 32 bits on armv7: the casts are needed there.
+        #[allow(clippy::unnecessary_cast)]
         let capture_instant = self
             .clock
             .instant(meta.timestamp.sec as i64, meta.timestamp.usec as i64);
@@ -281,6 +297,8 @@ struct MonotonicClock {
     mono_us: i64,
 }
 
+// time_t is 32 bits on armv7: the casts are needed there.
+#[allow(clippy::unnecessary_cast)]
 fn monotonic_now_us() -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -470,20 +488,36 @@ mod tests {
         assert!(took < Duration::from_secs(2), "took {took:?}");
         assert!(frames.iter().all(|f| (f.width, f.height) == (320, 240)));
         assert_eq!(frames[9].sequence, 9);
-        assert!(s.outage.as_deref().is_some_and(|o| o.contains("does not exist")));
+        assert!(s
+            .outage
+            .as_deref()
+            .is_some_and(|o| o.contains("does not exist")));
     }
 
     #[test]
     fn monotonic_timestamps_map_to_instants() {
         let clock = MonotonicClock::new();
         let now_us = monotonic_now_us();
-        let t = clock.instant(now_us / 1_000_000 - 0, now_us % 1_000_000);
-        let d = if t > Instant::now() { t - Instant::now() } else { Instant::now() - t };
+        let t = clock.instant(now_us / 1_000_000, now_us % 1_000_000);
+        let d = if t > Instant::now() {
+            t - Instant::now()
+        } else {
+            Instant::now() - t
+        };
         assert!(d < Duration::from_millis(50), "{d:?}");
-        let earlier = clock.instant((now_us - 100_000) / 1_000_000, (now_us - 100_000) % 1_000_000);
+        let earlier = clock.instant(
+            (now_us - 100_000) / 1_000_000,
+            (now_us - 100_000) % 1_000_000,
+        );
         let gap = t.saturating_duration_since(earlier);
-        assert!(gap > Duration::from_millis(95) && gap < Duration::from_millis(105), "{gap:?}");
-        assert!(clock.instant(0, 0) <= Instant::now(), "absent timestamp: now");
+        assert!(
+            gap > Duration::from_millis(95) && gap < Duration::from_millis(105),
+            "{gap:?}"
+        );
+        assert!(
+            clock.instant(0, 0) <= Instant::now(),
+            "absent timestamp: now"
+        );
     }
 
     #[test]

@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
+use crate::capture::alsa::{self, AlsaSource};
+use crate::capture::formats::Request;
+use crate::capture::recover::RecoveringAudio;
 use crate::capture::test_pattern::TestPattern;
 use crate::capture::test_tone::TestTone;
+use crate::capture::v4l2::{self, V4l2Source};
 use crate::capture::{AudioSource, VideoSource};
 use crate::config::{
     AudioSource as AudioSourceSetting, Settings, VideoSource as VideoSourceSetting,
@@ -255,40 +259,75 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 
 fn video_source(settings: &Settings) -> Result<Box<dyn VideoSource>, HubError> {
     let v = &settings.video;
-    match &v.source {
-        VideoSourceSetting::Test => {}
-        VideoSourceSetting::Auto => warn!(
-            "video.source = \"auto\": camera capture is not in this build yet; streaming the test pattern"
-        ),
-        VideoSourceSetting::Device(path) => {
-            return Err(HubError::Source(format!(
-                "video.source = \"{}\": V4L2 capture is not in this build yet; set video.source = \"test\" or \"auto\"",
-                path.display()
-            )))
+    let request = Request {
+        width: v.width,
+        height: v.height,
+        fps: v.fps,
+        // Camera H.264 passthrough is not wired into the pipeline yet: always convert.
+        h264_passthrough_ok: false,
+        forced_format: None,
+    };
+    let path = match &v.source {
+        VideoSourceSetting::Test => None,
+        VideoSourceSetting::Auto => {
+            match v4l2::find_camera() {
+                Some((path, caps)) => {
+                    info!(
+                        "video.source = \"auto\": using {} ({})",
+                        path.display(),
+                        caps.card
+                    );
+                    Some(path)
+                }
+                None => {
+                    warn!("video.source = \"auto\": no usable camera found; streaming the test pattern");
+                    None
+                }
+            }
         }
-    }
-    Ok(Box::new(TestPattern::new(v.width, v.height, v.fps)))
+        VideoSourceSetting::Device(path) => Some(path.clone()),
+    };
+    Ok(match path {
+        Some(path) => Box::new(V4l2Source::new(path, request)),
+        None => Box::new(TestPattern::new(v.width, v.height, v.fps)),
+    })
 }
 
 type AudioParts = (Box<dyn AudioSource>, Box<dyn AudioEncoder>);
 
 fn audio_source(settings: &Settings) -> Result<Option<AudioParts>, HubError> {
     let a = &settings.audio;
-    match &a.source {
+    let channels = a.channels;
+    let device = match &a.source {
         AudioSourceSetting::None => return Ok(None),
-        AudioSourceSetting::Test => {}
-        AudioSourceSetting::Auto => warn!(
-            "audio.source = \"auto\": microphone capture is not in this build yet; streaming the test tone"
-        ),
-        AudioSourceSetting::Alsa(name) => {
-            return Err(HubError::Source(format!(
-                "audio.source = \"{name}\": ALSA capture is not in this build yet; set audio.source = \"test\", \"auto\" or \"none\""
-            )))
+        AudioSourceSetting::Test => None,
+        AudioSourceSetting::Auto => match AlsaSource::open(alsa::DEFAULT_DEVICE, channels) {
+            Ok(_) => {
+                info!("audio.source = \"auto\": using the ALSA default capture device");
+                Some(alsa::DEFAULT_DEVICE.to_owned())
+            }
+            Err(e) => {
+                warn!("audio.source = \"auto\": no microphone ({e}); streaming the test tone");
+                None
+            }
+        },
+        AudioSourceSetting::Alsa(name) => Some(name.clone()),
+    };
+    let source: Box<dyn AudioSource> = match device {
+        Some(name) => {
+            let device = name.clone();
+            Box::new(RecoveringAudio::new(
+                name,
+                channels,
+                Box::new(move || {
+                    Ok(Box::new(AlsaSource::open(&device, channels)?) as Box<dyn AudioSource>)
+                }),
+            ))
         }
-    }
-    let source = TestTone::new(a.channels);
-    let encoder = OpusEncoder::new(a.channels, a.bitrate_kbps)?;
-    Ok(Some((Box::new(source), Box::new(encoder))))
+        None => Box::new(TestTone::new(channels)),
+    };
+    let encoder = OpusEncoder::new(channels, a.bitrate_kbps)?;
+    Ok(Some((source, Box::new(encoder))))
 }
 
 /// Reads frames and hands each (shared, not copied) to every encoder's queue.

@@ -1,0 +1,185 @@
+#!/bin/sh
+# tests/vm/run.sh [--binary PATH] [--no-browser] [--shell]
+#
+# Boots a real Debian kernel under qemu (TCG) with vivid (a V4L2 webcam) and snd-aloop (a
+# sound card), runs peercam in it (from the host through a 9p share), and dials it from the
+# host: HTTP + a signaling hello, then headless Chromium waits for 30 decoded 640x480 frames
+# (tests/vm/vm.test.mjs). Then it drives the unplug/replug hook (vivid's Disconnect button,
+# rmmod + modprobe) and reports what happened. Everything slow is cached in
+# ${PEERCAM_VM_CACHE:-$HOME/.cache/peercam-vm}. See tests/vm/README.md.
+#
+# Env: PEERCAM_VM_CACHE, PEERCAM_VM_HTTP_PORT (host port for the guest's :7000, default 17000),
+#      PEERCAM_VM_UDP_MIN (first of PEERCAM_VM_UDP_COUNT=5 UDP ports forwarded 1:1, default
+#      47000), PEERCAM_VM_WEBRTC_EXTRA (extra lines for the guest config's [webrtc] table),
+#      PEERCAM_RUST_LOG (guest RUST_LOG, default info), PEERCAM_VM_TIMEOUT (qemu limit, 240 s),
+#      PEERCAM_VM_REWRITE_CANDIDATES (1 = the page maps 10.0.2.15 to 127.0.0.1; default 1 unless
+#      PEERCAM_VM_WEBRTC_EXTRA sets nat_1to1_ips), PEERCAM_VM_CHROMIUM_ARGS (extra flags).
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN=$ROOT/target/debug/peercam
+BROWSER=1
+SHELL_MODE=0
+while [ $# -gt 0 ]; do
+    case $1 in
+    --binary) BIN=$2; shift 2 ;;
+    --binary=*) BIN=${1#--binary=}; shift ;;
+    --no-browser) BROWSER=0; shift ;;
+    --shell) SHELL_MODE=1; shift ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+BIN=$(realpath "$BIN" 2>/dev/null || echo "$BIN")
+[ -x "$BIN" ] || { echo "run.sh: peercam binary $BIN not found: run \`cargo build\` or pass --binary PATH" >&2; exit 2; }
+
+C=${PEERCAM_VM_CACHE:-$HOME/.cache/peercam-vm}
+HTTP_PORT=${PEERCAM_VM_HTTP_PORT:-17000}
+UDP_MIN=${PEERCAM_VM_UDP_MIN:-47000}
+UDP_COUNT=${PEERCAM_VM_UDP_COUNT:-5}
+UDP_MAX=$((UDP_MIN + UDP_COUNT - 1))
+QEMU_TIMEOUT=${PEERCAM_VM_TIMEOUT:-240}
+T0=$(date +%s)
+step() { echo "vm: [$(($(date +%s) - T0)) s] $*"; }
+mkdir -p "$C"
+
+# 1. Host packages (apt-get update only when one is missing).
+PKGS="qemu-system-x86 busybox-static cpio kmod v4l-utils alsa-utils zstd curl"
+MISSING=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || MISSING="$MISSING $p"
+done
+if [ -n "$MISSING" ]; then
+    step "installing$MISSING"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $MISSING >/dev/null
+fi
+
+# 2. Kernel: Debian's linux-image .deb, extracted and depmod'ed once per kernel version.
+KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+if [ -z "$KPKG" ]; then
+    apt-get update -qq
+    KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+fi
+KDIR=$C/$KPKG
+if [ ! -f "$KDIR/vmlinuz" ]; then
+    step "downloading and extracting $KPKG"
+    rm -rf "$KDIR.tmp" && mkdir -p "$KDIR.tmp"
+    (cd "$KDIR.tmp" && apt-get download -q "$KPKG" 2>&1 | grep -v unsandboxed || true)
+    dpkg-deb -x "$KDIR.tmp"/"$KPKG"_*.deb "$KDIR.tmp/kroot"
+    rm -f "$KDIR.tmp"/*.deb
+    KV=$(ls "$KDIR.tmp/kroot/lib/modules")
+    depmod -b "$KDIR.tmp/kroot" "$KV"
+    cp "$KDIR.tmp/kroot/boot/vmlinuz-$KV" "$KDIR.tmp/vmlinuz"
+    rm -rf "$KDIR" && mv "$KDIR.tmp" "$KDIR"
+fi
+KV=$(ls "$KDIR/kroot/lib/modules")
+
+# 3. Initramfs, keyed by the script, the kernel and the guest tools' versions.
+KEY=$({ cat "$HERE/mkinitrd.sh"; echo "$KV"; dpkg-query -W busybox-static v4l-utils alsa-utils; } | sha256sum | cut -c1-16)
+INITRD=$C/initrd-$KEY.cpio.gz
+if [ ! -f "$INITRD" ]; then
+    step "building $INITRD"
+    "$HERE/mkinitrd.sh" "$KDIR/kroot" "$INITRD"
+fi
+
+# 4. The 9p share: the binary, its libraries, the guest script and its settings.
+W=$(mktemp -d /tmp/peercam-vm.XXXXXX)
+QPID=""
+cleanup() {
+    [ -n "$QPID" ] && kill "$QPID" 2>/dev/null
+    rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+S=$W/share
+mkdir -p "$S/lib" "$S/ctl"
+ln "$BIN" "$S/peercam" 2>/dev/null || cp "$BIN" "$S/peercam"
+for lib in $(ldd "$BIN" | grep -o '/[^ ]*'); do cp -L "$lib" "$S/lib/"; done
+cp "$HERE/guest-test.sh" "$S/"
+cat >"$S/vm.env" <<ENV
+UDP_MIN=$UDP_MIN
+UDP_MAX=$UDP_MAX
+GUEST_TIMEOUT=$((QEMU_TIMEOUT - 20))
+PEERCAM_RUST_LOG='${PEERCAM_RUST_LOG:-info}'
+WEBRTC_EXTRA='${PEERCAM_VM_WEBRTC_EXTRA:-}'
+ENV
+
+# 5. Boot. UDP ports are forwarded 1:1 so a candidate 127.0.0.1:P reaches the guest's port P.
+FWD="hostfwd=tcp:127.0.0.1:$HTTP_PORT-:7000"
+p=$UDP_MIN
+while [ $p -le $UDP_MAX ]; do FWD="$FWD,hostfwd=udp:127.0.0.1:$p-:$p"; p=$((p + 1)); done
+APPEND="console=ttyS0 quiet panic=-1"
+if [ $SHELL_MODE = 1 ]; then
+    rm "$S/guest-test.sh"
+    echo "vm: interactive busybox shell; /host/guest-test.sh is in $S ... (Ctrl-a x quits)"
+    cp "$HERE/guest-test.sh" "$S/guest-test.sh.manual"
+    exec qemu-system-x86_64 -accel tcg -smp 2 -m 1024 -nographic -no-reboot \
+        -kernel "$KDIR/vmlinuz" -initrd "$INITRD" -append "$APPEND shell" \
+        -virtfs "local,path=$S,mount_tag=host0,security_model=none" \
+        -netdev "user,id=n0,$FWD" -device virtio-net-pci,netdev=n0
+fi
+SERIAL=$W/serial.log
+step "booting qemu ($KV, binary $BIN)"
+timeout "$QEMU_TIMEOUT" qemu-system-x86_64 -accel tcg -smp 2 -m 1024 -nographic -no-reboot \
+    -kernel "$KDIR/vmlinuz" -initrd "$INITRD" -append "$APPEND" \
+    -virtfs "local,path=$S,mount_tag=host0,security_model=none" \
+    -netdev "user,id=n0,$FWD" -device virtio-net-pci,netdev=n0 \
+    </dev/null >"$SERIAL" 2>&1 &
+QPID=$!
+
+FAIL=""
+fail() { FAIL="$FAIL$*; "; echo "vm: FAIL: $*"; }
+URL=http://127.0.0.1:$HTTP_PORT/
+i=0
+until curl -sf --max-time 2 -o /dev/null "$URL"; do
+    if ! kill -0 "$QPID" 2>/dev/null; then fail "qemu exited before $URL answered"; break; fi
+    i=$((i + 1))
+    if [ $i -gt 240 ]; then fail "$URL did not answer within 120 s"; break; fi
+    sleep 0.5
+done
+if [ -z "$FAIL" ]; then
+    step "HTTP up: $URL (video source in the guest: $(cat "$S/source.txt" 2>/dev/null || echo '?'))"
+    if [ $BROWSER = 1 ]; then
+        # Until the daemon can advertise 127.0.0.1 itself (nat_1to1_ips), the test rewrites
+        # the guest's 10.0.2.15 candidates to 127.0.0.1 in the page (see vm.test.mjs).
+        case ${PEERCAM_VM_WEBRTC_EXTRA:-} in
+        *nat_1to1*) REWRITE=${PEERCAM_VM_REWRITE_CANDIDATES:-0} ;;
+        *) REWRITE=${PEERCAM_VM_REWRITE_CANDIDATES:-1} ;;
+        esac
+        [ "$REWRITE" = 1 ] && step "the page rewrites candidates 10.0.2.15 -> 127.0.0.1 (no nat_1to1_ips in the daemon yet)"
+        step "node --test tests/vm/vm.test.mjs"
+        PEERCAM_VM_REWRITE_CANDIDATES=$REWRITE PEERCAM_VM_URL=$URL PEERCAM_VM_SOURCE=$(cat "$S/source.txt" 2>/dev/null || echo test) \
+            node --test --test-reporter=spec "$HERE/vm.test.mjs" || fail "tests/vm/vm.test.mjs"
+    else
+        curl -sf --max-time 5 "${URL}healthz" | grep -q ok || fail "GET /healthz"
+    fi
+    # The unplug/replug hook (see guest-test.sh): each command must answer; replug must bring
+    # /dev/video0 back at 640x480.
+    for c in disconnect unplug replug; do
+        touch "$S/ctl/$c"
+        i=0
+        while [ ! -e "$S/ctl/$c.done" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+        echo "vm: ---- ctl $c:"
+        [ -e "$S/ctl/$c.done" ] || fail "guest did not answer ctl $c within 20 s"
+        sed 's/^/vm:   /' "$S/ctl/$c.out" 2>/dev/null
+    done
+    grep -q 'Width/Height *: 640/480' "$S/ctl/replug.out" 2>/dev/null || fail "replug did not bring /dev/video0 back"
+fi
+touch "$S/ctl/done"
+wait "$QPID" || true
+QPID=""
+RC=$(sed -n 's/^===TEST-RC=\([0-9]*\)===.*/\1/p' "$SERIAL" | tail -n 1)
+[ "$RC" = 0 ] || fail "guest script status ${RC:-missing} (no ===TEST-RC=0===)"
+grep -q 'peercam exited early' "$SERIAL" && fail "peercam exited in the guest"
+if [ -n "$FAIL" ]; then
+    echo "vm: ===== guest serial log"
+    sed -n '/===TEST-BEGIN===/,$p' "$SERIAL" | grep -v -e '^\s*\(\[\|Size\|Interval\)' | tail -n 150
+    [ -s "$SERIAL" ] && ! grep -q '===TEST-BEGIN===' "$SERIAL" && tail -n 60 "$SERIAL"
+    echo "vm: ===== peercam log (guest)"
+    tail -n 60 "$S/peercam.log" 2>/dev/null
+    step "FAILED: $FAIL"
+    exit 1
+fi
+grep -E '^guest: (V4L2|peercam (started|stopped))' "$SERIAL" | sed 's/^/vm: /'
+step "PASSED"

@@ -68,6 +68,7 @@ pub(crate) struct RawWebrtc {
     pub udp_port_min: Value<i64>,
     pub udp_port_max: Value<i64>,
     pub ip_addresses: Value<Vec<Spanned<String>>>,
+    pub nat_1to1_ips: Value<Vec<Spanned<String>>>,
 }
 
 /// One `[[webrtc.ice_servers]]` entry.
@@ -140,6 +141,7 @@ const WEBRTC: &[Field] = &[
     value("udp_port_min"),
     value("udp_port_max"),
     value("ip_addresses"),
+    value("nat_1to1_ips"),
 ];
 const LIMITS: &[Field] = &[value("max_viewers"), value("max_message_bytes")];
 const LOG: &[Field] = &[value("level")];

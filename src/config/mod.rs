@@ -17,8 +17,8 @@ mod settings;
 
 pub use error::{ConfigError, Invalid};
 pub use settings::{
-    AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, ServerSettings, Settings,
-    VideoSettings, VideoSource, WebrtcSettings,
+    AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, NatMapping, ServerSettings,
+    Settings, VideoSettings, VideoSource, WebrtcSettings,
 };
 
 /// The file read when no `--config` is given, if it exists.
@@ -206,6 +206,7 @@ bitrate_kbps = 64
 udp_port_min = 0
 udp_port_max = 0
 ip_addresses = ["127.0.0.1", "::1"]
+nat_1to1_ips = ["203.0.113.7", "127.0.0.1/10.0.2.15"]
 [[webrtc.ice_servers]]
 urls = ["stun:stun.example.org:3478"]
 [[webrtc.ice_servers]]
@@ -247,6 +248,19 @@ level = "DEBUG"
             vec![
                 IpAddr::from([127, 0, 0, 1]),
                 "::1".parse::<IpAddr>().expect("ip")
+            ]
+        );
+        assert_eq!(
+            s.webrtc.nat_1to1_ips,
+            vec![
+                NatMapping {
+                    external: IpAddr::from([203, 0, 113, 7]),
+                    local: None
+                },
+                NatMapping {
+                    external: IpAddr::from([127, 0, 0, 1]),
+                    local: Some(IpAddr::from([10, 0, 2, 15]))
+                },
             ]
         );
         assert_eq!(s.webrtc.ice_servers.len(), 2);
@@ -490,6 +504,13 @@ level = "DEBUG"
                 "t.toml:2:30: [webrtc] ip_addresses[1] = \"lan\": expected an IP address"
             )
         );
+        assert!(
+            error_of("[webrtc]\nnat_1to1_ips = [\"1.2.3.4/::1\"]\n").starts_with(
+                "t.toml:2:17: [webrtc] nat_1to1_ips[0] = \"1.2.3.4/::1\": expected \"EXTERNAL\""
+            )
+        );
+        assert!(error_of("[webrtc]\nnat_1to1_ips = [\"router\"]\n")
+            .starts_with("t.toml:2:17: [webrtc] nat_1to1_ips[0] = \"router\": expected"));
         assert!(error_of("[log]\nlevel = \"loud\"\n")
             .starts_with("t.toml:2:9: [log] level = \"loud\": expected one of"));
     }

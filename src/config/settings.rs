@@ -167,6 +167,41 @@ pub struct WebrtcSettings {
     /// Addresses to gather host candidates on; empty means every non-loopback address of the
     /// machine. Tests set `["127.0.0.1"]`.
     pub ip_addresses: Vec<IpAddr>,
+    /// Addresses advertised in place of local ones in host candidates (1:1 NAT, port
+    /// forwards, qemu user networking); empty means advertise the local addresses.
+    pub nat_1to1_ips: Vec<NatMapping>,
+}
+
+/// One `[webrtc] nat_1to1_ips` entry: `"EXTERNAL"` (every local address of the same IP
+/// family) or `"EXTERNAL/LOCAL"` (only that local address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatMapping {
+    /// The address browsers should send to.
+    pub external: IpAddr,
+    /// The local address it stands for; `None` = any local address of the same family.
+    pub local: Option<IpAddr>,
+}
+
+impl NatMapping {
+    /// Parses `"EXTERNAL"` or `"EXTERNAL/LOCAL"`; both must be IP addresses of one family.
+    pub fn parse(text: &str) -> Option<NatMapping> {
+        let (external, local) = match text.trim().split_once('/') {
+            Some((e, l)) => (e.trim(), Some(l.trim())),
+            None => (text.trim(), None),
+        };
+        let external = IpAddr::from_str(external).ok()?;
+        let local = match local {
+            Some(l) => {
+                let l = IpAddr::from_str(l).ok()?;
+                if l.is_ipv4() != external.is_ipv4() {
+                    return None;
+                }
+                Some(l)
+            }
+            None => None,
+        };
+        Some(NatMapping { external, local })
+    }
 }
 
 impl Default for WebrtcSettings {
@@ -176,6 +211,7 @@ impl Default for WebrtcSettings {
             udp_port_min: 50000,
             udp_port_max: 50100,
             ip_addresses: Vec::new(),
+            nat_1to1_ips: Vec::new(),
         }
     }
 }
@@ -412,11 +448,31 @@ fn webrtc(raw: RawWebrtc, src: Source<'_>) -> Result<WebrtcSettings, ConfigError
         })?;
         ip_addresses.push(ip);
     }
+    let mut nat_1to1_ips = Vec::new();
+    for (i, entry) in raw
+        .nat_1to1_ips
+        .map(|v| v.into_inner())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let mapping = NatMapping::parse(entry.get_ref()).ok_or_else(|| {
+            let key = format!("[webrtc] nat_1to1_ips[{i}]");
+            src.bad_value(
+                entry.span(),
+                &key,
+                "expected \"EXTERNAL\" or \"EXTERNAL/LOCAL\" IP addresses of one family, \
+                 such as \"203.0.113.7\" or \"127.0.0.1/10.0.2.15\"",
+            )
+        })?;
+        nat_1to1_ips.push(mapping);
+    }
     Ok(WebrtcSettings {
         ice_servers,
         udp_port_min: min,
         udp_port_max: max,
         ip_addresses,
+        nat_1to1_ips,
     })
 }
 

@@ -6,6 +6,7 @@
 //! back as [`PeerEvent`]s. Once connected, the peer subscribes to the shared encoders'
 //! [`Fanout`]s and writes RTP; browser PLI/FIR become keyframe requests.
 
+pub mod nat;
 mod rtcp;
 pub mod rtp;
 
@@ -156,6 +157,7 @@ impl PeerFactory {
         let handler = Arc::new(Handler {
             events: events.clone(),
             connected: connected_tx,
+            nat_1to1_ips: self.settings.nat_1to1_ips.clone(),
         });
 
         let mut last_error = String::new();
@@ -220,7 +222,7 @@ impl PeerFactory {
         let answer_sdp = pc
             .local_description()
             .await
-            .map(|d| d.sdp)
+            .map(|d| nat::rewrite_sdp(&d.sdp, &self.settings.nat_1to1_ips))
             .ok_or_else(|| PeerError::Internal("no local description after answer".into()))?;
 
         let cancel = CancellationToken::new();
@@ -488,6 +490,8 @@ async fn forward_keyframe_requests(
 struct Handler {
     events: mpsc::Sender<PeerEvent>,
     connected: watch::Sender<bool>,
+    /// `[webrtc] nat_1to1_ips`, applied to every local candidate sent to the browser.
+    nat_1to1_ips: Vec<crate::config::NatMapping>,
 }
 
 #[async_trait::async_trait]
@@ -496,9 +500,12 @@ impl PeerConnectionEventHandler for Handler {
         match event.candidate.to_json() {
             Ok(init) => {
                 let candidate = IceCandidate {
-                    candidate: format!(
-                        "candidate:{}",
-                        init.candidate.trim_start_matches("candidate:")
+                    candidate: nat::rewrite_candidate(
+                        &format!(
+                            "candidate:{}",
+                            init.candidate.trim_start_matches("candidate:")
+                        ),
+                        &self.nat_1to1_ips,
                     ),
                     sdp_mid: init.sdp_mid,
                     sdp_m_line_index: init.sdp_mline_index,

@@ -55,6 +55,51 @@ impl RawFrame {
     }
 }
 
+/// One access unit of a camera's own H.264 stream, as the camera sent it (Annex B, start
+/// codes). Cameras often send SPS/PPS only once; [`crate::encode::passthrough`] fixes that.
+#[derive(Debug, Clone)]
+pub struct CameraH264 {
+    /// Width of the camera mode in pixels.
+    pub width: u32,
+    /// Height of the camera mode in pixels.
+    pub height: u32,
+    /// The access unit's NAL units with start codes.
+    pub data: Bytes,
+    /// When the frame was captured (monotonic clock).
+    pub capture_instant: Instant,
+    /// Frame number from the source; a gap means frames were lost and the decoder state
+    /// is broken until the next IDR.
+    pub sequence: u64,
+}
+
+/// What a video source delivers: pixels, or the camera's H.264 (passed through, or decoded
+/// for encoders that need pixels).
+#[derive(Debug, Clone)]
+pub enum VideoFrame {
+    /// Uncompressed I420 (test pattern, converted camera formats, placeholder).
+    Raw(RawFrame),
+    /// Camera H.264.
+    H264(CameraH264),
+}
+
+impl VideoFrame {
+    /// The source's frame number.
+    pub fn sequence(&self) -> u64 {
+        match self {
+            VideoFrame::Raw(f) => f.sequence,
+            VideoFrame::H264(f) => f.sequence,
+        }
+    }
+
+    /// Width and height in pixels.
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            VideoFrame::Raw(f) => (f.width, f.height),
+            VideoFrame::H264(f) => (f.width, f.height),
+        }
+    }
+}
+
 /// 20 ms of interleaved signed 16-bit PCM at 48 kHz.
 #[derive(Debug, Clone)]
 pub struct AudioChunk {

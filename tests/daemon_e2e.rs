@@ -24,6 +24,8 @@ struct Client {
     audio_packets: AtomicU64,
     video_keyframe_starts: AtomicU64,
     video_pt: std::sync::Mutex<Option<u8>>,
+    /// profile_idc of every SPS seen at the start of a STAP-A.
+    sps_profiles: std::sync::Mutex<Vec<u8>>,
     candidates: tokio::sync::mpsc::Sender<Option<RTCIceCandidateInit>>,
 }
 
@@ -50,6 +52,11 @@ impl PeerConnectionEventHandler for Handler {
                             // STAP-A (24) carrying SPS/PPS starts every H.264 keyframe.
                             if packet.payload.first().map(|b| b & 0x1f) == Some(24) {
                                 client.video_keyframe_starts.fetch_add(1, Ordering::Relaxed);
+                                // STAP-A: header, 2-byte size, then the first NAL unit.
+                                let p = &packet.payload;
+                                if p.len() > 4 && p[3] & 0x1f == 7 {
+                                    client.sps_profiles.lock().unwrap().push(p[4]);
+                                }
                             }
                         }
                         _ => {
@@ -105,6 +112,7 @@ async fn client(
         audio_packets: AtomicU64::new(0),
         video_keyframe_starts: AtomicU64::new(0),
         video_pt: std::sync::Mutex::new(None),
+        sps_profiles: std::sync::Mutex::new(Vec::new()),
         candidates: tx,
     });
     let pc = PeerConnectionBuilder::new()
@@ -426,4 +434,91 @@ async fn abrupt_disconnect_mid_ice_frees_the_slot_and_others_keep_streaming() {
         "first viewer stalled"
     );
     let _ = pc1.close().await;
+}
+
+fn h264_main() -> RTCRtpCodecParameters {
+    codec(
+        "video/H264",
+        90_000,
+        0,
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f",
+        H264_PT,
+    )
+}
+
+/// The simulated H.264 camera (Main profile 4d4c28, SPS/PPS only once): a client offering
+/// Main gets the camera's stream untouched with the camera's level in the answer; a
+/// Baseline-only client gets it decoded and re-encoded as Constrained Baseline; an AV1
+/// client gets it decoded and encoded with rav1e. All at once, from one capture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_h264_is_passed_through_or_decoded_per_viewer() {
+    let daemon = Daemon::start(&common::test_config(
+        "format = \"h264\"\ncodecs = [\"h264\", \"av1\"]",
+        "",
+    ));
+    // The camera's profile is known once its first access unit went through the hub.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(daemon.port, "peercam_frames_captured_total")
+        .await
+        .unwrap_or(0.0)
+        < 3.0
+    {
+        assert!(Instant::now() < deadline, "no frames captured");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut results = Vec::new();
+    for offer in [h264_main(), h264(), av1()] {
+        let (mut ws, _) = connect(&daemon.ws_url("")).await;
+        let (pc, client, mut cands) = client(&[offer]).await;
+        let answer = dial(&mut ws, &pc, &mut cands, Duration::from_secs(20), || {
+            client.video_packets.load(Ordering::Relaxed) >= 60
+                && (client.video_keyframe_starts.load(Ordering::Relaxed) >= 1
+                    || *client.video_pt.lock().unwrap() == Some(45))
+        })
+        .await;
+        let sdp = answer["sdp"]["sdp"]
+            .as_str()
+            .expect("answer sdp")
+            .to_owned();
+        results.push((sdp, client, ws, pc));
+    }
+    let [main, baseline, av1]: [_; 3] = results.try_into().ok().expect("three viewers");
+
+    assert!(main.0.contains("profile-level-id=4d0028"), "{}", main.0);
+    assert!(main.1.video_packets.load(Ordering::Relaxed) >= 60);
+    let profiles = main.1.sps_profiles.lock().unwrap().clone();
+    assert!(
+        !profiles.is_empty() && profiles.iter().all(|p| *p == 0x4d),
+        "{profiles:?}"
+    );
+
+    assert!(
+        baseline.0.contains("profile-level-id=42e01f"),
+        "{}",
+        baseline.0
+    );
+    assert!(baseline.1.video_packets.load(Ordering::Relaxed) >= 60);
+    let profiles = baseline.1.sps_profiles.lock().unwrap().clone();
+    assert!(
+        !profiles.is_empty() && profiles.iter().all(|p| *p == 0x42),
+        "{profiles:?}"
+    );
+
+    assert!(av1.0.contains("AV1/90000"), "{}", av1.0);
+    assert!(av1.1.video_packets.load(Ordering::Relaxed) >= 60);
+
+    let passed = metric(
+        daemon.port,
+        "peercam_frames_encoded_total{codec=\"h264-camera\"}",
+    )
+    .await;
+    assert!(
+        passed.unwrap_or(0.0) >= 30.0,
+        "passthrough frames: {passed:?}"
+    );
+    for (_, _, mut ws, pc) in [main, baseline, av1] {
+        send_text(&mut ws, r#"{"bye": {}}"#).await;
+        let _ = pc.close().await;
+    }
 }

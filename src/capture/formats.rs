@@ -118,6 +118,8 @@ pub struct Request {
     pub h264_passthrough_ok: bool,
     /// Capture only in this format (config `video.format`); `None` picks the cheapest.
     pub forced_format: Option<FourCc>,
+    /// Wanted seconds between keyframes (set on H.264 cameras that have the control).
+    pub keyframe_interval_s: u32,
 }
 
 /// The mode [`choose_mode`] picked.

@@ -36,6 +36,7 @@ fn req(width: u32, height: u32, fps: u32) -> Request {
         fps,
         h264_passthrough_ok: false,
         forced_format: None,
+        keyframe_interval_s: 2,
     }
 }
 

@@ -1,13 +1,14 @@
 //! Capture sources. A video source yields [`RawFrame`]s, an audio source [`AudioChunk`]s.
 //! Both are blocking and run on their own thread; V4L2 and ALSA implement the same traits.
 
-use crate::media::{AudioChunk, RawFrame};
+use crate::media::{AudioChunk, VideoFrame};
 
 pub mod alsa;
 pub mod convert;
 pub mod formats;
 pub mod placeholder;
 pub mod recover;
+pub mod test_h264;
 pub mod test_pattern;
 pub mod test_tone;
 pub mod v4l2;
@@ -29,8 +30,12 @@ pub enum CaptureError {
 pub trait VideoSource: Send {
     /// Human-readable description for the log, e.g. `test pattern 640x480@30`.
     fn describe(&self) -> String;
-    /// Blocks until the next frame is ready (paced by the source) and returns it.
-    fn next_frame(&mut self) -> Result<RawFrame, CaptureError>;
+    /// Blocks until the next frame is ready (paced by the source) and returns it: I420
+    /// pixels, or camera H.264 when the source passes the camera's stream through.
+    fn next_frame(&mut self) -> Result<VideoFrame, CaptureError>;
+    /// Asks the camera for an H.264 keyframe soon (a viewer joined or lost packets). Only
+    /// meaningful while the source delivers [`VideoFrame::H264`]; the default does nothing.
+    fn request_keyframe(&mut self) {}
 }
 
 /// An audio capture source. `next_chunk` blocks until 20 ms of audio is ready.

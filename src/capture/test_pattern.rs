@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::capture::{CaptureError, VideoSource};
-use crate::media::{PixelFormat, RawFrame};
+use crate::media::{PixelFormat, RawFrame, VideoFrame};
 
 /// Number of cells in the barcode strip (see [`decode_barcode`]).
 pub const BARCODE_CELLS: u32 = 40;
@@ -304,7 +304,14 @@ impl VideoSource for TestPattern {
         format!("test pattern {}x{}@{}", self.width, self.height, self.fps)
     }
 
-    fn next_frame(&mut self) -> Result<RawFrame, CaptureError> {
+    fn next_frame(&mut self) -> Result<VideoFrame, CaptureError> {
+        self.next_raw().map(VideoFrame::Raw)
+    }
+}
+
+impl TestPattern {
+    /// Waits for the next frame slot and draws the frame (what `next_frame` delivers).
+    pub fn next_raw(&mut self) -> Result<RawFrame, CaptureError> {
         let capture_instant = self.wait_for_slot();
         let wall = unix_millis_low32(SystemTime::now());
         let sequence = self.sequence;
@@ -402,7 +409,7 @@ mod tests {
     #[test]
     fn frames_have_the_requested_size_and_format() {
         let mut pattern = TestPattern::new(320, 240, 200);
-        let frame = pattern.next_frame().expect("frame");
+        let frame = pattern.next_raw().expect("frame");
         assert_eq!((frame.width, frame.height), (320, 240));
         assert_eq!(frame.format, PixelFormat::I420);
         assert_eq!(frame.data.len(), 320 * 240 * 3 / 2);
@@ -415,7 +422,7 @@ mod tests {
         let mut pattern = TestPattern::new(320, 240, 100);
         let begin = Instant::now();
         let frames: Vec<RawFrame> = (0..10)
-            .map(|_| pattern.next_frame().expect("frame"))
+            .map(|_| pattern.next_raw().expect("frame"))
             .collect();
         let elapsed = begin.elapsed();
         // Frame 0 is due at once, frame 9 at 90 ms.
@@ -433,14 +440,12 @@ mod tests {
     #[test]
     fn a_late_consumer_skips_slots_instead_of_bursting() {
         let mut pattern = TestPattern::new(320, 240, 100);
-        pattern.next_frame().expect("frame");
+        pattern.next_raw().expect("frame");
         // Miss five slots (10 ms each).
         std::thread::sleep(Duration::from_millis(55));
-        let late = pattern.next_frame().expect("late frame");
+        let late = pattern.next_raw().expect("late frame");
         let begin = Instant::now();
-        let next: Vec<RawFrame> = (0..4)
-            .map(|_| pattern.next_frame().expect("frame"))
-            .collect();
+        let next: Vec<RawFrame> = (0..4).map(|_| pattern.next_raw().expect("frame")).collect();
         // Without skipping, slots 1..=5 would all be overdue and four frames would come at
         // once; with skipping they follow the 10 ms cadence from the current slot.
         let took = begin.elapsed();
@@ -474,7 +479,7 @@ mod tests {
     fn barcode_carries_wall_clock_milliseconds() {
         let mut pattern = TestPattern::new(640, 480, 100);
         let before = unix_millis_low32(SystemTime::now());
-        let frame = pattern.next_frame().expect("frame");
+        let frame = pattern.next_raw().expect("frame");
         let after = unix_millis_low32(SystemTime::now());
         let value = decode_barcode(luma(&frame), 640, 480).expect("barcode");
         assert!(
@@ -524,8 +529,8 @@ mod tests {
     #[test]
     fn counter_increments_and_is_drawn() {
         let mut pattern = TestPattern::new(320, 240, 200);
-        let first = pattern.next_frame().expect("frame");
-        let second = pattern.next_frame().expect("frame");
+        let first = pattern.next_raw().expect("frame");
+        let second = pattern.next_raw().expect("frame");
         assert_eq!(second.sequence, first.sequence + 1);
         // The counter plate differs between two frames that differ only in the counter.
         let a = pattern.render(5, 0);

@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use v4l::buffer::Type;
 use v4l::frameinterval::FrameIntervalEnum;
 use v4l::io::mmap::Stream as MmapStream;
@@ -22,7 +22,7 @@ use super::convert;
 use super::formats::{self, CameraMode, Capabilities, FourCc, Request};
 use super::placeholder::Placeholder;
 use super::{CaptureError, VideoSource};
-use crate::media::{PixelFormat, RawFrame};
+use crate::media::{CameraH264, PixelFormat, RawFrame, VideoFrame};
 
 /// Buffers queued to the driver (more absorbs scheduling jitter; each costs a frame of memory).
 pub const BUFFER_COUNT: u32 = 4;
@@ -30,6 +30,14 @@ pub const BUFFER_COUNT: u32 = 4;
 pub const FRAME_TIMEOUT: Duration = Duration::from_millis(700);
 /// How often a lost camera is looked for.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// `V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME` (button): the next frame is a keyframe.
+const CID_FORCE_KEY_FRAME: u32 = 0x0099_0900 + 229;
+/// `V4L2_CID_MPEG_VIDEO_H264_I_PERIOD`: frames between H.264 I-frames.
+const CID_H264_I_PERIOD: u32 = 0x0099_0900 + 358;
+/// `V4L2_CID_MPEG_VIDEO_GOP_SIZE`: frames between keyframes (codec-independent).
+const CID_GOP_SIZE: u32 = 0x0099_0900 + 203;
+/// `V4L2_CID_MPEG_VIDEO_REPEAT_SEQ_HEADER`: SPS/PPS before every IDR.
+const CID_REPEAT_SEQ_HEADER: u32 = 0x0099_0900 + 226;
 /// Most frame sizes listed per format for stepwise-size cameras.
 const MAX_STEPWISE_SIZES: usize = 32;
 
@@ -159,18 +167,23 @@ pub fn list_devices() -> Vec<(PathBuf, Result<Capabilities, String>)> {
 }
 
 /// The first device that can capture in a format peercam converts, for `source = "auto"`.
-pub fn find_camera() -> Option<(PathBuf, Capabilities)> {
+/// With `h264_ok`, a camera offering only H.264 counts too (it will be passed through).
+pub fn find_camera(h264_ok: bool) -> Option<(PathBuf, Capabilities)> {
     list_devices().into_iter().find_map(|(path, caps)| {
         let caps = caps.ok()?;
         caps.modes
             .iter()
-            .any(|m| !matches!(m.fourcc, FourCc::Other(_) | FourCc::H264))
+            .any(|m| m.fourcc.is_convertible() || (h264_ok && m.fourcc == FourCc::H264))
             .then_some((path, caps))
     })
 }
 
 /// An open, streaming camera.
 struct Camera {
+    /// Kept for controls (H.264 keyframe requests); the stream shares its handle.
+    dev: Device,
+    /// The camera has `V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME` (H.264 mode only).
+    keyframe_control: bool,
     stream: MmapStream<'static>,
     fourcc: FourCc,
     width: u32,
@@ -229,6 +242,8 @@ impl Camera {
             },
         )?;
         stream.set_timeout(FRAME_TIMEOUT);
+        let keyframe_control = chosen.fourcc == FourCc::H264
+            && setup_h264_controls(&dev, path, &caps.card, request, fps);
         info!(
             "camera {} ({}): asked {}x{}@{}, picked {:?} {}x{}@{} ({})",
             path.display(),
@@ -243,6 +258,8 @@ impl Camera {
             chosen.reason
         );
         Ok(Camera {
+            dev,
+            keyframe_control,
             stream,
             fourcc: chosen.fourcc,
             width: set.width,
@@ -253,7 +270,7 @@ impl Camera {
         })
     }
 
-    fn read(&mut self, sequence: u64) -> Result<RawFrame, ReadError> {
+    fn read(&mut self, sequence: u64) -> Result<VideoFrame, ReadError> {
         let (buf, meta) = match self.stream.next() {
             Ok(x) => x,
             Err(e) => return Err(ReadError::Lost(e.to_string())),
@@ -261,6 +278,23 @@ impl Camera {
         let used = (meta.bytesused as usize).min(buf.len());
         let data = &buf[..used];
         let (w, h) = (self.width, self.height);
+        // time_t/suseconds_t are 32 bits on armv7: the casts are needed there.
+        #[allow(clippy::unnecessary_cast)]
+        let capture_instant = self
+            .clock
+            .instant(meta.timestamp.sec as i64, meta.timestamp.usec as i64);
+        if self.fourcc == FourCc::H264 {
+            if data.is_empty() {
+                return Err(ReadError::Frame("empty H.264 buffer".to_owned()));
+            }
+            return Ok(VideoFrame::H264(CameraH264 {
+                width: w,
+                height: h,
+                data: bytes::Bytes::copy_from_slice(data),
+                capture_instant,
+                sequence,
+            }));
+        }
         let mut out = vec![0u8; RawFrame::i420_len(w, h)];
         let converted = match self.fourcc {
             FourCc::Yuyv => convert::yuyv_to_i420(data, self.stride, w, h, &mut out),
@@ -275,20 +309,83 @@ impl Camera {
             }
         };
         converted.map_err(|e| ReadError::Frame(e.to_string()))?;
-        // time_t/suseconds_t are 32 bits on armv7: the casts are needed there.
-        #[allow(clippy::unnecessary_cast)]
-        let capture_instant = self
-            .clock
-            .instant(meta.timestamp.sec as i64, meta.timestamp.usec as i64);
-        Ok(RawFrame {
+        Ok(VideoFrame::Raw(RawFrame {
             width: w,
             height: h,
             format: PixelFormat::I420,
             data: out,
             capture_instant,
             sequence,
-        })
+        }))
     }
+
+    /// Asks an H.264 camera for a keyframe (no-op without the control; see
+    /// [`setup_h264_controls`]).
+    fn request_keyframe(&self, path: &Path) {
+        if !self.keyframe_control {
+            return;
+        }
+        let control = v4l::control::Control {
+            id: CID_FORCE_KEY_FRAME,
+            value: v4l::control::Value::None,
+        };
+        if let Err(e) = self.dev.set_control(control) {
+            debug!("camera {}: force key frame failed: {e}", path.display());
+        }
+    }
+}
+
+/// Prepares a camera streaming H.264 for passthrough: SPS/PPS before every IDR where it
+/// can, keyframes every `video.keyframe_interval_s`, and finds out whether keyframes can be
+/// requested. Logs what the camera could not do. Returns whether the force-key-frame
+/// control exists.
+fn setup_h264_controls(dev: &Device, path: &Path, card: &str, request: &Request, fps: u32) -> bool {
+    let ids: Vec<u32> = dev
+        .query_controls()
+        .map(|list| list.iter().map(|d| d.id).collect())
+        .unwrap_or_default();
+    let has = |id| ids.contains(&id);
+    let p = path.display();
+    let period = i64::from(request.keyframe_interval_s.max(1) * fps);
+    let set = |id, value| {
+        dev.set_control(v4l::control::Control {
+            id,
+            value: v4l::control::Value::Integer(value),
+        })
+    };
+    let mut gop = None;
+    for id in [CID_H264_I_PERIOD, CID_GOP_SIZE] {
+        if has(id) {
+            match set(id, period) {
+                Ok(()) => {
+                    gop = Some(period);
+                    break;
+                }
+                Err(e) => warn!("camera {p}: cannot set the keyframe period to {period}: {e}"),
+            }
+        }
+    }
+    if has(CID_REPEAT_SEQ_HEADER) {
+        if let Err(e) = set(CID_REPEAT_SEQ_HEADER, 1) {
+            debug!("camera {p}: cannot enable repeated SPS/PPS: {e} (peercam inserts them)");
+        }
+    }
+    let keyframes = has(CID_FORCE_KEY_FRAME);
+    match (keyframes, gop) {
+        (true, _) => {
+            info!("camera {p} ({card}): H.264 keyframes on request (force-key-frame control)")
+        }
+        (false, Some(n)) => warn!(
+            "camera {p} ({card}) cannot make a keyframe on request (no force-key-frame \
+             control): new viewers wait for its periodic keyframe, every {n} frames"
+        ),
+        (false, None) => warn!(
+            "camera {p} ({card}) cannot make a keyframe on request and has no keyframe-period \
+             control: new viewers wait for the camera's own periodic keyframe; if the picture \
+             takes long to appear, use another [video] format"
+        ),
+    }
+    keyframes
 }
 
 /// Maps V4L2 buffer timestamps (CLOCK_MONOTONIC) to `Instant`s.
@@ -415,7 +512,13 @@ impl VideoSource for V4l2Source {
         )
     }
 
-    fn next_frame(&mut self) -> Result<RawFrame, CaptureError> {
+    fn request_keyframe(&mut self) {
+        if let Some(camera) = &self.camera {
+            camera.request_keyframe(&self.path);
+        }
+    }
+
+    fn next_frame(&mut self) -> Result<VideoFrame, CaptureError> {
         loop {
             if let Some(camera) = self.camera.as_mut() {
                 match camera.read(self.sequence) {
@@ -458,7 +561,7 @@ impl VideoSource for V4l2Source {
             self.next_placeholder = (due + self.frame_interval).max(now);
             let frame = self.placeholder.frame(self.sequence, now);
             self.sequence += 1;
-            return Ok(frame);
+            return Ok(VideoFrame::Raw(frame));
         }
     }
 }
@@ -474,6 +577,7 @@ mod tests {
             fps: 50,
             h264_passthrough_ok: false,
             forced_format: None,
+            keyframe_interval_s: 2,
         }
     }
 
@@ -482,7 +586,12 @@ mod tests {
         let mut s = V4l2Source::new(PathBuf::from("/dev/video-peercam-missing"), request());
         assert!(!s.is_connected());
         let start = Instant::now();
-        let frames: Vec<RawFrame> = (0..10).map(|_| s.next_frame().expect("frame")).collect();
+        let frames: Vec<RawFrame> = (0..10)
+            .map(|_| match s.next_frame().expect("frame") {
+                VideoFrame::Raw(f) => f,
+                VideoFrame::H264(_) => panic!("placeholder frames are raw"),
+            })
+            .collect();
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(150), "paced, took {took:?}");
         assert!(took < Duration::from_secs(2), "took {took:?}");

@@ -43,6 +43,7 @@ pub(crate) struct RawServer {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawVideo {
     pub source: Value<String>,
+    pub format: Value<String>,
     pub width: Value<i64>,
     pub height: Value<i64>,
     pub fps: Value<i64>,
@@ -124,6 +125,7 @@ const fn value(name: &'static str) -> Field {
 const SERVER: &[Field] = &[value("listen")];
 const VIDEO: &[Field] = &[
     value("source"),
+    value("format"),
     value("width"),
     value("height"),
     value("fps"),

@@ -18,7 +18,7 @@ mod settings;
 pub use error::{ConfigError, Invalid};
 pub use settings::{
     AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, NatMapping, ServerSettings,
-    Settings, VideoSettings, VideoSource, WebrtcSettings,
+    Settings, VideoFormat, VideoSettings, VideoSource, WebrtcSettings,
 };
 
 /// The file read when no `--config` is given, if it exists.
@@ -386,7 +386,7 @@ level = "DEBUG"
     fn unknown_key_in_a_table_lists_the_known_keys() {
         assert_eq!(
             error_of("[server]\n[video]\ncolour = \"red\"\n"),
-            "t.toml:3:1: unknown key [video] colour; expected one of: source, width, height, fps, codecs, \
+            "t.toml:3:1: unknown key [video] colour; expected one of: source, format, width, height, fps, codecs, \
              bitrate_kbps, keyframe_interval_s"
         );
         let message =

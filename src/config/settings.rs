@@ -10,6 +10,7 @@ use super::error::{ConfigError, Source};
 use super::file::{
     RawAudio, RawConfig, RawIceServer, RawLimits, RawLog, RawServer, RawVideo, RawWebrtc, Value,
 };
+use crate::capture::formats::FourCc;
 use crate::media::VideoCodec;
 
 /// All settings of the daemon.
@@ -71,6 +72,8 @@ impl fmt::Display for VideoSource {
 pub struct VideoSettings {
     /// Where frames come from.
     pub source: VideoSource,
+    /// Camera pixel format to capture; `Auto` picks the cheapest the camera offers.
+    pub format: VideoFormat,
     /// Frame width in pixels: even, 160..=3840.
     pub width: u32,
     /// Frame height in pixels: even, 120..=2160.
@@ -85,10 +88,44 @@ pub struct VideoSettings {
     pub keyframe_interval_s: u32,
 }
 
+/// `[video] format`: the camera pixel format to capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoFormat {
+    /// The cheapest format the camera offers at the chosen size (H.264 passthrough when
+    /// `h264` is the first codec, then YU12, NV12, YUYV, MJPEG).
+    Auto,
+    /// Packed 4:2:2.
+    Yuyv,
+    /// Semi-planar 4:2:0.
+    Nv12,
+    /// Planar 4:2:0.
+    Yu12,
+    /// Motion JPEG (decoded).
+    Mjpeg,
+    /// The camera's H.264, passed through. With `source = "test"`: the test pattern as a
+    /// simulated H.264 camera (exercises the passthrough path).
+    H264,
+}
+
+impl VideoFormat {
+    /// The V4L2 format this forces, `None` for `Auto`.
+    pub fn fourcc(self) -> Option<FourCc> {
+        Some(match self {
+            VideoFormat::Auto => return None,
+            VideoFormat::Yuyv => FourCc::Yuyv,
+            VideoFormat::Nv12 => FourCc::Nv12,
+            VideoFormat::Yu12 => FourCc::Yu12,
+            VideoFormat::Mjpeg => FourCc::Mjpg,
+            VideoFormat::H264 => FourCc::H264,
+        })
+    }
+}
+
 impl Default for VideoSettings {
     fn default() -> Self {
         VideoSettings {
             source: VideoSource::Auto,
+            format: VideoFormat::Auto,
             width: 640,
             height: 480,
             fps: 30,
@@ -309,8 +346,54 @@ fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
             }
         },
     };
+    let format_span = raw.format.as_ref().map(|v| v.span());
+    let format = match raw.format {
+        None => d.format,
+        Some(v) => match v.get_ref().to_ascii_lowercase().as_str() {
+            "auto" => VideoFormat::Auto,
+            "yuyv" => VideoFormat::Yuyv,
+            "nv12" => VideoFormat::Nv12,
+            "yu12" | "i420" => VideoFormat::Yu12,
+            "mjpeg" | "mjpg" => VideoFormat::Mjpeg,
+            "h264" => VideoFormat::H264,
+            _ => {
+                let expected =
+                    "expected \"auto\", \"yuyv\", \"nv12\", \"yu12\", \"mjpeg\" or \"h264\"";
+                return Err(src.bad_value(v.span(), "[video] format", expected));
+            }
+        },
+    };
+    let codecs = match raw.codecs {
+        None => d.codecs,
+        Some(v) => codecs(v, src)?,
+    };
+    if let Some(span) = format_span {
+        let written = src.quote(span.clone());
+        let key = "[video] format";
+        if format == VideoFormat::H264 && codecs.first() != Some(&VideoCodec::H264) {
+            return Err(src.error(
+                span,
+                Some(key.to_owned()),
+                format!(
+                    "{key} = {written} passes the camera's H.264 through: put \"h264\" first in \
+                     [video] codecs"
+                ),
+            ));
+        }
+        if source == VideoSource::Test && !matches!(format, VideoFormat::Auto | VideoFormat::H264) {
+            return Err(src.error(
+                span,
+                Some(key.to_owned()),
+                format!(
+                    "{key} = {written} applies to cameras; with source = \"test\" only \"auto\" \
+                     or \"h264\" (the test pattern as a simulated H.264 camera) are possible"
+                ),
+            ));
+        }
+    }
     Ok(VideoSettings {
         source,
+        format,
         width: ranged(src, raw.width, "[video] width", (160, 3840), true, d.width)?,
         height: ranged(
             src,
@@ -321,10 +404,7 @@ fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
             d.height,
         )?,
         fps: ranged(src, raw.fps, "[video] fps", (1, 60), false, d.fps)?,
-        codecs: match raw.codecs {
-            None => d.codecs,
-            Some(v) => codecs(v, src)?,
-        },
+        codecs,
         bitrate_kbps: ranged(
             src,
             raw.bitrate_kbps,

@@ -4,7 +4,9 @@ use crate::media::{AudioChunk, EncodedFrame, RawFrame, VideoCodec};
 
 pub mod av1;
 pub mod h264;
+pub mod h264_decode;
 pub mod opus;
+pub mod passthrough;
 
 /// An encoder failure; the message names the encoder and what went wrong.
 #[derive(Debug, thiserror::Error)]

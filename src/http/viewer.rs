@@ -77,7 +77,10 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
                 None => continue,
             },
             frame = stream.next() => match frame {
-                Some(Ok(WsMessage::Text(text))) => session.handle(Input::Text(text.as_str())),
+                Some(Ok(WsMessage::Text(text))) => {
+                    session.set_camera_h264(state.hub.camera_h264_profile());
+                    session.handle(Input::Text(text.as_str()))
+                }
                 Some(Ok(WsMessage::Binary(_))) => {
                     io.send(Message::Error(ErrorBody {
                         code: ErrorCode::BadJson,
@@ -190,7 +193,11 @@ impl Io<'_> {
                 code: ErrorCode::ViewerLimit,
                 message: format!("viewer limit {max} reached; try again when someone hangs up"),
             })?;
-        let Some((video, keyframes)) = self.state.hub.video(plan.video_codec) else {
+        let Some((video, keyframes)) = self
+            .state
+            .hub
+            .video(plan.video_codec, plan.video_passthrough)
+        else {
             return Err(ErrorBody {
                 code: ErrorCode::NoCodec,
                 message: format!("the {} encoder is not running", plan.video_codec),
@@ -209,9 +216,14 @@ impl Io<'_> {
         {
             Ok((peer, answer)) => {
                 info!(
-                    "viewer {}: answering with {} (payload type {}){}",
+                    "viewer {}: answering with {}{} (payload type {}){}",
                     self.remote,
                     plan.video_codec,
+                    if plan.video_passthrough {
+                        format!(" passed through from the camera ({})", plan.video_fmtp)
+                    } else {
+                        String::new()
+                    },
                     plan.video_payload_type,
                     if plan.opus_payload_type.is_some() {
                         " and opus"

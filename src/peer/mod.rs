@@ -73,8 +73,10 @@ pub struct AnswerPlan {
     pub video_codec: VideoCodec,
     /// The browser's payload type for that codec.
     pub video_payload_type: u8,
-    /// The browser's fmtp line for that payload type (empty if none).
+    /// The fmtp line to answer with (the browser's, with the camera's level for passthrough).
     pub video_fmtp: String,
+    /// Send the camera's own H.264 rather than the encoder's output.
+    pub video_passthrough: bool,
     /// The browser's payload type for Opus; `None` sends no audio.
     pub opus_payload_type: Option<u8>,
 }
@@ -222,7 +224,19 @@ impl PeerFactory {
         let answer_sdp = pc
             .local_description()
             .await
-            .map(|d| nat::rewrite_sdp(&d.sdp, &self.settings.nat_1to1_ips))
+            .map(|d| {
+                let sdp = nat::rewrite_sdp(&d.sdp, &self.settings.nat_1to1_ips);
+                if plan.video_passthrough {
+                    // webrtc-rs copies the offer's fmtp; announce the camera's level.
+                    crate::session::codec::replace_fmtp(
+                        &sdp,
+                        plan.video_payload_type,
+                        &plan.video_fmtp,
+                    )
+                } else {
+                    sdp
+                }
+            })
             .ok_or_else(|| PeerError::Internal("no local description after answer".into()))?;
 
         let cancel = CancellationToken::new();

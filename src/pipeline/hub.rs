@@ -1,10 +1,15 @@
 //! The media hub: capture and encoder threads, and the fan-outs viewers subscribe to.
 //!
 //! ```text
-//! capture thread --Arc<RawFrame>--> DropOldest(2) per codec --> encoder thread --> Fanout
+//! capture thread --Arc<VideoFrame>--> DropOldest(4) per output --> output thread --> Fanout
 //! audio thread: capture 20 ms --> Opus --> Fanout
 //! ```
-//! An encoder only encodes while someone subscribes to its fan-out, so an unused codec costs
+//! One output per configured codec encodes pixels (decoding camera H.264 first when the
+//! camera streams it). When the camera's H.264 may be passed through (`h264` first in
+//! `video.codecs`, a camera source), an extra *passthrough* output sends the camera's access
+//! units as they are (SPS/PPS added before each IDR) and encodes only the placeholder while
+//! the camera is gone; viewers whose browser takes the camera's profile get it.
+//! An output only encodes while someone subscribes to its fan-out, so an unused codec costs
 //! nothing but a queue pop. Every thread stops within one frame time of [`MediaHub::stop`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,24 +22,31 @@ use log::{error, info, warn};
 use crate::capture::alsa::{self, AlsaSource};
 use crate::capture::formats::Request;
 use crate::capture::recover::RecoveringAudio;
+use crate::capture::test_h264::TestH264Camera;
 use crate::capture::test_pattern::TestPattern;
 use crate::capture::test_tone::TestTone;
 use crate::capture::v4l2::{self, V4l2Source};
 use crate::capture::{AudioSource, VideoSource};
 use crate::config::{
-    AudioSource as AudioSourceSetting, Settings, VideoSource as VideoSourceSetting,
+    AudioSource as AudioSourceSetting, Settings, VideoFormat, VideoSource as VideoSourceSetting,
 };
 use crate::encode::av1::Av1Encoder;
 use crate::encode::h264::H264Encoder;
+use crate::encode::h264_decode::{Decoded, H264Decoder};
 use crate::encode::opus::OpusEncoder;
+use crate::encode::passthrough::{H264Passthrough, ProfileLevelId};
 use crate::encode::{AudioEncoder, VideoEncoder, VideoEncoderSettings};
-use crate::media::{RawFrame, VideoCodec};
+use crate::media::{CameraH264, RawFrame, VideoCodec, VideoFrame};
 use crate::pipeline::fanout::Fanout;
 use crate::pipeline::keyframe::KeyframeRequests;
 use crate::pipeline::queue::DropOldest;
 
-/// Raw frames waiting per encoder; older ones are dropped (latency over completeness).
-pub const RAW_QUEUE_CAPACITY: usize = 2;
+/// Captured frames waiting per output; older ones are dropped (latency over completeness).
+/// An encoder skips to the newest frame; camera H.264 is decoded or passed in order, so the
+/// queue holds a few frames of slack before a drop forces a wait for the next keyframe.
+pub const VIDEO_QUEUE_CAPACITY: usize = 4;
+/// Least time between two keyframe requests sent to the camera.
+const CAMERA_KEYFRAME_SPACING: Duration = Duration::from_millis(250);
 /// Encoded video frames buffered per viewer.
 pub const VIDEO_VIEWER_QUEUE: usize = 8;
 /// Opus packets buffered per viewer (320 ms).
@@ -59,13 +71,25 @@ pub enum HubError {
     },
 }
 
-/// One codec's shared output.
+/// One output's shared parts: what the capture thread feeds and viewers subscribe to.
 struct VideoOutput {
     codec: VideoCodec,
+    /// Sends the camera's own H.264 (see the module documentation).
+    passthrough: bool,
     fanout: Arc<Fanout>,
     keyframes: Arc<KeyframeRequests>,
-    queue: Arc<DropOldest<Arc<RawFrame>>>,
+    queue: Arc<DropOldest<Arc<VideoFrame>>>,
     encoded: Arc<AtomicU64>,
+}
+
+impl VideoOutput {
+    fn label(&self) -> String {
+        if self.passthrough {
+            format!("{}-camera", self.codec)
+        } else {
+            self.codec.to_string()
+        }
+    }
 }
 
 /// The running capture and encode threads and their outputs.
@@ -76,13 +100,15 @@ pub struct MediaHub {
     threads: Mutex<Vec<JoinHandle<()>>>,
     captured: Arc<AtomicU64>,
     source_description: String,
+    /// profile-level-id of the camera's H.264 (latest SPS); `None` until one is seen.
+    camera_profile: Arc<Mutex<Option<ProfileLevelId>>>,
 }
 
 impl MediaHub {
     /// Creates the sources and encoders from `settings` and starts their threads.
     /// Fails (before any thread starts) if a source or encoder cannot be set up.
     pub fn start(settings: &Settings) -> Result<Arc<MediaHub>, HubError> {
-        let video_source = video_source(settings)?;
+        let (video_source, passthrough) = video_source(settings)?;
         let audio_parts = audio_source(settings)?;
         let v = &settings.video;
         let encoder_settings = VideoEncoderSettings {
@@ -93,41 +119,57 @@ impl MediaHub {
             keyframe_interval_s: v.keyframe_interval_s,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let mut encoders: Vec<Box<dyn VideoEncoder>> = Vec::new();
+        // (codec, passthrough, encoder): encoders are built before any thread starts.
+        let mut outputs: Vec<(VideoCodec, bool, Box<dyn VideoEncoder>)> = Vec::new();
+        if passthrough {
+            // Encodes only the placeholder; camera H.264 passes through.
+            let encoder = new_encoder(VideoCodec::H264, &encoder_settings)?;
+            outputs.push((VideoCodec::H264, true, encoder));
+        }
         for codec in &v.codecs {
-            encoders.push(new_encoder(*codec, &encoder_settings)?);
+            outputs.push((*codec, false, new_encoder(*codec, &encoder_settings)?));
         }
         let stop = Arc::new(AtomicBool::new(false));
         let captured = Arc::new(AtomicU64::new(0));
+        let camera_keyframe = Arc::new(AtomicBool::new(false));
+        let camera_profile = Arc::new(Mutex::new(None));
         let source_description = video_source.describe();
         let mut threads = Vec::new();
         let mut video = Vec::new();
-        for encoder in encoders {
-            let codec = encoder.codec();
+        for (codec, passthrough, encoder) in outputs {
             let keyframes = Arc::new(KeyframeRequests::new());
             let output = VideoOutput {
                 codec,
+                passthrough,
                 fanout: Arc::new(Fanout::new(VIDEO_VIEWER_QUEUE, keyframes.clone())),
                 keyframes,
-                queue: Arc::new(DropOldest::new(RAW_QUEUE_CAPACITY)),
+                queue: Arc::new(DropOldest::new(VIDEO_QUEUE_CAPACITY)),
                 encoded: Arc::new(AtomicU64::new(0)),
             };
-            let worker = EncoderWorker {
+            let worker = OutputWorker {
+                label: output.label(),
                 encoder,
                 settings: encoder_settings.clone(),
+                passthrough: passthrough.then(H264Passthrough::new),
+                camera_profile: camera_profile.clone(),
+                decoder: None,
+                last_was_h264: false,
+                camera_keyframe: camera_keyframe.clone(),
+                last_camera_request: None,
                 queue: output.queue.clone(),
                 fanout: output.fanout.clone(),
                 keyframes: output.keyframes.clone(),
                 encoded: output.encoded.clone(),
                 stop: stop.clone(),
             };
-            threads.push(spawn(&format!("peercam-{codec}"), move || worker.run())?);
+            let name = format!("peercam-{}", output.label());
+            threads.push(spawn(&name, move || worker.run())?);
             video.push(output);
         }
         let queues: Vec<_> = video.iter().map(|o| o.queue.clone()).collect();
         let (stop_c, captured_c) = (stop.clone(), captured.clone());
         threads.push(spawn("peercam-video", move || {
-            capture_video(video_source, queues, stop_c, captured_c)
+            capture_video(video_source, queues, camera_keyframe, stop_c, captured_c)
         })?);
 
         let audio = match audio_parts {
@@ -160,12 +202,17 @@ impl MediaHub {
             threads: Mutex::new(threads),
             captured,
             source_description,
+            camera_profile,
         }))
     }
 
     /// The configured video codecs, in preference order.
     pub fn video_codecs(&self) -> Vec<VideoCodec> {
-        self.video.iter().map(|o| o.codec).collect()
+        self.video
+            .iter()
+            .filter(|o| !o.passthrough)
+            .map(|o| o.codec)
+            .collect()
     }
 
     /// Whether audio is captured and encoded.
@@ -173,12 +220,26 @@ impl MediaHub {
         self.audio.is_some()
     }
 
-    /// The fan-out and keyframe requests of `codec`'s encoder, if it runs.
-    pub fn video(&self, codec: VideoCodec) -> Option<(Arc<Fanout>, Arc<KeyframeRequests>)> {
+    /// The fan-out and keyframe requests of `codec`'s output (with `passthrough`, the one
+    /// sending the camera's own H.264), if it runs.
+    pub fn video(
+        &self,
+        codec: VideoCodec,
+        passthrough: bool,
+    ) -> Option<(Arc<Fanout>, Arc<KeyframeRequests>)> {
         self.video
             .iter()
-            .find(|o| o.codec == codec)
+            .find(|o| o.codec == codec && o.passthrough == passthrough)
             .map(|o| (o.fanout.clone(), o.keyframes.clone()))
+    }
+
+    /// The profile-level-id of the camera's H.264 stream when it can be passed through
+    /// (the camera streams H.264 and its SPS has been seen), else `None`.
+    pub fn camera_h264_profile(&self) -> Option<ProfileLevelId> {
+        *self
+            .camera_profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The Opus fan-out, if audio is enabled.
@@ -199,9 +260,9 @@ impl MediaHub {
         );
         for o in &self.video {
             let s = o.fanout.stats();
-            let c = o.codec;
+            let c = o.label();
             out.push_str(&format!(
-                "peercam_raw_frames_dropped_total{{codec=\"{c}\"}} {}\n\
+                "peercam_video_queue_dropped_total{{codec=\"{c}\"}} {}\n\
                  peercam_frames_encoded_total{{codec=\"{c}\"}} {}\n\
                  peercam_fanout_published_total{{codec=\"{c}\"}} {}\n\
                  peercam_fanout_delivered_total{{codec=\"{c}\"}} {}\n\
@@ -257,20 +318,25 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         })
 }
 
-fn video_source(settings: &Settings) -> Result<Box<dyn VideoSource>, HubError> {
+/// The video source for `settings`, and whether its camera H.264 may be passed through.
+fn video_source(settings: &Settings) -> Result<(Box<dyn VideoSource>, bool), HubError> {
     let v = &settings.video;
+    // Camera H.264 is passed through only when H.264 is the preferred codec (otherwise every
+    // viewer would need it decoded and re-encoded anyway).
+    let passthrough_ok = v.codecs.first() == Some(&VideoCodec::H264)
+        && matches!(v.format, VideoFormat::Auto | VideoFormat::H264);
     let request = Request {
         width: v.width,
         height: v.height,
         fps: v.fps,
-        // Camera H.264 passthrough is not wired into the pipeline yet: always convert.
-        h264_passthrough_ok: false,
-        forced_format: None,
+        h264_passthrough_ok: passthrough_ok,
+        forced_format: v.format.fourcc(),
+        keyframe_interval_s: v.keyframe_interval_s,
     };
     let path = match &v.source {
         VideoSourceSetting::Test => None,
         VideoSourceSetting::Auto => {
-            match v4l2::find_camera() {
+            match v4l2::find_camera(passthrough_ok) {
                 Some((path, caps)) => {
                     info!(
                         "video.source = \"auto\": using {} ({})",
@@ -288,8 +354,12 @@ fn video_source(settings: &Settings) -> Result<Box<dyn VideoSource>, HubError> {
         VideoSourceSetting::Device(path) => Some(path.clone()),
     };
     Ok(match path {
-        Some(path) => Box::new(V4l2Source::new(path, request)),
-        None => Box::new(TestPattern::new(v.width, v.height, v.fps)),
+        Some(path) => (Box::new(V4l2Source::new(path, request)), passthrough_ok),
+        None if v.format == VideoFormat::H264 => {
+            let camera = TestH264Camera::new(v.width, v.height, v.fps, v.keyframe_interval_s)?;
+            (Box::new(camera), passthrough_ok)
+        }
+        None => (Box::new(TestPattern::new(v.width, v.height, v.fps)), false),
     })
 }
 
@@ -330,15 +400,20 @@ fn audio_source(settings: &Settings) -> Result<Option<AudioParts>, HubError> {
     Ok(Some((source, Box::new(encoder))))
 }
 
-/// Reads frames and hands each (shared, not copied) to every encoder's queue.
+/// Reads frames and hands each (shared, not copied) to every output's queue; forwards the
+/// outputs' keyframe wishes to the camera.
 fn capture_video(
     mut source: Box<dyn VideoSource>,
-    queues: Vec<Arc<DropOldest<Arc<RawFrame>>>>,
+    queues: Vec<Arc<DropOldest<Arc<VideoFrame>>>>,
+    camera_keyframe: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     captured: Arc<AtomicU64>,
 ) {
     let mut failing = false;
     while !stop.load(Ordering::Relaxed) {
+        if camera_keyframe.swap(false, Ordering::Relaxed) {
+            source.request_keyframe();
+        }
         match source.next_frame() {
             Ok(frame) => {
                 failing = false;
@@ -401,70 +476,166 @@ fn new_encoder(
     })
 }
 
-/// One video encoder's thread state.
-struct EncoderWorker {
+/// One output's thread state: encodes pixels (decoding camera H.264 first if needed), or
+/// passes camera H.264 through and encodes only raw frames (the placeholder).
+struct OutputWorker {
+    label: String,
     encoder: Box<dyn VideoEncoder>,
     /// What the encoder was built for; a frame of another size rebuilds it (a camera whose
     /// closest mode differs from the configured size, or a different camera after replug).
     settings: VideoEncoderSettings,
-    queue: Arc<DropOldest<Arc<RawFrame>>>,
+    /// Set on the passthrough output.
+    passthrough: Option<H264Passthrough>,
+    camera_profile: Arc<Mutex<Option<ProfileLevelId>>>,
+    /// Created when camera H.264 first reaches an encoding output.
+    decoder: Option<H264Decoder>,
+    /// The previous frame was camera H.264 (a switch to raw forces an encoder keyframe).
+    last_was_h264: bool,
+    camera_keyframe: Arc<AtomicBool>,
+    last_camera_request: Option<Instant>,
+    queue: Arc<DropOldest<Arc<VideoFrame>>>,
     fanout: Arc<Fanout>,
     keyframes: Arc<KeyframeRequests>,
     encoded: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
-impl EncoderWorker {
+impl OutputWorker {
     fn run(mut self) {
-        let codec = self.encoder.codec();
         let mut failing = false;
         while !self.stop.load(Ordering::Relaxed) {
             let Some(frame) = self.queue.pop_timeout(Duration::from_millis(200)) else {
                 continue;
             };
-            if self.fanout.subscriber_count() == 0 {
-                continue;
-            }
-            if (frame.width, frame.height) != (self.settings.width, self.settings.height) {
-                let mut settings = self.settings.clone();
-                (settings.width, settings.height) = (frame.width, frame.height);
-                match new_encoder(codec, &settings) {
-                    Ok(encoder) => {
-                        info!(
-                            "{codec} encoder now {}x{} (was {}x{})",
-                            settings.width,
-                            settings.height,
-                            self.settings.width,
-                            self.settings.height
-                        );
-                        self.encoder = encoder;
-                        self.settings = settings;
-                    }
-                    Err(e) => {
-                        if !failing {
-                            error!("{codec} encoder for {}x{}: {e}", frame.width, frame.height);
-                            failing = true;
-                        }
-                        continue;
-                    }
+            // A newer frame is waiting: an encoder skips this one (latency first).
+            let newer_waiting = !self.queue.is_empty();
+            let result = match frame.as_ref() {
+                VideoFrame::H264(h264) if self.passthrough.is_some() => {
+                    self.pass(h264);
+                    Ok(())
                 }
-            }
-            let force = self.keyframes.take(Instant::now());
-            match self.encoder.encode(&frame, force) {
-                Ok(frames) => {
-                    failing = false;
-                    for f in frames {
-                        self.encoded.fetch_add(1, Ordering::Relaxed);
-                        self.fanout.publish(f);
-                    }
+                VideoFrame::H264(h264) => self.decode_and_encode(h264, newer_waiting),
+                VideoFrame::Raw(_) if newer_waiting || self.fanout.subscriber_count() == 0 => {
+                    Ok(())
                 }
+                VideoFrame::Raw(raw) => {
+                    // Back from camera H.264: the encoder's last picture is stale.
+                    let switched = std::mem::take(&mut self.last_was_h264);
+                    self.encode(raw, switched)
+                }
+            };
+            match result {
+                Ok(()) => failing = false,
                 Err(e) => {
                     if !failing {
-                        error!("{codec} encoder: {e}");
+                        error!("{} output: {e}", self.label);
                         failing = true;
                     }
                 }
             }
         }
+    }
+
+    /// Camera H.264 to viewers as it is (SPS/PPS completed); keyframe wishes go to the camera.
+    fn pass(&mut self, frame: &CameraH264) {
+        let Some(passthrough) = self.passthrough.as_mut() else {
+            return;
+        };
+        if !self.last_was_h264 {
+            // After the placeholder (or at start) the camera stream starts over at an IDR.
+            passthrough.restart();
+            self.last_was_h264 = true;
+        }
+        let passed = passthrough.push(frame);
+        let profile = passthrough.profile();
+        {
+            let mut known = self
+                .camera_profile
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if profile.is_some() && *known != profile {
+                info!(
+                    "camera H.264 profile-level-id {} ({}x{}): passed through to viewers that accept it",
+                    profile.map(|p| p.hex()).unwrap_or_default(),
+                    frame.width,
+                    frame.height
+                );
+                *known = profile;
+            }
+        }
+        let now = Instant::now();
+        if passed.want_keyframe || self.keyframes.take(now) {
+            self.request_camera_keyframe(now);
+        }
+        if let Some(out) = passed.frame {
+            if self.fanout.subscriber_count() > 0 {
+                self.encoded.fetch_add(1, Ordering::Relaxed);
+                self.fanout.publish(out);
+            }
+        }
+    }
+
+    /// Camera H.264 decoded (every frame, in order) and the newest picture encoded.
+    fn decode_and_encode(
+        &mut self,
+        frame: &CameraH264,
+        newer_waiting: bool,
+    ) -> Result<(), crate::encode::EncodeError> {
+        self.last_was_h264 = true;
+        let decoder = match self.decoder.as_mut() {
+            Some(d) => d,
+            None => self.decoder.insert(H264Decoder::new()?),
+        };
+        if self.fanout.subscriber_count() == 0 {
+            // Nobody watches: no decoding, but SPS/PPS are remembered for later.
+            decoder.skip(frame);
+            return Ok(());
+        }
+        match decoder.decode(frame)? {
+            Decoded::Frame(raw) if !newer_waiting => self.encode(&raw, false),
+            Decoded::Frame(_) | Decoded::Nothing => Ok(()),
+            Decoded::NeedKeyframe => {
+                self.request_camera_keyframe(Instant::now());
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks the capture thread to request a camera keyframe (at most every 250 ms).
+    fn request_camera_keyframe(&mut self, now: Instant) {
+        if self
+            .last_camera_request
+            .is_some_and(|t| now.duration_since(t) < CAMERA_KEYFRAME_SPACING)
+        {
+            return;
+        }
+        self.last_camera_request = Some(now);
+        self.camera_keyframe.store(true, Ordering::Relaxed);
+    }
+
+    /// Encodes one picture (rebuilding the encoder for a new size) and publishes the result.
+    fn encode(&mut self, frame: &RawFrame, force: bool) -> Result<(), crate::encode::EncodeError> {
+        let codec = self.encoder.codec();
+        if (frame.width, frame.height) != (self.settings.width, self.settings.height) {
+            let mut settings = self.settings.clone();
+            (settings.width, settings.height) = (frame.width, frame.height);
+            let encoder = new_encoder(codec, &settings)?;
+            info!(
+                "{} encoder now {}x{} (was {}x{})",
+                self.label,
+                settings.width,
+                settings.height,
+                self.settings.width,
+                self.settings.height
+            );
+            self.encoder = encoder;
+            self.settings = settings;
+        }
+        let force = self.keyframes.take(Instant::now()) || force;
+        for f in self.encoder.encode(frame, force)? {
+            self.encoded.fetch_add(1, Ordering::Relaxed);
+            self.fanout.publish(f);
+        }
+        Ok(())
     }
 }

@@ -5,9 +5,14 @@
 //! Baseline compatible profile (what openh264 produces and every browser decodes); among
 //! several such entries the one closest to `42e01f` wins. AV1 counts with profile 0 (Main,
 //! what rav1e produces) or no fmtp at all.
+//!
+//! When the camera's own H.264 can be passed through ([`choose_with_camera`]), an H.264 entry
+//! whose profile plays the camera's stream is taken first, and the answer's
+//! `profile-level-id` carries the camera's level.
 
 use std::fmt;
 
+use crate::encode::passthrough::ProfileLevelId;
 use crate::media::VideoCodec;
 
 /// One `a=rtpmap` entry of the offer's video section, with its fmtp and feedback.
@@ -32,8 +37,11 @@ pub struct Chosen {
     pub codec: VideoCodec,
     /// The browser's payload type for it.
     pub payload_type: u8,
-    /// The browser's fmtp line for that payload type (empty if none).
+    /// The fmtp line to answer with: the browser's for that payload type (empty if none),
+    /// with the camera's level in `profile-level-id` for passthrough.
     pub fmtp: String,
+    /// Send the camera's own H.264 (passthrough) rather than peercam's encoder output.
+    pub passthrough: bool,
 }
 
 /// The offer could not be read.
@@ -232,38 +240,59 @@ fn fmtp_param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-/// The H.264 profiles that can play what openh264 sends.
+/// H.264 profiles as libwebrtc classifies `profile-level-id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum H264Profile {
     ConstrainedBaseline,
     Baseline,
+    Main,
+    ConstrainedHigh,
+    High,
+}
+
+impl H264Profile {
+    /// Whether a decoder negotiated for `self` plays a stream of `stream`'s profile.
+    fn plays(self, stream: H264Profile) -> bool {
+        use H264Profile::*;
+        match stream {
+            ConstrainedBaseline => true,
+            Baseline => self == Baseline,
+            Main => matches!(self, Main | High),
+            ConstrainedHigh => matches!(self, ConstrainedHigh | High),
+            High => self == High,
+        }
+    }
+}
+
+/// Classifies profile_idc and the profile-iop byte with the table libwebrtc uses. `None`:
+/// a profile no browser negotiates (High 10, 4:4:4, ...).
+fn classify(profile_idc: u8, iop: u8) -> Option<H264Profile> {
+    // The reserved low 2 bits of profile-iop are zero in every profile of the table.
+    if iop & 0x03 != 0 {
+        return None;
+    }
+    Some(match profile_idc {
+        // Baseline with constraint_set1 (x1xx_xxxx) is Constrained Baseline.
+        0x42 if iop & 0x40 != 0 => H264Profile::ConstrainedBaseline,
+        0x42 => H264Profile::Baseline,
+        // Main with constraint_set0 (1xxx_xxxx): the stream is also Baseline-conformant.
+        0x4d if iop & 0x80 != 0 => H264Profile::ConstrainedBaseline,
+        0x4d => H264Profile::Main,
+        // Extended with constraint_set0 and set1 (11xx_xxxx), or only set0 (10xx_xxxx).
+        0x58 if iop & 0xc0 == 0xc0 => H264Profile::ConstrainedBaseline,
+        0x58 if iop & 0x80 != 0 => H264Profile::Baseline,
+        // High with constraint_set4 and set5 (xxxx_11xx): no B-frames.
+        0x64 if iop & 0x0c == 0x0c => H264Profile::ConstrainedHigh,
+        0x64 => H264Profile::High,
+        _ => return None,
+    })
 }
 
 /// Reads `profile-level-id` (RFC 6184 §8.1: profile_idc, profile-iop, level_idc, in hex) and
-/// classifies it with the table libwebrtc uses. `None`: a profile peercam cannot serve (Main,
-/// High, ...). Returns the profile and level_idc.
+/// classifies it. Returns the profile and level_idc.
 fn h264_profile(plid: &str) -> Option<(H264Profile, u8)> {
-    if plid.len() != 6 {
-        return None;
-    }
-    let value = u32::from_str_radix(plid, 16).ok()?;
-    let [_, profile_idc, iop, level] = value.to_be_bytes();
-    // The reserved low 4 bits of profile-iop are zero in every profile of the table.
-    if iop & 0x0f != 0 {
-        return None;
-    }
-    let profile = match profile_idc {
-        // Baseline with constraint_set1 (x1xx0000) is Constrained Baseline.
-        0x42 if iop & 0x40 != 0 => H264Profile::ConstrainedBaseline,
-        0x42 => H264Profile::Baseline,
-        // Main with constraint_set0 (1xxx0000): the stream is also Baseline-conformant.
-        0x4d if iop & 0x80 != 0 => H264Profile::ConstrainedBaseline,
-        // Extended with constraint_set0 and set1 (11xx0000), or only set0 (10xx0000).
-        0x58 if iop & 0xc0 == 0xc0 => H264Profile::ConstrainedBaseline,
-        0x58 if iop & 0x80 != 0 => H264Profile::Baseline,
-        _ => return None,
-    };
-    Some((profile, level))
+    let p = ProfileLevelId::parse(plid)?;
+    Some((classify(p.profile_idc, p.iop)?, p.level_idc))
 }
 
 /// Level 3.1 (`level_idc` 31): 1280x720 at 30 fps, what `42e01f` announces.
@@ -284,10 +313,84 @@ fn h264_rank(codec: &OfferedCodec) -> Option<u8> {
     }
     let (profile, level) = h264_profile(plid)?;
     let low_level = u8::from(level < H264_LEVEL_3_1);
-    Some(match profile {
-        H264Profile::ConstrainedBaseline => 1 + low_level,
+    match profile {
+        H264Profile::ConstrainedBaseline => Some(1 + low_level),
         // A Baseline decoder plays Constrained Baseline streams too.
-        H264Profile::Baseline => 3 + low_level,
+        H264Profile::Baseline => Some(3 + low_level),
+        // Main/High decoders play it as well, but browsers list a Baseline entry anyway and
+        // answering Main for a Baseline stream would misdescribe it.
+        _ => None,
+    }
+}
+
+/// Picks like [`choose`], but first tries to send the camera's own H.264 (profile and level
+/// from its SPS): when H.264 is the first preference and the offer has a packetization-mode
+/// 1 entry whose profile plays the camera's stream and whose level allows it (or
+/// `level-asymmetry-allowed=1`). Entries with the camera's exact profile bytes win, then the
+/// same profile class. The answer's `profile-level-id` keeps the entry's profile bytes (the
+/// WebRTC stacks match answers to offers on them) with the camera's level.
+pub fn choose_with_camera(
+    preferences: &[VideoCodec],
+    offered: &[OfferedCodec],
+    camera: Option<ProfileLevelId>,
+) -> Result<Chosen, NoCodec> {
+    if let (Some(VideoCodec::H264), Some(camera)) = (preferences.first(), camera) {
+        if let Some(chosen) = passthrough_entry(offered, camera) {
+            return Ok(chosen);
+        }
+    }
+    choose(preferences, offered)
+}
+
+fn passthrough_entry(offered: &[OfferedCodec], camera: ProfileLevelId) -> Option<Chosen> {
+    let stream = classify(camera.profile_idc, camera.iop)?;
+    let best = offered
+        .iter()
+        .filter(|o| o.clock_rate == 90_000 && o.mime.eq_ignore_ascii_case("H264"))
+        .filter_map(|o| {
+            let fmtp = o.fmtp.as_deref().unwrap_or("");
+            if fmtp_param(fmtp, "packetization-mode") != Some("1") {
+                return None;
+            }
+            let plid = ProfileLevelId::parse(fmtp_param(fmtp, "profile-level-id")?)?;
+            let profile = classify(plid.profile_idc, plid.iop)?;
+            let asymmetric = fmtp_param(fmtp, "level-asymmetry-allowed") == Some("1");
+            if !profile.plays(stream) || (!asymmetric && plid.level_idc < camera.level_idc) {
+                return None;
+            }
+            let rank = if (plid.profile_idc, plid.iop) == (camera.profile_idc, camera.iop) {
+                0
+            } else if profile == stream {
+                1
+            } else {
+                2
+            };
+            Some((rank, o, plid))
+        })
+        .min_by_key(|(rank, _, _)| *rank)?;
+    let (_, o, plid) = best;
+    let answered = ProfileLevelId {
+        level_idc: camera.level_idc,
+        ..plid
+    };
+    let fmtp = o
+        .fmtp
+        .as_deref()
+        .unwrap_or("")
+        .split(';')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.trim().eq_ignore_ascii_case("profile-level-id") => {
+                format!("{}={}", k.trim(), answered.hex())
+            }
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(";");
+    Some(Chosen {
+        codec: VideoCodec::H264,
+        payload_type: o.payload_type,
+        fmtp,
+        passthrough: true,
     })
 }
 
@@ -322,6 +425,7 @@ pub fn choose(preferences: &[VideoCodec], offered: &[OfferedCodec]) -> Result<Ch
                 codec,
                 payload_type: o.payload_type,
                 fmtp: o.fmtp.clone().unwrap_or_default(),
+                passthrough: false,
             });
         }
     }
@@ -329,6 +433,29 @@ pub fn choose(preferences: &[VideoCodec], offered: &[OfferedCodec]) -> Result<Ch
         offered: describe_offered(offered),
         configured: preferences.to_vec(),
     })
+}
+
+/// Replaces the `a=fmtp:` line of `payload_type` in an SDP (the answer a WebRTC stack wrote
+/// copies the offer's parameters; a passthrough answer must announce the camera's level).
+/// Other lines and line endings are kept.
+pub fn replace_fmtp(sdp: &str, payload_type: u8, fmtp: &str) -> String {
+    let prefix = format!("a=fmtp:{payload_type} ");
+    sdp.split_inclusive('\n')
+        .map(|line| {
+            if line.starts_with(&prefix) {
+                let end = if line.ends_with("\r\n") {
+                    "\r\n"
+                } else if line.ends_with('\n') {
+                    "\n"
+                } else {
+                    ""
+                };
+                format!("{prefix}{fmtp}{end}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect()
 }
 
 /// Distinct codec names of the offer (without retransmission/FEC entries), with a note when
@@ -594,5 +721,85 @@ mod tests {
             );
         }
         assert_eq!(offered_opus("v=0\r\nm=video 9 RTP/AVP 96\r\n"), None);
+    }
+
+    fn pick_camera(sdp: &str, prefs: &[VideoCodec], camera: &str) -> Chosen {
+        let offered = offered_video_codecs(sdp).expect("offer parses");
+        choose_with_camera(prefs, &offered, ProfileLevelId::parse(camera)).expect("a codec")
+    }
+
+    #[test]
+    fn a_main_profile_camera_is_passed_through_to_chromium_with_its_level() {
+        // The simulated camera's SPS says 4d4c28 (Main, level 4.0); Chromium 156 offers Main
+        // as 4d001f (pt 116) with level-asymmetry-allowed=1.
+        let c = pick_camera(CHROMIUM, &[H264, Av1], "4d4c28");
+        assert!(c.passthrough);
+        assert_eq!((c.codec, c.payload_type), (H264, 116));
+        assert_eq!(
+            c.fmtp,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d0028"
+        );
+    }
+
+    #[test]
+    fn a_camera_profile_the_browser_cannot_take_falls_back_to_encoding() {
+        // Firefox offers only Baseline entries; Safari's High entry is Constrained High,
+        // which does not cover a High stream (B-frames); Chromium 156 offers no High at all.
+        for sdp in [FIREFOX, SAFARI, CHROMIUM] {
+            let c = pick_camera(sdp, &[H264, Av1], "640028");
+            assert!(!c.passthrough, "{c:?}");
+        }
+        let c = pick_camera(FIREFOX, &[H264, Av1], "4d4c28");
+        assert_eq!((c.codec, c.passthrough), (Av1, false));
+        // Not the first preference: no passthrough either.
+        let c = pick_camera(CHROMIUM, &[Av1, H264], "4d4c28");
+        assert_eq!((c.codec, c.passthrough), (Av1, false));
+        // No camera profile known (camera streams raw, or no SPS yet).
+        let offered = offered_video_codecs(CHROMIUM).expect("offer");
+        assert!(
+            !choose_with_camera(&[H264], &offered, None)
+                .expect("h264")
+                .passthrough
+        );
+    }
+
+    #[test]
+    fn a_constrained_baseline_camera_plays_everywhere_and_high_where_offered() {
+        // (The stored Firefox offer has no H.264: its OpenH264 plugin was never downloaded.)
+        for (sdp, pt) in [(CHROMIUM, 108), (SAFARI, 98)] {
+            let c = pick_camera(sdp, &[H264], "42c028");
+            assert!(c.passthrough, "{c:?}");
+            assert!(c.fmtp.contains("profile-level-id=42e028"), "{}", c.fmtp);
+            assert_eq!(c.payload_type, pt);
+        }
+        // Safari's Constrained High entry takes a Constrained High camera.
+        let c = pick_camera(SAFARI, &[H264], "640c28");
+        assert_eq!((c.payload_type, c.passthrough), (96, true));
+        assert!(c.fmtp.contains("profile-level-id=640c28"));
+        // Without level-asymmetry-allowed the offered level must cover the camera's.
+        let strict = section(
+            "96",
+            &[
+                "a=rtpmap:96 H264/90000",
+                "a=fmtp:96 packetization-mode=1;profile-level-id=4d001f",
+            ],
+        );
+        let offered = offered_video_codecs(&strict).expect("offer");
+        let camera = ProfileLevelId::parse("4d4c28");
+        assert!(choose_with_camera(&[H264, Av1], &offered, camera).is_err());
+        let camera = ProfileLevelId::parse("4d401e");
+        let c = choose_with_camera(&[H264], &offered, camera).expect("level 3.0 fits 3.1");
+        assert!(c.passthrough);
+        assert_eq!(c.fmtp, "packetization-mode=1;profile-level-id=4d001e");
+    }
+
+    #[test]
+    fn replace_fmtp_touches_only_that_payload_type() {
+        let sdp = "m=video 9 UDP/TLS/RTP/SAVPF 109 45\r\na=fmtp:109 packetization-mode=1;profile-level-id=4d001f\r\na=fmtp:45 x=1\r\n";
+        assert_eq!(
+            replace_fmtp(sdp, 109, "packetization-mode=1;profile-level-id=4d0028"),
+            "m=video 9 UDP/TLS/RTP/SAVPF 109 45\r\na=fmtp:109 packetization-mode=1;profile-level-id=4d0028\r\na=fmtp:45 x=1\r\n"
+        );
+        assert_eq!(replace_fmtp("a=fmtp:1090 y\n", 109, "z"), "a=fmtp:1090 y\n");
     }
 }

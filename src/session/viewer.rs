@@ -4,6 +4,7 @@
 //! carries out the [`Action`]s it returns. Nothing here touches a socket or a clock, so the
 //! whole conversation is tested in memory.
 
+use crate::encode::passthrough::ProfileLevelId;
 use crate::media::VideoCodec;
 use crate::peer::{AnswerPlan, PeerEvent};
 use crate::session::codec;
@@ -69,6 +70,9 @@ pub struct ViewerSession {
     preferences: Vec<VideoCodec>,
     audio_enabled: bool,
     max_message_bytes: usize,
+    /// The camera's H.264 profile when it can be passed through (see
+    /// [`ViewerSession::set_camera_h264`]).
+    camera_h264: Option<ProfileLevelId>,
     /// Remote candidates that arrived while the peer was being built.
     pending: Vec<Option<IceCandidate>>,
 }
@@ -85,8 +89,15 @@ impl ViewerSession {
             preferences,
             audio_enabled,
             max_message_bytes,
+            camera_h264: None,
             pending: Vec::new(),
         }
+    }
+
+    /// Tells the session what the camera's H.264 stream is now (`None`: no passthrough);
+    /// the next offer's codec choice uses it. The IO layer updates it before each message.
+    pub fn set_camera_h264(&mut self, profile: Option<ProfileLevelId>) {
+        self.camera_h264 = profile;
     }
 
     /// The current state.
@@ -150,7 +161,8 @@ impl ViewerSession {
             Ok(o) => o,
             Err(e) => return vec![error(ErrorCode::BadSdp, format!("bad offer: {e}"))],
         };
-        let chosen = match codec::choose(&self.preferences, &offered) {
+        let chosen = match codec::choose_with_camera(&self.preferences, &offered, self.camera_h264)
+        {
             Ok(c) => c,
             Err(e) => return vec![error(ErrorCode::NoCodec, e.to_string())],
         };
@@ -179,6 +191,7 @@ impl ViewerSession {
                 video_codec: chosen.codec,
                 video_payload_type: chosen.payload_type,
                 video_fmtp: chosen.fmtp,
+                video_passthrough: chosen.passthrough,
                 opus_payload_type: opus,
             },
         });

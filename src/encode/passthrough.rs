@@ -1,0 +1,339 @@
+//! Camera H.264 passthrough: the camera's access units go to viewers without re-encoding.
+//!
+//! What a browser needs that cameras do not always give:
+//! - **SPS and PPS before every IDR**, so a viewer can start at any keyframe. Many UVC
+//!   cameras send them once after STREAMON; [`H264Passthrough`] remembers the latest and
+//!   inserts them in front of each IDR that lacks them.
+//! - **A clean start**: after a gap (frames dropped on the way, a placeholder interlude, a
+//!   replugged camera) everything up to the next IDR is useless to a decoder; it is dropped
+//!   and [`Passed::want_keyframe`] asks for one.
+//! - **The real profile**: [`ProfileLevelId`] is read from the camera's SPS, so the SDP
+//!   answer announces what the camera actually sends.
+
+use bytes::Bytes;
+
+use crate::media::{CameraH264, EncodedFrame};
+
+/// NAL unit types (H.264 table 7-1) peercam looks at.
+const NAL_SLICE: u8 = 1;
+const NAL_IDR: u8 = 5;
+const NAL_SPS: u8 = 7;
+const NAL_PPS: u8 = 8;
+const NAL_AUD: u8 = 9;
+
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+
+/// The NAL units of an Annex B byte stream (3- or 4-byte start codes), without start codes.
+/// Bytes before the first start code are skipped; empty units are not returned.
+pub fn nal_units(data: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut units = Vec::with_capacity(starts.len());
+    for (n, &start) in starts.iter().enumerate() {
+        let mut end = starts.get(n + 1).map_or(data.len(), |next| next - 3);
+        // A 4-byte start code (or trailing_zero_8bits) leaves zeros before the next one.
+        while end > start && data[end - 1] == 0 && n + 1 < starts.len() {
+            end -= 1;
+        }
+        if end > start {
+            units.push(&data[start..end]);
+        }
+    }
+    units
+}
+
+/// The type of a NAL unit (low 5 bits of its first byte).
+pub fn nal_type(unit: &[u8]) -> u8 {
+    unit.first().map_or(0, |b| b & 0x1f)
+}
+
+/// RFC 6184 `profile-level-id`: profile_idc, the constraint-flags byte and level_idc, as the
+/// SPS carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileLevelId {
+    /// `profile_idc`: 66 Baseline, 77 Main, 100 High, ...
+    pub profile_idc: u8,
+    /// constraint_set0..5 flags and reserved bits (the "profile-iop" byte).
+    pub iop: u8,
+    /// `level_idc`: 31 = level 3.1, 40 = level 4.0, ...
+    pub level_idc: u8,
+}
+
+impl ProfileLevelId {
+    /// From an SPS NAL unit (header byte first); `None` if it is too short or not an SPS.
+    pub fn from_sps(sps: &[u8]) -> Option<ProfileLevelId> {
+        if nal_type(sps) != NAL_SPS || sps.len() < 4 {
+            return None;
+        }
+        Some(ProfileLevelId {
+            profile_idc: sps[1],
+            iop: sps[2],
+            level_idc: sps[3],
+        })
+    }
+
+    /// Parses the six hex digits of an fmtp `profile-level-id`.
+    pub fn parse(hex: &str) -> Option<ProfileLevelId> {
+        if hex.len() != 6 {
+            return None;
+        }
+        let value = u32::from_str_radix(hex, 16).ok()?;
+        let [_, profile_idc, iop, level_idc] = value.to_be_bytes();
+        Some(ProfileLevelId {
+            profile_idc,
+            iop,
+            level_idc,
+        })
+    }
+
+    /// The six lower-case hex digits, e.g. `640028`.
+    pub fn hex(self) -> String {
+        format!(
+            "{:02x}{:02x}{:02x}",
+            self.profile_idc, self.iop, self.level_idc
+        )
+    }
+}
+
+impl std::fmt::Display for ProfileLevelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+/// The result of passing one camera access unit.
+#[derive(Debug, Default)]
+pub struct Passed {
+    /// What to send viewers; `None` while waiting for an IDR.
+    pub frame: Option<EncodedFrame>,
+    /// The stream is unusable until the next IDR: ask the camera for one.
+    pub want_keyframe: bool,
+}
+
+/// Turns the camera's access units into ones a joining browser can decode (see the module
+/// documentation). One per passthrough output; not thread-safe by design.
+#[derive(Debug, Default)]
+pub struct H264Passthrough {
+    sps: Option<Bytes>,
+    pps: Option<Bytes>,
+    profile: Option<ProfileLevelId>,
+    last_sequence: Option<u64>,
+    /// True until an IDR with known SPS/PPS has been sent (at start and after every gap).
+    waiting: bool,
+    started: bool,
+}
+
+impl H264Passthrough {
+    /// A passthrough that waits for the first IDR.
+    pub fn new() -> Self {
+        H264Passthrough::default()
+    }
+
+    /// The profile and level of the latest SPS seen.
+    pub fn profile(&self) -> Option<ProfileLevelId> {
+        self.profile
+    }
+
+    /// Forget the stream position: the next frame must be an IDR (after a placeholder
+    /// interlude or a camera change).
+    pub fn restart(&mut self) {
+        self.last_sequence = None;
+        self.started = false;
+    }
+
+    /// Passes one access unit: remembers SPS/PPS, drops frames until a decodable IDR after
+    /// a start or a gap in `frame.sequence`, and puts SPS/PPS in front of every IDR.
+    pub fn push(&mut self, frame: &CameraH264) -> Passed {
+        let gap = match self.last_sequence {
+            Some(last) => frame.sequence != last.wrapping_add(1),
+            None => true,
+        };
+        self.last_sequence = Some(frame.sequence);
+        if gap || !self.started {
+            self.waiting = true;
+            self.started = true;
+        }
+        let units = nal_units(&frame.data);
+        let mut has_sps = false;
+        let mut has_pps = false;
+        let mut idr = false;
+        let mut slices = false;
+        for unit in &units {
+            match nal_type(unit) {
+                NAL_SPS => {
+                    has_sps = true;
+                    self.sps = Some(Bytes::copy_from_slice(unit));
+                    self.profile = ProfileLevelId::from_sps(unit).or(self.profile);
+                }
+                NAL_PPS => {
+                    has_pps = true;
+                    self.pps = Some(Bytes::copy_from_slice(unit));
+                }
+                NAL_IDR => idr = true,
+                NAL_SLICE => slices = true,
+                _ => {}
+            }
+        }
+        if !idr && !slices {
+            // Parameter sets or SEI only: remembered, nothing to show.
+            return Passed {
+                frame: None,
+                want_keyframe: self.waiting,
+            };
+        }
+        if self.waiting && !idr {
+            return Passed {
+                frame: None,
+                want_keyframe: true,
+            };
+        }
+        let (Some(sps), Some(pps)) = (self.sps.clone(), self.pps.clone()) else {
+            // An IDR without any parameter sets seen yet: undecodable.
+            return Passed {
+                frame: None,
+                want_keyframe: true,
+            };
+        };
+        let mut out = Vec::with_capacity(frame.data.len() + sps.len() + pps.len() + 16);
+        if idr {
+            if !has_sps {
+                out.extend_from_slice(&START_CODE);
+                out.extend_from_slice(&sps);
+            }
+            if !has_pps {
+                out.extend_from_slice(&START_CODE);
+                out.extend_from_slice(&pps);
+            }
+            self.waiting = false;
+        }
+        for unit in units.iter().filter(|u| nal_type(u) != NAL_AUD) {
+            out.extend_from_slice(&START_CODE);
+            out.extend_from_slice(unit);
+        }
+        Passed {
+            frame: Some(EncodedFrame {
+                data: Bytes::from(out),
+                keyframe: idr,
+                capture_instant: frame.capture_instant,
+            }),
+            want_keyframe: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    const SPS: &[u8] = &[0x67, 0x64, 0x00, 0x28, 0xac, 0xd9];
+    const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb];
+    const IDR: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x21];
+    const P: &[u8] = &[0x41, 0x9a, 0x02, 0x03];
+    const AUD: &[u8] = &[0x09, 0xf0];
+
+    fn annex_b(units: &[&[u8]], three_byte: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for u in units {
+            if three_byte {
+                out.extend_from_slice(&[0, 0, 1]);
+            } else {
+                out.extend_from_slice(&START_CODE);
+            }
+            out.extend_from_slice(u);
+        }
+        out
+    }
+
+    fn au(sequence: u64, units: &[&[u8]]) -> CameraH264 {
+        CameraH264 {
+            width: 640,
+            height: 480,
+            data: Bytes::from(annex_b(units, sequence.is_multiple_of(2))),
+            capture_instant: Instant::now(),
+            sequence,
+        }
+    }
+
+    #[test]
+    fn splits_three_and_four_byte_start_codes() {
+        let mut data = vec![0xff]; // junk before the first start code is skipped
+        data.extend(annex_b(&[SPS, PPS], false));
+        data.extend(annex_b(&[IDR], true));
+        assert_eq!(nal_units(&data), vec![SPS, PPS, IDR]);
+        assert!(nal_units(&[0, 0, 0, 0]).is_empty());
+        assert!(nal_units(&[]).is_empty());
+    }
+
+    #[test]
+    fn profile_level_id_comes_from_the_sps() {
+        let plid = ProfileLevelId::from_sps(SPS).expect("sps");
+        assert_eq!(plid.hex(), "640028");
+        assert_eq!(ProfileLevelId::parse("640028"), Some(plid));
+        assert_eq!(ProfileLevelId::from_sps(PPS), None);
+        assert_eq!(ProfileLevelId::parse("64002"), None);
+        assert_eq!(ProfileLevelId::parse("zz0028"), None);
+    }
+
+    #[test]
+    fn sps_pps_are_inserted_before_every_idr_that_lacks_them() {
+        let mut p = H264Passthrough::new();
+        let first = p
+            .push(&au(0, &[AUD, SPS, PPS, IDR]))
+            .frame
+            .expect("first IDR");
+        assert!(first.keyframe);
+        assert_eq!(nal_units(&first.data), vec![SPS, PPS, IDR], "AUD dropped");
+        let delta = p.push(&au(1, &[P])).frame.expect("P frame");
+        assert!(!delta.keyframe);
+        assert_eq!(nal_units(&delta.data), vec![P]);
+        // The camera's next IDR comes without parameter sets: they are added.
+        let second = p.push(&au(2, &[IDR])).frame.expect("second IDR");
+        assert!(second.keyframe);
+        assert_eq!(nal_units(&second.data), vec![SPS, PPS, IDR]);
+        assert_eq!(
+            p.profile().map(ProfileLevelId::hex).as_deref(),
+            Some("640028")
+        );
+    }
+
+    #[test]
+    fn waits_for_an_idr_at_start_and_after_a_gap() {
+        let mut p = H264Passthrough::new();
+        // Parameter sets alone: remembered, nothing sent yet.
+        let r = p.push(&au(0, &[SPS, PPS]));
+        assert!(r.frame.is_none() && r.want_keyframe);
+        // A P frame before any IDR is useless.
+        let r = p.push(&au(1, &[P]));
+        assert!(r.frame.is_none() && r.want_keyframe);
+        // An IDR without in-band parameter sets is completed from the remembered ones.
+        let idr = p.push(&au(2, &[IDR])).frame.expect("idr");
+        assert_eq!(nal_units(&idr.data), vec![SPS, PPS, IDR]);
+        assert!(p.push(&au(3, &[P])).frame.is_some());
+        // Frame 4 was dropped on the way: 5 cannot be decoded.
+        let r = p.push(&au(5, &[P]));
+        assert!(r.frame.is_none() && r.want_keyframe);
+        assert!(p.push(&au(6, &[IDR])).frame.expect("idr").keyframe);
+        assert!(p.push(&au(7, &[P])).frame.is_some());
+        // After a restart (placeholder interlude) the next P frame waits too.
+        p.restart();
+        assert!(p.push(&au(8, &[P])).frame.is_none());
+    }
+
+    #[test]
+    fn an_idr_without_any_parameter_sets_is_not_sent() {
+        let mut p = H264Passthrough::new();
+        let r = p.push(&au(0, &[IDR]));
+        assert!(r.frame.is_none() && r.want_keyframe);
+        assert!(p.profile().is_none());
+    }
+}

@@ -359,7 +359,7 @@
   /** Picks the numbers the page shows out of an RTCStatsReport. */
   function summarize(report) {
     const s = {
-      framesDecoded: 0, frameWidth: 0, frameHeight: 0, fps: null, codec: null,
+      framesDecoded: 0, frameWidth: 0, frameHeight: 0, fps: null, codec: null, videoFmtp: null,
       audioCodec: null, audioSamples: 0, audioEnergy: 0, audioLevel: null,
       bytesReceived: 0, bitrateKbps: null, rttMs: null,
     };
@@ -373,6 +373,8 @@
         s.fps = r.framesPerSecond === undefined ? null : r.framesPerSecond;
         s.bytesReceived += r.bytesReceived || 0;
         s.codec = codecOf(report, r);
+        const codec = r.codecId && report.get(r.codecId);
+        s.videoFmtp = (codec && codec.sdpFmtpLine) || null;
       } else if (r.type === 'inbound-rtp' && r.kind === 'audio') {
         s.audioSamples = r.totalSamplesReceived || 0;
         s.audioEnergy = r.totalAudioEnergy || 0;

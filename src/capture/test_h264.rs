@@ -49,7 +49,7 @@ impl TestH264Camera {
             .rate_control_mode(RateControlMode::Bitrate)
             .bitrate(BitRate::from_bps(BITRATE_BPS))
             .max_frame_rate(FrameRate::from_hz(fps as f32))
-            .skip_frames(false)
+            .skip_frames(true)
             .complexity(Complexity::Low)
             .intra_frame_period(IntraFramePeriod::from_num_frames(
                 keyframe_interval_s.saturating_mul(fps),

@@ -12,8 +12,8 @@
 //!
 //! Nothing here assumes that reads are paced in real time (the ALSA `file` plugin used by the
 //! tests returns seconds of audio at once): chunking only counts samples. Capture instants come
-//! from the monotonic clock minus the audio still buffered (in ALSA and here), smoothed so that
-//! consecutive chunks are 20 ms apart while the device keeps time.
+//! from the monotonic clock minus the audio still buffered (in ALSA and here), held exactly
+//! 20 ms apart while the device keeps time (see [`ChunkClock`]).
 
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -126,8 +126,19 @@ impl AlsaSource {
         let channels = channels.clamp(1, 2);
         let c_name = CString::new(device)
             .map_err(|_| stopped(device, "the device name contains a NUL byte".into()))?;
-        let pcm = PCM::open(&c_name, Direction::Capture, false)
-            .map_err(|e| stopped(device, open_failure(device, &e)))?;
+        // alsa-lib prints its own messages to stderr (every retry while a microphone is
+        // gone); collect them on this thread instead and put them into our one error line.
+        let lib_messages = alsa::Output::local_error_handler().ok();
+        let pcm = PCM::open(&c_name, Direction::Capture, false).map_err(|e| {
+            let detail = lib_messages
+                .as_ref()
+                .map(|m| m.borrow().to_string())
+                .and_then(|text| text.lines().next().map(|l| l.trim().to_owned()))
+                .filter(|l| !l.is_empty())
+                .map(|l| format!(" (alsa-lib: {l})"))
+                .unwrap_or_default();
+            stopped(device, format!("{}{detail}", open_failure(device, &e)))
+        })?;
         let config = configure(&pcm, device, channels)?;
         pcm.prepare()
             .map_err(|e| stopped(device, format!("cannot prepare capture: {}", describe(&e))))?;
@@ -399,8 +410,13 @@ fn frames_duration(frames: u64, rate: u32) -> Duration {
 }
 
 /// Gives chunks capture instants exactly 20 ms apart while measurements agree (within
-/// [`RESYNC_THRESHOLD`]), nudged towards the measurement to follow clock drift; jumps to the
-/// measurement otherwise. Never goes backwards.
+/// [`RESYNC_THRESHOLD`]); jumps to the measurement otherwise (lost audio, or clock drift that
+/// has added up to more than the threshold). Never goes backwards.
+///
+/// No smoothing towards the measurement: RTP timestamps come from these instants, and an Opus
+/// packet whose timestamp is not exactly 960 after the previous one overlaps it (browsers
+/// discard it) or leaves a gap (they conceal it), so even a few samples of nudging on every
+/// chunk cost about half the packets.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkClock {
     /// Instant of the previous chunk.
@@ -414,20 +430,12 @@ impl ChunkClock {
         let stamped = match self.last {
             Some(last) if !self.resync => {
                 let predicted = last + CHUNK;
-                if measured >= predicted {
-                    let ahead = measured - predicted;
-                    if ahead > RESYNC_THRESHOLD {
-                        measured
-                    } else {
-                        predicted + ahead / 32
-                    }
+                if measured > predicted + RESYNC_THRESHOLD {
+                    measured
+                } else if measured + RESYNC_THRESHOLD < predicted {
+                    measured.max(last)
                 } else {
-                    let behind = predicted - measured;
-                    if behind > RESYNC_THRESHOLD {
-                        measured.max(last)
-                    } else {
-                        predicted - behind / 32
-                    }
+                    predicted
                 }
             }
             Some(last) => measured.max(last),

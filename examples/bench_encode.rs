@@ -50,7 +50,7 @@ fn frames(width: u32, height: u32, count: u64) -> (Vec<RawFrame>, Vec<Duration>)
                 width,
                 height,
                 format: PixelFormat::I420,
-                data,
+                data: data.into(),
                 capture_instant: base + Duration::from_millis(n * 1000 / u64::from(FPS)),
                 sequence: n,
             }

@@ -66,8 +66,14 @@ fn main() {
                 pictures += 1;
             }
         }
-        assert!(pictures + 1 >= stream.len(), "decoded {pictures} of {}", stream.len());
+        assert!(
+            pictures + 1 >= stream.len(),
+            "decoded {pictures} of {}",
+            stream.len()
+        );
         let (p50, p95, mean) = stats(&times);
-        println!("| decode to I420 (openh264) | {w}x{h} | {bytes} | {p50:.3} | {p95:.3} | {mean:.3} |");
+        println!(
+            "| decode to I420 (openh264) | {w}x{h} | {bytes} | {p50:.3} | {p95:.3} | {mean:.3} |"
+        );
     }
 }

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::pipeline::pool::FrameBuffer;
+
 /// Audio sample rate used everywhere in peercam (Opus' native rate).
 pub const AUDIO_RATE: u32 = 48_000;
 /// Audio frame length: 20 ms, Opus' default frame size.
@@ -29,8 +31,9 @@ pub struct RawFrame {
     pub height: u32,
     /// Pixel layout of `data`.
     pub format: PixelFormat,
-    /// Tightly packed planes (no row padding): Y (w*h), U (w/2*h/2), V (w/2*h/2).
-    pub data: Vec<u8>,
+    /// Tightly packed planes (no row padding): Y (w*h), U (w/2*h/2), V (w/2*h/2); from a
+    /// [`BufferPool`](crate::pipeline::pool::BufferPool) when the source captures steadily.
+    pub data: FrameBuffer,
     /// When the frame was captured (monotonic clock).
     pub capture_instant: Instant,
     /// Frame number from the source, starting at 0.

@@ -2,9 +2,11 @@
 //! large letters, drawn straight into I420. It goes through the same encoder as camera frames,
 //! so nobody has to dial again when the camera returns.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::media::{PixelFormat, RawFrame};
+use crate::pipeline::pool::BufferPool;
 
 /// 5x7 bitmaps (one byte per row, low 5 bits, MSB = leftmost) of the letters we need.
 fn glyph(c: char) -> [u8; 7] {
@@ -49,13 +51,20 @@ impl Placeholder {
         }
     }
 
-    /// A frame captured "now", numbered `sequence`.
-    pub fn frame(&self, sequence: u64, capture_instant: Instant) -> RawFrame {
+    /// A frame captured "now", numbered `sequence`, in a buffer from `pool`.
+    pub fn frame(
+        &self,
+        pool: &Arc<BufferPool>,
+        sequence: u64,
+        capture_instant: Instant,
+    ) -> RawFrame {
+        let mut data = pool.take(self.picture.len());
+        data.copy_from_slice(&self.picture);
         RawFrame {
             width: self.width,
             height: self.height,
             format: PixelFormat::I420,
-            data: self.picture.clone(),
+            data,
             capture_instant,
             sequence,
         }
@@ -106,7 +115,7 @@ mod tests {
     fn placeholder_has_text_on_a_dark_background() {
         for (w, h) in [(320, 240), (640, 480), (1280, 720)] {
             let p = Placeholder::new(w, h);
-            let f = p.frame(7, Instant::now());
+            let f = p.frame(&BufferPool::new(1), 7, Instant::now());
             assert_eq!(f.data.len(), RawFrame::i420_len(w, h));
             assert_eq!((f.width, f.height, f.sequence), (w, h, 7));
             let (y, u, v) = f.planes();

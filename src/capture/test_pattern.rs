@@ -320,7 +320,7 @@ impl TestPattern {
             width: self.width,
             height: self.height,
             format: PixelFormat::I420,
-            data: self.render(sequence, wall),
+            data: self.render(sequence, wall).into(),
             capture_instant,
             sequence,
         })

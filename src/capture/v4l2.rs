@@ -8,6 +8,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -23,6 +24,7 @@ use super::formats::{self, CameraMode, Capabilities, FourCc, Request};
 use super::placeholder::Placeholder;
 use super::{CaptureError, VideoSource};
 use crate::media::{CameraH264, PixelFormat, RawFrame, VideoFrame};
+use crate::pipeline::pool::BufferPool;
 
 /// Buffers queued to the driver (more absorbs scheduling jitter; each costs a frame of memory).
 pub const BUFFER_COUNT: u32 = 4;
@@ -38,6 +40,9 @@ const CID_H264_I_PERIOD: u32 = 0x0099_0900 + 358;
 const CID_GOP_SIZE: u32 = 0x0099_0900 + 203;
 /// `V4L2_CID_MPEG_VIDEO_REPEAT_SEQ_HEADER`: SPS/PPS before every IDR.
 const CID_REPEAT_SEQ_HEADER: u32 = 0x0099_0900 + 226;
+/// Spare picture buffers kept: a frame is held by at most every output queue (4 deep) and
+/// the encoders; more than this in flight are allocated and freed.
+const FRAME_POOL_SPARE: usize = 8;
 /// Most frame sizes listed per format for stepwise-size cameras.
 const MAX_STEPWISE_SIZES: usize = 32;
 
@@ -192,6 +197,8 @@ struct Camera {
     mjpeg: convert::MjpegDecoder,
     /// Monotonic-clock offset: `Instant` at the moment the kernel clock read `base_mono`.
     clock: MonotonicClock,
+    /// Where converted pictures go (shared with the placeholder; buffers come back).
+    pool: Arc<BufferPool>,
 }
 
 /// Why a read failed.
@@ -203,7 +210,7 @@ enum ReadError {
 }
 
 impl Camera {
-    fn open(path: &Path, request: &Request) -> Result<Camera, String> {
+    fn open(path: &Path, request: &Request, pool: Arc<BufferPool>) -> Result<Camera, String> {
         let caps = probe(path)?;
         let chosen = formats::choose_mode(&caps, request).map_err(|e| e.to_string())?;
         let fourcc = v4l_fourcc(&chosen.fourcc)
@@ -267,6 +274,7 @@ impl Camera {
             stride: set.stride as usize,
             mjpeg: convert::MjpegDecoder::default(),
             clock: MonotonicClock::new(),
+            pool,
         })
     }
 
@@ -295,7 +303,7 @@ impl Camera {
                 sequence,
             }));
         }
-        let mut out = vec![0u8; RawFrame::i420_len(w, h)];
+        let mut out = self.pool.take(RawFrame::i420_len(w, h));
         let converted = match self.fourcc {
             FourCc::Yuyv => convert::yuyv_to_i420(data, self.stride, w, h, &mut out),
             FourCc::Nv12 => convert::nv12_to_i420(data, self.stride, w, h, &mut out),
@@ -444,6 +452,8 @@ pub struct V4l2Source {
     bad_frames: u64,
     /// The error of the current outage, logged once.
     outage: Option<String>,
+    /// Picture buffers for camera and placeholder frames, reused once the encoders are done.
+    pool: Arc<BufferPool>,
 }
 
 impl V4l2Source {
@@ -462,6 +472,7 @@ impl V4l2Source {
             sequence: 0,
             bad_frames: 0,
             outage: None,
+            pool: BufferPool::new(FRAME_POOL_SPARE),
         };
         source.try_open(now);
         source
@@ -474,7 +485,7 @@ impl V4l2Source {
 
     fn try_open(&mut self, now: Instant) {
         self.next_retry = now + RETRY_INTERVAL;
-        match Camera::open(&self.path, &self.request) {
+        match Camera::open(&self.path, &self.request, self.pool.clone()) {
             Ok(camera) => {
                 if self.outage.take().is_some() {
                     info!("camera {} is back", self.path.display());
@@ -559,7 +570,7 @@ impl VideoSource for V4l2Source {
             }
             let now = Instant::now();
             self.next_placeholder = (due + self.frame_interval).max(now);
-            let frame = self.placeholder.frame(self.sequence, now);
+            let frame = self.placeholder.frame(&self.pool, self.sequence, now);
             self.sequence += 1;
             return Ok(VideoFrame::Raw(frame));
         }
@@ -597,6 +608,13 @@ mod tests {
         assert!(took < Duration::from_secs(2), "took {took:?}");
         assert!(frames.iter().all(|f| (f.width, f.height) == (320, 240)));
         assert_eq!(frames[9].sequence, 9);
+        // Steady state allocates nothing: dropped frames give their buffers back.
+        drop(frames);
+        let before = s.pool.allocations();
+        for _ in 0..10 {
+            drop(s.next_frame().expect("frame"));
+        }
+        assert_eq!(s.pool.allocations(), before);
         assert!(s
             .outage
             .as_deref()

@@ -262,7 +262,7 @@ mod tests {
                 width: 320,
                 height: 240,
                 format: PixelFormat::I420,
-                data: pattern.render(n, n as u32),
+                data: pattern.render(n, n as u32).into(),
                 capture_instant: base + Duration::from_millis(n * 1000 / 30),
                 sequence: n,
             })

@@ -270,7 +270,7 @@ mod tests {
                 width,
                 height,
                 format: PixelFormat::I420,
-                data: pattern.render(n, n as u32 * 33),
+                data: pattern.render(n, n as u32 * 33).into(),
                 capture_instant: base + Duration::from_millis(n * 1000 / 30),
                 sequence: n,
             })

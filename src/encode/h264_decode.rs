@@ -104,7 +104,7 @@ impl H264Decoder {
             width: w as u32,
             height: h as u32,
             format: PixelFormat::I420,
-            data,
+            data: data.into(),
             capture_instant: frame.capture_instant,
             sequence: frame.sequence,
         }))

@@ -20,3 +20,6 @@ cargo test --locked --all-targets
 step "browser tests (headless Chromium and Firefox)"
 cargo build --locked --bin peercam
 PEERCAM_BIN="$PWD/target/debug/peercam" tests/browser/run.sh
+
+step "real kernel: V4L2 capture in a qemu VM"
+tests/vm/run.sh --binary "$PWD/target/debug/peercam"

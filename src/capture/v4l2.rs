@@ -201,6 +201,13 @@ struct Camera {
     pool: Arc<BufferPool>,
 }
 
+/// The mode a camera was last opened in, tried first when it comes back.
+#[derive(Debug, Clone)]
+struct KnownMode {
+    card: String,
+    chosen: formats::Chosen,
+}
+
 /// Why a read failed.
 enum ReadError {
     /// One bad frame (corrupt JPEG, short buffer); the camera is fine.
@@ -210,9 +217,23 @@ enum ReadError {
 }
 
 impl Camera {
-    fn open(path: &Path, request: &Request, pool: Arc<BufferPool>) -> Result<Camera, String> {
-        let caps = probe(path)?;
-        let chosen = formats::choose_mode(&caps, request).map_err(|e| e.to_string())?;
+    /// Opens `path` in the mode [`formats::choose_mode`] picks, or straight in `known` (the
+    /// mode it picked last time, with the card name) to skip enumerating every format, size
+    /// and rate again when a camera comes back (thousands of ioctls on some drivers).
+    fn open(
+        path: &Path,
+        request: &Request,
+        pool: Arc<BufferPool>,
+        known: Option<&KnownMode>,
+    ) -> Result<(Camera, KnownMode), String> {
+        let (card, chosen) = match known {
+            Some(k) => (k.card.clone(), k.chosen.clone()),
+            None => {
+                let caps = probe(path)?;
+                let chosen = formats::choose_mode(&caps, request).map_err(|e| e.to_string())?;
+                (caps.card, chosen)
+            }
+        };
         let fourcc = v4l_fourcc(&chosen.fourcc)
             .ok_or_else(|| format!("{}: cannot capture {:?}", path.display(), chosen.fourcc))?;
         let dev = Device::with_path(path).map_err(|e| open_error(path, &e))?;
@@ -249,12 +270,12 @@ impl Camera {
             },
         )?;
         stream.set_timeout(FRAME_TIMEOUT);
-        let keyframe_control = chosen.fourcc == FourCc::H264
-            && setup_h264_controls(&dev, path, &caps.card, request, fps);
+        let keyframe_control =
+            chosen.fourcc == FourCc::H264 && setup_h264_controls(&dev, path, &card, request, fps);
         info!(
             "camera {} ({}): asked {}x{}@{}, picked {:?} {}x{}@{} ({})",
             path.display(),
-            caps.card,
+            card,
             request.width,
             request.height,
             request.fps,
@@ -264,18 +285,19 @@ impl Camera {
             chosen.fps,
             chosen.reason
         );
-        Ok(Camera {
+        let camera = Camera {
             dev,
             keyframe_control,
             stream,
-            fourcc: chosen.fourcc,
+            fourcc: chosen.fourcc.clone(),
             width: set.width,
             height: set.height,
             stride: set.stride as usize,
             mjpeg: convert::MjpegDecoder::default(),
             clock: MonotonicClock::new(),
             pool,
-        })
+        };
+        Ok((camera, KnownMode { card, chosen }))
     }
 
     fn read(&mut self, sequence: u64) -> Result<VideoFrame, ReadError> {
@@ -454,6 +476,11 @@ pub struct V4l2Source {
     outage: Option<String>,
     /// Picture buffers for camera and placeholder frames, reused once the encoders are done.
     pool: Arc<BufferPool>,
+    /// The mode of the last successful open (reopened directly after an unplug).
+    known: Option<KnownMode>,
+    /// Whether the device node existed at the last failed open: a node that appears is
+    /// opened at once instead of at the next [`RETRY_INTERVAL`].
+    node_present: bool,
 }
 
 impl V4l2Source {
@@ -473,6 +500,8 @@ impl V4l2Source {
             bad_frames: 0,
             outage: None,
             pool: BufferPool::new(FRAME_POOL_SPARE),
+            known: None,
+            node_present: false,
         };
         source.try_open(now);
         source
@@ -485,8 +514,23 @@ impl V4l2Source {
 
     fn try_open(&mut self, now: Instant) {
         self.next_retry = now + RETRY_INTERVAL;
-        match Camera::open(&self.path, &self.request, self.pool.clone()) {
-            Ok(camera) => {
+        let opened = match Camera::open(
+            &self.path,
+            &self.request,
+            self.pool.clone(),
+            self.known.as_ref(),
+        ) {
+            // The device is there but the remembered mode did not work (another camera, or a
+            // changed one): pick anew. A missing node keeps the mode for the replug.
+            Err(_) if self.known.is_some() && self.path.exists() => {
+                self.known = None;
+                Camera::open(&self.path, &self.request, self.pool.clone(), None)
+            }
+            other => other,
+        };
+        match opened {
+            Ok((camera, known)) => {
+                self.known = Some(known);
                 if self.outage.take().is_some() {
                     info!("camera {} is back", self.path.display());
                 }
@@ -496,7 +540,10 @@ impl V4l2Source {
                 }
                 self.camera = Some(camera);
             }
-            Err(e) => self.lose(e),
+            Err(e) => {
+                self.node_present = self.path.exists();
+                self.lose(e);
+            }
         }
     }
 
@@ -556,7 +603,10 @@ impl VideoSource for V4l2Source {
                 }
             }
             let now = Instant::now();
-            if now >= self.next_retry {
+            // A stat per placeholder frame: a replugged camera is opened as soon as its node
+            // appears, not up to RETRY_INTERVAL later.
+            let appeared = !self.node_present && self.path.exists();
+            if now >= self.next_retry || appeared {
                 self.try_open(now);
                 if self.camera.is_some() {
                     continue;

@@ -35,8 +35,12 @@ export function freePort() {
   });
 }
 
-/** A config with the test pattern and tone, loopback only. `video`/`limits`: extra TOML lines. */
-export function testConfig({ port, video = '', limits = '' }) {
+/**
+ * A config with the test pattern and tone, loopback only. `video`/`audio`/`limits`: extra TOML
+ * lines; `audio` lines that set `source` replace the test tone.
+ */
+export function testConfig({ port, video = '', audio = '', limits = '' }) {
+  const audioSource = /^\s*source\s*=/m.test(audio) ? '' : 'source = "test"';
   return `
 [server]
 listen = "127.0.0.1:${port}"
@@ -49,7 +53,8 @@ fps = 30
 ${video}
 
 [audio]
-source = "test"
+${audioSource}
+${audio}
 
 [webrtc]
 ip_addresses = ["127.0.0.1"]
@@ -64,20 +69,21 @@ ${limits}
 
 /**
  * Starts the daemon and waits until GET / answers. `limits` lines override max_viewers when
- * they set it (TOML forbids a key twice, so it is replaced, not appended).
+ * they set it (TOML forbids a key twice, so it is replaced, not appended). `env`: extra
+ * environment variables for the daemon (e.g. ALSA_CONFIG_PATH).
  */
-export async function startDaemon({ video = '', limits = '' } = {}) {
+export async function startDaemon({ video = '', audio = '', limits = '', env = {} } = {}) {
   if (!existsSync(peercamBin)) {
     throw new Error(`peercam binary not found at ${peercamBin}: run \`cargo build\` or set PEERCAM_BIN`);
   }
   const port = await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'peercam-browser-'));
   const configPath = path.join(dir, 'peercam.toml');
-  let config = testConfig({ port, video, limits });
+  let config = testConfig({ port, video, audio, limits });
   if (/^\s*max_viewers\s*=/m.test(limits)) config = config.replace('max_viewers = 8\n', '');
   writeFileSync(configPath, config);
   const child = spawn(peercamBin, ['--config', configPath, '--listen', `127.0.0.1:${port}`], {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', JOURNAL_STREAM: '' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', JOURNAL_STREAM: '', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const log = [];

@@ -5,10 +5,14 @@
 #   /host/ctl/disconnect  press vivid's "Disconnect" button: open handles get ENODEV (what a
 #                         yanked USB camera does); vivid re-registers the node as soon as the
 #                         LAST handle closes, so a reopen right after closing succeeds
-#   /host/ctl/unplug      Disconnect, then rmmod vivid (retried for 10 s while peercam still
-#                         holds the device): /dev/video0 is gone until replug
-#   /host/ctl/replug      modprobe vivid and configure it again: /dev/video0 comes back
-# Each command's output goes to /host/ctl/NAME.out, then /host/ctl/NAME.done appears.
+#   /host/ctl/unplug      a real unplug: delete the /dev/video0 node (a USB unplug removes it;
+#                         vivid's Disconnect leaves it), press Disconnect through a private node,
+#                         then rmmod vivid (retried for 10 s until peercam lets go of its handle)
+#   /host/ctl/replug      modprobe vivid: /dev/video0 comes back (peercam configures it)
+# Each command writes /host/ctl/NAME.effect the moment it takes effect (Disconnect pressed;
+# /dev/video0 back), holding "T0 T1": the guest uptime (s) just before and just after the
+# step, and NAME.clock + NAME.dmesg (see effect() below); then its output goes to
+# /host/ctl/NAME.out and /host/ctl/NAME.done appears.
 # Settings come from /host/vm.env (written by run.sh). Exit status: 0 unless setup failed.
 set -u
 . /host/vm.env
@@ -19,12 +23,31 @@ CTL=/host/ctl
 say() { echo "guest: $*"; }
 
 configure_camera() {
-    v4l2-ctl -d /dev/video0 --set-fmt-video=width=640,height=480,pixelformat=YUYV --set-parm=25
+    v4l2-ctl -d /dev/video0 --set-fmt-video=width=640,height=480,pixelformat=YUYV --set-parm=$FPS
 }
 
 wait_for_video0() {
     i=0
-    while [ ! -e /dev/video0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    while [ ! -e /dev/video0 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+}
+
+# Guest uptime in s (10 ms resolution). `read` is a shell builtin: no fork, so the stamp is
+# taken right after the step it follows.
+uptime_now() { read -r UP _ </proc/uptime; }
+
+# Marks the moment command $1 took effect. First a line in the kernel log (same clock as
+# vivid's own "disconnect" / "registered as video0" lines, µs), then NAME.effect ("T0 T1":
+# uptime before and after the step), both from shell builtins, so the host sees the file
+# within a ms or two of the kernel-log mark. Then, not time-critical: NAME.clock, the wall
+# clock ("SEC USEC") read between two more kernel-log lines, so the host can place the daemon
+# log's wall-clock times, and NAME.dmesg, the kernel log lines the host needs.
+effect() {
+    echo "peercam-vm: $1 marker" >/dev/kmsg
+    echo "$T0 $UP" >"$CTL/$1.effect"
+    echo "peercam-vm: $1 clock-before" >/dev/kmsg
+    adjtimex | sed -n 's/^ *time\.tv_[a-z]*: *//p' | tr '\n' ' ' >"$CTL/$1.clock"
+    echo "peercam-vm: $1 clock-after" >/dev/kmsg
+    dmesg | grep -E 'vivid|peercam-vm' | tail -n 12 >"$CTL/$1.dmesg"
 }
 
 modprobe vivid node_types=0x1 || { say "modprobe vivid failed"; exit 10; }
@@ -41,14 +64,15 @@ echo "---- arecord -l"
 arecord -l | grep '^card'
 echo "----"
 
-# V4L2 capture is in the binary once `peercam --list-devices` exists and succeeds.
+# The camera must be usable: `peercam --list-devices` lists it (else the host test fails).
 if "$PEERCAM" --list-devices >/tmp/list-devices.txt 2>&1; then
     SOURCE=/dev/video0
     say "peercam --list-devices:"
     cat /tmp/list-devices.txt
 else
     SOURCE=test
-    say "V4L2 capture not in this binary yet: testing with the test pattern"
+    say "peercam --list-devices failed (the host test will fail); running the test pattern:"
+    cat /tmp/list-devices.txt
 fi
 echo "$SOURCE" >/host/source.txt
 
@@ -60,7 +84,7 @@ listen = "0.0.0.0:7000"
 source = "$SOURCE"
 width = 640
 height = 480
-fps = 25
+fps = $FPS
 codecs = ["h264"]
 
 [audio]
@@ -83,27 +107,44 @@ say "peercam started (pid $PID, source $SOURCE, uptime $(cut -d" " -f1 /proc/upt
 run_ctl() {
     case $1 in
     disconnect)
+        uptime_now && T0=$UP
         v4l2-ctl -d /dev/video0 --set-ctrl=disconnect=1
-        echo "set-ctrl disconnect=1 rc=$?"
+        rc=$?
+        uptime_now && effect disconnect
+        echo "set-ctrl disconnect=1 rc=$rc"
         sleep 0.3
         dmesg | grep vivid | tail -n 2
         ;;
     unplug)
-        v4l2-ctl -d /dev/video0 --set-ctrl=disconnect=1 && echo "pressed Disconnect"
+        # vivid's Disconnect only flags the node unregistered and brings it back when the last
+        # handle closes: a daemon that reopens at once gets the camera straight back and rmmod
+        # never wins. A USB unplug deletes the node; do that first, through a private node.
+        dev=$(cat /sys/class/video4linux/video0/dev)
+        mknod /tmp/unplugged c "${dev%:*}" "${dev#*:}"
+        rm -f /dev/video0
+        uptime_now && T0=$UP
+        v4l2-ctl -d /tmp/unplugged --set-ctrl=disconnect=1 && pressed=1
+        uptime_now && effect unplug
+        rm -f /tmp/unplugged
+        [ -n "${pressed:-}" ] && echo "deleted /dev/video0 ($dev), pressed Disconnect"
         n=0
         until rmmod vivid 2>/tmp/rmmod.err; do
             n=$((n + 1))
-            if [ $n -ge 50 ]; then cat /tmp/rmmod.err; echo "rmmod vivid failed for 10 s"; return 1; fi
-            sleep 0.2
+            if [ $n -ge 100 ]; then cat /tmp/rmmod.err; echo "rmmod vivid failed for 10 s"; return 1; fi
+            sleep 0.1
         done
         echo "rmmod vivid ok after $n retries"
         ls /dev/video0 2>&1
         ;;
     replug)
+        uptime_now && T0=$UP
         modprobe vivid node_types=0x1
         wait_for_video0
-        configure_camera
-        echo "configure rc=$?"
+        uptime_now && effect replug
+        # No configuring here: vivid's format is per device, and a set-fmt racing peercam's
+        # own open (between its S_FMT and streaming) would garble its frames. peercam sets the
+        # format itself; once it has reopened the camera, get-fmt shows what it picked.
+        sleep 1.5
         v4l2-ctl -d /dev/video0 --get-fmt-video 2>&1 | grep -E 'Width|Pixel'
         ;;
     *) echo "unknown command $1" ;;
@@ -112,7 +153,7 @@ run_ctl() {
 
 mkdir -p "$CTL"
 t=0
-while [ ! -e "$CTL/done" ] && [ $t -lt $((GUEST_TIMEOUT * 5)) ]; do
+while [ ! -e "$CTL/done" ] && [ $t -lt $((GUEST_TIMEOUT * 10)) ]; do
     for c in disconnect unplug replug; do
         if [ -e "$CTL/$c" ] && [ ! -e "$CTL/$c.done" ]; then
             say "ctl $c"
@@ -126,7 +167,7 @@ while [ ! -e "$CTL/done" ] && [ $t -lt $((GUEST_TIMEOUT * 5)) ]; do
         say "peercam exited early with status $?"
         break
     fi
-    sleep 0.2
+    sleep 0.1
     t=$((t + 1))
 done
 [ -e "$CTL/done" ] || say "no /host/ctl/done from the host within $GUEST_TIMEOUT s"

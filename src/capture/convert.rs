@@ -3,10 +3,17 @@
 //! Every function writes into a caller-owned output of exactly
 //! [`RawFrame::i420_len`] bytes, so a capture loop can reuse one buffer per frame. The loops
 //! walk rows with `chunks_exact` and contain no per-pixel branches, so LLVM vectorises them
-//! (NEON on aarch64; on x86-64 the byte-shuffling loops also get an AVX2 build chosen at run
-//! time, because baseline SSE2 has no byte shuffle). No SIMD crate is used: yuvutils-rs was
-//! evaluated, but its YUYV→4:2:0 keeps only the even rows' chroma instead of averaging and
-//! it has no NV12→I420. Numbers: BENCHMARKS.md, "Capture conversion".
+//! (NEON on aarch64; on x86-64 the YUYV, NV12-chroma and MJPEG-chroma loops also get an AVX2
+//! build chosen at run time: YUYV 8x and NV12 2x faster than the baseline SSE2 build).
+//!
+//! No SIMD crate is used. yuvutils-rs 0.8.3 (the newest the registry offers) was measured
+//! against these loops: its `yuyv422_to_yuv420` is 10-25 % faster but wrong for us: it
+//! point-samples chroma from one row instead of averaging the two (the odd row where its SIMD
+//! runs, the even row elsewhere), never writes the last 16 pixels of each row at 640 and 1280
+//! wide (stale data from the previous frame), and rejects rows with padding. It has no
+//! NV12→I420, no plane copy, and no YCbCr→YCbCr range mapping for MJPEG (only a round trip
+//! through RGB, which clips out-of-gamut colours and changes luma). Numbers and details:
+//! BENCHMARKS.md, "Capture conversion".
 //!
 //! Raw formats (YUYV, NV12, YU12) from UVC cameras are BT.601 limited range, like the rest of
 //! peercam, and are copied as they are. MJPEG is JFIF full range: its samples are mapped to
@@ -287,7 +294,9 @@ const BLOCK: usize = 16;
 
 /// Splits one interleaved `U V` row into its U and V halves. Reading each pair as a `u16`
 /// and splitting it with a mask and a shift vectorises even on baseline x86-64 (SSE2), where
-/// the byte-indexing form stays scalar (20x slower there).
+/// the byte-indexing form stays scalar (20x slower there); the AVX2 build
+/// ([`deinterleave_dispatch`]) is another 2x faster.
+#[inline(always)]
 fn deinterleave(uv: &[u8], u: &mut [u8], v: &mut [u8]) {
     let (s_blocks, s_tail) = uv.as_chunks::<{ 2 * BLOCK }>();
     let (u_blocks, u_tail) = u.as_chunks_mut::<BLOCK>();
@@ -306,6 +315,24 @@ fn deinterleave(uv: &[u8], u: &mut [u8], v: &mut [u8]) {
         *u = s[0];
         *v = s[1];
     }
+}
+
+/// [`deinterleave`], with the AVX2 build on x86-64 CPUs that have it.
+fn deinterleave_dispatch(uv: &[u8], u: &mut [u8], v: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above), the only requirement.
+        unsafe { deinterleave_avx2(uv, u, v) };
+        return;
+    }
+    deinterleave(uv, u, v);
+}
+
+/// [`deinterleave`] compiled with AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn deinterleave_avx2(uv: &[u8], u: &mut [u8], v: &mut [u8]) {
+    deinterleave(uv, u, v);
 }
 
 /// Converts NV12 (a Y plane, then one plane of interleaved `U V` pairs at half height) to
@@ -330,7 +357,7 @@ pub fn nv12_to_i420(
         .chunks_exact_mut(w / 2)
         .zip(v_plane.chunks_exact_mut(w / 2));
     for (uv, (u, v)) in uv_rows.zip(dst_rows) {
-        deinterleave(&uv[..w], u, v);
+        deinterleave_dispatch(&uv[..w], u, v);
     }
     Ok(())
 }

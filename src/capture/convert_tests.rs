@@ -143,6 +143,18 @@ fn yuyv_plain_and_dispatched_rows_agree() {
     );
 }
 
+/// Same for NV12's chroma split: whole 16-pair blocks and a 3-pair tail.
+#[test]
+fn nv12_plain_and_dispatched_deinterleave_agree() {
+    let uv: Vec<u8> = (0..70u32).map(|i| (i * 29 % 256) as u8).collect();
+    let mut a = (vec![0u8; 35], vec![0u8; 35]);
+    let mut b = a.clone();
+    deinterleave_dispatch(&uv, &mut a.0, &mut a.1);
+    deinterleave(&uv, &mut b.0, &mut b.1);
+    assert_eq!(a, b);
+    assert!((0..35).all(|i| a.0[i] == uv[2 * i] && a.1[i] == uv[2 * i + 1]));
+}
+
 #[test]
 fn nv12_4x2_known_pixels() {
     #[rustfmt::skip]

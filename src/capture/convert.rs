@@ -7,7 +7,7 @@
 //! build chosen at run time: YUYV 8x and NV12 2x faster than the baseline SSE2 build).
 //!
 //! No SIMD crate is used. yuvutils-rs 0.8.3 (the newest the registry offers) was measured
-//! against these loops: its `yuyv422_to_yuv420` is 10-25 % faster but wrong for us: it
+//! against these loops: its `yuyv422_to_yuv420` is 10-20 % faster but wrong for us: it
 //! point-samples chroma from one row instead of averaging the two (the odd row where its SIMD
 //! runs, the even row elsewhere), never writes the last 16 pixels of each row at 640 and 1280
 //! wide (stale data from the previous frame), and rejects rows with padding. It has no

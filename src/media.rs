@@ -85,24 +85,6 @@ pub enum VideoFrame {
     H264(CameraH264),
 }
 
-impl VideoFrame {
-    /// The source's frame number.
-    pub fn sequence(&self) -> u64 {
-        match self {
-            VideoFrame::Raw(f) => f.sequence,
-            VideoFrame::H264(f) => f.sequence,
-        }
-    }
-
-    /// Width and height in pixels.
-    pub fn size(&self) -> (u32, u32) {
-        match self {
-            VideoFrame::Raw(f) => (f.width, f.height),
-            VideoFrame::H264(f) => (f.width, f.height),
-        }
-    }
-}
-
 /// 20 ms of interleaved signed 16-bit PCM at 48 kHz.
 #[derive(Debug, Clone)]
 pub struct AudioChunk {

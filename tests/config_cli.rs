@@ -97,7 +97,7 @@ fn check_config_reports_a_range_error_with_place_key_and_range() {
 fn check_config_reports_an_unknown_key() {
     let stderr = check_bad("tests/fixtures/config/unknown-key.toml");
     assert!(
-        stderr.contains(":3:1: unknown key [video] colour; expected one of: source, width"),
+        stderr.contains(":3:1: unknown key [video] colour; expected one of: source, format, width"),
         "{stderr}"
     );
 }

@@ -219,36 +219,13 @@ fn encode_error(reason: String) -> EncodeError {
     }
 }
 
-/// Splits an Annex B byte stream into NAL units (without start codes).
-pub fn annex_b_nal_units(data: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push((i, i + 3));
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut units = Vec::with_capacity(starts.len());
-    for (k, &(_, payload)) in starts.iter().enumerate() {
-        let mut end = starts.get(k + 1).map_or(data.len(), |&(sc, _)| sc);
-        // A 4-byte start code leaves a zero byte before the next 3-byte pattern.
-        while end > payload && data[end - 1] == 0 && k + 1 < starts.len() {
-            end -= 1;
-        }
-        units.push(&data[payload..end]);
-    }
-    units
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
     use crate::capture::test_pattern::TestPattern;
+    use crate::encode::passthrough::nal_units;
 
     fn settings(width: u32, height: u32, bitrate_kbps: u32) -> VideoEncoderSettings {
         VideoEncoderSettings {
@@ -278,10 +255,7 @@ mod tests {
     }
 
     fn nal_types(frame: &EncodedFrame) -> Vec<u8> {
-        annex_b_nal_units(&frame.data)
-            .iter()
-            .map(|n| n[0] & 0x1F)
-            .collect()
+        nal_units(&frame.data).iter().map(|n| n[0] & 0x1F).collect()
     }
 
     #[test]
@@ -295,7 +269,7 @@ mod tests {
         assert!(out[0].data.starts_with(&[0, 0, 0, 1]), "Annex B start code");
         assert_eq!(nal_types(&out[0]), vec![7, 8, 5]);
         assert_eq!(out[0].capture_instant, frame.capture_instant);
-        let sps = annex_b_nal_units(&out[0].data)[0];
+        let sps = nal_units(&out[0].data)[0];
         // profile_idc 66 (Baseline), constraint_set0 and set1 (Constrained Baseline), level 3.1.
         assert_eq!(sps[1], 66, "profile_idc");
         assert_eq!(sps[2] & 0xC0, 0xC0, "constraint flags {:#04x}", sps[2]);
@@ -335,7 +309,7 @@ mod tests {
         let all = frames(320, 240, 5);
         enc.encode(&all[0], false).expect("encode");
         let out = enc.encode(&all[1], false).expect("encode");
-        let nal = annex_b_nal_units(&out[0].data)[0];
+        let nal = nal_units(&out[0].data)[0];
         // slice_header: first_mb_in_slice ue(v) = 0 is the bit "1", then slice_type ue(v):
         // P is 0 or 5, coded "1" or "00110"; I would be 2/7 ("011" / "0001000").
         let bits = nal[1];
@@ -423,7 +397,7 @@ mod tests {
         let data = [
             0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4,
         ];
-        let units = annex_b_nal_units(&data);
+        let units = nal_units(&data);
         assert_eq!(
             units,
             vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4][..]]

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, ConfigError, ConfigOrigin, Loaded};
+use crate::daemon::ConfigSource;
 
 /// Exit code for a configuration or usage error (clap uses 2 for usage errors too).
 const EXIT_CONFIG: u8 = 2;
@@ -64,11 +65,14 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Loads the settings and applies the `--listen` override.
 pub fn resolve(config: Option<&Path>, listen: Option<SocketAddr>) -> Result<Loaded, ConfigError> {
-    let mut loaded = config::load(config)?;
-    if let Some(addr) = listen {
-        loaded.settings.server.listen = addr;
+    source(config, listen).load()
+}
+
+fn source(config: Option<&Path>, listen: Option<SocketAddr>) -> ConfigSource {
+    ConfigSource {
+        path: config.map(Path::to_path_buf),
+        listen,
     }
-    Ok(loaded)
 }
 
 fn run_daemon(config: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
@@ -96,7 +100,7 @@ fn run_daemon(config: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
             loaded.settings.server.listen
         );
     }
-    match crate::daemon::run(loaded.settings) {
+    match crate::daemon::run(loaded.settings, source(config, listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

@@ -1,22 +1,45 @@
-//! Start and stop of everything: the media hub, the HTTP server, signal handling.
+//! Start, reload and stop of everything: the media hub, the HTTP server, signal handling and
+//! the systemd protocol.
 //!
-//! Shutdown: SIGINT or SIGTERM cancels one token; every WebSocket task says `bye`, closes its
+//! Start: bind the HTTP port, start the media threads, serve, and tell systemd READY=1 once
+//! the first video frame (camera or placeholder) has been captured.
+//! Watchdog: every [`WATCHDOG_TICK`] the media threads' heartbeats are checked
+//! ([`crate::pipeline::heartbeat`]); WATCHDOG=1 goes to systemd only while every thread made
+//! progress within [`STALL_AFTER`], so a hung capture or encoder gets the service restarted.
+//! Reload (SIGHUP, `systemctl reload`): the file is read again; a broken file is logged
+//! (file:line:column and key) and the running configuration stays. Changed `[video]` or
+//! `[audio]` settings replace the media pipeline (viewers get `bye` with reason "reload" and
+//! their page dials again); changed `[webrtc]` settings apply to the next calls; `[server]`,
+//! `[limits]` and `[log]` need a restart, which the log says.
+//! Stop: SIGINT or SIGTERM cancels one token; every WebSocket task says `bye`, closes its
 //! peer and ends; the HTTP server stops accepting; the media threads stop. The whole stop is
 //! bounded by [`SHUTDOWN_GRACE`] so the process exits within a second.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
-use crate::http::{self, AppState};
+use crate::config::{self, ConfigError, ConfigOrigin, Loaded, Settings};
+use crate::http::{self, AppState, Media};
+use crate::pipeline::heartbeat::Monitor;
 use crate::pipeline::hub::{HubError, MediaHub};
+use crate::systemd;
 
 /// How long connections get to close after a stop signal before the server is dropped.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);
+/// How often the media threads' progress is checked (and the watchdog pinged).
+pub const WATCHDOG_TICK: Duration = Duration::from_millis(1000);
+/// A media thread without progress for this long counts as stuck: the watchdog is no longer
+/// pinged. Longer than the slowest loop turn (one frame at 1 fps).
+pub const STALL_AFTER: Duration = Duration::from_millis(2500);
+/// READY=1 waits at most this long for the first captured frame.
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -43,24 +66,46 @@ pub enum DaemonError {
     Signals(std::io::Error),
 }
 
-/// Runs the daemon until SIGINT or SIGTERM. Blocking; builds its own tokio runtime.
-pub fn run(settings: Settings) -> Result<(), DaemonError> {
+/// Where the configuration comes from, so a reload reads it the same way as the start did.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// `--config PATH`; `None` reads [`config::DEFAULT_PATH`] if it exists.
+    pub path: Option<PathBuf>,
+    /// `--listen ADDR`, which overrides `[server] listen`.
+    pub listen: Option<SocketAddr>,
+}
+
+impl ConfigSource {
+    /// Reads and validates the configuration, with the command-line overrides applied.
+    pub fn load(&self) -> Result<Loaded, ConfigError> {
+        let mut loaded = config::load(self.path.as_deref())?;
+        if let Some(addr) = self.listen {
+            loaded.settings.server.listen = addr;
+        }
+        Ok(loaded)
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM; SIGHUP re-reads the configuration from `source`.
+/// Blocking; builds its own tokio runtime.
+pub fn run(settings: Settings, source: ConfigSource) -> Result<(), DaemonError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("peercam-io")
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    let result = runtime.block_on(serve(settings));
+    let result = runtime.block_on(serve(settings, source));
     // Tasks still running (peers mid-close) are abandoned rather than waited for.
     runtime.shutdown_timeout(Duration::from_millis(200));
     result
 }
 
-async fn serve(settings: Settings) -> Result<(), DaemonError> {
+async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonError> {
     let shutdown = CancellationToken::new();
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
     let addr = settings.server.listen;
     let listener = TcpListener::bind(addr)
@@ -68,19 +113,38 @@ async fn serve(settings: Settings) -> Result<(), DaemonError> {
         .map_err(|source| DaemonError::Listen { addr, source })?;
     let local = listener.local_addr().map_err(DaemonError::Serve)?;
     let hub = MediaHub::start(&settings)?;
-    let state = AppState::new(settings, hub.clone(), shutdown.clone());
+    let state = AppState::new(settings, hub, shutdown.clone());
     info!("peercam listening on http://{local}/");
 
-    let mut server = tokio::spawn(http::serve(listener, state));
-    let outcome = tokio::select! {
-        _ = sigterm.recv() => { info!("SIGTERM: stopping"); Ok(()) }
-        _ = sigint.recv() => { info!("SIGINT: stopping"); Ok(()) }
-        r = &mut server => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(DaemonError::Serve(e)),
-            Err(e) => Err(DaemonError::Serve(std::io::Error::other(e.to_string()))),
-        },
+    let mut server = tokio::spawn(http::serve(listener, state.clone()));
+    let mut watchdog = Watchdog::new(local);
+    watchdog.wait_for_first_frame(&state).await;
+    watchdog.ready(&state).await;
+    let mut tick = tokio::time::interval(WATCHDOG_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let outcome = loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Ok(()) }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break Ok(()) }
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                systemd::reloading();
+                let result = reload(&state, &source).await;
+                watchdog.reset();
+                if let Err(e) = result {
+                    break Err(e);
+                }
+                watchdog.ready(&state).await;
+            }
+            _ = tick.tick() => watchdog.tick(&state),
+            r = &mut server => break match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(DaemonError::Serve(e)),
+                Err(e) => Err(DaemonError::Serve(std::io::Error::other(e.to_string()))),
+            },
+        }
     };
+    systemd::stopping();
     shutdown.cancel();
     if !server.is_finished()
         && tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
@@ -90,6 +154,7 @@ async fn serve(settings: Settings) -> Result<(), DaemonError> {
         warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
         server.abort();
     }
+    let hub = state.media().await.hub.clone();
     let stopper = tokio::task::spawn_blocking(move || hub.stop());
     if tokio::time::timeout(Duration::from_millis(300), stopper)
         .await
@@ -99,4 +164,229 @@ async fn serve(settings: Settings) -> Result<(), DaemonError> {
     }
     info!("stopped");
     outcome
+}
+
+/// READY/STATUS/WATCHDOG messages driven by the media pipeline's heartbeat.
+struct Watchdog {
+    local: SocketAddr,
+    monitor: Monitor,
+    /// systemd's `WatchdogSec`, when it asked for pings.
+    period: Option<Duration>,
+    /// Threads reported stuck (logged once per episode).
+    stalled: Vec<String>,
+    status: String,
+}
+
+impl Watchdog {
+    fn new(local: SocketAddr) -> Watchdog {
+        let period = systemd::watchdog_period();
+        if let Some(p) = period {
+            info!(
+                "systemd watchdog: {p:?}; pinged while every media thread makes progress \
+                 (a thread stuck for {STALL_AFTER:?} stops the pings)"
+            );
+        }
+        Watchdog {
+            local,
+            monitor: Monitor::new(STALL_AFTER),
+            period,
+            stalled: Vec::new(),
+            status: String::new(),
+        }
+    }
+
+    /// Waits until the capture thread delivered a frame (or [`FIRST_FRAME_WAIT`] passed).
+    async fn wait_for_first_frame(&self, state: &AppState) {
+        let start = Instant::now();
+        let hub = state.media().await.hub.clone();
+        while hub.frames_captured() == 0 {
+            if start.elapsed() > FIRST_FRAME_WAIT {
+                warn!(
+                    "no video frame after {FIRST_FRAME_WAIT:?}; reporting ready anyway \
+                     (the watchdog restarts peercam if capture stays stuck)"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn ready(&mut self, state: &AppState) {
+        self.status = self.status_line(state).await;
+        systemd::ready(&self.status);
+        if systemd::under_systemd() {
+            info!("ready (systemd notified): {}", self.status);
+        }
+    }
+
+    async fn status_line(&self, state: &AppState) -> String {
+        let media = state.media().await;
+        format!(
+            "serving http://{}/ · {} viewer(s) · {}",
+            self.local,
+            state.viewers_in_call(),
+            media.hub.source_description()
+        )
+    }
+
+    /// The pipeline was replaced: its threads are new.
+    fn reset(&mut self) {
+        self.monitor.reset();
+        self.stalled.clear();
+    }
+
+    fn tick(&mut self, state: &AppState) {
+        // A reload holds the media lock briefly; skip this check rather than wait.
+        let Some(media) = state.try_media() else {
+            return;
+        };
+        let stalled = self.monitor.check(media.hub.heartbeat(), Instant::now());
+        if stalled.is_empty() {
+            if !self.stalled.is_empty() {
+                info!("media threads make progress again");
+                self.stalled.clear();
+            }
+            if self.period.is_some() {
+                systemd::watchdog();
+            }
+        } else if stalled != self.stalled {
+            error!(
+                "media thread(s) {} made no progress for {STALL_AFTER:?}; {}",
+                stalled.join(", "),
+                if self.period.is_some() {
+                    "not pinging the systemd watchdog, which restarts peercam if this lasts"
+                } else {
+                    "no watchdog is configured (run under systemd to get it restarted)"
+                }
+            );
+            self.stalled = stalled;
+        }
+        let status = format!(
+            "serving http://{}/ · {} viewer(s) · {}",
+            self.local,
+            state.viewers_in_call(),
+            media.hub.source_description()
+        );
+        if status != self.status {
+            systemd::status(&status);
+            self.status = status;
+        }
+    }
+}
+
+/// Re-reads the configuration and applies what changed (see the module documentation).
+/// Errors only when no media pipeline can run any more (neither the new nor the old one).
+async fn reload(state: &AppState, source: &ConfigSource) -> Result<(), DaemonError> {
+    let loaded = match source.load() {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            error!("reload: {e}; keeping the running configuration");
+            return Ok(());
+        }
+    };
+    let origin = match &loaded.origin {
+        ConfigOrigin::File(path) => path.display().to_string(),
+        ConfigOrigin::BuiltInDefaults => "the built-in defaults".to_owned(),
+    };
+    let mut guard = state.media_for_reload().await;
+    let running = guard.settings.clone();
+    let mut wanted = loaded.settings;
+    let needs_restart: Vec<&str> = [
+        ("[server]", running.server != wanted.server),
+        ("[limits]", running.limits != wanted.limits),
+        ("[log]", running.log != wanted.log),
+    ]
+    .into_iter()
+    .filter_map(|(name, differs)| differs.then_some(name))
+    .collect();
+    if !needs_restart.is_empty() {
+        warn!(
+            "reload: {} changed in {origin}; those keys apply after a restart \
+             (systemctl restart peercam)",
+            needs_restart.join(", ")
+        );
+    }
+    // Those sections keep their running values until a restart.
+    wanted.server = running.server.clone();
+    wanted.limits = running.limits.clone();
+    wanted.log = running.log.clone();
+    let media_changed = running.video != wanted.video || running.audio != wanted.audio;
+    let webrtc_changed = running.webrtc != wanted.webrtc;
+    if !media_changed && !webrtc_changed {
+        info!("reload: {origin} applied (nothing that applies without a restart changed)");
+        return Ok(());
+    }
+    if !media_changed {
+        let updated = Media {
+            peers: crate::peer::PeerFactory::new(wanted.webrtc.clone()),
+            hub: guard.hub.clone(),
+            retired: guard.retired.clone(),
+            settings: wanted,
+        };
+        *guard = Arc::new(updated);
+        info!("reload: {origin} applied ([webrtc] changed: new calls use it)");
+        return Ok(());
+    }
+    // The camera can be opened only once: stop the running pipeline before the new one.
+    guard.retired.cancel();
+    let old = guard.hub.clone();
+    stop_hub(old).await;
+    let started = {
+        let wanted = wanted.clone();
+        tokio::task::spawn_blocking(move || MediaHub::start(&wanted)).await
+    };
+    match flatten(started) {
+        Ok(hub) => {
+            let changed: Vec<&str> = [
+                ("[video]", running.video != wanted.video),
+                ("[audio]", running.audio != wanted.audio),
+                ("[webrtc]", webrtc_changed),
+            ]
+            .into_iter()
+            .filter_map(|(name, differs)| differs.then_some(name))
+            .collect();
+            *guard = Media::new(wanted, hub);
+            info!(
+                "reload: {origin} applied ({} changed; viewers were asked to dial again)",
+                changed.join(", ")
+            );
+            Ok(())
+        }
+        Err(e) => {
+            error!(
+                "reload: cannot start the media pipeline with the new configuration: {e}; \
+                 going back to the running configuration"
+            );
+            let restarted = {
+                let running = running.clone();
+                tokio::task::spawn_blocking(move || MediaHub::start(&running)).await
+            };
+            let hub = flatten(restarted)?;
+            *guard = Media::new(running, hub);
+            Ok(())
+        }
+    }
+}
+
+async fn stop_hub(hub: Arc<MediaHub>) {
+    let stopper = tokio::task::spawn_blocking(move || hub.stop());
+    if tokio::time::timeout(Duration::from_secs(2), stopper)
+        .await
+        .is_err()
+    {
+        error!(
+            "reload: the old media threads did not stop within 2 s; starting the new ones anyway"
+        );
+    }
+}
+
+fn flatten(
+    joined: Result<Result<Arc<MediaHub>, HubError>, tokio::task::JoinError>,
+) -> Result<Arc<MediaHub>, HubError> {
+    joined.unwrap_or_else(|e| {
+        Err(HubError::Thread {
+            name: "reload".to_owned(),
+            reason: e.to_string(),
+        })
+    })
 }

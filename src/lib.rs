@@ -7,7 +7,7 @@
 //!
 //! ## Data path (one direction)
 //! ```text
-//! capture (test pattern) -> RawFrame   -> [queue 2, drop oldest] -> video encoder thread (per codec)
+//! capture (camera/test) -> VideoFrame  -> [queue 4, drop oldest] -> video encoder thread (per codec)
 //! capture (test tone)    -> AudioChunk -> [bounded queue]        -> Opus encoder thread
 //! encoders -> EncodedFrame { data, keyframe, capture_instant } -> Fanout (one per codec)
 //! Fanout   -> per-viewer bounded queue; a viewer that falls behind skips to the next keyframe
@@ -18,7 +18,8 @@
 //! Module map: [`config`] (file + validated settings), [`capture`] (sources), [`encode`]
 //! (encoders), [`pipeline`] (queues, fan-out, keyframe requests), [`session`] (signaling
 //! protocol and per-viewer state, sans-IO), [`peer`] (the only module that uses webrtc-rs),
-//! [`http`] (page, WebSocket relay), [`daemon`] (start and stop of everything).
+//! [`http`] (page, WebSocket relay), [`daemon`] (start, reload, watchdog and stop of everything),
+//! [`systemd`] (the notification protocol).
 
 pub mod capture;
 pub mod cli;
@@ -32,3 +33,4 @@ pub mod media;
 pub mod peer;
 pub mod pipeline;
 pub mod session;
+pub mod systemd;

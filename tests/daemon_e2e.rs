@@ -522,3 +522,90 @@ async fn camera_h264_is_passed_through_or_decoded_per_viewer() {
         let _ = pc.close().await;
     }
 }
+
+/// Frames captured per second, measured over `window` from /metrics.
+async fn capture_rate(port: u16, window: Duration) -> f64 {
+    let before = metric(port, "peercam_frames_captured_total")
+        .await
+        .expect("frames metric");
+    tokio::time::sleep(window).await;
+    let after = metric(port, "peercam_frames_captured_total")
+        .await
+        .expect("frames metric");
+    (after - before) / window.as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_media_settings_and_keeps_running_on_a_broken_file() {
+    let daemon = Daemon::start(&common::test_config("", ""));
+    let rate = capture_rate(daemon.port, Duration::from_secs(2)).await;
+    assert!(rate > 15.0, "30 fps configured, captured {rate:.1}/s");
+
+    // A viewer in a call on the running pipeline.
+    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    let (pc, first, mut cands) = client(&[h264()]).await;
+    dial(&mut ws, &pc, &mut cands, Duration::from_secs(15), || {
+        first.video_packets.load(Ordering::Relaxed) >= 10
+    })
+    .await;
+    assert!(first.video_packets.load(Ordering::Relaxed) >= 10);
+
+    // 1. A new fps: the pipeline is replaced, the viewer is asked to dial again.
+    let config = std::fs::read_to_string(&daemon.config_path).expect("read config");
+    std::fs::write(&daemon.config_path, config.replace("fps = 30", "fps = 10")).expect("write");
+    daemon.signal("HUP");
+    let applied = daemon.wait_for_log("reload:", Duration::from_secs(10));
+    assert!(
+        applied.contains("applied") && applied.contains("[video] changed"),
+        "{applied}"
+    );
+    let bye = loop {
+        let message = next_json(&mut ws).await;
+        if message.get("bye").is_some() {
+            break message;
+        }
+    };
+    assert_eq!(bye["bye"]["reason"], "reload", "{bye}");
+    let _ = pc.close().await;
+    let rate = capture_rate(daemon.port, Duration::from_secs(2)).await;
+    assert!(
+        (4.0..=13.0).contains(&rate),
+        "10 fps after the reload, captured {rate:.1}/s"
+    );
+    // A new call works on the new pipeline.
+    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    let (pc, second, mut cands) = client(&[h264()]).await;
+    dial(&mut ws, &pc, &mut cands, Duration::from_secs(15), || {
+        second.video_packets.load(Ordering::Relaxed) >= 5
+    })
+    .await;
+    assert!(second.video_packets.load(Ordering::Relaxed) >= 5);
+    send_text(&mut ws, r#"{"bye": {}}"#).await;
+    let _ = pc.close().await;
+
+    // 2. A broken file: logged with line, column and key; the running config stays.
+    std::fs::write(&daemon.config_path, "[video]\nfps = 0\n").expect("write");
+    daemon.signal("HUP");
+    let refused = daemon.wait_for_log("reload:", Duration::from_secs(10));
+    assert!(
+        refused.contains("peercam.toml:2:7")
+            && refused.contains("[video] fps")
+            && refused.contains("keeping the running configuration"),
+        "{refused}"
+    );
+    let rate = capture_rate(daemon.port, Duration::from_secs(2)).await;
+    assert!(
+        (4.0..=13.0).contains(&rate),
+        "still 10 fps after a refused reload, captured {rate:.1}/s"
+    );
+
+    // 3. Keys that need a restart are named, the rest applies.
+    let restart_only = common::test_config("", "max_viewers = 3").replace("fps = 30", "fps = 10");
+    std::fs::write(&daemon.config_path, restart_only).expect("write");
+    daemon.signal("HUP");
+    let warned = daemon.wait_for_log("reload:", Duration::from_secs(10));
+    assert!(
+        warned.contains("[limits]") && warned.contains("after a restart"),
+        "{warned}"
+    );
+}

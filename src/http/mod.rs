@@ -32,14 +32,38 @@ const STYLE_CSS: &str = include_str!("assets/style.css");
 /// browsers that have not dialled yet all hold one).
 const CONNECTIONS_PER_VIEWER: usize = 4;
 
-/// Everything a request handler needs, shared by all connections.
-pub struct AppState {
-    /// The validated configuration.
+/// The parts a configuration reload replaces: the media pipeline and the peer settings.
+pub struct Media {
+    /// The settings these were built from.
     pub settings: Settings,
     /// The shared encoders' outputs.
     pub hub: Arc<MediaHub>,
     /// Builds viewers' peer connections.
     pub peers: PeerFactory,
+    /// Cancelled when a reload replaces this pipeline: its viewers are told to dial again.
+    pub retired: CancellationToken,
+}
+
+impl Media {
+    /// The media parts for `settings` around a started `hub`.
+    pub fn new(settings: Settings, hub: Arc<MediaHub>) -> Arc<Media> {
+        Arc::new(Media {
+            peers: PeerFactory::new(settings.webrtc.clone()),
+            settings,
+            hub,
+            retired: CancellationToken::new(),
+        })
+    }
+}
+
+/// Everything a request handler needs, shared by all connections.
+pub struct AppState {
+    /// The configuration the daemon started with. `[server]` and `[limits]` keep these
+    /// values until a restart; the media parts follow reloads (see [`AppState::media`]).
+    pub settings: Settings,
+    /// The current media pipeline; written only by a reload, which holds the lock while it
+    /// swaps pipelines so new viewers wait for the new one.
+    media: tokio::sync::RwLock<Arc<Media>>,
     /// One permit per viewer in a call (`limits.max_viewers`).
     pub viewer_slots: Arc<Semaphore>,
     /// One permit per open WebSocket.
@@ -55,14 +79,28 @@ impl AppState {
     pub fn new(settings: Settings, hub: Arc<MediaHub>, shutdown: CancellationToken) -> Arc<Self> {
         let max_viewers = settings.limits.max_viewers;
         Arc::new(AppState {
-            peers: PeerFactory::new(settings.webrtc.clone()),
+            media: tokio::sync::RwLock::new(Media::new(settings.clone(), hub)),
             viewer_slots: Arc::new(Semaphore::new(max_viewers)),
             connection_slots: Arc::new(Semaphore::new(max_viewers * CONNECTIONS_PER_VIEWER)),
             rooms: room::Rooms::default(),
             settings,
-            hub,
             shutdown,
         })
+    }
+
+    /// The current media pipeline (waits while a reload swaps it).
+    pub async fn media(&self) -> Arc<Media> {
+        self.media.read().await.clone()
+    }
+
+    /// The current media pipeline, or `None` while a reload is swapping it.
+    pub fn try_media(&self) -> Option<Arc<Media>> {
+        self.media.try_read().ok().map(|m| m.clone())
+    }
+
+    /// Exclusive access for a reload: new viewers wait until the guard is dropped.
+    pub async fn media_for_reload(&self) -> tokio::sync::RwLockWriteGuard<'_, Arc<Media>> {
+        self.media.write().await
     }
 
     /// Viewers currently in a call.
@@ -165,6 +203,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.settings.limits.max_viewers * CONNECTIONS_PER_VIEWER
             - state.connection_slots.available_permits(),
     ));
-    out.push_str(&state.hub.metrics_text());
+    out.push_str(&state.media().await.hub.metrics_text());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, warn};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::AppState;
+use super::{AppState, Media};
 use crate::peer::{MediaTap, PeerEvent, ViewerPeer, PEER_EVENT_CAPACITY};
 use crate::session::protocol::{ErrorBody, ErrorCode, Hello, Message, PROTOCOL_VERSION};
 use crate::session::viewer::{Action, Input, State, ViewerSession};
@@ -38,9 +38,10 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
     });
 
     let limits = &state.settings.limits;
+    let media = state.media().await;
     let mut session = ViewerSession::new(
-        state.hub.video_codecs(),
-        state.hub.has_audio(),
+        media.hub.video_codecs(),
+        media.hub.has_audio(),
         limits.max_message_bytes,
     );
     let hello = Message::Hello(Hello {
@@ -50,7 +51,7 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
         viewers: Some(state.viewers_in_call()),
         max_viewers: Some(limits.max_viewers),
         codecs: Some(
-            state
+            media
                 .hub
                 .video_codecs()
                 .iter()
@@ -65,6 +66,7 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
     let mut call: Option<Call> = None;
     let mut io = Io {
         state: &state,
+        media: &media,
         remote,
         out_tx: &out_tx,
         peer_tx: &peer_tx,
@@ -72,13 +74,14 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
     loop {
         let actions = tokio::select! {
             _ = state.shutdown.cancelled() => session.handle(Input::Shutdown),
+            _ = media.retired.cancelled() => session.handle(Input::Reload),
             event = peer_rx.recv() => match event {
                 Some(event) => session.handle(Input::Peer(event)),
                 None => continue,
             },
             frame = stream.next() => match frame {
                 Some(Ok(WsMessage::Text(text))) => {
-                    session.set_camera_h264(state.hub.camera_h264_profile());
+                    session.set_camera_h264(media.hub.camera_h264_profile());
                     session.handle(Input::Text(text.as_str()))
                 }
                 Some(Ok(WsMessage::Binary(_))) => {
@@ -111,6 +114,8 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
 /// The IO side of the state machine's actions.
 struct Io<'a> {
     state: &'a Arc<AppState>,
+    /// The pipeline this connection was opened on (a reload ends the connection).
+    media: &'a Arc<Media>,
     remote: SocketAddr,
     out_tx: &'a mpsc::Sender<WsMessage>,
     peer_tx: &'a mpsc::Sender<PeerEvent>,
@@ -194,7 +199,7 @@ impl Io<'_> {
                 message: format!("viewer limit {max} reached; try again when someone hangs up"),
             })?;
         let Some((video, keyframes)) = self
-            .state
+            .media
             .hub
             .video(plan.video_codec, plan.video_passthrough)
         else {
@@ -205,11 +210,11 @@ impl Io<'_> {
         };
         let tap = MediaTap {
             video,
-            audio: self.state.hub.audio(),
+            audio: self.media.hub.audio(),
             keyframes,
         };
         match self
-            .state
+            .media
             .peers
             .answer(offer_sdp, plan, tap, self.peer_tx.clone())
             .await

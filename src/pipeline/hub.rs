@@ -38,6 +38,7 @@ use crate::encode::passthrough::{H264Passthrough, ProfileLevelId};
 use crate::encode::{AudioEncoder, VideoEncoder, VideoEncoderSettings};
 use crate::media::{CameraH264, RawFrame, VideoCodec, VideoFrame};
 use crate::pipeline::fanout::Fanout;
+use crate::pipeline::heartbeat::{Beat, Heartbeat};
 use crate::pipeline::keyframe::KeyframeRequests;
 use crate::pipeline::queue::DropOldest;
 
@@ -102,6 +103,8 @@ pub struct MediaHub {
     source_description: String,
     /// profile-level-id of the camera's H.264 (latest SPS); `None` until one is seen.
     camera_profile: Arc<Mutex<Option<ProfileLevelId>>>,
+    /// Progress of every thread, for the watchdog.
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl MediaHub {
@@ -134,6 +137,7 @@ impl MediaHub {
         let camera_keyframe = Arc::new(AtomicBool::new(false));
         let camera_profile = Arc::new(Mutex::new(None));
         let source_description = video_source.describe();
+        let heartbeat = Arc::new(Heartbeat::default());
         let mut threads = Vec::new();
         let mut video = Vec::new();
         for (codec, passthrough, encoder) in outputs {
@@ -146,7 +150,9 @@ impl MediaHub {
                 queue: Arc::new(DropOldest::new(VIDEO_QUEUE_CAPACITY)),
                 encoded: Arc::new(AtomicU64::new(0)),
             };
+            let name = format!("peercam-{}", output.label());
             let worker = OutputWorker {
+                beat: heartbeat.register(&name),
                 label: output.label(),
                 encoder,
                 settings: encoder_settings.clone(),
@@ -162,14 +168,21 @@ impl MediaHub {
                 encoded: output.encoded.clone(),
                 stop: stop.clone(),
             };
-            let name = format!("peercam-{}", output.label());
             threads.push(spawn(&name, move || worker.run())?);
             video.push(output);
         }
         let queues: Vec<_> = video.iter().map(|o| o.queue.clone()).collect();
         let (stop_c, captured_c) = (stop.clone(), captured.clone());
+        let beat = heartbeat.register("peercam-video");
         threads.push(spawn("peercam-video", move || {
-            capture_video(video_source, queues, camera_keyframe, stop_c, captured_c)
+            capture_video(
+                video_source,
+                queues,
+                camera_keyframe,
+                stop_c,
+                captured_c,
+                beat,
+            )
         })?);
 
         let audio = match audio_parts {
@@ -179,8 +192,9 @@ impl MediaHub {
                     Arc::new(KeyframeRequests::new()),
                 ));
                 let (f, s) = (fanout.clone(), stop.clone());
+                let beat = heartbeat.register("peercam-audio");
                 threads.push(spawn("peercam-audio", move || {
-                    capture_audio(source, encoder, f, s)
+                    capture_audio(source, encoder, f, s, beat)
                 })?);
                 Some(fanout)
             }
@@ -203,6 +217,7 @@ impl MediaHub {
             captured,
             source_description,
             camera_profile,
+            heartbeat,
         }))
     }
 
@@ -245,6 +260,16 @@ impl MediaHub {
     /// The Opus fan-out, if audio is enabled.
     pub fn audio(&self) -> Option<Arc<Fanout>> {
         self.audio.clone()
+    }
+
+    /// Progress of the media threads (see [`crate::pipeline::heartbeat`]).
+    pub fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
+    }
+
+    /// Video frames captured so far (camera or placeholder).
+    pub fn frames_captured(&self) -> u64 {
+        self.captured.load(Ordering::Relaxed)
     }
 
     /// What the video source is, for the log and the page.
@@ -408,9 +433,11 @@ fn capture_video(
     camera_keyframe: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     captured: Arc<AtomicU64>,
+    beat: Beat,
 ) {
     let mut failing = false;
     while !stop.load(Ordering::Relaxed) {
+        beat.beat();
         if camera_keyframe.swap(false, Ordering::Relaxed) {
             source.request_keyframe();
         }
@@ -440,9 +467,11 @@ fn capture_audio(
     mut encoder: Box<dyn AudioEncoder>,
     fanout: Arc<Fanout>,
     stop: Arc<AtomicBool>,
+    beat: Beat,
 ) {
     let mut failing = false;
     while !stop.load(Ordering::Relaxed) {
+        beat.beat();
         let chunk = match source.next_chunk() {
             Ok(c) => c,
             Err(e) => {
@@ -479,6 +508,7 @@ fn new_encoder(
 /// One output's thread state: encodes pixels (decoding camera H.264 first if needed), or
 /// passes camera H.264 through and encodes only raw frames (the placeholder).
 struct OutputWorker {
+    beat: Beat,
     label: String,
     encoder: Box<dyn VideoEncoder>,
     /// What the encoder was built for; a frame of another size rebuilds it (a camera whose
@@ -504,6 +534,7 @@ impl OutputWorker {
     fn run(mut self) {
         let mut failing = false;
         while !self.stop.load(Ordering::Relaxed) {
+            self.beat.beat();
             let Some(frame) = self.queue.pop_timeout(Duration::from_millis(200)) else {
                 continue;
             };

@@ -4,6 +4,7 @@
 //! threads that tie them together ([`hub`]).
 
 pub mod fanout;
+pub mod heartbeat;
 pub mod hub;
 pub mod keyframe;
 pub mod pool;

@@ -152,16 +152,41 @@ pub enum ErrorCode {
     Internal,
 }
 
-/// The (empty) body of `bye`. `{"bye": {}}` and `{"bye": null}` are both accepted.
+/// The body of `bye`. Browsers send `{"bye": {}}` (`{"bye": null}` is accepted too); the
+/// daemon adds a `reason` when it ends the call itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct Bye {}
+pub struct Bye {
+    /// Why the daemon ended the call; absent when it answers the browser's own bye.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ByeReason>,
+}
+
+impl Bye {
+    /// A bye that says why the daemon ends the call.
+    pub fn because(reason: ByeReason) -> Bye {
+        Bye {
+            reason: Some(reason),
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for Bye {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Any body (object, null) is accepted: there is nothing in it we need.
+        // Any body (object, null) is accepted: there is nothing in a browser's bye we need.
         serde::de::IgnoredAny::deserialize(d)?;
-        Ok(Bye {})
+        Ok(Bye::default())
     }
+}
+
+/// Why the daemon ended a call (`{"bye": {"reason": "..."}}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ByeReason {
+    /// The daemon is stopping.
+    Shutdown,
+    /// The configuration was reloaded with new video or audio settings: dial again (the page
+    /// does so by itself).
+    Reload,
 }
 
 /// Why a text message was refused.
@@ -345,13 +370,13 @@ mod tests {
         })));
         assert_eq!(
             parse(r#"{"bye":{}}"#, MAX).expect("bye"),
-            Message::Bye(Bye {})
+            Message::Bye(Bye::default())
         );
         assert_eq!(
             parse(r#"{"bye":null}"#, MAX).expect("bye"),
-            Message::Bye(Bye {})
+            Message::Bye(Bye::default())
         );
-        assert_eq!(Message::Bye(Bye {}).to_json(), r#"{"bye":{}}"#);
+        assert_eq!(Message::Bye(Bye::default()).to_json(), r#"{"bye":{}}"#);
     }
 
     #[test]
@@ -542,7 +567,7 @@ mod tests {
         // Exactly at the limit is fine.
         let at_limit = format!(r#"{{"bye":{{}}}}{}"#, " ".repeat(MAX - 10));
         assert_eq!(at_limit.len(), MAX);
-        assert_eq!(parse(&at_limit, MAX), Ok(Message::Bye(Bye {})));
+        assert_eq!(parse(&at_limit, MAX), Ok(Message::Bye(Bye::default())));
     }
 
     #[test]

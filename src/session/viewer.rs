@@ -9,7 +9,7 @@ use crate::media::VideoCodec;
 use crate::peer::{AnswerPlan, PeerEvent};
 use crate::session::codec;
 use crate::session::protocol::{
-    self, ErrorBody, ErrorCode, IceCandidate, Message, SdpKind, SessionDescription,
+    self, Bye, ByeReason, ErrorBody, ErrorCode, IceCandidate, Message, SdpKind, SessionDescription,
 };
 
 /// Where the conversation with one browser stands.
@@ -38,6 +38,9 @@ pub enum Input<'a> {
     CandidateRejected(String),
     /// The daemon is shutting down.
     Shutdown,
+    /// The configuration was reloaded with new media settings: end the call and close the
+    /// socket (the page reconnects and dials again).
+    Reload,
 }
 
 /// What the IO layer must do.
@@ -118,9 +121,12 @@ impl ViewerSession {
                 ErrorCode::BadCandidate,
                 format!("ICE candidate rejected: {reason}"),
             )],
-            Input::Shutdown => {
-                self.close_with(vec![Action::Send(Message::Bye(Default::default()))])
-            }
+            Input::Shutdown => self.close_with(vec![Action::Send(Message::Bye(Bye::because(
+                ByeReason::Shutdown,
+            )))]),
+            Input::Reload => self.close_with(vec![Action::Send(Message::Bye(Bye::because(
+                ByeReason::Reload,
+            )))]),
         }
     }
 
@@ -301,7 +307,6 @@ fn candidate_action(candidate: Option<IceCandidate>) -> Action {
 mod tests {
     use super::*;
     use crate::media::VideoCodec::{Av1, H264};
-    use crate::session::protocol::Bye;
 
     const CHROMIUM: &str = include_str!("../../tests/fixtures/offers/chromium-156.sdp");
     const FIREFOX: &str = include_str!("../../tests/fixtures/offers/firefox-esr-153.sdp");
@@ -490,12 +495,33 @@ mod tests {
             actions,
             vec![
                 Action::ClosePeer,
-                Action::Send(Message::Bye(Bye::default())),
+                Action::Send(Message::Bye(Bye::because(ByeReason::Shutdown))),
                 Action::CloseSocket
             ]
         );
         assert_eq!(s.state(), State::Closed);
         assert!(s.handle(Input::Text(&offer(CHROMIUM))).is_empty());
+    }
+
+    #[test]
+    fn reload_ends_the_call_with_a_reason_the_page_redials_on() {
+        let mut s = session();
+        s.handle(Input::Text(&offer(CHROMIUM)));
+        s.handle(Input::PeerReady(Ok("answer".into())));
+        let actions = s.handle(Input::Reload);
+        assert_eq!(
+            actions,
+            vec![
+                Action::ClosePeer,
+                Action::Send(Message::Bye(Bye::because(ByeReason::Reload))),
+                Action::CloseSocket
+            ]
+        );
+        assert_eq!(
+            Message::Bye(Bye::because(ByeReason::Reload)).to_json(),
+            r#"{"bye":{"reason":"reload"}}"#
+        );
+        assert_eq!(s.state(), State::Closed);
     }
 
     #[test]

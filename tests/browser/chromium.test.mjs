@@ -2,6 +2,7 @@
 // misbehaving third client, and the viewer limit. Every number asserted comes from getStats().
 
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import {
   dialAndWaitForFrames, launchChromium, openPage, pageState, rawClient, screenshot, sleep,
@@ -57,6 +58,28 @@ describe('chromium', () => {
       assert.equal(again.codec, 'video/H264');
       await sleep(1500);
       assert.equal((await pageState(page)).state, 'connected');
+      assert.deepEqual(page.errors, []);
+      await context.close();
+    }));
+
+  test('reload with a new frame size: the page dials again by itself', { timeout: 60_000 }, () =>
+    withDaemon({ video: 'codecs = ["h264"]' }, async (daemon) => {
+      const context = await browser.newContext();
+      const page = await openPage(context, daemon.url);
+      const first = await dialAndWaitForFrames(page, 30);
+      assert.equal(first.frameWidth, 640);
+      const config = readFileSync(daemon.configPath, 'utf8');
+      writeFileSync(daemon.configPath, config.replace('width = 640', 'width = 320')
+        .replace('height = 480', 'height = 240'));
+      process.kill(daemon.pid, 'SIGHUP');
+      // The call ends with bye {reason: "reload"}; the page reconnects and decodes 320x240.
+      await page.waitForFunction(() => window.peercamStats && window.peercamStats.frameWidth === 320
+        && window.peercamStats.framesDecoded >= 30, null, { timeout: 20_000, polling: 250 });
+      const state = await pageState(page);
+      assert.equal(state.state, 'connected');
+      assert.equal(state.stats.frameHeight, 240);
+      assert.ok(daemon.log.some((l) => l.includes('reload:') && l.includes('[video] changed')),
+        daemon.log.slice(-10).join('\n'));
       assert.deepEqual(page.errors, []);
       await context.close();
     }));

@@ -118,6 +118,7 @@ export async function startDaemon({ video = '', audio = '', limits = '', env = {
     port,
     url,
     wsUrl: `ws://127.0.0.1:${port}/ws`,
+    configPath,
     log,
     async stop() {
       if (!exited) {

@@ -16,6 +16,8 @@ pub struct Daemon {
     pub child: Child,
     pub port: u16,
     pub log: mpsc::Receiver<String>,
+    /// The config file the daemon was started with (rewrite it and [`Daemon::signal`] HUP).
+    pub config_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -95,7 +97,31 @@ impl Daemon {
             child,
             port,
             log: rx,
+            config_path: path,
             _dir: dir,
+        }
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, ...) to the daemon.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for a log line containing `needle` and returns it; panics after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("peercam did not log `{needle}` within {timeout:?}"),
+            }
         }
     }
 

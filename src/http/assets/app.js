@@ -103,7 +103,7 @@
         (body && body.type) + ': ' + e.message));
       case 'candidate': return onRemoteCandidate(body);
       case 'error': return onError(body || {});
-      case 'bye': return onBye();
+      case 'bye': return onBye(body || {});
       default: console.warn('peercam: unknown message type', type);
     }
   }
@@ -139,7 +139,19 @@
     }
   }
 
-  function onBye() {
+  function onBye(body) {
+    if (!room && body.reason === 'reload') {
+      // The daemon reloaded its configuration with new video/audio settings and closes this
+      // socket: dial again on a new one (once; a failure then shows as usual).
+      const wasInCall = !!pc;
+      ws = null; // the server closes it; do not treat that as a failure
+      closePeer();
+      if (wasInCall) {
+        setState('connecting', 'camera settings changed; reconnecting…');
+        setTimeout(() => { if (window.peercamState === 'connecting') dial(); }, 500);
+      }
+      return;
+    }
     if (!room && byeEchoes > 0) {
       byeEchoes -= 1; // the answer to our own hang-up
       return;

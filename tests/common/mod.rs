@@ -55,6 +55,11 @@ level = "info"
 impl Daemon {
     /// Starts `peercam --config <file>` and waits until it logs its listening address.
     pub fn start(config: &str) -> Daemon {
+        Daemon::start_with_env(config, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("peercam.toml");
         std::fs::write(&path, config).expect("write config");
@@ -62,7 +67,10 @@ impl Daemon {
             .arg("--config")
             .arg(&path)
             .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -76,10 +76,8 @@ fn feeder(fifo: &Path, feeding: Arc<AtomicBool>, done: Arc<AtomicBool>) {
     let start = Instant::now();
     let mut sent = 0u32;
     while !done.load(Ordering::Relaxed) {
-        if feeding.load(Ordering::Relaxed) {
-            if out.write_all(&chunk).is_err() {
-                return;
-            }
+        if feeding.load(Ordering::Relaxed) && out.write_all(&chunk).is_err() {
+            return;
         }
         sent += 1;
         let next = start + Duration::from_millis(20) * sent;

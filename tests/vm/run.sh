@@ -66,33 +66,8 @@ if [ -n "$MISSING" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $MISSING >/dev/null
 fi
 
-# 2. Kernel: Debian's linux-image .deb, extracted and depmod'ed once per kernel version.
-KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-if [ -z "$KPKG" ]; then
-    $SUDO apt-get update -qq
-    KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-fi
-KDIR=$C/$KPKG
-if [ ! -f "$KDIR/vmlinuz" ]; then
-    step "downloading and extracting $KPKG"
-    rm -rf "$KDIR.tmp" && mkdir -p "$KDIR.tmp"
-    (cd "$KDIR.tmp" && apt-get download -q "$KPKG" 2>&1 | grep -v unsandboxed || true)
-    dpkg-deb -x "$KDIR.tmp"/"$KPKG"_*.deb "$KDIR.tmp/kroot"
-    rm -f "$KDIR.tmp"/*.deb
-    KV=$(ls "$KDIR.tmp/kroot/lib/modules")
-    depmod -b "$KDIR.tmp/kroot" "$KV"
-    cp "$KDIR.tmp/kroot/boot/vmlinuz-$KV" "$KDIR.tmp/vmlinuz"
-    rm -rf "$KDIR" && mv "$KDIR.tmp" "$KDIR"
-fi
-KV=$(ls "$KDIR/kroot/lib/modules")
-
-# 3. Initramfs, keyed by the script, the kernel and the guest tools' versions.
-KEY=$({ cat "$HERE/mkinitrd.sh"; echo "$KV"; dpkg-query -W busybox-static v4l-utils alsa-utils; } | sha256sum | cut -c1-16)
-INITRD=$C/initrd-$KEY.cpio.gz
-if [ ! -f "$INITRD" ]; then
-    step "building $INITRD"
-    "$HERE/mkinitrd.sh" "$KDIR/kroot" "$INITRD"
-fi
+# 2.-3. Kernel and initramfs (KDIR, KV, INITRD), shared with systemd.sh.
+. "$HERE/kernel.sh"
 
 # 4. The 9p share: the binary, its libraries, the guest script and its settings.
 W=$(mktemp -d /tmp/peercam-vm.XXXXXX)

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# CI smoke test of the cross builds: builds each target with cross/build.sh, runs the binary
+# under qemu-user (`--version`, `check-config config/peercam.toml`, a broken config), then runs
+# the aarch64 daemon under qemu-user with the test pattern and tone and lets the host's
+# headless Chromium dial it and decode its H.264 (tests/cross/dial.test.mjs).
+# Build output stays in target/ (or $CARGO_TARGET_DIR), so a second run only re-links if needed.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: tests/cross/smoke.sh [--targets "aarch64 armv7"] [--deb] [--no-dial]
+
+  --targets LIST  targets to build and check (aarch64, armv7, x86_64; default "aarch64 armv7")
+  --deb           also build and check the .deb (needs [package.metadata.deb] in Cargo.toml)
+  --no-dial       skip the browser test (it runs when aarch64 is among the targets)
+  -h, --help      this text
+
+Debian 12, root or sudo: installs qemu-user-static, chromium and the tests/browser npm
+packages when missing; cross/build.sh installs the cross toolchains.
+Env: CARGO_TARGET_DIR (build output), PEERCAM_LOG=1 (echo the emulated daemon's log).
+EOF
+}
+
+targets="aarch64 armv7"
+deb=0
+dial=1
+while (($#)); do
+  case "$1" in
+    --targets) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; targets="$2"; shift ;;
+    --targets=*) targets="${1#--targets=}" ;;
+    --deb) deb=1 ;;
+    --no-dial) dial=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; echo "smoke.sh: unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+read -r -a target_list <<<"$targets"
+((${#target_list[@]})) || { echo "smoke.sh: --targets is empty" >&2; exit 2; }
+for t in "${target_list[@]}"; do
+  case "$t" in aarch64|armv7|x86_64) ;; *) echo "smoke.sh: unknown target '$t' (aarch64, armv7, x86_64)" >&2; exit 2 ;; esac
+done
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
+SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
+
+# apt-get install of missing packages; a failed apt-get update (a mirror mid-sync) only warns:
+# apt still installs from the indexes it has.
+apt_install() {
+  echo "installing: $*"
+  $SUDO apt-get update -qq || echo "warning: apt-get update failed; installing with the indexes apt has" >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
+}
+
+triple_of() {
+  case "$1" in
+    aarch64) echo aarch64-unknown-linux-gnu ;;
+    armv7) echo armv7-unknown-linux-gnueabihf ;;
+    x86_64) echo x86_64-unknown-linux-gnu ;;
+  esac
+}
+deb_arch_of() { case "$1" in aarch64) echo arm64 ;; armv7) echo armhf ;; x86_64) echo amd64 ;; esac; }
+bin_of() { echo "$target_dir/$(triple_of "$1")/release/peercam"; }
+
+# Runs a binary of target $1 (under qemu-user for the arm targets), bounded in time.
+run_target() {
+  local target="$1"; shift
+  case "$target" in
+    aarch64) timeout 120 qemu-aarch64-static "$@" ;;   # no -L: it hung in pthread_create
+    armv7) timeout 120 qemu-arm-static -L /usr/arm-linux-gnueabihf "$@" ;;
+    x86_64) timeout 120 "$@" ;;
+  esac
+}
+
+# --- steps ----------------------------------------------------------------------------------
+summary=()
+overall=$SECONDS
+print_summary() {
+  printf '\n==> summary (%d s in all)\n' "$((SECONDS - overall))"
+  printf '  %s\n' "${summary[@]}"
+}
+# step NAME COMMAND...: runs COMMAND with errexit in force (as a background job: a function
+# called from `if` would run with errexit off), times it, stops the script on failure.
+step() {
+  local name="$1"; shift
+  printf '\n==> [%s] %s\n' "$(date +%T)" "$name"
+  local start=$SECONDS rc=0
+  "$@" &
+  wait $! || rc=$?
+  local took=$((SECONDS - start))
+  if ((rc == 0)); then
+    summary+=("$(printf '%-52s ok     %5d s' "$name" "$took")")
+    printf -- '--- ok: %s (%d s)\n' "$name" "$took"
+  else
+    summary+=("$(printf '%-52s FAILED %5d s' "$name" "$took")")
+    printf -- '--- FAILED: %s (exit %d after %d s)\n' "$name" "$rc" "$took" >&2
+    print_summary
+    echo "smoke.sh: FAILED at: $name" >&2
+    exit 1
+  fi
+}
+
+host_packages() {
+  local packages=(qemu-user-static chromium binutils file) missing=() p
+  command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    apt_install "${missing[@]}"
+  else
+    echo "all installed"
+  fi
+  qemu-aarch64-static --version | head -1
+}
+
+# What the binary loads at run time under qemu-user from the host's multiarch directories
+# (libc6, libopus0 and libasound2 of the target come with cross/build.sh's -dev packages).
+runtime_libs() {
+  local arch p missing=()
+  arch="$(deb_arch_of "$1")"
+  for p in "libstdc++6:$arch" "libgcc-s1:$arch" "libopus0:$arch" "libasound2:$arch"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    apt_install "${missing[@]}"
+  else
+    echo "all installed"
+  fi
+}
+
+build() {
+  local target="$1"
+  if ((deb)); then
+    cross/build.sh "$target"
+  else
+    cross/build.sh --no-deb "$target"
+  fi
+}
+
+check_version() {
+  local target="$1" out
+  out="$(run_target "$target" "$(bin_of "$target")" --version)"
+  echo "peercam --version: $out"
+  [[ "$out" == "peercam $version" ]] || { echo "expected 'peercam $version'" >&2; return 1; }
+}
+
+check_config() {
+  local target="$1" bin out rc=0 bad
+  bin="$(bin_of "$target")"
+  out="$(run_target "$target" "$bin" check-config config/peercam.toml 2>&1)"
+  echo "peercam check-config config/peercam.toml: $out"
+  [[ "$out" == "config/peercam.toml: ok" ]] || { echo "expected 'config/peercam.toml: ok'" >&2; return 1; }
+  # A broken file: exit status 2 and the line, column and key named.
+  bad="$(mktemp --suffix=.toml)"
+  printf '[video]\nfps = 0\n' >"$bad"
+  out="$(run_target "$target" "$bin" check-config "$bad" 2>&1)" || rc=$?
+  rm -f "$bad"
+  echo "peercam check-config <fps = 0>: exit $rc: $out"
+  ((rc == 2)) || { echo "expected exit status 2" >&2; return 1; }
+  [[ "$out" == *":2:"*"[video] fps"* ]] || { echo "expected the line and key in the message" >&2; return 1; }
+}
+
+check_deb() {
+  local target="$1" arch file
+  arch="$(deb_arch_of "$target")"
+  file="$(ls -1t "$target_dir/$(triple_of "$target")/debian/"peercam_*_"$arch".deb | head -1)"
+  echo "$file"
+  [[ "$(dpkg-deb -f "$file" Architecture)" == "$arch" ]] || { echo "Architecture is not $arch" >&2; return 1; }
+  dpkg-deb -c "$file" | grep -q ' \./usr/bin/peercam$' || { echo "no /usr/bin/peercam in $file" >&2; return 1; }
+  dpkg-deb -f "$file" Package Version Architecture Depends
+}
+
+npm_packages() {
+  if [[ -d tests/browser/node_modules/playwright-core && -d tests/browser/node_modules/ws ]]; then
+    echo "tests/browser/node_modules present"
+  else
+    (cd tests/browser && npm ci --no-audit --no-fund)
+  fi
+}
+
+dial() {
+  PEERCAM_CROSS_ARCH=aarch64 PEERCAM_CROSS_BIN="$(bin_of aarch64)" \
+    timeout 600 node --test --test-concurrency=1 --test-reporter=spec tests/cross/dial.test.mjs
+}
+
+# --- run ------------------------------------------------------------------------------------
+echo "peercam $version cross smoke test: targets ${target_list[*]}$( ((deb)) && echo ', with .deb'), output in $target_dir"
+step "host packages (qemu-user-static, chromium, node)" host_packages
+for t in "${target_list[@]}"; do
+  step "$t: cross/build.sh$( ((deb)) || echo ' --no-deb') $t" build "$t"
+  step "$t: runtime libraries for qemu-user" runtime_libs "$t"
+  step "$t: peercam --version" check_version "$t"
+  step "$t: peercam check-config" check_config "$t"
+  if ((deb)); then step "$t: .deb contents" check_deb "$t"; fi
+done
+if ((dial)) && [[ " ${target_list[*]} " == *" aarch64 "* ]]; then
+  step "npm packages for the browser test" npm_packages
+  step "aarch64 under qemu-user: Chromium dials, decodes H.264" dial
+elif ((dial)); then
+  echo "(browser test skipped: aarch64 is not among the targets)"
+fi
+print_summary
+echo "smoke.sh: all passed"

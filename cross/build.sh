@@ -79,13 +79,13 @@ packages=(clang libclang-dev pkg-config nasm cmake gcc g++ libc6-dev dpkg-dev fi
 if ((foreign)); then
   packages+=("gcc-$gnu" "g++-$gnu" "libc6-dev:$deb_arch")
 fi
-if ((foreign)) && ! { dpkg --print-foreign-architectures; echo "$host_arch"; } | grep -qx "$deb_arch"; then
+if ((foreign)) && ! { dpkg --print-foreign-architectures; echo "$host_arch"; } | grep -x "$deb_arch" >/dev/null; then
   echo "dpkg --add-architecture $deb_arch"
   $SUDO dpkg --add-architecture "$deb_arch"
 fi
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
@@ -109,7 +109,7 @@ fi
 # --- Rust target ----------------------------------------------------------------------------
 step "rust target $triple"
 command -v rustup >/dev/null || die "rustup not found: install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the toolchain"
-if ! rustup target list --installed | grep -qx "$triple"; then
+if ! rustup target list --installed | grep -x "$triple" >/dev/null; then
   rustup target add "$triple" || die "rustup target add $triple failed (no network to static.rust-lang.org?).
   Fallback on Debian 12: install Debian's Rust with the target's standard library,
     apt-get install rustc-web cargo-web libstd-rust-web-dev:$deb_arch
@@ -175,7 +175,7 @@ if ((build_deb)); then
   deb_dir="$target_dir/$triple/debian"
   before="$(ls -1 "$deb_dir"/*.deb 2>/dev/null || true)"
   cargo deb --target "$triple" --no-build --no-strip || die "cargo deb failed"
-  deb="$(ls -1t "$deb_dir"/peercam_*_"$deb_arch".deb 2>/dev/null | head -1)"
+  deb="$(ls -1t "$deb_dir"/peercam_*_"$deb_arch".deb 2>/dev/null | sed -n 1p)"
   [[ -n "$deb" ]] || die "cargo deb succeeded but no peercam_*_$deb_arch.deb is in $deb_dir (before: $before)"
   dpkg-deb --info "$deb" | sed -n 's/^ \(Package\|Version\|Architecture\|Depends\|Installed-Size\):/  \1:/p'
 fi

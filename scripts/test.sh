@@ -23,3 +23,11 @@ PEERCAM_BIN="$PWD/target/debug/peercam" tests/browser/run.sh
 
 step "real kernel: V4L2 capture in a qemu VM"
 tests/vm/run.sh --binary "$PWD/target/debug/peercam"
+
+step "Debian package (amd64): release build + cargo-deb"
+cross/build.sh x86_64
+DEB=$(ls -1t target/x86_64-unknown-linux-gnu/debian/peercam_*_amd64.deb | sed -n 1p)
+
+step "systemd in a qemu VM: install the .deb, READY, dial, reload, watchdog, stop, remove"
+tests/vm/systemd.sh --deb "$DEB"
+

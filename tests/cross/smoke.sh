@@ -41,10 +41,12 @@ for t in "${target_list[@]}"; do
   case "$t" in aarch64|armv7|x86_64) ;; *) echo "smoke.sh: unknown target '$t' (aarch64, armv7, x86_64)" >&2; exit 2 ;; esac
 done
 
+[[ " ${target_list[*]} " == *" aarch64 "* ]] || dial=0   # the browser test runs the aarch64 binary
+
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
+version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | sed -n 1p)"
 SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
 
 # apt-get install of missing packages; a failed apt-get update (a mirror mid-sync) only warns:
@@ -104,17 +106,20 @@ step() {
 }
 
 host_packages() {
-  local packages=(qemu-user-static chromium binutils file) missing=() p
-  command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
+  local packages=(qemu-user-static binutils file) missing=() p
+  if ((dial)); then
+    packages+=(chromium)
+    command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
+  fi
   for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")
   done
   if ((${#missing[@]})); then
     apt_install "${missing[@]}"
   else
     echo "all installed"
   fi
-  qemu-aarch64-static --version | head -1
+  qemu-aarch64-static --version | sed -n 1p
 }
 
 # What the binary loads at run time under qemu-user from the host's multiarch directories
@@ -123,7 +128,7 @@ runtime_libs() {
   local arch p missing=()
   arch="$(deb_arch_of "$1")"
   for p in "libstdc++6:$arch" "libgcc-s1:$arch" "libopus0:$arch" "libasound2:$arch"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")
   done
   if ((${#missing[@]})); then
     apt_install "${missing[@]}"
@@ -167,10 +172,10 @@ check_config() {
 check_deb() {
   local target="$1" arch file
   arch="$(deb_arch_of "$target")"
-  file="$(ls -1t "$target_dir/$(triple_of "$target")/debian/"peercam_*_"$arch".deb | head -1)"
+  file="$(ls -1t "$target_dir/$(triple_of "$target")/debian/"peercam_*_"$arch".deb | sed -n 1p)"
   echo "$file"
   [[ "$(dpkg-deb -f "$file" Architecture)" == "$arch" ]] || { echo "Architecture is not $arch" >&2; return 1; }
-  dpkg-deb -c "$file" | grep -q ' \./usr/bin/peercam$' || { echo "no /usr/bin/peercam in $file" >&2; return 1; }
+  dpkg-deb -c "$file" | grep ' \./usr/bin/peercam$' >/dev/null || { echo "no /usr/bin/peercam in $file" >&2; return 1; }
   dpkg-deb -f "$file" Package Version Architecture Depends
 }
 
@@ -189,7 +194,7 @@ dial() {
 
 # --- run ------------------------------------------------------------------------------------
 echo "peercam $version cross smoke test: targets ${target_list[*]}$( ((deb)) && echo ', with .deb'), output in $target_dir"
-step "host packages (qemu-user-static, chromium, node)" host_packages
+step "host packages (qemu-user-static$( ((dial)) && echo ", chromium, node"))" host_packages
 for t in "${target_list[@]}"; do
   step "$t: cross/build.sh$( ((deb)) || echo ' --no-deb') $t" build "$t"
   step "$t: runtime libraries for qemu-user" runtime_libs "$t"
@@ -197,11 +202,11 @@ for t in "${target_list[@]}"; do
   step "$t: peercam check-config" check_config "$t"
   if ((deb)); then step "$t: .deb contents" check_deb "$t"; fi
 done
-if ((dial)) && [[ " ${target_list[*]} " == *" aarch64 "* ]]; then
+if ((dial)); then
   step "npm packages for the browser test" npm_packages
   step "aarch64 under qemu-user: Chromium dials, decodes H.264" dial
-elif ((dial)); then
-  echo "(browser test skipped: aarch64 is not among the targets)"
+else
+  echo "(browser test skipped: --no-dial, or aarch64 is not among the targets)"
 fi
 print_summary
 echo "smoke.sh: all passed"

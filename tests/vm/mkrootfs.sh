@@ -73,13 +73,13 @@ INIT
     chmod 755 "$O/init"
     rm "$O/list"
     (cd "$O" && find . | cpio -o -H newc --quiet | gzip -1) >"$O.cpio.gz"
-    cat "$INITRD" "$O.cpio.gz" >"$BOOT.tmp" && mv "$BOOT.tmp" "$BOOT"
+    cat "$INITRD" "$O.cpio.gz" >"$BOOT.$$.tmp" && mv "$BOOT.$$.tmp" "$BOOT"
     rm -rf "$O" "$O.cpio.gz"
 fi
 
 if [ ! -f "$IMG" ]; then
     R=$(mktemp -d /tmp/peercam-rootfs.XXXXXX)
-    trap 'rm -rf "$R" "$IMG.tmp"' EXIT
+    trap 'rm -rf "$R" "$IMG.$$.tmp"' EXIT
     MIRROR=${PEERCAM_VM_MIRROR:-$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)}
     MIRROR=${MIRROR:-http://deb.debian.org/debian}
     log "debootstrap bookworm ($MIRROR) + $PKGS"
@@ -125,12 +125,12 @@ UNIT
     done
     rm -rf "$R"/var/cache/apt/archives/*.deb "$R"/var/lib/apt/lists/*
     log "mke2fs $IMG"
-    mke2fs -q -t ext4 -L root -d "$R" "$IMG.tmp" 1G >/dev/null
-    mv "$IMG.tmp" "$IMG"
+    mke2fs -q -t ext4 -L root -d "$R" "$IMG.$$.tmp" 1G >/dev/null
+    mv "$IMG.$$.tmp" "$IMG"
     rm -rf "$R"
     trap - EXIT
-    for f in "$C"/rootfs-*; do # images of older keys (1 GiB sparse each)
-        case $f in "$C/rootfs-$KEY".*) ;; *) rm -f "$f" ;; esac
+    for f in "$C"/rootfs-*; do # images of other keys (1 GiB sparse each; a qemu still using
+        case $f in "$C/rootfs-$KEY".* | *.tmp) ;; *) rm -f "$f" ;; esac # one keeps its open file)
     done
 fi
 echo "$IMG"

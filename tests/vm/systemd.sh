@@ -8,7 +8,7 @@
 # Chromium) through commands the guest runs (systemd-guest.sh, over the 9p share):
 #   1. apt-get install ./peercam_*_amd64.deb: enabled, started by postinst, READY=1 reached
 #   2. the VM config in /etc/peercam/peercam.toml (vivid, snd-aloop, forwarded UDP ports,
-#      nat_1to1_ips), `systemctl restart` timed (exec -> READY=1)
+#      nat_1to1_ips), `systemctl stop` + `start` timed (exec -> READY=1)
 #   3. Chromium dials through the forwarded ports and decodes vivid's colour bars (+ Opus)
 #   4. fps edited + `systemctl reload`: journal "reload: ... applied", the page redials by
 #      itself and gets the new rate; a broken file + reload: still active, the journal names
@@ -30,7 +30,8 @@
 #      PEERCAM_VM_SD_UDP_MIN (first of 5 UDP ports forwarded 1:1, 47100), PEERCAM_VM_SD_TIMEOUT
 #      (qemu limit, 420 s), PEERCAM_VM_CPU (qemu -cpu, qemu64), PEERCAM_VM_MAX_EXPOSURE (2.0),
 #      PEERCAM_VM_SECURITY_VARIANTS=1 (also score unit variants, see systemd.test.mjs),
-#      PEERCAM_VM_CHROMIUM_ARGS, PEERCAM_VM_MIRROR (debootstrap mirror).
+#      PEERCAM_VM_CHROMIUM_ARGS, PEERCAM_VM_MIRROR (debootstrap mirror), PEERCAM_VM_SD_TEST
+#      (another node test file to run against the booted guest instead, for experiments).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -44,7 +45,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=$2; shift 2 ;;
     --keep=*) KEEP=${1#--keep=}; shift ;;
     --shell) SHELL_MODE=1; shift ;;
-    -h | --help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "systemd.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -178,8 +179,10 @@ QPID=""
 RC=$(sed -n 's/.*===TEST-RC=\([0-9]*\)===.*/\1/p' "$SERIAL" | tail -n 1)
 [ "$RC" = 0 ] || fail "guest runner status ${RC:-missing} (no ===TEST-RC=0===)"
 if [ -n "$FAIL" ]; then
-    echo "vm-systemd: ===== guest serial log (tail)"
-    tail -n 80 "$SERIAL"
+    echo "vm-systemd: ===== guest serial log (the runner's lines, then the tail)"
+    grep -a 'guest: ' "$SERIAL" | tail -n 40
+    echo "vm-systemd: -----"
+    tail -n 40 "$SERIAL"
     step "FAILED: $FAIL"
     exit 1
 fi

@@ -284,6 +284,41 @@ after(async () => {
   if (results.length) console.log(`vm-systemd: ---- summary\n${results.map((l) => `vm-systemd:   ${l}`).join('\n')}`);
 });
 
+test('0. (host) the package\'s Depends covers what dpkg-shlibdeps derives from its binary', (t) => {
+  const have = (cmd) => { try { execFileSync('sh', ['-c', `command -v ${cmd}`]); return true; } catch { return false; } };
+  if (!have('dpkg-shlibdeps')) return t.skip('dpkg-shlibdeps not installed (dpkg-dev)');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'peercam-shlibs-'));
+  try {
+    execFileSync('dpkg-deb', ['-x', path.join(share, deb), `${dir}/root`]);
+    execFileSync('mkdir', ['-p', `${dir}/debian`]);
+    writeFileSync(`${dir}/debian/control`, 'Source: peercam\n\nPackage: peercam\nArchitecture: any\n');
+    const out = execFileSync('dpkg-shlibdeps', ['-O', `${dir}/root/usr/bin/peercam`],
+      { cwd: dir, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+    const needed = out.replace(/^shlibs:Depends=/, '').trim().split(/,\s*/);
+    const declared = execFileSync('dpkg-deb', ['-f', path.join(share, deb), 'Depends']).toString().trim();
+    const decl = Object.fromEntries(declared.split(/,\s*/).map((d) => {
+      const m = d.match(/^(\S+)(?: \(>= ([^)]+)\))?$/);
+      return [m[1], m[2] || ''];
+    }));
+    const problems = [];
+    for (const n of needed) {
+      const [, name, version] = n.match(/^(\S+)(?: \(>= ([^)]+)\))?$/);
+      if (!(name in decl)) problems.push(`${name} missing`);
+      else if (version) {
+        try {
+          execFileSync('dpkg', ['--compare-versions', decl[name] || '0', 'ge', version]);
+        } catch {
+          problems.push(`${name} (>= ${decl[name] || 'any'}) < ${version}`);
+        }
+      }
+    }
+    report(`Depends: ${declared}; dpkg-shlibdeps of the binary: ${needed.join(', ')}`);
+    assert.deepEqual(problems, [], 'declared Depends must cover dpkg-shlibdeps');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
   let installed = false;
   let started = false;
@@ -396,7 +431,7 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
       }, 15_000);
       const { s } = await step('true');
       report(`video: vivid colour bars, capture ${r.capture} fps (RTP), ${r.presented} fps presented;`
-        + ` audio ${audio?.audioCodec}, level ${audio?.audioLevel?.toFixed(2)}; status "${s.StatusText}"`);
+        + ` audio ${audio?.audioCodec}, total energy ${audio?.audioEnergy?.toFixed(3)}; status "${s.StatusText}"`);
       assert.ok(r.capture >= FPS * 0.75 && r.capture <= FPS * 1.25, `capture rate ${r.capture} fps, configured ${FPS}`);
       assert.ok(audio, `no audio energy: ${JSON.stringify((await pageState(page)).stats)}`);
       assert.equal(audio.audioCodec, 'audio/opus');

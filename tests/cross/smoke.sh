@@ -94,10 +94,10 @@ step() {
   wait $! || rc=$?
   local took=$((SECONDS - start))
   if ((rc == 0)); then
-    summary+=("$(printf '%-52s ok     %5d s' "$name" "$took")")
+    summary+=("$(printf '%-58s ok     %5d s' "$name" "$took")")
     printf -- '--- ok: %s (%d s)\n' "$name" "$took"
   else
-    summary+=("$(printf '%-52s FAILED %5d s' "$name" "$took")")
+    summary+=("$(printf '%-58s FAILED %5d s' "$name" "$took")")
     printf -- '--- FAILED: %s (exit %d after %d s)\n' "$name" "$rc" "$took" >&2
     print_summary
     echo "smoke.sh: FAILED at: $name" >&2

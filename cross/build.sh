@@ -71,6 +71,7 @@ host_arch="$(dpkg --print-architecture)"
 [[ "$host_arch" == amd64 ]] || die "expects an amd64 build machine (this one is $host_arch)"
 foreign=0
 [[ "$deb_arch" != "$host_arch" ]] && foreign=1
+added_arch=0
 
 # --- system packages ------------------------------------------------------------------------
 step "system packages for $triple"
@@ -82,6 +83,7 @@ fi
 if ((foreign)) && ! { dpkg --print-foreign-architectures; echo "$host_arch"; } | grep -x "$deb_arch" >/dev/null; then
   echo "dpkg --add-architecture $deb_arch"
   $SUDO dpkg --add-architecture "$deb_arch"
+  added_arch=1
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -100,8 +102,14 @@ if ((${#missing[@]})); then
     sleep 15
   done
   ((update_failed)) && echo "warning: apt-get update kept failing (above); installing with the indexes apt has" >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-    || die "apt-get install ${missing[*]} failed$( ((update_failed)) && echo ' (apt-get update had failed: an inconsistent mirror? foreign-architecture packages must have exactly the versions of the installed native ones)')"
+  if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+    # Leave the machine as it was: an added architecture whose indexes are broken would make
+    # every later `apt-get update` fail, for everyone.
+    if ((added_arch)) && $SUDO dpkg --remove-architecture "$deb_arch" 2>/dev/null; then
+      echo "removed the $deb_arch architecture again" >&2
+    fi
+    die "apt-get install ${missing[*]} failed$( ((update_failed)) && echo ' (apt-get update had failed: an inconsistent mirror? foreign-architecture packages must have exactly the versions of the installed native ones)')"
+  fi
 else
   echo "all installed"
 fi

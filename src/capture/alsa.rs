@@ -346,11 +346,12 @@ fn configure(pcm: &PCM, device: &str, channels: u8) -> Result<DeviceConfig, Capt
             format!("offers an unusable format ({rate} Hz, {device_channels} channels)"),
         ));
     }
-    let period_wanted = i64::from(rate * AUDIO_FRAME_MS / 1000);
+    // Frames is c_long: 64-bit on aarch64/x86_64, 32-bit on armv7 (a 20 ms period fits both).
+    let period_wanted = (rate * AUDIO_FRAME_MS / 1000) as alsa::pcm::Frames;
     let period = hwp
         .set_period_size_near(period_wanted, ValueOr::Nearest)
         .map_err(|e| fail("cannot set a 20 ms period", e))?;
-    hwp.set_buffer_size_near(period * PERIODS_PER_BUFFER as i64)
+    hwp.set_buffer_size_near(period * PERIODS_PER_BUFFER as alsa::pcm::Frames)
         .map_err(|e| fail("cannot set the buffer size", e))?;
     pcm.hw_params(&hwp)
         .map_err(|e| fail("rejected the capture parameters", e))?;

@@ -220,7 +220,11 @@ impl Watchdog {
     }
 
     async fn status_line(&self, state: &AppState) -> String {
-        let media = state.media().await;
+        self.status_of(state, &*state.media().await)
+    }
+
+    /// The `systemctl status` line: address, viewers in a call, video source.
+    fn status_of(&self, state: &AppState, media: &Media) -> String {
         format!(
             "serving http://{}/ · {} viewer(s) · {}",
             self.local,
@@ -261,12 +265,7 @@ impl Watchdog {
             );
             self.stalled = stalled;
         }
-        let status = format!(
-            "serving http://{}/ · {} viewer(s) · {}",
-            self.local,
-            state.viewers_in_call(),
-            media.hub.source_description()
-        );
+        let status = self.status_of(state, &media);
         if status != self.status {
             systemd::status(&status);
             self.status = status;

@@ -21,6 +21,6 @@ dpkg --add-architecture "$arch"
 apt-get update
 apt-get install -y --no-install-recommends \
   ca-certificates make file gcc g++ libc6-dev pkg-config clang libclang-dev cmake nasm \
-  "gcc-$gnu" "g++-$gnu" "libc6-dev:$arch" \
+  "gcc-$gnu" "g++-$gnu" \
   "libopus-dev:$arch" "libasound2-dev:$arch"
 rm -rf /var/lib/apt/lists/*

@@ -24,10 +24,14 @@ PEERCAM_BIN="$PWD/target/debug/peercam" tests/browser/run.sh
 step "real kernel: V4L2 capture in a qemu VM"
 tests/vm/run.sh --binary "$PWD/target/debug/peercam"
 
-step "Debian package (amd64): release build + cargo-deb"
-cross/build.sh x86_64
+step "release builds + Debian packages: amd64, arm64 (aarch64), armhf (armv7)"
+# One cargo run for the three targets keeps both cores busy; the steps below reuse it.
+cross/build.sh x86_64 aarch64 armv7
 DEB=$(ls -1t target/x86_64-unknown-linux-gnu/debian/peercam_*_amd64.deb | sed -n 1p)
 
 step "systemd in a qemu VM: install the .deb, READY, dial, reload, watchdog, stop, remove"
 tests/vm/systemd.sh --deb "$DEB"
+
+step "cross builds under qemu-user: --version, check-config, .deb, Chromium dials aarch64 and armv7"
+tests/cross/smoke.sh --targets "aarch64 armv7" --deb
 

@@ -218,3 +218,48 @@ fn daemon_without_config_uses_the_built_in_defaults() {
     );
     assert!(log.contains("listening on http://127.0.0.1:"), "{log}");
 }
+
+/// The manual page (deploy/peercam.1, installed by the .deb) describes every option,
+/// subcommand and config key, and carries the crate's version.
+#[test]
+fn man_page_covers_every_option_command_and_config_key() {
+    use clap::CommandFactory;
+    let page =
+        std::fs::read_to_string(repo_file("deploy/peercam.1")).expect("read deploy/peercam.1");
+    // roff writes a literal minus as \-.
+    let roff = |s: &str| s.replace('-', "\\-");
+    let mut missing = Vec::new();
+    let cli = peercam::cli::Cli::command();
+    let mut commands = vec![&cli];
+    commands.extend(cli.get_subcommands());
+    for command in commands {
+        if command.get_name() != "peercam" && !page.contains(&roff(command.get_name())) {
+            missing.push(format!("command {}", command.get_name()));
+        }
+        for arg in command.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                if !page.contains(&roff(&format!("--{long}"))) {
+                    missing.push(format!("option --{long}"));
+                }
+            }
+        }
+    }
+    let sample = std::fs::read_to_string(repo_file("config/peercam.toml")).expect("read sample");
+    let sample: toml::Table = sample.parse().expect("sample config parses");
+    for (section, keys) in &sample {
+        if !page.contains(&format!("[{section}]")) {
+            missing.push(format!("section [{section}]"));
+        }
+        for key in keys.as_table().expect("sections are tables").keys() {
+            if !page.contains(&format!(".B {key}")) && !page.contains(&format!(".BR {key}")) {
+                missing.push(format!("key [{section}] {key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "deploy/peercam.1 does not describe: {missing:?}"
+    );
+    let version = format!("\"peercam {}\"", env!("CARGO_PKG_VERSION"));
+    assert!(page.contains(&version), "the .TH line should say {version}");
+}

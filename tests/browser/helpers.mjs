@@ -36,10 +36,13 @@ export function freePort() {
 }
 
 /**
- * A config with the test pattern and tone, loopback only. `video`/`audio`/`limits`: extra TOML
- * lines; `audio` lines that set `source` replace the test tone.
+ * A config with the test pattern and tone at `width`x`height`@`fps`, loopback only.
+ * `video`/`audio`/`limits`: extra TOML lines; `audio` lines that set `source` replace the test
+ * tone.
  */
-export function testConfig({ port, video = '', audio = '', limits = '' }) {
+export function testConfig({
+  port, video = '', audio = '', limits = '', width = 640, height = 480, fps = 30,
+}) {
   const audioSource = /^\s*source\s*=/m.test(audio) ? '' : 'source = "test"';
   return `
 [server]
@@ -47,9 +50,9 @@ listen = "127.0.0.1:${port}"
 
 [video]
 source = "test"
-width = 640
-height = 480
-fps = 30
+width = ${width}
+height = ${height}
+fps = ${fps}
 ${video}
 
 [audio]
@@ -70,19 +73,25 @@ ${limits}
 /**
  * Starts the daemon and waits until GET / answers. `limits` lines override max_viewers when
  * they set it (TOML forbids a key twice, so it is replaced, not appended). `env`: extra
- * environment variables for the daemon (e.g. ALSA_CONFIG_PATH).
+ * environment variables for the daemon (e.g. ALSA_CONFIG_PATH). `bin`: another binary (a
+ * cross build); `wrapper`: argv prefix that runs it (e.g. ['qemu-aarch64-static']).
+ * `width`/`height`/`fps`: the test pattern's size and rate.
  */
-export async function startDaemon({ video = '', audio = '', limits = '', env = {} } = {}) {
-  if (!existsSync(peercamBin)) {
-    throw new Error(`peercam binary not found at ${peercamBin}: run \`cargo build\` or set PEERCAM_BIN`);
+export async function startDaemon({
+  video = '', audio = '', limits = '', env = {}, bin = peercamBin, wrapper = [],
+  width, height, fps, readyTimeoutMs = 20_000,
+} = {}) {
+  if (!existsSync(bin)) {
+    throw new Error(`peercam binary not found at ${bin}: run \`cargo build\` or set PEERCAM_BIN`);
   }
   const port = await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'peercam-browser-'));
   const configPath = path.join(dir, 'peercam.toml');
-  let config = testConfig({ port, video, audio, limits });
+  let config = testConfig({ port, video, audio, limits, width, height, fps });
   if (/^\s*max_viewers\s*=/m.test(limits)) config = config.replace('max_viewers = 8\n', '');
   writeFileSync(configPath, config);
-  const child = spawn(peercamBin, ['--config', configPath, '--listen', `127.0.0.1:${port}`], {
+  const argv = [...wrapper, bin, '--config', configPath, '--listen', `127.0.0.1:${port}`];
+  const child = spawn(argv[0], argv.slice(1), {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', JOURNAL_STREAM: '', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -93,12 +102,16 @@ export async function startDaemon({ video = '', audio = '', limits = '', env = {
     if (process.env.PEERCAM_LOG) process.stderr.write(chunk);
   });
   let exited = null;
+  child.on('error', (error) => { exited = `spawn ${argv[0]}: ${error.message}`; });
   child.on('exit', (code, signal) => { exited = signal || `exit code ${code}`; });
+  const cleanUp = () => rmSync(dir, { recursive: true, force: true });
   const url = `http://127.0.0.1:${port}/`;
-  const deadline = Date.now() + 20_000;
+  const started = Date.now();
   for (;;) {
     if (exited) {
-      throw new Error(`peercam exited (${exited}) before serving ${url}:\n${log.slice(-20).join('\n')}`);
+      cleanUp();
+      throw new Error(`${argv.join(' ')} exited (${exited}) before serving ${url}:\n`
+        + log.slice(-20).join('\n'));
     }
     try {
       const response = await fetch(url);
@@ -106,13 +119,22 @@ export async function startDaemon({ video = '', audio = '', limits = '', env = {
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) {
+    if (Date.now() - started > readyTimeoutMs) {
       child.kill('SIGKILL');
-      throw new Error(`peercam did not serve ${url} within 20 s:\n${log.slice(-20).join('\n')}`);
+      cleanUp();
+      throw new Error(`peercam did not serve ${url} within ${readyTimeoutMs} ms:\n`
+        + log.slice(-20).join('\n'));
     }
     await sleep(100);
   }
-  await checkAssetsCurrent(url, child);
+  const startupMs = Date.now() - started;
+  try {
+    await checkAssetsCurrent(url, bin);
+  } catch (error) {
+    child.kill('SIGKILL');
+    cleanUp();
+    throw error;
+  }
   return {
     pid: child.pid,
     port,
@@ -120,15 +142,27 @@ export async function startDaemon({ video = '', audio = '', limits = '', env = {
     wsUrl: `ws://127.0.0.1:${port}/ws`,
     configPath,
     log,
+    /** Milliseconds from spawn until GET / answered. */
+    startupMs,
+    /** GET /metrics parsed into { 'name{labels}': number }. */
+    async metrics() {
+      const text = await (await fetch(`${url}metrics`)).text();
+      const values = {};
+      for (const line of text.split('\n')) {
+        const m = /^(\S+)\s+([0-9.eE+-]+)$/.exec(line);
+        if (m) values[m[1]] = Number(m[2]);
+      }
+      return values;
+    },
     async stop() {
       if (!exited) {
         const gone = new Promise((resolve) => child.once('exit', resolve));
         child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
         await gone;
         clearTimeout(timer);
       }
-      rmSync(dir, { recursive: true, force: true });
+      cleanUp();
     },
   };
 }
@@ -137,14 +171,13 @@ export async function startDaemon({ video = '', audio = '', limits = '', env = {
  * The page is compiled into the binary (include_str!): a binary older than the files under
  * src/http/assets would test an old page. Fails with what to do instead.
  */
-async function checkAssetsCurrent(url, child) {
+async function checkAssetsCurrent(url, bin) {
   for (const [route, file] of [['', 'index.html'], ['app.js', 'app.js'], ['style.css', 'style.css']]) {
     const served = await (await fetch(url + route)).text();
     const onDisk = readFileSync(path.join(repoRoot, 'src', 'http', 'assets', file), 'utf8');
     if (served !== onDisk) {
-      child.kill('SIGKILL');
-      throw new Error(`${peercamBin} serves an older ${file} than src/http/assets/${file}: `
-        + 'run `cargo build` first');
+      throw new Error(`${bin} serves an older ${file} than src/http/assets/${file}: `
+        + 'rebuild it first');
     }
   }
 }

@@ -12,9 +12,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  dialAndWaitForFrames, launchChromium, openPage, pageState, repoRoot, sleep, stats,
+  dialAndWaitForFrames, launchChromium, openPage, pageState, repoRoot, sleep, startDaemon, stats,
 } from '../browser/helpers.mjs';
-import { qemuWrapper, startWrappedDaemon } from './qemu.mjs';
 
 const arch = process.env.PEERCAM_CROSS_ARCH || 'aarch64';
 const triple = { aarch64: 'aarch64-unknown-linux-gnu', armv7: 'armv7-unknown-linux-gnueabihf' }[arch];
@@ -30,12 +29,26 @@ const WINDOW_S = 10; // how long the frame rate is measured
 // Emulated, on a busy 2-core CI machine: at least 75% of the frame rate must arrive.
 const MIN_FPS = FPS * 0.75;
 
+/**
+ * The qemu-user command line for a binary of `arch`. No -L: the loader and libraries come from
+ * the host's multiarch directories (libc6:arm64/armhf, libopus0, ...; tests/cross/smoke.sh
+ * installs them). With the cross gcc's sysroot as -L the arm64 daemon hung in pthread_create
+ * and the armhf one crashed.
+ */
+function qemuWrapper(arch) {
+  switch (arch) {
+    case 'aarch64': return ['qemu-aarch64-static'];
+    case 'armv7': return ['qemu-arm-static'];
+    default: throw new Error(`PEERCAM_CROSS_ARCH=${arch}: expected aarch64 or armv7`);
+  }
+}
+
 let browser;
 before(async () => { browser = await launchChromium(); });
 after(async () => { await browser?.close(); });
 
 test(`Chromium decodes H.264 from peercam ${arch} under qemu-user`, { timeout: 240_000 }, async (t) => {
-  const daemon = await startWrappedDaemon({
+  const daemon = await startDaemon({
     bin, wrapper: qemuWrapper(arch), width: WIDTH, height: HEIGHT, fps: FPS,
     video: 'codecs = ["h264"]', readyTimeoutMs: 90_000,
   });

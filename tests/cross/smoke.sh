@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# CI smoke test of the cross builds: builds each target with cross/build.sh, runs the binary
+# CI smoke test of the cross builds: builds the targets with cross/build.sh, runs each binary
 # under qemu-user (`--version`, `check-config config/peercam.toml`, a broken config), then runs
-# the aarch64 daemon under qemu-user with the test pattern and tone and lets the host's
-# headless Chromium dial it and decode its H.264 (tests/cross/dial.test.mjs).
+# each arm daemon under qemu-user with the test pattern and tone and lets the host's headless
+# Chromium dial it and decode its H.264 (tests/cross/dial.test.mjs).
 # Build output stays in target/ (or $CARGO_TARGET_DIR), so a second run only re-links if needed.
 set -euo pipefail
 
@@ -12,7 +12,7 @@ Usage: tests/cross/smoke.sh [--targets "aarch64 armv7"] [--deb] [--no-dial]
 
   --targets LIST  targets to build and check (aarch64, armv7, x86_64; default "aarch64 armv7")
   --deb           also build and check the .deb (needs [package.metadata.deb] in Cargo.toml)
-  --no-dial       skip the browser test (it runs when aarch64 is among the targets)
+  --no-dial       skip the browser test (it runs for aarch64 and armv7 when built)
   -h, --help      this text
 
 Debian 12, root or sudo: installs qemu-user-static, chromium and the tests/browser npm
@@ -41,21 +41,16 @@ for t in "${target_list[@]}"; do
   case "$t" in aarch64|armv7|x86_64) ;; *) echo "smoke.sh: unknown target '$t' (aarch64, armv7, x86_64)" >&2; exit 2 ;; esac
 done
 
-[[ " ${target_list[*]} " == *" aarch64 "* ]] || dial=0   # the browser test runs the aarch64 binary
+# The browser test runs the arm binaries under qemu-user.
+dial_targets=()
+for t in "${target_list[@]}"; do [[ "$t" == x86_64 ]] || dial_targets+=("$t"); done
+((${#dial_targets[@]})) || dial=0
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | sed -n 1p)"
 SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
-
-# apt-get install of missing packages; a failed apt-get update (a mirror mid-sync) only warns:
-# apt still installs from the indexes it has.
-apt_install() {
-  echo "installing: $*"
-  $SUDO apt-get update -qq || echo "warning: apt-get update failed; installing with the indexes apt has" >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
-}
 
 triple_of() {
   case "$1" in
@@ -67,12 +62,15 @@ triple_of() {
 deb_arch_of() { case "$1" in aarch64) echo arm64 ;; armv7) echo armhf ;; x86_64) echo amd64 ;; esac; }
 bin_of() { echo "$target_dir/$(triple_of "$1")/release/peercam"; }
 
-# Runs a binary of target $1 (under qemu-user for the arm targets), bounded in time.
+# Runs a binary of target $1 (under qemu-user for the arm targets), bounded in time. No -L:
+# the loader and libraries come from the host's multiarch directories (runtime_libs below);
+# with the cross gcc's sysroot as -L the arm64 daemon hung in pthread_create and the armhf one
+# crashed (that sysroot's ld.so with the host's newer libc6:armhf).
 run_target() {
   local target="$1"; shift
   case "$target" in
-    aarch64) timeout 120 qemu-aarch64-static "$@" ;;   # no -L: it hung in pthread_create
-    armv7) timeout 120 qemu-arm-static -L /usr/arm-linux-gnueabihf "$@" ;;
+    aarch64) timeout 120 qemu-aarch64-static "$@" ;;
+    armv7) timeout 120 qemu-arm-static "$@" ;;
     x86_64) timeout 120 "$@" ;;
   esac
 }
@@ -106,43 +104,31 @@ step() {
 }
 
 host_packages() {
-  local packages=(qemu-user-static binutils file) missing=() p
+  local packages=(qemu-user-static binutils file)
   if ((dial)); then
     packages+=(chromium)
     command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
   fi
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")
-  done
-  if ((${#missing[@]})); then
-    apt_install "${missing[@]}"
-  else
-    echo "all installed"
-  fi
+  scripts/apt-install.sh "${packages[@]}"
   qemu-aarch64-static --version | sed -n 1p
 }
 
 # What the binary loads at run time under qemu-user from the host's multiarch directories
-# (libc6, libopus0 and libasound2 of the target come with cross/build.sh's -dev packages).
+# (libc6, libopus0 and libasound2 of the target come with cross/build.sh's -dev packages;
+# listed anyway, with the C++ runtime openh264 needs).
 runtime_libs() {
-  local arch p missing=()
+  local arch
   arch="$(deb_arch_of "$1")"
-  for p in "libstdc++6:$arch" "libgcc-s1:$arch" "libopus0:$arch" "libasound2:$arch"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")
-  done
-  if ((${#missing[@]})); then
-    apt_install "${missing[@]}"
-  else
-    echo "all installed"
-  fi
+  scripts/apt-install.sh "libc6:$arch" "libstdc++6:$arch" "libgcc-s1:$arch" "libopus0:$arch" "libasound2:$arch"
+  echo "installed"
 }
 
+# All targets in one cross/build.sh (one cargo run keeps both cores busy).
 build() {
-  local target="$1"
   if ((deb)); then
-    cross/build.sh "$target"
+    cross/build.sh "${target_list[@]}"
   else
-    cross/build.sh --no-deb "$target"
+    cross/build.sh --no-deb "${target_list[@]}"
   fi
 }
 
@@ -170,12 +156,18 @@ check_config() {
 }
 
 check_deb() {
-  local target="$1" arch file
+  local target="$1" arch file path
   arch="$(deb_arch_of "$target")"
   file="$(ls -1t "$target_dir/$(triple_of "$target")/debian/"peercam_*_"$arch".deb | sed -n 1p)"
   echo "$file"
   [[ "$(dpkg-deb -f "$file" Architecture)" == "$arch" ]] || { echo "Architecture is not $arch" >&2; return 1; }
-  dpkg-deb -c "$file" | grep ' \./usr/bin/peercam$' >/dev/null || { echo "no /usr/bin/peercam in $file" >&2; return 1; }
+  local contents
+  contents="$(dpkg-deb -c "$file")"
+  for path in ./usr/bin/peercam ./etc/peercam/peercam.toml ./usr/share/man/man1/peercam.1.gz; do
+    grep " $path\$" <<<"$contents" >/dev/null || { echo "no ${path#.} in $file" >&2; return 1; }
+  done
+  [[ "$(dpkg-deb --ctrl-tarfile "$file" | tar -xO ./conffiles)" == "/etc/peercam/peercam.toml" ]] \
+    || { echo "/etc/peercam/peercam.toml is not the conffile of $file" >&2; return 1; }
   dpkg-deb -f "$file" Package Version Architecture Depends
 }
 
@@ -188,15 +180,15 @@ npm_packages() {
 }
 
 dial() {
-  PEERCAM_CROSS_ARCH=aarch64 PEERCAM_CROSS_BIN="$(bin_of aarch64)" \
+  PEERCAM_CROSS_ARCH="$1" PEERCAM_CROSS_BIN="$(bin_of "$1")" \
     timeout 600 node --test --test-concurrency=1 --test-reporter=spec tests/cross/dial.test.mjs
 }
 
 # --- run ------------------------------------------------------------------------------------
 echo "peercam $version cross smoke test: targets ${target_list[*]}$( ((deb)) && echo ', with .deb'), output in $target_dir"
 step "host packages (qemu-user-static$( ((dial)) && echo ", chromium, node"))" host_packages
+step "cross/build.sh$( ((deb)) || echo ' --no-deb') ${target_list[*]}" build
 for t in "${target_list[@]}"; do
-  step "$t: cross/build.sh$( ((deb)) || echo ' --no-deb') $t" build "$t"
   if [[ "$t" != x86_64 ]]; then step "$t: runtime libraries for qemu-user" runtime_libs "$t"; fi
   step "$t: peercam --version" check_version "$t"
   step "$t: peercam check-config" check_config "$t"
@@ -204,9 +196,11 @@ for t in "${target_list[@]}"; do
 done
 if ((dial)); then
   step "npm packages for the browser test" npm_packages
-  step "aarch64 under qemu-user: Chromium dials, decodes H.264" dial
+  for t in "${dial_targets[@]}"; do
+    step "$t under qemu-user: Chromium dials, decodes H.264" dial "$t"
+  done
 else
-  echo "(browser test skipped: --no-dial, or aarch64 is not among the targets)"
+  echo "(browser test skipped: --no-dial, or no arm target)"
 fi
 print_summary
 echo "smoke.sh: all passed"

@@ -12,7 +12,8 @@
 # 2. Kernel: Debian's linux-image .deb, extracted and depmod'ed once per kernel version.
 KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 if [ -z "$KPKG" ]; then
-    $SUDO apt-get update -qq
+    # A failing index elsewhere (a mirror mid-sync) must not stop this: apt keeps the rest.
+    $SUDO apt-get update -qq || echo "warning: apt-get update failed; using the indexes apt has" >&2
     KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 fi
 KDIR=$C/$KPKG

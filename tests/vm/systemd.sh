@@ -71,17 +71,9 @@ mkdir -p "$C"
 
 # 1. Host packages: run.sh's plus debootstrap and mke2fs (apt-get update only when missing).
 PKGS="qemu-system-x86 busybox-static cpio kmod v4l-utils alsa-utils zstd curl debootstrap e2fsprogs"
-MISSING=""
-for p in $PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || MISSING="$MISSING $p"
-done
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
-if [ -n "$MISSING" ]; then
-    step "installing$MISSING"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $MISSING >/dev/null
-fi
+"$HERE/../../scripts/apt-install.sh" $PKGS >/dev/null
 
 # 2. Kernel + busybox initramfs, shared with run.sh (cached).
 . "$HERE/kernel.sh"

@@ -13,6 +13,7 @@
 //! Fanout   -> per-viewer bounded queue; a viewer that falls behind skips to the next keyframe
 //! viewer   -> webrtc-rs track (RTP, timestamps from capture time) -> browser
 //! browser RTCP PLI/FIR -> KeyframeRequests (coalesced, <= 1 per 500 ms) -> encoder
+//! browser RTCP REMB/RR  -> BitrateController (min over viewers, hysteresis) -> encoder target
 //! ```
 //!
 //! Module map: [`config`] (file + validated settings), [`capture`] (sources), [`encode`]

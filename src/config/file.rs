@@ -49,6 +49,9 @@ pub(crate) struct RawVideo {
     pub fps: Value<i64>,
     pub codecs: Value<Vec<Spanned<String>>>,
     pub bitrate_kbps: Value<i64>,
+    pub min_bitrate_kbps: Value<i64>,
+    pub max_bitrate_kbps: Value<i64>,
+    pub multi_viewer_floor_kbps: Value<i64>,
     pub keyframe_interval_s: Value<i64>,
 }
 
@@ -131,6 +134,9 @@ const VIDEO: &[Field] = &[
     value("fps"),
     value("codecs"),
     value("bitrate_kbps"),
+    value("min_bitrate_kbps"),
+    value("max_bitrate_kbps"),
+    value("multi_viewer_floor_kbps"),
     value("keyframe_interval_s"),
 ];
 const AUDIO: &[Field] = &[value("source"), value("channels"), value("bitrate_kbps")];

@@ -197,6 +197,9 @@ height = 720
 fps = 15
 codecs = ["av1"]
 bitrate_kbps = 2500
+min_bitrate_kbps = 300
+max_bitrate_kbps = 4000
+multi_viewer_floor_kbps = 800
 keyframe_interval_s = 5
 [audio]
 source = "hw:1,0"
@@ -233,6 +236,14 @@ level = "DEBUG"
         assert_eq!(
             (s.video.bitrate_kbps, s.video.keyframe_interval_s),
             (2500, 5)
+        );
+        assert_eq!(
+            (
+                s.video.min_bitrate_kbps,
+                s.video.max_bitrate_kbps,
+                s.video.multi_viewer_floor_kbps
+            ),
+            (300, 4000, 800)
         );
         assert_eq!(
             s.audio,
@@ -358,6 +369,55 @@ level = "DEBUG"
     }
 
     #[test]
+    fn bitrate_bounds_are_ordered_and_the_written_key_is_blamed() {
+        assert_eq!(
+            error_of("[video]\nbitrate_kbps = 3000\nmax_bitrate_kbps = 2500\n"),
+            "t.toml:2:16: [video] bitrate_kbps = 3000: expected min_bitrate_kbps (150) <= \
+             bitrate_kbps (3000) <= max_bitrate_kbps (2500)"
+        );
+        // Unwritten bounds and floor make room for a written start bitrate (files from before
+        // these keys keep loading).
+        let s = parse_str("[video]\nbitrate_kbps = 4000\n", "t.toml").expect("max follows");
+        assert_eq!(
+            (s.video.min_bitrate_kbps, s.video.max_bitrate_kbps),
+            (150, 4000)
+        );
+        let s = parse_str("[video]\nbitrate_kbps = 100\n", "t.toml").expect("min follows");
+        assert_eq!(
+            (s.video.min_bitrate_kbps, s.video.max_bitrate_kbps),
+            (100, 2500)
+        );
+        let s = parse_str("[video]\nmin_bitrate_kbps = 600\n", "t.toml").expect("floor follows");
+        assert_eq!(s.video.multi_viewer_floor_kbps, 600);
+        assert_eq!(
+            error_of("[video]\nmax_bitrate_kbps = 800\n"),
+            "t.toml:2:20: [video] max_bitrate_kbps = 800: expected min_bitrate_kbps (150) <= \
+             bitrate_kbps (1000) <= max_bitrate_kbps (800)"
+        );
+        assert_eq!(
+            error_of("[video]\nmin_bitrate_kbps = 3000\n"),
+            "t.toml:2:20: [video] min_bitrate_kbps = 3000: expected min_bitrate_kbps (3000) <= \
+             max_bitrate_kbps (2500)"
+        );
+        assert_eq!(
+            error_of("[video]\nmulti_viewer_floor_kbps = 100\n"),
+            "t.toml:2:27: [video] multi_viewer_floor_kbps = 100: expected min_bitrate_kbps (150) \
+             <= multi_viewer_floor_kbps (100) <= max_bitrate_kbps (2500)"
+        );
+        assert!(error_of("[video]\nmin_bitrate_kbps = 10\n")
+            .starts_with("t.toml:2:20: [video] min_bitrate_kbps = 10: expected a number from 50"));
+        let s = parse_str(
+            "[video]\nbitrate_kbps = 3000\nmax_bitrate_kbps = 3000\n",
+            "t.toml",
+        )
+        .expect("start at the maximum");
+        assert_eq!(
+            (s.video.bitrate_kbps, s.video.max_bitrate_kbps),
+            (3000, 3000)
+        );
+    }
+
+    #[test]
     fn udp_port_range_is_checked() {
         assert!(error_of("[webrtc]\nudp_port_min = 80\nudp_port_max = 90\n")
             .starts_with("t.toml:2:16: [webrtc] udp_port_min = 80: expected a port number from 1024 to 65535"));
@@ -387,7 +447,8 @@ level = "DEBUG"
         assert_eq!(
             error_of("[server]\n[video]\ncolour = \"red\"\n"),
             "t.toml:3:1: unknown key [video] colour; expected one of: source, format, width, height, fps, codecs, \
-             bitrate_kbps, keyframe_interval_s"
+             bitrate_kbps, min_bitrate_kbps, max_bitrate_kbps, multi_viewer_floor_kbps, \
+             keyframe_interval_s"
         );
         let message =
             error_of("[webrtc]\n[[webrtc.ice_servers]]\nurls = [\"stun:a\"]\nuser = \"x\"\n");

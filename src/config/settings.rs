@@ -82,8 +82,16 @@ pub struct VideoSettings {
     pub fps: u32,
     /// Codecs to offer, most preferred first; non-empty, no duplicates.
     pub codecs: Vec<VideoCodec>,
-    /// Target video bitrate in kbit/s: 50..=20000.
+    /// Start (and no-viewer) video bitrate in kbit/s: 50..=20000, within
+    /// `min_bitrate_kbps..=max_bitrate_kbps`.
     pub bitrate_kbps: u32,
+    /// Lowest bitrate adaptive bitrate may set, in kbit/s (one viewer on a weak link).
+    pub min_bitrate_kbps: u32,
+    /// Highest bitrate adaptive bitrate may set, in kbit/s.
+    pub max_bitrate_kbps: u32,
+    /// With two or more viewers on one encoder, the target stays at or above this (kbit/s),
+    /// so one weak viewer cannot take everyone's quality down to `min_bitrate_kbps`.
+    pub multi_viewer_floor_kbps: u32,
     /// Seconds between forced keyframes: 1..=60.
     pub keyframe_interval_s: u32,
 }
@@ -131,6 +139,9 @@ impl Default for VideoSettings {
             fps: 30,
             codecs: vec![VideoCodec::H264, VideoCodec::Av1],
             bitrate_kbps: 1000,
+            min_bitrate_kbps: 150,
+            max_bitrate_kbps: 2500,
+            multi_viewer_floor_kbps: 400,
             keyframe_interval_s: 2,
         }
     }
@@ -334,6 +345,7 @@ fn server(raw: RawServer, src: Source<'_>) -> Result<ServerSettings, ConfigError
 
 fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
     let d = VideoSettings::default();
+    let rates = bitrates(&raw, src, &d)?;
     let source = match raw.source {
         None => d.source,
         Some(v) => match v.get_ref().as_str() {
@@ -405,14 +417,10 @@ fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
         )?,
         fps: ranged(src, raw.fps, "[video] fps", (1, 60), false, d.fps)?,
         codecs,
-        bitrate_kbps: ranged(
-            src,
-            raw.bitrate_kbps,
-            "[video] bitrate_kbps",
-            (50, 20000),
-            false,
-            d.bitrate_kbps,
-        )?,
+        bitrate_kbps: rates.start,
+        min_bitrate_kbps: rates.min,
+        max_bitrate_kbps: rates.max,
+        multi_viewer_floor_kbps: rates.floor,
         keyframe_interval_s: ranged(
             src,
             raw.keyframe_interval_s,
@@ -422,6 +430,99 @@ fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
             d.keyframe_interval_s,
         )?,
     })
+}
+
+/// The four `[video]` bitrates, each in 50..=20000 kbit/s.
+struct Bitrates {
+    start: u32,
+    min: u32,
+    max: u32,
+    floor: u32,
+}
+
+/// Reads the `[video]` bitrates and checks `min <= bitrate <= max` and `min <= floor <= max`,
+/// blaming a key the user wrote (a default alone is never wrong: the defaults of the bounds
+/// and the floor move to make room for a written `bitrate_kbps`).
+fn bitrates(raw: &RawVideo, src: Source<'_>, d: &VideoSettings) -> Result<Bitrates, ConfigError> {
+    const RANGE: (i64, i64) = (50, 20000);
+    const START: &str = "[video] bitrate_kbps";
+    const MIN: &str = "[video] min_bitrate_kbps";
+    const MAX: &str = "[video] max_bitrate_kbps";
+    const FLOOR: &str = "[video] multi_viewer_floor_kbps";
+    let start = ranged(
+        src,
+        raw.bitrate_kbps.clone(),
+        START,
+        RANGE,
+        false,
+        d.bitrate_kbps,
+    )?;
+    // Unwritten bounds make room for a written start bitrate (a file from before these keys
+    // with bitrate_kbps = 4000 keeps working: max becomes 4000).
+    let min = ranged(
+        src,
+        raw.min_bitrate_kbps.clone(),
+        MIN,
+        RANGE,
+        false,
+        d.min_bitrate_kbps.min(start),
+    )?;
+    let max = ranged(
+        src,
+        raw.max_bitrate_kbps.clone(),
+        MAX,
+        RANGE,
+        false,
+        d.max_bitrate_kbps.max(start),
+    )?;
+    let floor = ranged(
+        src,
+        raw.multi_viewer_floor_kbps.clone(),
+        FLOOR,
+        RANGE,
+        false,
+        d.multi_viewer_floor_kbps.max(min).min(max),
+    )?;
+    let rates = Bitrates {
+        start,
+        min,
+        max,
+        floor,
+    };
+    // The key to blame for `value` being outside min..=max: the value's own key when written,
+    // else the bound's.
+    let blame = |own: (&Value<i64>, &'static str)| -> (std::ops::Range<usize>, &'static str) {
+        [
+            own,
+            (&raw.min_bitrate_kbps, MIN),
+            (&raw.max_bitrate_kbps, MAX),
+        ]
+        .into_iter()
+        .find_map(|(v, key)| v.as_ref().map(|v| (v.span(), key)))
+        .unwrap_or((0..0, own.1))
+    };
+    if min > max {
+        let (span, key) = blame((&raw.max_bitrate_kbps, MAX));
+        let expected = format!("expected min_bitrate_kbps ({min}) <= max_bitrate_kbps ({max})");
+        return Err(src.bad_value(span, key, &expected));
+    }
+    for (value, own, name) in [
+        (rates.start, (&raw.bitrate_kbps, START), "bitrate_kbps"),
+        (
+            rates.floor,
+            (&raw.multi_viewer_floor_kbps, FLOOR),
+            "multi_viewer_floor_kbps",
+        ),
+    ] {
+        if !(min..=max).contains(&value) {
+            let (span, key) = blame(own);
+            let expected = format!(
+                "expected min_bitrate_kbps ({min}) <= {name} ({value}) <= max_bitrate_kbps ({max})"
+            );
+            return Err(src.bad_value(span, key, &expected));
+        }
+    }
+    Ok(rates)
 }
 
 fn codecs(

@@ -9,9 +9,14 @@
 //! rav1e holds a few frames before the first packet comes out (its lag, measured by the
 //! tests and reported in BENCHMARKS.md); capture instants are kept in a small map from
 //! input frame number to instant until their packet appears.
+//!
+//! rav1e cannot change its bitrate in place: a new target (adaptive bitrate) rebuilds the
+//! context — the old one is flushed first, so no frame is lost, and the new one starts with a
+//! keyframe. That costs a keyframe, so it happens only for a change of at least
+//! [`REBUILD_MIN_CHANGE`] and at most every [`REBUILD_INTERVAL`] of capture time.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rav1e::config::SpeedSettings;
@@ -27,10 +32,21 @@ use crate::media::{EncodedFrame, RawFrame, VideoCodec};
 const CODEC: &str = "av1";
 /// rav1e's fastest preset.
 const SPEED_PRESET: u8 = 10;
+/// A new target rebuilds the context only when it differs from the current one by this
+/// fraction or more.
+pub const REBUILD_MIN_CHANGE: f64 = 0.2;
+/// Least capture time between two context rebuilds.
+pub const REBUILD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// AV1 encoder for real-time streaming. Implements [`VideoEncoder`].
 pub struct Av1Encoder {
     context: Context<u8>,
+    /// What the context was built with.
+    settings: VideoEncoderSettings,
+    /// The target asked for by [`VideoEncoder::set_bitrate_kbps`].
+    wanted_kbps: u32,
+    /// Capture instant of the first frame after the last rebuild (or the first frame).
+    built_at: Option<Instant>,
     width: u32,
     height: u32,
     /// Frames sent to rav1e so far (the next frame's `input_frameno`).
@@ -53,51 +69,54 @@ impl std::fmt::Debug for Av1Encoder {
 impl Av1Encoder {
     /// An encoder for `settings.width` x `settings.height` at `settings.fps`, targeting
     /// `settings.bitrate_kbps`, with a keyframe every `keyframe_interval_s * fps` frames
-    /// (and no scene-cut keyframes in between), using `settings.threads` threads and as many
-    /// tiles.
+    /// (and no scene-cut keyframes in between), using up to `settings.threads` threads and as
+    /// many tiles (fewer on small pictures: see `tiles_for`).
     pub fn new(settings: &VideoEncoderSettings) -> Result<Self, EncodeError> {
         validate_video_settings(CODEC, settings)?;
-        let bitrate_bps = settings
-            .bitrate_kbps
-            .checked_mul(1000)
-            .and_then(|b| i32::try_from(b).ok())
-            .ok_or_else(|| {
-                setup_error(format!(
-                    "bitrate {} kbit/s is too large",
-                    settings.bitrate_kbps
-                ))
-            })?;
-        let threads = settings.threads.clamp(1, 16);
-        let keyframe_interval = u64::from(settings.keyframe_interval_s) * u64::from(settings.fps);
-
-        let mut speed = SpeedSettings::from_preset(SPEED_PRESET);
-        speed.rdo_lookahead_frames = 1;
-        let mut enc = EncoderConfig::with_speed_preset(SPEED_PRESET);
-        enc.speed_settings = speed;
-        enc.width = settings.width as usize;
-        enc.height = settings.height as usize;
-        enc.time_base = Rational::new(1, u64::from(settings.fps));
-        enc.bit_depth = 8;
-        enc.chroma_sampling = ChromaSampling::Cs420;
-        enc.still_picture = false;
-        enc.low_latency = true;
-        enc.bitrate = bitrate_bps;
-        // min == max: keyframes only on schedule or on request (a scene cut in a camera
-        // picture is rare, and an unplanned keyframe is a bitrate spike).
-        enc.set_key_frame_interval(keyframe_interval, keyframe_interval);
-        enc.tiles = threads;
-
-        let config = Config::new().with_encoder_config(enc).with_threads(threads);
-        let context = config
-            .new_context::<u8>()
-            .map_err(|e| setup_error(format!("invalid configuration: {e}")))?;
         Ok(Av1Encoder {
-            context,
+            context: new_context(settings)?,
+            settings: settings.clone(),
+            wanted_kbps: settings.bitrate_kbps,
+            built_at: None,
             width: settings.width,
             height: settings.height,
             frames_in: 0,
             pending: BTreeMap::new(),
         })
+    }
+
+    /// The bitrate the current context encodes at, in kbit/s.
+    pub fn bitrate_kbps(&self) -> u32 {
+        self.settings.bitrate_kbps
+    }
+
+    /// Rebuilds the context for the wanted bitrate when the change is large enough and the
+    /// last rebuild long enough ago (capture time `now`); returns the packets the old context
+    /// still held.
+    fn maybe_rebuild(&mut self, now: Instant) -> Result<Vec<EncodedFrame>, EncodeError> {
+        let current = self.settings.bitrate_kbps;
+        let built_at = *self.built_at.get_or_insert(now);
+        let change = f64::from(self.wanted_kbps.abs_diff(current)) / f64::from(current);
+        if change < REBUILD_MIN_CHANGE || now.saturating_duration_since(built_at) < REBUILD_INTERVAL
+        {
+            return Ok(Vec::new());
+        }
+        let mut settings = self.settings.clone();
+        settings.bitrate_kbps = self.wanted_kbps;
+        let context = new_context(&settings)?;
+        // Flush the old context so the frames it holds still come out, then start over.
+        self.context.flush();
+        let flushed = self.drain()?;
+        self.context = context;
+        self.settings = settings;
+        self.frames_in = 0;
+        self.pending.clear();
+        self.built_at = Some(now);
+        log::debug!(
+            "av1 encoder rebuilt for {current} -> {} kbit/s",
+            self.wanted_kbps
+        );
+        Ok(flushed)
     }
 
     /// Frames sent to the encoder whose packets have not come out yet.
@@ -144,6 +163,7 @@ impl VideoEncoder for Av1Encoder {
         force_keyframe: bool,
     ) -> Result<Vec<EncodedFrame>, EncodeError> {
         check_frame_for(CODEC, frame, self.width, self.height)?;
+        let mut out = self.maybe_rebuild(frame.capture_instant)?;
         let (y, u, v) = frame.planes();
         let (w, cw) = (self.width as usize, self.width as usize / 2);
         let mut input = self.context.new_frame();
@@ -170,8 +190,62 @@ impl VideoEncoder for Av1Encoder {
         }
         self.pending.insert(self.frames_in, frame.capture_instant);
         self.frames_in += 1;
-        self.drain()
+        out.extend(self.drain()?);
+        Ok(out)
     }
+
+    fn set_bitrate_kbps(&mut self, kbps: u32) -> Result<(), EncodeError> {
+        if kbps == 0
+            || kbps
+                .checked_mul(1000)
+                .and_then(|b| i32::try_from(b).ok())
+                .is_none()
+        {
+            return Err(encode_error(format!(
+                "bitrate {kbps} kbit/s is out of range"
+            )));
+        }
+        self.wanted_kbps = kbps;
+        Ok(())
+    }
+}
+
+/// A rav1e context for `settings` (see [`Av1Encoder::new`]).
+fn new_context(settings: &VideoEncoderSettings) -> Result<Context<u8>, EncodeError> {
+    let bitrate_bps = settings
+        .bitrate_kbps
+        .checked_mul(1000)
+        .and_then(|b| i32::try_from(b).ok())
+        .ok_or_else(|| {
+            setup_error(format!(
+                "bitrate {} kbit/s is too large",
+                settings.bitrate_kbps
+            ))
+        })?;
+    let threads = tiles_for(settings.width, settings.height, settings.threads);
+    let keyframe_interval = u64::from(settings.keyframe_interval_s) * u64::from(settings.fps);
+
+    let mut speed = SpeedSettings::from_preset(SPEED_PRESET);
+    speed.rdo_lookahead_frames = 1;
+    let mut enc = EncoderConfig::with_speed_preset(SPEED_PRESET);
+    enc.speed_settings = speed;
+    enc.width = settings.width as usize;
+    enc.height = settings.height as usize;
+    enc.time_base = Rational::new(1, u64::from(settings.fps));
+    enc.bit_depth = 8;
+    enc.chroma_sampling = ChromaSampling::Cs420;
+    enc.still_picture = false;
+    enc.low_latency = true;
+    enc.bitrate = bitrate_bps;
+    // min == max: keyframes only on schedule or on request (a scene cut in a camera
+    // picture is rare, and an unplanned keyframe is a bitrate spike).
+    enc.set_key_frame_interval(keyframe_interval, keyframe_interval);
+    enc.tiles = threads;
+
+    let config = Config::new().with_encoder_config(enc).with_threads(threads);
+    config
+        .new_context::<u8>()
+        .map_err(|e| setup_error(format!("invalid configuration: {e}")))
 }
 
 /// Drops the temporal delimiter OBU rav1e puts at the start of every temporal unit: RTP
@@ -183,6 +257,16 @@ fn strip_temporal_delimiter(mut data: Vec<u8>) -> Bytes {
         data.drain(..2);
     }
     Bytes::from(data)
+}
+
+/// Tiles (and as many threads) for a `width` x `height` picture with up to `cores` threads:
+/// one per 150,000 pixels, at least 1. Splitting a small picture costs more than it gains:
+/// in the sweep recorded in BENCHMARKS.md ("AV1 settings"), 320x240 encoded in 14.9 ms of CPU
+/// per frame on one tile and 19.2 ms on two (barely faster in wall time), while 640x480 went
+/// from 47.7 ms to 38.2 ms per frame on two tiles and threads.
+fn tiles_for(width: u32, height: u32, cores: usize) -> usize {
+    let by_size = (width as usize * height as usize) / 150_000;
+    by_size.clamp(1, cores.clamp(1, 16))
 }
 
 fn setup_error(reason: String) -> EncodeError {
@@ -238,6 +322,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn small_pictures_get_one_tile_larger_ones_one_per_150000_pixels() {
+        assert_eq!(tiles_for(320, 240, 4), 1);
+        assert_eq!(tiles_for(640, 480, 4), 2);
+        assert_eq!(tiles_for(1280, 720, 4), 4);
+        assert_eq!(tiles_for(1280, 720, 2), 2);
+        assert_eq!(tiles_for(1920, 1080, 64), 13);
+        assert_eq!(tiles_for(160, 120, 0), 1);
+    }
     use crate::capture::test_pattern::TestPattern;
     use crate::media::PixelFormat;
 
@@ -360,6 +454,43 @@ mod tests {
             *sent_at < 12 + 8,
             "forced keyframe out only when frame {sent_at} went in"
         );
+    }
+
+    #[test]
+    fn a_new_bitrate_rebuilds_only_when_large_and_not_too_often_and_loses_no_frame() {
+        let mut long_gop = settings();
+        long_gop.keyframe_interval_s = 60;
+        let mut enc = Av1Encoder::new(&long_gop).expect("encoder");
+        let input = frames(170);
+        let mut out = Vec::new();
+        for (n, frame) in input.iter().enumerate() {
+            match n {
+                10 => enc.set_bitrate_kbps(330).expect("small change"),
+                20 => enc.set_bitrate_kbps(1000).expect("large change"),
+                _ => {}
+            }
+            let packets = enc.encode(frame, false).expect("encode");
+            if n < 150 {
+                // A 10 % change never rebuilds; a large one waits 5 s after the first frame.
+                assert_eq!(enc.bitrate_kbps(), 300, "frame {n}");
+            }
+            out.extend(packets);
+        }
+        assert_eq!(
+            enc.bitrate_kbps(),
+            1000,
+            "rebuilt after 5 s of capture time"
+        );
+        let keyframes: Vec<usize> = out
+            .iter()
+            .filter(|p| p.keyframe)
+            .map(|p| frame_index(&input, p))
+            .collect();
+        assert_eq!(keyframes, vec![0, 150], "the rebuild costs one keyframe");
+        let indices: Vec<usize> = out.iter().map(|p| frame_index(&input, p)).collect();
+        let expected: Vec<usize> = (0..input.len() - enc.frames_pending()).collect();
+        assert_eq!(indices, expected, "every frame comes out once, in order");
+        assert!(enc.set_bitrate_kbps(0).is_err());
     }
 
     #[test]

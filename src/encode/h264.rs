@@ -10,6 +10,11 @@
 //! Constrained Baseline as `42e01f` (set2 is also set there, but it does not change what a
 //! Constrained Baseline decoder must support), and decode this stream. Larger frames
 //! (e.g. 1080p) make openh264 raise the level to what the size needs.
+//!
+//! The target bitrate changes at run time through openh264's `SetOption`
+//! (`ENCODER_OPTION_BITRATE` and `ENCODER_OPTION_MAX_BITRATE`, which the `openh264` crate
+//! reaches only through its raw API): rate control follows from the next frame, without a
+//! keyframe.
 
 use std::time::Instant;
 
@@ -20,6 +25,10 @@ use openh264::encoder::{
 };
 use openh264::formats::YUVSlices;
 use openh264::{OpenH264API, Timestamp};
+use openh264_sys2::{
+    SBitrateInfo, ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE,
+    SPATIAL_LAYER_0, SPATIAL_LAYER_ALL,
+};
 
 use crate::encode::{EncodeError, VideoEncoder, VideoEncoderSettings};
 use crate::media::{EncodedFrame, PixelFormat, RawFrame, VideoCodec};
@@ -29,8 +38,12 @@ const CODEC: &str = "h264";
 /// H.264 Constrained Baseline encoder for real-time streaming. Implements [`VideoEncoder`].
 pub struct H264Encoder {
     encoder: Encoder,
+    /// What the encoder was built with; `bitrate_kbps` is the current target.
+    settings: VideoEncoderSettings,
     width: u32,
     height: u32,
+    /// openh264 initializes itself on the first frame; `SetOption` needs that done.
+    initialized: bool,
     /// Capture instant of the first frame; openh264's rate control gets millisecond
     /// timestamps relative to it.
     first_instant: Option<Instant>,
@@ -51,40 +64,80 @@ impl H264Encoder {
     /// the rate) and an IDR every `keyframe_interval_s * fps` frames.
     pub fn new(settings: &VideoEncoderSettings) -> Result<Self, EncodeError> {
         validate(settings)?;
-        let bitrate_bps = settings.bitrate_kbps.checked_mul(1000).ok_or_else(|| {
-            setup_error(format!(
-                "bitrate {} kbit/s is too large",
-                settings.bitrate_kbps
-            ))
-        })?;
-        let intra_period = settings.keyframe_interval_s.saturating_mul(settings.fps);
-        // openh264 only spreads work over threads when a frame has several slices; we keep
-        // one slice per frame (one NAL per picture), so extra threads would sit idle.
-        let threads = u16::try_from(settings.threads.clamp(1, 4)).unwrap_or(1);
-        let config = EncoderConfig::new()
-            .usage_type(UsageType::CameraVideoRealTime)
-            .profile(Profile::Baseline)
-            .level(Level::Level_3_1)
-            .rate_control_mode(RateControlMode::Bitrate)
-            .bitrate(BitRate::from_bps(bitrate_bps))
-            .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
-            .skip_frames(true)
-            .complexity(Complexity::Low)
-            .intra_frame_period(IntraFramePeriod::from_num_frames(intra_period))
-            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
-            .scene_change_detect(false)
-            .num_threads(threads)
-            // The capture sources produce BT.601 limited-range YUV.
-            .vui(VuiConfig::bt601());
-        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
-            .map_err(|e| setup_error(e.to_string()))?;
         Ok(H264Encoder {
-            encoder,
+            encoder: build(settings)?,
+            settings: settings.clone(),
             width: settings.width,
             height: settings.height,
+            initialized: false,
             first_instant: None,
         })
     }
+
+    /// Sets one openh264 bitrate option (`SBitrateInfo` payload) for `layer`.
+    fn set_bitrate_option(
+        &mut self,
+        option: ENCODER_OPTION,
+        layer: openh264_sys2::LAYER_NUM,
+        bitrate_bps: i32,
+    ) -> Result<(), EncodeError> {
+        let mut info = SBitrateInfo {
+            iLayer: layer,
+            iBitrate: bitrate_bps,
+        };
+        // SAFETY: the encoder has been initialized (a frame was encoded), both options take a
+        // pointer to an `SBitrateInfo` that only has to live for the call, and neither changes
+        // a parameter the crate keeps a copy of (size, format, rate-control mode).
+        let code = unsafe {
+            self.encoder
+                .raw_api()
+                .set_option(option, std::ptr::addr_of_mut!(info).cast())
+        };
+        if code != 0 {
+            return Err(encode_error(format!(
+                "openh264 SetOption({option}) to {bitrate_bps} bit/s failed with code {code}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A configured openh264 encoder for `settings` (it initializes itself on the first frame).
+fn build(settings: &VideoEncoderSettings) -> Result<Encoder, EncodeError> {
+    let bitrate_bps = bitrate_bps(settings.bitrate_kbps)?;
+    let intra_period = settings.keyframe_interval_s.saturating_mul(settings.fps);
+    // openh264 only spreads work over threads when a frame has several slices; we keep
+    // one slice per frame (one NAL per picture), so extra threads would sit idle.
+    let threads = u16::try_from(settings.threads.clamp(1, 4)).unwrap_or(1);
+    let config = EncoderConfig::new()
+        .usage_type(UsageType::CameraVideoRealTime)
+        .profile(Profile::Baseline)
+        .level(Level::Level_3_1)
+        .rate_control_mode(RateControlMode::Bitrate)
+        .bitrate(BitRate::from_bps(bitrate_bps.unsigned_abs()))
+        .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
+        .skip_frames(true)
+        .complexity(Complexity::Low)
+        .intra_frame_period(IntraFramePeriod::from_num_frames(intra_period))
+        .sps_pps_strategy(SpsPpsStrategy::ConstantId)
+        .scene_change_detect(false)
+        // Pre-analysis off, as x264's ultrafast preset has it: adaptive quantization and
+        // background detection cost CPU per frame (profile in BENCHMARKS.md, "H.264").
+        .adaptive_quantization(false)
+        .background_detection(false)
+        .num_threads(threads)
+        // The capture sources produce BT.601 limited-range YUV.
+        .vui(VuiConfig::bt601());
+    Encoder::with_api_config(OpenH264API::from_source(), config)
+        .map_err(|e| setup_error(e.to_string()))
+}
+
+/// `kbps` in bit/s as openh264 takes it (a C int).
+fn bitrate_bps(kbps: u32) -> Result<i32, EncodeError> {
+    kbps.checked_mul(1000)
+        .and_then(|b| i32::try_from(b).ok())
+        .filter(|b| *b > 0)
+        .ok_or_else(|| setup_error(format!("bitrate {kbps} kbit/s is out of range")))
 }
 
 impl VideoEncoder for H264Encoder {
@@ -114,6 +167,7 @@ impl VideoEncoder for H264Encoder {
             .encoder
             .encode_at(&yuv, timestamp)
             .map_err(|e| encode_error(e.to_string()))?;
+        self.initialized = true;
         let keyframe = match stream.frame_type() {
             FrameType::IDR => true,
             FrameType::I | FrameType::P | FrameType::IPMixed => false,
@@ -132,6 +186,33 @@ impl VideoEncoder for H264Encoder {
             keyframe,
             capture_instant: frame.capture_instant,
         }])
+    }
+
+    fn set_bitrate_kbps(&mut self, kbps: u32) -> Result<(), EncodeError> {
+        if kbps == self.settings.bitrate_kbps {
+            return Ok(());
+        }
+        let new_bps = bitrate_bps(kbps)?;
+        if !self.initialized {
+            // Nothing encoded yet: SetOption would reach an uninitialized encoder, and a new
+            // one costs nothing.
+            let mut settings = self.settings.clone();
+            settings.bitrate_kbps = kbps;
+            self.encoder = build(&settings)?;
+            self.settings = settings;
+            return Ok(());
+        }
+        // openh264 rejects a target above the layer's maximum, and the crate sets the maximum
+        // equal to the target: raise the maximum first going up, lower it last going down.
+        if kbps > self.settings.bitrate_kbps {
+            self.set_bitrate_option(ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, new_bps)?;
+            self.set_bitrate_option(ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL, new_bps)?;
+        } else {
+            self.set_bitrate_option(ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL, new_bps)?;
+            self.set_bitrate_option(ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, new_bps)?;
+        }
+        self.settings.bitrate_kbps = kbps;
+        Ok(())
     }
 }
 
@@ -343,6 +424,51 @@ mod tests {
                 "target {target_kbps} kbit/s, got {kbps:.0}"
             );
         }
+    }
+
+    /// kbit/s produced for `frames` (30 fps).
+    fn kbps_of(enc: &mut H264Encoder, frames: &[RawFrame]) -> f64 {
+        let bytes: usize = frames
+            .iter()
+            .flat_map(|f| enc.encode(f, false).expect("encode"))
+            .map(|e| e.data.len())
+            .sum();
+        bytes as f64 * 8.0 * 30.0 / frames.len() as f64 / 1000.0
+    }
+
+    #[test]
+    fn bitrate_follows_a_change_at_run_time() {
+        // Set before the first frame (the encoder is rebuilt), then twice while encoding
+        // (SetOption): down and back up. Each phase is measured after 1 s of settling. The
+        // test pattern needs only ~500 kbit/s at 640x480 however high the target, so the
+        // high phases are checked against the low one rather than against their target.
+        let all = frames(640, 480, 450);
+        let mut enc = H264Encoder::new(&settings(640, 480, 300)).expect("encoder");
+        enc.set_bitrate_kbps(1000).expect("before the first frame");
+        let phases = [
+            (1000u32, &all[..150]),
+            (150, &all[150..300]),
+            (1000, &all[300..]),
+        ];
+        let mut measured = Vec::new();
+        for (n, (target_kbps, phase)) in phases.iter().enumerate() {
+            if n > 0 {
+                enc.set_bitrate_kbps(*target_kbps).expect("set bitrate");
+            }
+            kbps_of(&mut enc, &phase[..30]);
+            measured.push(kbps_of(&mut enc, &phase[30..]));
+        }
+        eprintln!("kbit/s per phase (targets 1000, 150, 1000): {measured:.0?}");
+        let ratio = measured[1] / 150.0;
+        assert!(
+            (0.5..=1.5).contains(&ratio),
+            "150 kbit/s target: {measured:?}"
+        );
+        assert!(
+            measured[0] > 2.0 * measured[1] && measured[2] > 2.0 * measured[1],
+            "down and back up: {measured:?}"
+        );
+        assert!(enc.set_bitrate_kbps(0).is_err(), "0 kbit/s is refused");
     }
 
     #[test]

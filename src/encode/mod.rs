@@ -57,6 +57,11 @@ pub trait VideoEncoder: Send {
         frame: &RawFrame,
         force_keyframe: bool,
     ) -> Result<Vec<EncodedFrame>, EncodeError>;
+    /// Aims at `kbps` kbit/s from now on (adaptive bitrate). openh264 changes its rate
+    /// control in place; rav1e cannot, and rebuilds its context (a keyframe) only for a large
+    /// enough change and not more often than every few seconds, so it may apply the value
+    /// later or not at all. Fails for a value the encoder cannot take (0, or too large).
+    fn set_bitrate_kbps(&mut self, kbps: u32) -> Result<(), EncodeError>;
 }
 
 /// An audio encoder: 20 ms chunks in, one packet out.

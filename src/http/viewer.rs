@@ -7,20 +7,38 @@ use std::sync::Arc;
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, warn};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use super::{AppState, Media};
 use crate::peer::{MediaTap, PeerEvent, ViewerPeer, PEER_EVENT_CAPACITY};
-use crate::session::protocol::{ErrorBody, ErrorCode, Hello, Message, PROTOCOL_VERSION};
+use crate::session::protocol::{
+    BitrateTarget, ErrorBody, ErrorCode, Hello, Message, PROTOCOL_VERSION,
+};
 use crate::session::viewer::{Action, Input, State, ViewerSession};
 
 /// Outgoing messages queued per socket before the writer applies back-pressure.
 pub(super) const OUTBOX_CAPACITY: usize = 64;
 
-/// A call in progress: the peer and the viewer slot it holds.
+/// A call in progress: the peer, the viewer slot it holds, and the encoder's adaptive bitrate
+/// target (none for camera H.264 passthrough).
 struct Call {
     peer: ViewerPeer,
     _slot: OwnedSemaphorePermit,
+    bitrate: Option<watch::Receiver<u32>>,
+}
+
+/// The call's new bitrate target, when it changes; pending forever without one.
+async fn target_changed(call: &mut Option<Call>) -> u32 {
+    if let Some(rx) = call.as_mut().and_then(|c| c.bitrate.as_mut()) {
+        if rx.changed().await.is_ok() {
+            return *rx.borrow_and_update();
+        }
+        // The pipeline is gone (a reload ends this connection anyway): stop watching.
+        if let Some(c) = call.as_mut() {
+            c.bitrate = None;
+        }
+    }
+    std::future::pending().await
 }
 
 /// Serves one viewer until the socket closes or the daemon stops.
@@ -75,6 +93,10 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
         let actions = tokio::select! {
             _ = state.shutdown.cancelled() => session.handle(Input::Shutdown),
             _ = media.retired.cancelled() => session.handle(Input::Reload),
+            target_kbps = target_changed(&mut call) => {
+                io.send(Message::Bitrate(BitrateTarget { target_kbps })).await;
+                continue;
+            }
             event = peer_rx.recv() => match event {
                 Some(event) => session.handle(Input::Peer(event)),
                 None => continue,
@@ -208,10 +230,21 @@ impl Io<'_> {
                 message: format!("the {} encoder is not running", plan.video_codec),
             });
         };
+        let bitrate = self
+            .media
+            .hub
+            .bitrate(plan.video_codec, plan.video_passthrough);
+        let target = bitrate.as_ref().map(|b| {
+            let mut rx = b.subscribe();
+            // The page gets the current target right after the answer.
+            rx.mark_changed();
+            rx
+        });
         let tap = MediaTap {
             video,
             audio: self.media.hub.audio(),
             keyframes,
+            bitrate,
         };
         match self
             .media
@@ -236,7 +269,14 @@ impl Io<'_> {
                         ""
                     }
                 );
-                Ok((Call { peer, _slot: slot }, answer))
+                Ok((
+                    Call {
+                        peer,
+                        _slot: slot,
+                        bitrate: target,
+                    },
+                    answer,
+                ))
             }
             Err(e) => {
                 warn!("viewer {}: {e}", self.remote);

@@ -4,7 +4,8 @@
 //! send-only peer connection with exactly that video codec (with the browser's payload type)
 //! and Opus, and returns the answer. Local ICE candidates and connection state changes come
 //! back as [`PeerEvent`]s. Once connected, the peer subscribes to the shared encoders'
-//! [`Fanout`]s and writes RTP; browser PLI/FIR become keyframe requests.
+//! [`Fanout`]s and writes RTP; browser PLI/FIR become keyframe requests, and its REMB and
+//! receiver reports feed the encoder's adaptive bitrate ([`BitrateController`]).
 
 pub mod nat;
 mod rtcp;
@@ -35,6 +36,7 @@ use webrtc::peer_connection::{
 
 use crate::config::WebrtcSettings;
 use crate::media::VideoCodec;
+use crate::pipeline::bitrate::{BitrateController, Feedback, ViewerBitrate};
 use crate::pipeline::fanout::Fanout;
 use crate::pipeline::keyframe::KeyframeRequests;
 use crate::session::protocol::IceCandidate;
@@ -90,6 +92,9 @@ pub struct MediaTap {
     pub audio: Option<Arc<Fanout>>,
     /// Where this viewer's PLI/FIR go (the video encoder's request flag).
     pub keyframes: Arc<KeyframeRequests>,
+    /// The encoder's adaptive bitrate this viewer's congestion feedback steers; `None` for
+    /// camera H.264 passthrough (not adaptive).
+    pub bitrate: Option<Arc<BitrateController>>,
 }
 
 /// Something the peer wants the session to know.
@@ -162,12 +167,21 @@ impl PeerFactory {
             nat_1to1_ips: self.settings.nat_1to1_ips.clone(),
         });
 
+        // Chosen before the interceptors are built: the RTCP forwarder picks this stream's
+        // receiver reports by SSRC.
+        let video_ssrc: u32 = rand::random();
+        let (feedback_tx, feedback_rx) = mpsc::channel::<Feedback>(rtcp::FEEDBACK_CAPACITY);
+        let feedback_tx = tap.bitrate.is_some().then_some(feedback_tx);
         let mut last_error = String::new();
         let mut pc = None;
         for port in self.port_candidates() {
             let addrs = self.udp_addrs(port);
             // The interceptor registry is consumed by each build attempt: make a fresh one.
-            let (media_engine, registry) = media_setup(&video_codec, audio_codec.as_ref())?;
+            let (media_engine, registry) = media_setup(
+                &video_codec,
+                audio_codec.as_ref(),
+                rtcp::RtcpForwarder::new(video_ssrc, feedback_tx.clone()),
+            )?;
             let built = PeerConnectionBuilder::new()
                 .with_configuration(configuration.clone())
                 .with_media_engine(media_engine)
@@ -202,15 +216,14 @@ impl PeerFactory {
             return Err(PeerError::BadOffer(e.to_string()));
         }
 
-        let video_track = new_track(RtpCodecKind::Video, &video_codec);
-        let video_ssrc = video_track.1;
-        let video_track = video_track.0;
+        let video_track = new_track(RtpCodecKind::Video, &video_codec, video_ssrc);
         pc.add_track(video_track.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(internal)?;
         let audio = match &audio_codec {
             Some(codec) => {
-                let (track, ssrc) = new_track(RtpCodecKind::Audio, codec);
+                let ssrc: u32 = rand::random();
+                let track = new_track(RtpCodecKind::Audio, codec, ssrc);
                 pc.add_track(track.clone() as Arc<dyn TrackLocal>)
                     .await
                     .map_err(internal)?;
@@ -257,6 +270,13 @@ impl PeerFactory {
             tap.keyframes.clone(),
             cancel.clone(),
         )));
+        if let Some(controller) = &tap.bitrate {
+            tasks.push(tokio::spawn(forward_congestion_feedback(
+                feedback_rx,
+                controller.join(),
+                cancel.clone(),
+            )));
+        }
         if let (Some((track, ssrc, pt)), Some(fanout)) = (audio, tap.audio.clone()) {
             tasks.push(tokio::spawn(forward_media(
                 track,
@@ -349,10 +369,11 @@ impl Drop for ViewerPeer {
 }
 
 /// A media engine with exactly the answer's codecs, and the interceptors (NACK, RTCP reports,
-/// keyframe-request forwarding).
+/// `forwarder` for keyframe requests and congestion feedback).
 fn media_setup(
     video: &RTCRtpCodecParameters,
     audio: Option<&RTCRtpCodecParameters>,
+    forwarder: rtcp::RtcpForwarder,
 ) -> Result<(MediaEngine, Registry), PeerError> {
     let mut media_engine = MediaEngine::default();
     media_engine
@@ -365,10 +386,7 @@ fn media_setup(
     }
     let registry = register_default_interceptors(Registry::new(), &mut media_engine)
         .map_err(internal)?
-        .with(
-            Slot::from(rtcp::SLOT),
-            rtcp::KeyframeRequestForwarder::default(),
-        );
+        .with(Slot::from(rtcp::SLOT), forwarder);
     Ok((media_engine, registry))
 }
 
@@ -391,6 +409,8 @@ fn video_codec_parameters(plan: &AnswerPlan) -> RTCRtpCodecParameters {
                 feedback("nack", ""),
                 feedback("nack", "pli"),
                 feedback("ccm", "fir"),
+                // The browser's bandwidth estimate, for adaptive bitrate.
+                feedback("goog-remb", ""),
             ],
         },
         payload_type: plan.video_payload_type,
@@ -410,9 +430,12 @@ fn opus_codec_parameters(payload_type: u8) -> RTCRtpCodecParameters {
     }
 }
 
-/// A static-RTP track with a random SSRC for `codec`.
-fn new_track(kind: RtpCodecKind, codec: &RTCRtpCodecParameters) -> (Arc<TrackLocalStaticRTP>, u32) {
-    let ssrc: u32 = rand::random();
+/// A static-RTP track sending `codec` as `ssrc`.
+fn new_track(
+    kind: RtpCodecKind,
+    codec: &RTCRtpCodecParameters,
+    ssrc: u32,
+) -> Arc<TrackLocalStaticRTP> {
     let track = MediaStreamTrack::new(
         "peercam".to_owned(),
         format!("peercam-{kind}"),
@@ -427,7 +450,28 @@ fn new_track(kind: RtpCodecKind, codec: &RTCRtpCodecParameters) -> (Arc<TrackLoc
             ..Default::default()
         }],
     );
-    (Arc::new(TrackLocalStaticRTP::new(track)), ssrc)
+    Arc::new(TrackLocalStaticRTP::new(track))
+}
+
+/// Hands this viewer's congestion feedback to the encoder's adaptive bitrate until the peer
+/// closes; the viewer then leaves the bitrate minimum (its handle is dropped).
+async fn forward_congestion_feedback(
+    mut feedback: mpsc::Receiver<Feedback>,
+    viewer: ViewerBitrate,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            f = feedback.recv() => match f {
+                Some(f) => {
+                    debug!("congestion feedback: {f:?}");
+                    viewer.feedback(f, std::time::Instant::now());
+                }
+                None => return,
+            },
+        }
+    }
 }
 
 /// Waits until connected, then subscribes to `fanout` and writes every frame as RTP.
@@ -464,6 +508,7 @@ async fn forward_media(
                 return;
             }
         }
+        fanout.observe_sent(frame.capture_instant);
     }
 }
 

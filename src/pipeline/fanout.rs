@@ -5,10 +5,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use crate::media::EncodedFrame;
+use crate::pipeline::delay::DelayHistogram;
 use crate::pipeline::keyframe::KeyframeRequests;
 
 /// Fan-out counters.
@@ -40,6 +42,10 @@ pub struct Fanout {
     published: AtomicU64,
     delivered: AtomicU64,
     dropped: AtomicU64,
+    /// Capture → published by the encoder.
+    encoded_age: DelayHistogram,
+    /// Capture → a viewer's RTP packets written (one observation per viewer and frame).
+    sent_age: DelayHistogram,
 }
 
 /// A viewer's end of a [`Fanout`]: its bounded queue of frames.
@@ -83,6 +89,8 @@ impl Fanout {
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            encoded_age: DelayHistogram::default(),
+            sent_age: DelayHistogram::default(),
         }
     }
 
@@ -112,6 +120,7 @@ impl Fanout {
     /// Delivers `frame` to every subscriber that can take it. Never blocks.
     pub fn publish(&self, frame: EncodedFrame) {
         self.published.fetch_add(1, Ordering::Relaxed);
+        self.encoded_age.observe_since(frame.capture_instant);
         let mut want_keyframe = false;
         let mut subscribers = self.lock();
         subscribers.retain(|s| !s.tx.is_closed());
@@ -143,6 +152,27 @@ impl Fanout {
         }
     }
 
+    /// A subscriber has handed the packets of a frame captured at `capture_instant` to the
+    /// network.
+    pub fn observe_sent(&self, capture_instant: Instant) {
+        self.sent_age.observe_since(capture_instant);
+    }
+
+    /// Frame ages as Prometheus histograms `peercam_frame_age_seconds{LABELS,stage="encoded"}`
+    /// (capture → published) and `stage="sent"` (capture → RTP written, per viewer).
+    pub fn age_metrics(&self, labels: &str) -> String {
+        let name = "peercam_frame_age_seconds";
+        let mut out = self
+            .encoded_age
+            .prometheus(name, &format!("{labels},stage=\"encoded\""));
+        out.push_str(
+            &self
+                .sent_age
+                .prometheus(name, &format!("{labels},stage=\"sent\"")),
+        );
+        out
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> FanoutStats {
         FanoutStats {
@@ -158,7 +188,7 @@ impl Fanout {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use std::time::Instant;
+    use std::time::Duration;
 
     fn frame(n: u8, keyframe: bool) -> EncodedFrame {
         EncodedFrame {
@@ -277,5 +307,42 @@ mod tests {
             got.push(s.recv().await.map(|f| f.data[0]));
         }
         assert_eq!(got, vec![Some(0), Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn frame_ages_are_measured_at_publish_and_at_send() {
+        let (f, _) = fanout(8);
+        let _s = f.subscribe();
+        let captured = Instant::now() - Duration::from_millis(30);
+        f.publish(EncodedFrame {
+            data: Bytes::from_static(&[1]),
+            keyframe: true,
+            capture_instant: captured,
+        });
+        f.observe_sent(captured);
+        f.observe_sent(captured);
+        let text = f.age_metrics("codec=\"h264\"");
+        // 30 ms old: not in the 20 ms bucket, in the 35 ms one.
+        let line = |stage: &str, le: &str| {
+            format!(
+                "peercam_frame_age_seconds_bucket{{codec=\"h264\",stage=\"{stage}\",le=\"{le}\"}}"
+            )
+        };
+        assert!(
+            text.contains(&format!("{} 0\n", line("encoded", "0.02"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1\n", line("encoded", "0.035"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 2\n", line("sent", "0.035"))),
+            "{text}"
+        );
+        assert!(
+            text.contains("peercam_frame_age_seconds_count{codec=\"h264\",stage=\"sent\"} 2\n"),
+            "{text}"
+        );
     }
 }

@@ -11,13 +11,16 @@
 //! the camera is gone; viewers whose browser takes the camera's profile get it.
 //! An output only encodes while someone subscribes to its fan-out, so an unused codec costs
 //! nothing but a queue pop. Every thread stops within one frame time of [`MediaHub::stop`].
+//! Each encoding output has a [`BitrateController`] its viewers' congestion feedback steers;
+//! the output thread applies its target before each frame (adaptive bitrate; the passthrough
+//! output is not adaptive: the camera's bitrate is the camera's).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::capture::alsa::{self, AlsaSource};
 use crate::capture::formats::Request;
@@ -37,6 +40,7 @@ use crate::encode::opus::OpusEncoder;
 use crate::encode::passthrough::{H264Passthrough, ProfileLevelId};
 use crate::encode::{AudioEncoder, VideoEncoder, VideoEncoderSettings};
 use crate::media::{CameraH264, RawFrame, VideoCodec, VideoFrame};
+use crate::pipeline::bitrate::{BitrateController, BitrateLimits};
 use crate::pipeline::fanout::Fanout;
 use crate::pipeline::heartbeat::{Beat, Heartbeat};
 use crate::pipeline::keyframe::KeyframeRequests;
@@ -81,6 +85,8 @@ struct VideoOutput {
     keyframes: Arc<KeyframeRequests>,
     queue: Arc<DropOldest<Arc<VideoFrame>>>,
     encoded: Arc<AtomicU64>,
+    /// The adaptive target; `None` on the passthrough output.
+    bitrate: Option<Arc<BitrateController>>,
 }
 
 impl VideoOutput {
@@ -142,6 +148,9 @@ impl MediaHub {
         let mut video = Vec::new();
         for (codec, passthrough, encoder) in outputs {
             let keyframes = Arc::new(KeyframeRequests::new());
+            let bitrate = (!passthrough).then(|| {
+                BitrateController::new(&codec.to_string(), BitrateLimits::from_settings(v))
+            });
             let output = VideoOutput {
                 codec,
                 passthrough,
@@ -149,6 +158,7 @@ impl MediaHub {
                 keyframes,
                 queue: Arc::new(DropOldest::new(VIDEO_QUEUE_CAPACITY)),
                 encoded: Arc::new(AtomicU64::new(0)),
+                bitrate,
             };
             let name = format!("peercam-{}", output.label());
             let worker = OutputWorker {
@@ -166,6 +176,7 @@ impl MediaHub {
                 fanout: output.fanout.clone(),
                 keyframes: output.keyframes.clone(),
                 encoded: output.encoded.clone(),
+                bitrate: output.bitrate.clone(),
                 stop: stop.clone(),
             };
             threads.push(spawn(&name, move || worker.run())?);
@@ -248,6 +259,15 @@ impl MediaHub {
             .map(|o| (o.fanout.clone(), o.keyframes.clone()))
     }
 
+    /// The adaptive bitrate controller of `codec`'s encoding output (`None` for the
+    /// passthrough output, which is not adaptive, or a codec that does not run).
+    pub fn bitrate(&self, codec: VideoCodec, passthrough: bool) -> Option<Arc<BitrateController>> {
+        self.video
+            .iter()
+            .find(|o| o.codec == codec && o.passthrough == passthrough)
+            .and_then(|o| o.bitrate.clone())
+    }
+
     /// The profile-level-id of the camera's H.264 stream when it can be passed through
     /// (the camera streams H.264 and its SPS has been seen), else `None`.
     pub fn camera_h264_profile(&self) -> Option<ProfileLevelId> {
@@ -300,6 +320,15 @@ impl MediaHub {
                 s.dropped,
                 s.subscribers,
             ));
+            out.push_str(&o.fanout.age_metrics(&format!("codec=\"{c}\"")));
+            if let Some(b) = &o.bitrate {
+                out.push_str(&format!(
+                    "peercam_video_target_bitrate_kbps{{codec=\"{c}\"}} {}\n\
+                     peercam_video_bitrate_changes_total{{codec=\"{c}\"}} {}\n",
+                    b.target_kbps(),
+                    b.changes(),
+                ));
+            }
         }
         if let Some(a) = &self.audio {
             let s = a.stats();
@@ -310,6 +339,7 @@ impl MediaHub {
                  peercam_fanout_subscribers{{codec=\"opus\"}} {}\n",
                 s.published, s.delivered, s.dropped, s.subscribers,
             ));
+            out.push_str(&a.age_metrics("codec=\"opus\""));
         }
         out
     }
@@ -527,6 +557,8 @@ struct OutputWorker {
     fanout: Arc<Fanout>,
     keyframes: Arc<KeyframeRequests>,
     encoded: Arc<AtomicU64>,
+    /// The adaptive target (encoding outputs only).
+    bitrate: Option<Arc<BitrateController>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -644,6 +676,25 @@ impl OutputWorker {
         self.camera_keyframe.store(true, Ordering::Relaxed);
     }
 
+    /// Hands the adaptive bitrate target to the encoder when it moved.
+    fn follow_target(&mut self, now: Instant) {
+        let Some(bitrate) = &self.bitrate else {
+            return;
+        };
+        bitrate.tick(now);
+        let target = bitrate.target_kbps();
+        if target == self.settings.bitrate_kbps {
+            return;
+        }
+        match self.encoder.set_bitrate_kbps(target) {
+            Ok(()) => debug!("{} encoder aims at {target} kbit/s", self.label),
+            // Logged once per target; the encoder keeps its previous rate.
+            Err(e) => warn!("{} output: {e}", self.label),
+        }
+        // Also what a rebuilt encoder (new frame size) starts with.
+        self.settings.bitrate_kbps = target;
+    }
+
     /// Encodes one picture (rebuilding the encoder for a new size) and publishes the result.
     fn encode(&mut self, frame: &RawFrame, force: bool) -> Result<(), crate::encode::EncodeError> {
         let codec = self.encoder.codec();
@@ -662,6 +713,7 @@ impl OutputWorker {
             self.encoder = encoder;
             self.settings = settings;
         }
+        self.follow_target(Instant::now());
         let force = self.keyframes.take(Instant::now()) || force;
         for f in self.encoder.encode(frame, force)? {
             self.encoded.fetch_add(1, Ordering::Relaxed);

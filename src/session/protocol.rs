@@ -8,6 +8,7 @@
 //! {"hello": {"version": 1, ...}}            server greeting
 //! {"error": {"code": "bad_json", "message": "..."}}
 //! {"bye": {}}                               hang up
+//! {"bitrate": {"target_kbps": 850}}         the encoder's adaptive bitrate target (server)
 //! ```
 
 use std::fmt;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The message types, in the order they are listed in errors.
-pub const MESSAGE_TYPES: &[&str] = &["sdp", "candidate", "hello", "error", "bye"];
+pub const MESSAGE_TYPES: &[&str] = &["sdp", "candidate", "hello", "error", "bye", "bitrate"];
 
 /// One signaling message. Serialized externally tagged: `{"<type>": <body>}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,16 @@ pub enum Message {
     Error(ErrorBody),
     /// Hang up.
     Bye(Bye),
+    /// The daemon's video encoder target for this call (adaptive bitrate); sent when the call
+    /// connects and whenever the target changes. Not sent for camera H.264 passthrough.
+    Bitrate(BitrateTarget),
+}
+
+/// The body of `bitrate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BitrateTarget {
+    /// The encoder's target in kbit/s.
+    pub target_kbps: u32,
 }
 
 /// An SDP offer or answer, as `RTCSessionDescription.toJSON()` produces it.
@@ -377,6 +388,9 @@ mod tests {
             Message::Bye(Bye::default())
         );
         assert_eq!(Message::Bye(Bye::default()).to_json(), r#"{"bye":{}}"#);
+        let bitrate = Message::Bitrate(BitrateTarget { target_kbps: 850 });
+        assert_eq!(bitrate.to_json(), r#"{"bitrate":{"target_kbps":850}}"#);
+        assert_eq!(parse(&bitrate.to_json(), 1000), Ok(bitrate));
     }
 
     #[test]
@@ -484,7 +498,8 @@ mod tests {
             assert_eq!(ErrorBody::from(&e).code, ErrorCode::BadJson, "{text}");
             assert!(e.to_string().ends_with(&format!("got {got}")), "{e}");
             assert!(
-                e.to_string().contains("sdp, candidate, hello, error, bye"),
+                e.to_string()
+                    .contains("sdp, candidate, hello, error, bye, bitrate"),
                 "{e}"
             );
         }
@@ -493,7 +508,7 @@ mod tests {
         assert_eq!(ErrorBody::from(&e).code, ErrorCode::UnknownType);
         assert_eq!(
             e.to_string(),
-            "unknown message type `dance`; expected one of sdp, candidate, hello, error, bye"
+            "unknown message type `dance`; expected one of sdp, candidate, hello, error, bye, bitrate"
         );
     }
 

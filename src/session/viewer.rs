@@ -144,8 +144,8 @@ impl ViewerSession {
                 actions.push(Action::Send(Message::Bye(Default::default())));
                 actions
             }
-            // A browser may greet us; nothing to do.
-            Message::Hello(_) => Vec::new(),
+            // A browser may greet us, or echo the daemon's bitrate; nothing to do.
+            Message::Hello(_) | Message::Bitrate(_) => Vec::new(),
             Message::Error(body) => {
                 log::info!("browser reported an error: {}", body.message);
                 Vec::new()

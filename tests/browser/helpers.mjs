@@ -210,6 +210,22 @@ export function launchFirefox() {
   });
 }
 
+/**
+ * An init script (`context.addInitScript(recordPeerConnections)`): runs in the page before its
+ * own script and keeps every RTCPeerConnection the page makes in window.testPeers, so a test
+ * can read getStats() counters the page does not show, or count redials.
+ */
+export function recordPeerConnections() {
+  const Original = window.RTCPeerConnection;
+  window.testPeers = [];
+  window.RTCPeerConnection = function RTCPeerConnection(...args) {
+    const pc = new Original(...args);
+    window.testPeers.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Original.prototype;
+}
+
 /** Opens the Dial page in a new page of `browser`; collects page errors into `page.errors`. */
 export async function openPage(browser, url) {
   const page = await browser.newPage();

@@ -2,6 +2,8 @@
 //! find its port from the log, talk to it over WebSocket.
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;

@@ -20,7 +20,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from '../browser/node_modules/playwright-core/index.mjs';
-import { openPage, pageState, rawClient, sleep, waitForFrames } from '../browser/helpers.mjs';
+import {
+  openPage, pageState, rawClient, recordPeerConnections, sleep, waitForFrames,
+} from '../browser/helpers.mjs';
 
 const url = process.env.PEERCAM_VM_URL || 'http://127.0.0.1:17100/';
 const wsUrl = `${url.replace(/^http/, 'ws')}ws`;
@@ -174,18 +176,6 @@ function upgradePackage() {
 }
 
 // ---- the page ------------------------------------------------------------------------------
-/** Runs in the page before its own script: keeps every RTCPeerConnection in window.sdPeers. */
-function recordPeers() {
-  const Original = window.RTCPeerConnection;
-  window.sdPeers = [];
-  window.RTCPeerConnection = function RTCPeerConnection(...args) {
-    const pc = new Original(...args);
-    window.sdPeers.push(pc);
-    return pc;
-  };
-  window.RTCPeerConnection.prototype = Original.prototype;
-}
-
 /**
  * Runs in the page: records every presented frame of #remote (requestVideoFrameCallback) in
  * window.sdFrames as { t (UNIX ms), rtp, colour (fraction of saturated pixels), w, h }.
@@ -400,7 +390,7 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
   describe('the browser', () => {
     before(async () => {
       context = await browser.newContext();
-      await context.addInitScript(recordPeers);
+      await context.addInitScript(recordPeerConnections);
       page = await openPage(context, url);
     });
 
@@ -455,8 +445,8 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
         logged(log, new RegExp(`media: camera /dev/video0 \\(640x480@${RELOAD_FPS} requested\\)`), 'the new media line');
         // The page got bye "reload" and dials again on its own: a second peer connection.
         const redialAt = Date.now();
-        const redialed = await until(() => page.evaluate(() => window.sdPeers.length >= 2
-          && window.sdPeers[1].connectionState === 'connected'), 30_000, 200);
+        const redialed = await until(() => page.evaluate(() => window.testPeers.length >= 2
+          && window.testPeers[1].connectionState === 'connected'), 30_000, 200);
         assert.ok(redialed, `the page did not redial: ${JSON.stringify(await pageState(page))}`);
         await waitForFrames(page, 5, 30_000);
         const list = await framesSince(page, Date.now() + 500, 12, 30_000);
@@ -494,7 +484,7 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
         assert.equal(bad.s.MainPID, before.MainPID);
         assert.equal(bad.s.NRestarts, before.NRestarts);
         logged(bad.log, new RegExp(`reload: ${CONF} applied \\(nothing`), 'the restored file');
-        assert.equal(await page.evaluate(() => window.sdPeers.length), 2, 'a broken reload does not hang up');
+        assert.equal(await page.evaluate(() => window.testPeers.length), 2, 'a broken reload does not hang up');
       });
   });
 

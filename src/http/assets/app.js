@@ -31,6 +31,7 @@
   let byeEchoes = 0; // viewer mode: the daemon answers each of our byes with a bye
   let localStream = null; // room mode: own camera and microphone
   let statsTimer = null;
+  let targetKbps = null; // the daemon's video encoder target ({"bitrate": ...}), if adaptive
 
   // ---- status -------------------------------------------------------------------------
 
@@ -104,8 +105,14 @@
       case 'candidate': return onRemoteCandidate(body);
       case 'error': return onError(body || {});
       case 'bye': return onBye(body || {});
+      case 'bitrate': return onBitrate(body || {});
       default: console.warn('peercam: unknown message type', type);
     }
+  }
+
+  /** The daemon's adaptive bitrate target for this call's video encoder. */
+  function onBitrate(body) {
+    if (Number.isFinite(body.target_kbps)) targetKbps = body.target_kbps;
   }
 
   function onHello(hello) {
@@ -288,6 +295,7 @@
     window.peercamStats = null; // numbers of this call only
     window.peercamLatency.samples.length = 0;
     window.peercamLatency.p50 = null;
+    targetKbps = null;
     setState('connecting', 'connecting to the server…');
     try {
       if (room) await getCamera();
@@ -364,6 +372,7 @@
       stats.bitrateKbps = Math.round(((stats.bytesReceived - previous.bytes) * 8) / (now - previous.at));
     }
     previous = { bytes: stats.bytesReceived, at: now };
+    stats.targetKbps = targetKbps;
     window.peercamStats = stats;
     showStats(stats);
   }
@@ -373,7 +382,7 @@
     const s = {
       framesDecoded: 0, frameWidth: 0, frameHeight: 0, fps: null, codec: null, videoFmtp: null,
       audioCodec: null, audioSamples: 0, audioEnergy: 0, audioLevel: null,
-      bytesReceived: 0, bitrateKbps: null, rttMs: null,
+      bytesReceived: 0, bitrateKbps: null, targetKbps: null, rttMs: null,
     };
     let selectedPairId = null;
     const pairs = [];
@@ -418,7 +427,10 @@
     if (s.codec) parts.push(s.codec.replace(/^video\//, ''));
     if (s.frameWidth) parts.push(s.frameWidth + '×' + s.frameHeight);
     if (s.fps !== null) parts.push(Math.round(s.fps) + ' fps');
-    if (s.bitrateKbps !== null) parts.push(s.bitrateKbps + ' kbit/s');
+    if (s.bitrateKbps !== null) {
+      const target = s.targetKbps === null ? '' : ' (target ' + s.targetKbps + ')';
+      parts.push(s.bitrateKbps + ' kbit/s' + target);
+    }
     if (s.rttMs !== null) parts.push('rtt ' + s.rttMs + ' ms');
     if (s.audioCodec) {
       const level = s.audioLevel === null ? '' : ' level ' + s.audioLevel.toFixed(2);

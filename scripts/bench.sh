@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Benchmarks (not tests): scripts/bench.sh [encoders] [latency] [daemon]   (default: all three)
+#
+#   encoders  peercam's H.264 and AV1 encoders vs ffmpeg's libx264, librav1e and libsvtav1 on
+#             the same test-pattern frames (examples/bench_encode.rs)
+#   latency   glass-to-glass latency in headless Chromium, H.264 640x480 and 1280x720, AV1
+#             640x480 and 320x240, all at 30 fps (tests/browser/bench-latency.mjs)
+#   daemon    start to READY=1 (scripts/bench-ready.py); CPU and RSS with 1, 4 and 8 Chromium
+#             viewers, idle RSS, and the fan-out ratio (tests/browser/bench-viewers.mjs)
+#
+# Installs what it needs on Debian 12 (the test command's packages plus ffmpeg and
+# gnuplot-nox), builds the release binary into target/x86_64-unknown-linux-gnu/release (the
+# directory the test command's `cross/build.sh x86_64` fills, so it is reused), and writes the
+# results (JSON, and latency.png) into target/bench/. Run it on a quiet machine: every number
+# is a wall-clock or CPU measurement. BENCHMARKS.md holds the results and how to read them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> [%s] %s\n' "$(date +%T)" "$*"; }
+
+what=("$@")
+((${#what[@]})) || what=(encoders latency daemon)
+for w in "${what[@]}"; do
+  case "$w" in
+    encoders|latency|daemon) ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown benchmark '$w' (encoders, latency, daemon)" >&2; exit 2 ;;
+  esac
+done
+wants() { [[ " ${what[*]} " == *" $1 "* ]]; }
+
+triple=x86_64-unknown-linux-gnu
+out=target/bench
+bin="$PWD/target/$triple/release/peercam"
+mkdir -p "$out"
+
+step "system packages"
+scripts/install-deps.sh --test
+scripts/apt-install.sh ffmpeg gnuplot-nox python3
+(cd tests/browser && { [[ -d node_modules/playwright-core ]] || npm ci --no-audit --no-fund; })
+
+step "release build (cargo build --release --target $triple)"
+cargo build --locked --release --target "$triple" --bin peercam --example bench_encode
+
+echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | sed -n 1p)," \
+  "$(awk '/MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "peercam $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%F)"
+
+if wants encoders; then
+  step "encoders: peercam vs ffmpeg on the same frames"
+  "target/$triple/release/examples/bench_encode" --out "$out"
+fi
+if wants latency; then
+  step "glass-to-glass latency in headless Chromium"
+  PEERCAM_BIN="$bin" node tests/browser/bench-latency.mjs --out "$out"
+fi
+if wants daemon; then
+  step "daemon: start to READY=1"
+  python3 scripts/bench-ready.py "$bin" 10
+  step "daemon: CPU and memory with 1, 4 and 8 viewers (H.264 640x480@30)"
+  PEERCAM_BIN="$bin" node tests/browser/bench-viewers.mjs --codec h264 --out "$out" 1 4 8
+fi
+step "results in $out/"
+ls -l "$out"

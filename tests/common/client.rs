@@ -1,0 +1,242 @@
+//! A webrtc-rs client that dials the real daemon over `/ws` as a browser would, counts the
+//! RTP it receives and can send RTCP back; and a `/metrics` reader.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use serde_json::{json, Value};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCPeerConnectionIceEvent, RTCSessionDescription, Registry,
+};
+
+use super::{next_json, send_text, Ws};
+
+/// Counts RTP packets per kind and forwards local candidates to the signaling socket.
+pub struct Client {
+    pub video_packets: AtomicU64,
+    pub audio_packets: AtomicU64,
+    pub video_keyframe_starts: AtomicU64,
+    pub video_pt: std::sync::Mutex<Option<u8>>,
+    /// profile_idc of every SPS seen at the start of a STAP-A.
+    pub sps_profiles: std::sync::Mutex<Vec<u8>>,
+    /// The video track and the daemon's video SSRC, once RTP arrived (to send RTCP back).
+    pub video_track: std::sync::Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+    candidates: tokio::sync::mpsc::Sender<Option<RTCIceCandidateInit>>,
+}
+
+struct Handler(Arc<Client>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.0.candidates.send(Some(init)).await;
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let client = self.0.clone();
+        tokio::spawn(async move {
+            let kind = track.kind().await;
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                    match kind {
+                        RtpCodecKind::Video => {
+                            client.video_packets.fetch_add(1, Ordering::Relaxed);
+                            *client.video_pt.lock().unwrap() = Some(packet.header.payload_type);
+                            client
+                                .video_track
+                                .lock()
+                                .unwrap()
+                                .get_or_insert_with(|| (track.clone(), packet.header.ssrc));
+                            // STAP-A (24) carrying SPS/PPS starts every H.264 keyframe.
+                            if packet.payload.first().map(|b| b & 0x1f) == Some(24) {
+                                client.video_keyframe_starts.fetch_add(1, Ordering::Relaxed);
+                                // STAP-A: header, 2-byte size, then the first NAL unit.
+                                let p = &packet.payload;
+                                if p.len() > 4 && p[3] & 0x1f == 7 {
+                                    client.sps_profiles.lock().unwrap().push(p[4]);
+                                }
+                            }
+                        }
+                        _ => {
+                            client.audio_packets.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+pub fn codec(mime: &str, clock: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate: clock,
+            channels,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: pt,
+    }
+}
+
+pub const H264_PT: u8 = 109;
+
+/// Builds a receive-only client offering `video` codecs (and Opus).
+pub async fn client(
+    video: &[RTCRtpCodecParameters],
+) -> (
+    impl PeerConnection,
+    Arc<Client>,
+    tokio::sync::mpsc::Receiver<Option<RTCIceCandidateInit>>,
+) {
+    let mut media = MediaEngine::default();
+    for c in video {
+        // Browsers offer REMB for every video codec (the daemon's adaptive bitrate uses it).
+        let mut c = c.clone();
+        c.rtp_codec.rtcp_feedback.push(RTCPFeedback {
+            typ: "goog-remb".to_owned(),
+            parameter: String::new(),
+        });
+        media
+            .register_codec(c, RtpCodecKind::Video)
+            .expect("register video");
+    }
+    media
+        .register_codec(
+            codec("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1", 111),
+            RtpCodecKind::Audio,
+        )
+        .expect("register opus");
+    let registry =
+        register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let state = Arc::new(Client {
+        video_packets: AtomicU64::new(0),
+        audio_packets: AtomicU64::new(0),
+        video_keyframe_starts: AtomicU64::new(0),
+        video_pt: std::sync::Mutex::new(None),
+        sps_profiles: std::sync::Mutex::new(Vec::new()),
+        video_track: std::sync::Mutex::new(None),
+        candidates: tx,
+    });
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler(state.clone())))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await
+        .expect("client peer");
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        pc.add_transceiver_from_kind(
+            kind,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("transceiver");
+    }
+    (pc, state, rx)
+}
+
+pub fn h264() -> RTCRtpCodecParameters {
+    codec(
+        "video/H264",
+        90_000,
+        0,
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        H264_PT,
+    )
+}
+
+pub fn av1() -> RTCRtpCodecParameters {
+    codec("video/AV1", 90_000, 0, "", 45)
+}
+
+/// Dials: sends the offer, applies the answer, trickles candidates both ways until
+/// `until` is true or the timeout passes.
+pub async fn dial(
+    ws: &mut Ws,
+    pc: &impl PeerConnection,
+    candidates: &mut tokio::sync::mpsc::Receiver<Option<RTCIceCandidateInit>>,
+    timeout: Duration,
+    until: impl Fn() -> bool,
+) -> Value {
+    let offer = pc.create_offer(None).await.expect("offer");
+    pc.set_local_description(offer).await.expect("set local");
+    let sdp = pc.local_description().await.expect("local desc").sdp;
+    send_text(
+        ws,
+        json!({"sdp": {"type": "offer", "sdp": sdp}}).to_string(),
+    )
+    .await;
+    let answer = next_json(ws).await;
+    let Some(answer_sdp) = answer["sdp"]["sdp"].as_str() else {
+        return answer; // an error reply
+    };
+    assert_eq!(answer["sdp"]["type"], "answer");
+    pc.set_remote_description(
+        RTCSessionDescription::answer(answer_sdp.to_owned()).expect("answer"),
+    )
+    .await
+    .expect("apply answer");
+    let deadline = Instant::now() + timeout;
+    use futures_util::StreamExt;
+    while Instant::now() < deadline && !until() {
+        tokio::select! {
+            Some(Some(c)) = candidates.recv() => {
+                send_text(ws, json!({"candidate": {
+                    "candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index
+                }}).to_string()).await;
+            }
+            Some(Ok(msg)) = ws.next() => {
+                if let Ok(text) = msg.to_text() {
+                    let v: Value = serde_json::from_str(text).expect("json from server");
+                    if let Some(c) = v.get("candidate") {
+                        if let Some(c) = c.as_object() {
+                            let init = RTCIceCandidateInit {
+                                candidate: c["candidate"].as_str().unwrap_or_default().to_owned(),
+                                sdp_mid: c.get("sdpMid").and_then(|m| m.as_str()).map(str::to_owned),
+                                sdp_mline_index: c.get("sdpMLineIndex").and_then(|m| m.as_u64()).map(|m| m as u16),
+                                ..Default::default()
+                            };
+                            pc.add_ice_candidate(init).await.expect("remote candidate");
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    answer
+}
+
+/// GET /metrics over a plain TCP socket and return the value of one line.
+pub async fn metric(port: u16, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}

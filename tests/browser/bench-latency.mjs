@@ -14,7 +14,9 @@
 // interval, so one run alone can mislead. Reported over all samples of a case, with each
 // run's p50: p50/p95/p99/max latency;
 // frames the daemon captured in that window and how many of them the browser decoded, how
-// many it dropped (getStats framesDropped) and how many never arrived; daemon-side queue drops.
+// many it dropped (getStats framesDropped) and how many never arrived; daemon-side queue drops;
+// the daemon's share (mean frame age when encoded and when its RTP was written, from the
+// peercam_frame_age_seconds histograms); Chromium's jitter-buffer delay and decode time.
 // Writes latency.json (with every sample) and, when gnuplot is installed, latency.png (the
 // latency distribution of each case) into DIR (default target/bench).
 
@@ -100,6 +102,12 @@ async function runOnce(browser, name, frames) {
     const m1 = await daemon.metrics();
     const c1 = await videoCounters(page);
     const delta = (key) => (m1[key] ?? 0) - (m0[key] ?? 0);
+    // The daemon's share: mean frame age when encoded and when its RTP was written.
+    const age = (stage) => {
+      const labels = `{codec="${codec}",stage="${stage}"}`;
+      const count = delta(`peercam_frame_age_seconds_count${labels}`);
+      return count > 0 ? +((delta(`peercam_frame_age_seconds_sum${labels}`) / count) * 1000).toFixed(1) : null;
+    };
     const captured = delta('peercam_frames_captured_total');
     const decoded = c1.framesDecoded - c0.framesDecoded;
     const result = {
@@ -111,6 +119,8 @@ async function runOnce(browser, name, frames) {
       notDecoded: Math.max(0, captured - decoded),
       daemonQueueDropped: delta(`peercam_video_queue_dropped_total{codec="${codec}"}`),
       daemonFanoutDropped: delta(`peercam_fanout_dropped_total{codec="${codec}"}`),
+      daemonEncodedMs: age('encoded'),
+      daemonSentMs: age('sent'),
       jitterBufferMs: +(((c1.jitterBufferDelay - c0.jitterBufferDelay)
         / Math.max(1, c1.jitterBufferEmittedCount - c0.jitterBufferEmittedCount)) * 1000).toFixed(1),
       decodeMs: +(((c1.totalDecodeTime - c0.totalDecodeTime) / Math.max(1, decoded)) * 1000).toFixed(2),
@@ -144,6 +154,8 @@ async function runCase(browser, name, frames, runs) {
     decodedFrames: sum('decodedFrames'), droppedByBrowser: sum('droppedByBrowser'),
     notDecoded: sum('notDecoded'), daemonQueueDropped: sum('daemonQueueDropped'),
     daemonFanoutDropped: sum('daemonFanoutDropped'),
+    daemonEncodedMs: +(sum('daemonEncodedMs') / runs).toFixed(1),
+    daemonSentMs: +(sum('daemonSentMs') / runs).toFixed(1),
     jitterBufferMs: +(sum('jitterBufferMs') / runs).toFixed(1),
     decodeMs: +(sum('decodeMs') / runs).toFixed(2),
     pageErrors: each.flatMap((r) => r.pageErrors),
@@ -166,12 +178,12 @@ try {
 } finally {
   await browser.close();
 }
-console.log('\n| case | samples | p50 ms | p95 ms | p99 ms | max ms | p50 of each run | captured | decoded | dropped (browser) | never decoded | daemon drops | jitter buffer ms | decode ms |');
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('\n| case | samples | p50 ms | p95 ms | p99 ms | max ms | p50 of each run | captured | decoded | dropped (browser) | never decoded | daemon drops | daemon: capture → encoded / → sent ms | jitter buffer ms | decode ms |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of results) {
   console.log(`| ${r.codec === 'h264' ? 'H.264' : 'AV1'} ${r.width}x${r.height}@${r.fps} | ${r.samples} | ${r.p50} | ${r.p95} | ${r.p99} | ${r.max} `
     + `| ${r.runP50.join(', ')} | ${r.capturedFrames} | ${r.decodedFrames} | ${r.droppedByBrowser} | ${r.notDecoded} `
-    + `| ${r.daemonQueueDropped + r.daemonFanoutDropped} | ${r.jitterBufferMs} | ${r.decodeMs} |`);
+    + `| ${r.daemonQueueDropped + r.daemonFanoutDropped} | ${r.daemonEncodedMs} / ${r.daemonSentMs} | ${r.jitterBufferMs} | ${r.decodeMs} |`);
 }
 const file = path.join(options.out, 'latency.json');
 writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), results }, null, 1)}\n`);

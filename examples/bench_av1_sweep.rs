@@ -15,11 +15,14 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use peercam::capture::test_pattern::TestPattern;
 use rav1e::config::SpeedSettings;
 use rav1e::prelude::{ChromaSampling, Config, EncoderConfig, EncoderStatus, Rational};
+
+mod bench_common;
+use bench_common::process_cpu;
 
 const FPS: u64 = 30;
 
@@ -33,19 +36,6 @@ struct Result {
     cpu_ms: f64,
     lag: usize,
     kbps: f64,
-}
-
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// I420 planes of `count` test-pattern frames.

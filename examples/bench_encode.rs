@@ -34,6 +34,9 @@ use peercam::encode::opus::OpusEncoder;
 use peercam::encode::{AudioEncoder, VideoEncoder, VideoEncoderSettings};
 use peercam::media::{AudioChunk, PixelFormat, RawFrame};
 
+mod bench_common;
+use bench_common::process_cpu;
+
 const FPS: u32 = 30;
 const KEYFRAME_INTERVAL_S: u32 = 2;
 /// Frames in ffmpeg's short run, subtracted from the full run.
@@ -78,20 +81,6 @@ impl Row {
             self.actual_kbps()
         )
     }
-}
-
-/// User + system CPU time of this process so far.
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn percentile(sorted_ms: &[f64], q: f64) -> f64 {

@@ -5,12 +5,12 @@
 //! cargo run --release --example bench_av1_sweep -- [--frames N] [--out DIR]
 //! ```
 //!
-//! Every configuration is built the way src/encode/av1.rs builds its encoder (low_latency, one
-//! frame of RDO lookahead, bitrate rate control, keyframe every 2 s, 8-bit 4:2:0), changing only
-//! the speed preset, tiles and threads. Each encodes the same N test-pattern frames (default
-//! 150) as fast as it can. Reported: wall and CPU (user + system) milliseconds per frame, the
-//! frame rate that wall time allows, the lag (frames in before the first packet out) and the
-//! bitrate reached. Prints a Markdown table and writes av1-sweep.json into `--out` (default
+//! Every configuration comes from `peercam::encode::av1::rav1e_config`, the one the encoder
+//! uses (low_latency, one frame of RDO lookahead, bitrate rate control, keyframe every 2 s,
+//! 8-bit 4:2:0), with only the speed preset, tiles and threads changed. Each encodes the same
+//! N test-pattern frames (default 150) as fast as it can. Reported: wall and CPU (user +
+//! system) milliseconds per frame, the frame rate that wall time allows, the lag (frames in
+//! before the first packet out) and the bitrate reached. Prints a Markdown table and writes av1-sweep.json into `--out` (default
 //! target/bench).
 
 use std::fs;
@@ -18,8 +18,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use peercam::capture::test_pattern::TestPattern;
-use rav1e::config::SpeedSettings;
-use rav1e::prelude::{ChromaSampling, Config, EncoderConfig, EncoderStatus, Rational};
+use peercam::encode::av1::rav1e_config;
+use peercam::encode::VideoEncoderSettings;
+use rav1e::prelude::EncoderStatus;
 
 mod bench_common;
 use bench_common::process_cpu;
@@ -56,22 +57,16 @@ fn run(
     threads: usize,
     input: &[Vec<u8>],
 ) -> std::result::Result<Result, String> {
-    let mut speed_settings = SpeedSettings::from_preset(speed);
-    speed_settings.rdo_lookahead_frames = 1;
-    let mut enc = EncoderConfig::with_speed_preset(speed);
-    enc.speed_settings = speed_settings;
-    enc.width = width as usize;
-    enc.height = height as usize;
-    enc.time_base = Rational::new(1, FPS);
-    enc.bit_depth = 8;
-    enc.chroma_sampling = ChromaSampling::Cs420;
-    enc.low_latency = true;
-    enc.bitrate = (kbps * 1000) as i32;
-    enc.set_key_frame_interval(2 * FPS, 2 * FPS);
-    enc.tiles = tiles;
-    let mut context = Config::new()
-        .with_encoder_config(enc)
-        .with_threads(threads)
+    let settings = VideoEncoderSettings {
+        width,
+        height,
+        fps: FPS as u32,
+        bitrate_kbps: kbps,
+        keyframe_interval_s: 2,
+        threads,
+    };
+    let mut context = rav1e_config(&settings, speed, tiles, threads)
+        .map_err(|e| e.to_string())?
         .new_context::<u8>()
         .map_err(|e| format!("config: {e}"))?;
 

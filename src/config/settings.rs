@@ -449,40 +449,17 @@ fn bitrates(raw: &RawVideo, src: Source<'_>, d: &VideoSettings) -> Result<Bitrat
     const MIN: &str = "[video] min_bitrate_kbps";
     const MAX: &str = "[video] max_bitrate_kbps";
     const FLOOR: &str = "[video] multi_viewer_floor_kbps";
-    let start = ranged(
-        src,
-        raw.bitrate_kbps.clone(),
-        START,
-        RANGE,
-        false,
-        d.bitrate_kbps,
-    )?;
+    // Each is a number in RANGE when written, else `default`.
+    let read = |value: &Value<i64>, key: &str, default: u32| {
+        ranged(src, value.clone(), key, RANGE, false, default)
+    };
+    let start = read(&raw.bitrate_kbps, START, d.bitrate_kbps)?;
     // Unwritten bounds make room for a written start bitrate (a file from before these keys
     // with bitrate_kbps = 4000 keeps working: max becomes 4000).
-    let min = ranged(
-        src,
-        raw.min_bitrate_kbps.clone(),
-        MIN,
-        RANGE,
-        false,
-        d.min_bitrate_kbps.min(start),
-    )?;
-    let max = ranged(
-        src,
-        raw.max_bitrate_kbps.clone(),
-        MAX,
-        RANGE,
-        false,
-        d.max_bitrate_kbps.max(start),
-    )?;
-    let floor = ranged(
-        src,
-        raw.multi_viewer_floor_kbps.clone(),
-        FLOOR,
-        RANGE,
-        false,
-        d.multi_viewer_floor_kbps.max(min).min(max),
-    )?;
+    let min = read(&raw.min_bitrate_kbps, MIN, d.min_bitrate_kbps.min(start))?;
+    let max = read(&raw.max_bitrate_kbps, MAX, d.max_bitrate_kbps.max(start))?;
+    let floor_default = d.multi_viewer_floor_kbps.max(min).min(max);
+    let floor = read(&raw.multi_viewer_floor_kbps, FLOOR, floor_default)?;
     let rates = Bitrates {
         start,
         min,

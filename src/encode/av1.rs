@@ -31,7 +31,7 @@ use crate::media::{EncodedFrame, RawFrame, VideoCodec};
 
 const CODEC: &str = "av1";
 /// rav1e's fastest preset.
-const SPEED_PRESET: u8 = 10;
+pub const SPEED_PRESET: u8 = 10;
 /// A new target rebuilds the context only when it differs from the current one by this
 /// fraction or more.
 pub const REBUILD_MIN_CHANGE: f64 = 0.2;
@@ -212,6 +212,22 @@ impl VideoEncoder for Av1Encoder {
 
 /// A rav1e context for `settings` (see [`Av1Encoder::new`]).
 fn new_context(settings: &VideoEncoderSettings) -> Result<Context<u8>, EncodeError> {
+    let tiles = tiles_for(settings.width, settings.height, settings.threads);
+    rav1e_config(settings, SPEED_PRESET, tiles, tiles)?
+        .new_context::<u8>()
+        .map_err(|e| setup_error(format!("invalid configuration: {e}")))
+}
+
+/// The rav1e configuration peercam encodes with for `settings` (its `threads` aside), at speed
+/// preset `speed` with `tiles` tiles on `threads` threads. [`Av1Encoder`] uses
+/// [`SPEED_PRESET`] and `tiles_for` tiles and threads; the parameter sweep
+/// (examples/bench_av1_sweep.rs) varies the three.
+pub fn rav1e_config(
+    settings: &VideoEncoderSettings,
+    speed: u8,
+    tiles: usize,
+    threads: usize,
+) -> Result<Config, EncodeError> {
     let bitrate_bps = settings
         .bitrate_kbps
         .checked_mul(1000)
@@ -222,13 +238,13 @@ fn new_context(settings: &VideoEncoderSettings) -> Result<Context<u8>, EncodeErr
                 settings.bitrate_kbps
             ))
         })?;
-    let threads = tiles_for(settings.width, settings.height, settings.threads);
+    let (tiles, threads) = (tiles.clamp(1, 16), threads.clamp(1, 16));
     let keyframe_interval = u64::from(settings.keyframe_interval_s) * u64::from(settings.fps);
 
-    let mut speed = SpeedSettings::from_preset(SPEED_PRESET);
-    speed.rdo_lookahead_frames = 1;
-    let mut enc = EncoderConfig::with_speed_preset(SPEED_PRESET);
-    enc.speed_settings = speed;
+    let mut speed_settings = SpeedSettings::from_preset(speed);
+    speed_settings.rdo_lookahead_frames = 1;
+    let mut enc = EncoderConfig::with_speed_preset(speed);
+    enc.speed_settings = speed_settings;
     enc.width = settings.width as usize;
     enc.height = settings.height as usize;
     enc.time_base = Rational::new(1, u64::from(settings.fps));
@@ -240,12 +256,9 @@ fn new_context(settings: &VideoEncoderSettings) -> Result<Context<u8>, EncodeErr
     // min == max: keyframes only on schedule or on request (a scene cut in a camera
     // picture is rare, and an unplanned keyframe is a bitrate spike).
     enc.set_key_frame_interval(keyframe_interval, keyframe_interval);
-    enc.tiles = threads;
+    enc.tiles = tiles;
 
-    let config = Config::new().with_encoder_config(enc).with_threads(threads);
-    config
-        .new_context::<u8>()
-        .map_err(|e| setup_error(format!("invalid configuration: {e}")))
+    Ok(Config::new().with_encoder_config(enc).with_threads(threads))
 }
 
 /// Drops the temporal delimiter OBU rav1e puts at the start of every temporal unit: RTP

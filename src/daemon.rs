@@ -64,6 +64,9 @@ pub enum DaemonError {
     /// Installing the signal handlers failed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// `[server] tls` could not be set up.
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsError),
 }
 
 /// Where the configuration comes from, so a reload reads it the same way as the start did.
@@ -107,16 +110,25 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
+    let tls = http::tls::acceptor(&settings.server)?;
     let addr = settings.server.listen;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| DaemonError::Listen { addr, source })?;
     let local = listener.local_addr().map_err(DaemonError::Serve)?;
     let hub = MediaHub::start(&settings)?;
+    if settings.server.password.is_none() {
+        warn!(
+            "no [server] password is set: anyone who can reach port {} can watch and listen; \
+             set one in the config file",
+            local.port()
+        );
+    }
     let state = AppState::new(settings, hub, shutdown.clone());
-    info!("peercam listening on http://{local}/");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!("peercam listening on {scheme}://{local}/");
 
-    let mut server = tokio::spawn(http::serve(listener, state.clone()));
+    let mut server = tokio::spawn(http::serve(listener, state.clone(), tls));
     let mut watchdog = Watchdog::new(local);
     watchdog.wait_for_first_frame(&state).await;
     watchdog.ready(&state).await;

@@ -35,6 +35,11 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawServer {
     pub listen: Value<String>,
+    pub password: Value<String>,
+    /// `"off"`, `"self-signed"` or a table `{ cert, key }`: read as any TOML value and
+    /// checked in `settings.rs`, so each wrong shape gets its own message.
+    pub tls: Value<toml::Value>,
+    pub state_dir: Value<String>,
 }
 
 /// `[video]`. Integers are read as `i64` so that a negative or huge number gets a range
@@ -90,6 +95,12 @@ pub(crate) struct RawIceServer {
 pub(crate) struct RawLimits {
     pub max_viewers: Value<i64>,
     pub max_message_bytes: Value<i64>,
+    pub max_connections: Value<i64>,
+    pub max_pending_dials: Value<i64>,
+    pub dials_per_minute: Value<i64>,
+    pub login_failures_per_minute: Value<i64>,
+    pub ice_timeout_s: Value<i64>,
+    pub idle_timeout_s: Value<i64>,
 }
 
 /// `[log]`
@@ -125,7 +136,12 @@ const fn value(name: &'static str) -> Field {
     }
 }
 
-const SERVER: &[Field] = &[value("listen")];
+const SERVER: &[Field] = &[
+    value("listen"),
+    value("password"),
+    value("tls"),
+    value("state_dir"),
+];
 const VIDEO: &[Field] = &[
     value("source"),
     value("format"),
@@ -151,7 +167,16 @@ const WEBRTC: &[Field] = &[
     value("ip_addresses"),
     value("nat_1to1_ips"),
 ];
-const LIMITS: &[Field] = &[value("max_viewers"), value("max_message_bytes")];
+const LIMITS: &[Field] = &[
+    value("max_viewers"),
+    value("max_message_bytes"),
+    value("max_connections"),
+    value("max_pending_dials"),
+    value("dials_per_minute"),
+    value("login_failures_per_minute"),
+    value("ice_timeout_s"),
+    value("idle_timeout_s"),
+];
 const LOG: &[Field] = &[value("level")];
 
 /// Every table and key the file may contain.

@@ -17,8 +17,9 @@ mod settings;
 
 pub use error::{ConfigError, Invalid};
 pub use settings::{
-    AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, NatMapping, ServerSettings,
-    Settings, VideoFormat, VideoSettings, VideoSource, WebrtcSettings,
+    AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, NatMapping, Password,
+    ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings, VideoSource, WebrtcSettings,
+    MIN_PASSWORD_CHARS,
 };
 
 /// The file read when no `--config` is given, if it exists.

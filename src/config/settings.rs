@@ -36,12 +36,74 @@ pub struct ServerSettings {
     /// Address and port of the HTTP server (page, WebSocket). Default `0.0.0.0:7000`; port 0
     /// lets the OS choose (the log says which).
     pub listen: SocketAddr,
+    /// The viewers' password; `None` (written `""`, the default) leaves the camera open to
+    /// anyone who can reach the port, which the log and the page say loudly.
+    pub password: Option<Password>,
+    /// HTTPS or plain HTTP.
+    pub tls: TlsMode,
+    /// Where peercam keeps state (the self-signed certificate). `None`: `$STATE_DIRECTORY`
+    /// (systemd's `StateDirectory=`), else `/var/lib/peercam`.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7000),
+            password: None,
+            tls: TlsMode::Off,
+            state_dir: None,
+        }
+    }
+}
+
+/// The viewers' password. Its `Debug` form is redacted so that printing settings never
+/// shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl Password {
+    /// The password itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// Shortest password accepted: a short one falls to guessing even with the login rate limit.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// `[server] tls`: how the HTTP port speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// `"off"`: plain HTTP.
+    Off,
+    /// `"self-signed"`: HTTPS with a certificate peercam generates once and keeps in the
+    /// state directory (browsers warn about it once).
+    SelfSigned,
+    /// `{ cert = "...", key = "..." }`: HTTPS with these PEM files (a certificate chain and
+    /// its private key).
+    Files {
+        /// The PEM certificate chain, leaf first.
+        cert: PathBuf,
+        /// The PEM private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsMode::Off => f.write_str("off"),
+            TlsMode::SelfSigned => f.write_str("self-signed"),
+            TlsMode::Files { cert, key } => {
+                write!(f, "cert {}, key {}", cert.display(), key.display())
+            }
         }
     }
 }
@@ -264,13 +326,27 @@ impl Default for WebrtcSettings {
     }
 }
 
-/// `[limits]`
+/// `[limits]`: what one client, or many, may cost the daemon. Each limit logs a line when
+/// it is hit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitSettings {
     /// Viewers streaming at once: 1..=64.
     pub max_viewers: usize,
     /// Largest signaling message accepted, in bytes: 1024..=1048576.
     pub max_message_bytes: usize,
+    /// Open WebSocket connections (viewers, browsers that have not dialled, room peers):
+    /// 1..=4096. All TCP connections together are capped at twice this plus 16.
+    pub max_connections: usize,
+    /// Dials in progress (offer received, ICE not yet connected): 1..=64.
+    pub max_pending_dials: usize,
+    /// Dials per minute from one IP address: 1..=600.
+    pub dials_per_minute: u32,
+    /// Failed logins per minute from one IP address before it must wait: 1..=100.
+    pub login_failures_per_minute: u32,
+    /// Seconds a dial may take to connect before its peer is closed: 5..=120.
+    pub ice_timeout_s: u32,
+    /// Seconds a WebSocket with no call may stay silent before it is closed: 10..=86400.
+    pub idle_timeout_s: u32,
 }
 
 impl Default for LimitSettings {
@@ -278,6 +354,12 @@ impl Default for LimitSettings {
         LimitSettings {
             max_viewers: 8,
             max_message_bytes: 65536,
+            max_connections: 64,
+            max_pending_dials: 4,
+            dials_per_minute: 30,
+            login_failures_per_minute: 5,
+            ice_timeout_s: 15,
+            idle_timeout_s: 120,
         }
     }
 }
@@ -340,7 +422,80 @@ fn server(raw: RawServer, src: Source<'_>) -> Result<ServerSettings, ConfigError
             src.bad_value(v.span(), "[server] listen", expected)
         })?;
     }
+    if let Some(v) = raw.password {
+        let password = v.get_ref();
+        if password.trim() != password.as_str() {
+            let expected = "expected no spaces at the start or end (they are easy to get wrong \
+                            when typing it in)";
+            return Err(src.bad_value(v.span(), "[server] password", expected));
+        }
+        if !password.is_empty() {
+            if password.chars().count() < MIN_PASSWORD_CHARS {
+                let expected = format!(
+                    "expected at least {MIN_PASSWORD_CHARS} characters, or \"\" for no password"
+                );
+                return Err(src.bad_value(v.span(), "[server] password", &expected));
+            }
+            s.password = Some(Password(password.clone()));
+        }
+    }
+    if let Some(v) = raw.tls {
+        s.tls = tls_mode(v, src)?;
+    }
+    if let Some(v) = raw.state_dir {
+        let dir = v.get_ref().trim();
+        if !dir.is_empty() {
+            if !dir.starts_with('/') {
+                let expected = "expected an absolute path such as \"/var/lib/peercam\", or \"\"";
+                return Err(src.bad_value(v.span(), "[server] state_dir", expected));
+            }
+            s.state_dir = Some(PathBuf::from(dir));
+        }
+    }
     Ok(s)
+}
+
+/// `[server] tls`: `"off"`, `"self-signed"` or `{ cert = "/path", key = "/path" }`.
+fn tls_mode(v: toml::Spanned<toml::Value>, src: Source<'_>) -> Result<TlsMode, ConfigError> {
+    const KEY: &str = "[server] tls";
+    const EXPECTED: &str = "expected \"off\", \"self-signed\" or { cert = \"/path/cert.pem\", \
+                            key = \"/path/key.pem\" }";
+    let span = v.span();
+    match v.into_inner() {
+        toml::Value::String(mode) => match mode.trim() {
+            "off" => Ok(TlsMode::Off),
+            "self-signed" => Ok(TlsMode::SelfSigned),
+            _ => Err(src.bad_value(span, KEY, EXPECTED)),
+        },
+        toml::Value::Table(table) => {
+            let path = |name: &str| -> Result<PathBuf, ConfigError> {
+                match table.get(name) {
+                    Some(toml::Value::String(p)) if p.starts_with('/') => Ok(PathBuf::from(p)),
+                    Some(_) => {
+                        let expected = format!("expected {name} to be an absolute path in quotes");
+                        Err(src.bad_value(span.clone(), KEY, &expected))
+                    }
+                    None => {
+                        let expected = format!("expected a {name} key: {EXPECTED}");
+                        Err(src.bad_value(span.clone(), KEY, &expected))
+                    }
+                }
+            };
+            let mode = TlsMode::Files {
+                cert: path("cert")?,
+                key: path("key")?,
+            };
+            if let Some(other) = table
+                .keys()
+                .find(|k| !["cert", "key"].contains(&k.as_str()))
+            {
+                let expected = format!("unknown key {other}; expected only cert and key");
+                return Err(src.bad_value(span, KEY, &expected));
+            }
+            Ok(mode)
+        }
+        _ => Err(src.bad_value(span, KEY, EXPECTED)),
+    }
 }
 
 fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
@@ -760,6 +915,54 @@ fn limits(raw: RawLimits, src: Source<'_>) -> Result<LimitSettings, ConfigError>
             (1024, 1_048_576),
             false,
             d.max_message_bytes,
+        )?,
+        max_connections: ranged(
+            src,
+            raw.max_connections,
+            "[limits] max_connections",
+            (1, 4096),
+            false,
+            d.max_connections,
+        )?,
+        max_pending_dials: ranged(
+            src,
+            raw.max_pending_dials,
+            "[limits] max_pending_dials",
+            (1, 64),
+            false,
+            d.max_pending_dials,
+        )?,
+        dials_per_minute: ranged(
+            src,
+            raw.dials_per_minute,
+            "[limits] dials_per_minute",
+            (1, 600),
+            false,
+            d.dials_per_minute,
+        )?,
+        login_failures_per_minute: ranged(
+            src,
+            raw.login_failures_per_minute,
+            "[limits] login_failures_per_minute",
+            (1, 100),
+            false,
+            d.login_failures_per_minute,
+        )?,
+        ice_timeout_s: ranged(
+            src,
+            raw.ice_timeout_s,
+            "[limits] ice_timeout_s",
+            (5, 120),
+            false,
+            d.ice_timeout_s,
+        )?,
+        idle_timeout_s: ranged(
+            src,
+            raw.idle_timeout_s,
+            "[limits] idle_timeout_s",
+            (10, 86_400),
+            false,
+            d.idle_timeout_s,
         )?,
     })
 }

@@ -3,34 +3,54 @@
 //! `/ws` serves viewers: each browser's offer is auto-answered by a peer of the daemon.
 //! `/ws?room=NAME` is the seed tutorial's relay: it links exactly two browsers to each other.
 
+pub mod auth;
+pub mod limits;
 mod room;
+pub mod tls;
 mod viewer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use self::auth::{Auth, Login};
+use self::limits::{LimitLog, RateLimiter};
 use crate::config::Settings;
 use crate::peer::PeerFactory;
 use crate::pipeline::hub::MediaHub;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
+const LOGIN_HTML: &str = include_str!("assets/login.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
 
-/// Open WebSocket connections allowed per configured viewer slot (viewers, room peers and
-/// browsers that have not dialled yet all hold one).
-const CONNECTIONS_PER_VIEWER: usize = 4;
+/// Time a client gets to finish the TLS handshake, and to send a request's headers.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest login form accepted.
+const MAX_LOGIN_BODY: usize = 4096;
+
+/// Hits of the TCP connection cap (`2 * max_connections + 16`).
+static TCP_LIMIT: LimitLog = LimitLog::new("[limits] max_connections");
+/// Hits of the WebSocket cap.
+static WS_LIMIT: LimitLog = LimitLog::new("[limits] max_connections");
+/// WebSockets refused for a foreign Origin.
+static ORIGIN_REFUSED: LimitLog = LimitLog::new("WebSocket Origin check");
 
 /// The parts a configuration reload replaces: the media pipeline and the peer settings.
 pub struct Media {
@@ -66,8 +86,14 @@ pub struct AppState {
     media: tokio::sync::RwLock<Arc<Media>>,
     /// One permit per viewer in a call (`limits.max_viewers`).
     pub viewer_slots: Arc<Semaphore>,
-    /// One permit per open WebSocket.
+    /// One permit per open WebSocket (`limits.max_connections`).
     pub connection_slots: Arc<Semaphore>,
+    /// One permit per dial in progress (`limits.max_pending_dials`).
+    pub dial_slots: Arc<Semaphore>,
+    /// Dials per minute per address (`limits.dials_per_minute`).
+    pub dial_rate: RateLimiter,
+    /// The password check and sessions (`[server] password`).
+    pub auth: Auth,
     /// Seed-mode rooms.
     pub rooms: room::Rooms,
     /// Cancelled when the daemon stops.
@@ -77,11 +103,19 @@ pub struct AppState {
 impl AppState {
     /// Shared state for the server.
     pub fn new(settings: Settings, hub: Arc<MediaHub>, shutdown: CancellationToken) -> Arc<Self> {
-        let max_viewers = settings.limits.max_viewers;
+        let limits = &settings.limits;
+        let secure = settings.server.tls != crate::config::TlsMode::Off;
         Arc::new(AppState {
             media: tokio::sync::RwLock::new(Media::new(settings.clone(), hub)),
-            viewer_slots: Arc::new(Semaphore::new(max_viewers)),
-            connection_slots: Arc::new(Semaphore::new(max_viewers * CONNECTIONS_PER_VIEWER)),
+            viewer_slots: Arc::new(Semaphore::new(limits.max_viewers)),
+            connection_slots: Arc::new(Semaphore::new(limits.max_connections)),
+            dial_slots: Arc::new(Semaphore::new(limits.max_pending_dials)),
+            dial_rate: RateLimiter::new(limits.dials_per_minute),
+            auth: Auth::new(
+                settings.server.password.as_ref(),
+                limits.login_failures_per_minute,
+                secure,
+            ),
             rooms: room::Rooms::default(),
             settings,
             shutdown,
@@ -109,31 +143,254 @@ impl AppState {
     }
 }
 
-/// The router with every route.
+/// The router with every route. Everything but the page (which shows the login form when
+/// needed), its stylesheet and the login itself requires a session when a password is set.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(index))
+    let protected = Router::new()
         .route("/app.js", get(app_js))
-        .route("/style.css", get(style_css))
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_login));
+    Router::new()
+        .route("/", get(index))
+        .route("/style.css", get(style_css))
+        .route(
+            "/login",
+            post(login).layer(DefaultBodyLimit::max(MAX_LOGIN_BODY)),
+        )
+        .route("/logout", post(logout))
+        .merge(protected)
         .with_state(state)
 }
 
-/// Serves until `state.shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
-    let shutdown = state.shutdown.clone();
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+/// Serves until `state.shutdown` is cancelled: plain HTTP, or HTTPS with `tls`. Each
+/// connection is its own task; all TCP connections together are capped at
+/// `2 * limits.max_connections + 16` (WebSockets alone at `max_connections`).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tls: Option<TlsAcceptor>,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    let cap = state.settings.limits.max_connections * 2 + 16;
+    let tcp_slots = Arc::new(Semaphore::new(cap));
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = state.shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    log::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = tcp_slots.clone().try_acquire_owned() else {
+            TCP_LIMIT
+                .hit(|| format!("closing a connection from {remote}: {cap} TCP connections open"));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let shutdown = state.shutdown.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_connection(stream, remote, app, shutdown).await,
+                Some(acceptor) => {
+                    if let Some(stream) = tls_handshake(acceptor, stream, remote).await {
+                        serve_connection(stream, remote, app, shutdown).await;
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
 }
 
-async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX_HTML)
+/// The TLS handshake, bounded in time. A client speaking plain HTTP to the HTTPS port gets
+/// a plain-text 400 that says to use https://.
+async fn tls_handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    remote: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    // 0x16: a TLS handshake record. Anything else is most likely "GET / HTTP/1.1".
+    if first[0] != 0x16 {
+        let mut stream = stream;
+        let body = "This port speaks HTTPS: open https:// instead of http://\n";
+        let reply = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return None;
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            log::debug!("TLS handshake with {remote} failed: {e}");
+            None
+        }
+        Err(_) => {
+            log::debug!("TLS handshake with {remote} timed out");
+            None
+        }
+    }
+}
+
+/// HTTP/1.1 (with upgrades, for WebSockets) on one connection until it closes or the daemon
+/// stops.
+async fn serve_connection<IO>(io: IO, remote: SocketAddr, app: Router, shutdown: CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(remote));
+            app.clone().oneshot(request)
+        });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                log::debug!("HTTP connection from {remote}: {e}");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Refuses requests without a session (when a password is set): 401 and nothing else.
+async fn require_login(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.auth.allows(request.headers()) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        "401 Unauthorized: log in on the page first\n",
+    )
+        .into_response()
+}
+
+/// The Dial page, or the login form when a password is set and this browser has no session.
+/// With no password the page carries a warning that anyone can watch.
+async fn index(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if !state.auth.allows(&headers) {
+        return login_page(StatusCode::OK, "");
+    }
+    let banner = if state.auth.is_open() {
+        "<p id=\"open-warning\" class=\"warning\" role=\"alert\">No password is set: anyone who \
+         can reach this address can watch and listen. Set <code>[server] password</code> in \
+         /etc/peercam/peercam.toml.</p>"
+    } else {
+        "<form method=\"post\" action=\"logout\" class=\"logout\"><button type=\"submit\">Log \
+         out</button></form>"
+    };
+    let page = INDEX_HTML.replace("<!--auth-->", banner);
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+fn login_page(status: StatusCode, message: &str) -> Response {
+    let message = if message.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"status\" data-state=\"failed\" role=\"alert\">{message}</p>")
+    };
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        LOGIN_HTML.replace("<!--message-->", &message),
+    )
+        .into_response()
+}
+
+/// The login form's body.
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    password: String,
+}
+
+/// `POST /login`: the right password sets the session cookie and goes back to the page.
+async fn login(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    match state.auth.login(remote.ip(), &form.password) {
+        Login::Accepted(cookie) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, "./".to_owned()),
+                (header::SET_COOKIE, cookie),
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+            ],
+        )
+            .into_response(),
+        Login::Refused => login_page(StatusCode::UNAUTHORIZED, "Wrong password."),
+        Login::TooMany(wait) => {
+            let seconds = wait.as_secs() + 1;
+            let mut response = login_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many failed logins from your address: try again in {seconds} s."),
+            );
+            if let Ok(value) = seconds.to_string().parse() {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+    }
+}
+
+/// `POST /logout`: ends the session and shows the login form.
+async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let cleared = state.auth.logout(&headers);
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "./".to_owned()),
+            (header::SET_COOKIE, cleared),
+        ],
+    )
+        .into_response()
 }
 
 async fn app_js() -> Response {
@@ -162,14 +419,48 @@ struct WsQuery {
     room: Option<String>,
 }
 
+/// Whether a WebSocket's `Origin` (sent by every browser) is this server itself. Another
+/// site's page must not open a socket with this browser's session (cross-site WebSocket
+/// hijacking); clients that are not browsers send no Origin and are let through.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let origin_host = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    ["x-forwarded-host", "host"].iter().any(|name| {
+        headers
+            .get(*name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|host| host.eq_ignore_ascii_case(origin_host))
+    })
+}
+
 async fn ws(
     upgrade: WebSocketUpgrade,
+    headers: HeaderMap,
     Query(query): Query<WsQuery>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     State(state): State<Arc<AppState>>,
 ) -> Response {
+    if !same_origin(&headers) {
+        ORIGIN_REFUSED.hit(|| {
+            format!(
+                "refusing WebSocket from {remote}: its page comes from another site ({:?})",
+                headers.get(header::ORIGIN)
+            )
+        });
+        return (
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: WebSocket from a page of another site\n",
+        )
+            .into_response();
+    }
     let Ok(permit) = state.connection_slots.clone().try_acquire_owned() else {
-        log::warn!("refusing WebSocket from {remote}: connection limit reached");
+        let max = state.settings.limits.max_connections;
+        WS_LIMIT.hit(|| format!("refusing WebSocket from {remote}: {max} connections open"));
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "too many signaling connections; try again later\n",
@@ -195,14 +486,46 @@ async fn ws(
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let limits = &state.settings.limits;
     let mut out = String::new();
     out.push_str(&format!(
-        "peercam_viewers {}\npeercam_viewer_slots {}\npeercam_signaling_connections {}\n",
+        "peercam_viewers {}\npeercam_viewer_slots {}\npeercam_signaling_connections {}\n\
+         peercam_pending_dials {}\npeercam_sessions {}\n",
         state.viewers_in_call(),
-        state.settings.limits.max_viewers,
-        state.settings.limits.max_viewers * CONNECTIONS_PER_VIEWER
-            - state.connection_slots.available_permits(),
+        limits.max_viewers,
+        limits.max_connections - state.connection_slots.available_permits(),
+        limits.max_pending_dials - state.dial_slots.available_permits(),
+        state.auth.session_count(),
     ));
+    out.push_str("# Times each limit was hit.\n");
+    for (name, hits) in [
+        ("tcp_connections", TCP_LIMIT.hits()),
+        ("websockets", WS_LIMIT.hits()),
+        ("origin", ORIGIN_REFUSED.hits()),
+        ("login_failures", state.auth.limit_hits()),
+    ]
+    .into_iter()
+    .chain(viewer::limit_hits())
+    {
+        out.push_str(&format!(
+            "peercam_limit_hits_total{{limit=\"{name}\"}} {hits}\n"
+        ));
+    }
+    out.push_str(&process_metrics());
     out.push_str(&state.media().await.hub.metrics_text());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+/// Leak detectors for the load and soak tests (and anyone watching a long-running camera):
+/// the tokio tasks alive and the file descriptors the process holds.
+fn process_metrics() -> String {
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    let mut out = format!("peercam_tasks {tasks}\n");
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        // The read_dir handle itself is one of them.
+        let fds = dir.count().saturating_sub(1);
+        out.push_str(&format!("peercam_open_fds {fds}\n"));
+    }
+    out
 }

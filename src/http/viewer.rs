@@ -3,12 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use log::{debug, info, warn};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
+use super::limits::LimitLog;
 use super::{AppState, Media};
 use crate::peer::{MediaTap, PeerEvent, ViewerPeer, PEER_EVENT_CAPACITY};
 use crate::session::protocol::{
@@ -19,12 +21,64 @@ use crate::session::viewer::{Action, Input, State, ViewerSession};
 /// Outgoing messages queued per socket before the writer applies back-pressure.
 pub(super) const OUTBOX_CAPACITY: usize = 64;
 
+/// Dials refused by `[limits] max_viewers`.
+static VIEWER_LIMIT: LimitLog = LimitLog::new("[limits] max_viewers");
+/// Dials refused by `[limits] max_pending_dials`.
+static DIAL_LIMIT: LimitLog = LimitLog::new("[limits] max_pending_dials");
+/// Dials refused by `[limits] dials_per_minute`.
+static DIAL_RATE: LimitLog = LimitLog::new("[limits] dials_per_minute");
+/// Calls closed by `[limits] ice_timeout_s`.
+static ICE_TIMEOUT: LimitLog = LimitLog::new("[limits] ice_timeout_s");
+/// Sockets closed by `[limits] idle_timeout_s`.
+static IDLE_TIMEOUT: LimitLog = LimitLog::new("[limits] idle_timeout_s");
+
+/// How often each limit of a viewer's socket was hit, for `/metrics`.
+pub(super) fn limit_hits() -> impl Iterator<Item = (&'static str, u64)> {
+    [
+        ("viewers", VIEWER_LIMIT.hits()),
+        ("pending_dials", DIAL_LIMIT.hits()),
+        ("dials_per_minute", DIAL_RATE.hits()),
+        ("ice_timeout", ICE_TIMEOUT.hits()),
+        ("idle_timeout", IDLE_TIMEOUT.hits()),
+    ]
+    .into_iter()
+}
+
 /// A call in progress: the peer, the viewer slot it holds, and the encoder's adaptive bitrate
 /// target (none for camera H.264 passthrough).
 struct Call {
     peer: ViewerPeer,
     _slot: OwnedSemaphorePermit,
     bitrate: Option<watch::Receiver<u32>>,
+    /// Until the peer connects: its `max_pending_dials` slot and the ICE deadline.
+    dialing: Option<Dialing>,
+}
+
+/// A call that has not connected yet.
+struct Dialing {
+    _slot: OwnedSemaphorePermit,
+    started: Instant,
+    deadline: tokio::time::Instant,
+}
+
+impl Call {
+    /// The peer connected: free its dial slot and drop the deadline.
+    fn connected(&mut self, remote: SocketAddr) {
+        if let Some(dialing) = self.dialing.take() {
+            info!(
+                "viewer {remote}: connected {} ms after the offer",
+                dialing.started.elapsed().as_millis()
+            );
+        }
+    }
+}
+
+/// Waits for `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The call's new bitrate target, when it changes; pending forever without one.
@@ -82,6 +136,8 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
 
     let (peer_tx, mut peer_rx) = mpsc::channel::<PeerEvent>(PEER_EVENT_CAPACITY);
     let mut call: Option<Call> = None;
+    let idle = Duration::from_secs(u64::from(limits.idle_timeout_s));
+    let mut last_heard = tokio::time::Instant::now();
     let mut io = Io {
         state: &state,
         media: &media,
@@ -90,18 +146,39 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
         peer_tx: &peer_tx,
     };
     loop {
+        let ice_deadline = call
+            .as_ref()
+            .and_then(|c| c.dialing.as_ref().map(|d| d.deadline));
+        let idle_deadline = call.is_none().then_some(last_heard + idle);
         let actions = tokio::select! {
             _ = state.shutdown.cancelled() => session.handle(Input::Shutdown),
             _ = media.retired.cancelled() => session.handle(Input::Reload),
+            _ = sleep_until(ice_deadline) => {
+                let seconds = limits.ice_timeout_s;
+                ICE_TIMEOUT.hit(|| format!("viewer {remote}: closing a call that did not connect within {seconds} s"));
+                session.handle(Input::IceTimeout)
+            }
+            _ = sleep_until(idle_deadline) => {
+                let seconds = limits.idle_timeout_s;
+                IDLE_TIMEOUT.hit(|| format!("viewer {remote}: closing a socket idle for {seconds} s"));
+                session.handle(Input::Idle)
+            }
             target_kbps = target_changed(&mut call) => {
                 io.send(Message::Bitrate(BitrateTarget { target_kbps })).await;
                 continue;
             }
             event = peer_rx.recv() => match event {
-                Some(event) => session.handle(Input::Peer(event)),
+                Some(event) => {
+                    if let (PeerEvent::Connected, Some(c)) = (&event, call.as_mut()) {
+                        c.connected(remote);
+                    }
+                    session.handle(Input::Peer(event))
+                }
                 None => continue,
             },
-            frame = stream.next() => match frame {
+            frame = stream.next() => {
+                last_heard = tokio::time::Instant::now();
+                match frame {
                 Some(Ok(WsMessage::Text(text))) => {
                     session.set_camera_h264(media.hub.camera_h264_profile());
                     session.handle(Input::Text(text.as_str()))
@@ -119,7 +196,7 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
                     info!("viewer {remote}: WebSocket closed: {e}");
                     break;
                 }
-            },
+            }},
         };
         if io.run(actions, &mut session, &mut call).await {
             break;
@@ -210,16 +287,58 @@ impl Io<'_> {
         offer_sdp: String,
         plan: &crate::peer::AnswerPlan,
     ) -> Result<(Call, String), ErrorBody> {
-        let max = self.state.settings.limits.max_viewers;
+        let limits = &self.state.settings.limits;
+        let remote = self.remote;
+        let ip = remote.ip();
+        if let Err(wait) = self.state.dial_rate.take(ip, Instant::now()) {
+            let per_minute = limits.dials_per_minute;
+            DIAL_RATE.hit(|| {
+                format!(
+                    "viewer {remote}: refusing a dial: over {per_minute} dials a minute from {ip}"
+                )
+            });
+            return Err(ErrorBody {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "too many dials from {ip} (limit {per_minute} a minute); try again in {} s",
+                    wait.as_secs() + 1
+                ),
+            });
+        }
+        let max = limits.max_viewers;
         let slot = self
             .state
             .viewer_slots
             .clone()
             .try_acquire_owned()
-            .map_err(|_| ErrorBody {
-                code: ErrorCode::ViewerLimit,
-                message: format!("viewer limit {max} reached; try again when someone hangs up"),
+            .map_err(|_| {
+                VIEWER_LIMIT
+                    .hit(|| format!("viewer {remote}: refusing a dial: {max} viewers in a call"));
+                ErrorBody {
+                    code: ErrorCode::ViewerLimit,
+                    message: format!("viewer limit {max} reached; try again when someone hangs up"),
+                }
             })?;
+        let pending = limits.max_pending_dials;
+        let dial_slot = self
+            .state
+            .dial_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                DIAL_LIMIT.hit(|| {
+                    format!("viewer {remote}: refusing a dial: {pending} dials are connecting")
+                });
+                ErrorBody {
+                    code: ErrorCode::DialLimit,
+                    message: format!(
+                        "{pending} other dials are connecting right now; try again in a moment"
+                    ),
+                }
+            })?;
+        let started = Instant::now();
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(u64::from(limits.ice_timeout_s));
         let Some((video, keyframes)) = self
             .media
             .hub
@@ -274,6 +393,11 @@ impl Io<'_> {
                         peer,
                         _slot: slot,
                         bitrate: target,
+                        dialing: Some(Dialing {
+                            _slot: dial_slot,
+                            started,
+                            deadline,
+                        }),
                     },
                     answer,
                 ))

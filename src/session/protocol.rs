@@ -157,6 +157,10 @@ pub enum ErrorCode {
     NoCodec,
     /// `limits.max_viewers` viewers are already in a call.
     ViewerLimit,
+    /// `limits.max_pending_dials` dials are connecting already.
+    DialLimit,
+    /// This address dialled more than `limits.dials_per_minute` times in a minute.
+    RateLimited,
     /// Seed mode: two browsers are already in the room.
     RoomFull,
     /// Something failed inside peercam.
@@ -198,6 +202,10 @@ pub enum ByeReason {
     /// The configuration was reloaded with new video or audio settings: dial again (the page
     /// does so by itself).
     Reload,
+    /// The call did not connect within `limits.ice_timeout_s` (ICE or DTLS never finished).
+    IceTimeout,
+    /// The socket had no call and sent nothing for `limits.idle_timeout_s`.
+    Idle,
 }
 
 /// Why a text message was refused.
@@ -434,6 +442,8 @@ mod tests {
             (ErrorCode::BadSdp, "bad_sdp"),
             (ErrorCode::Unexpected, "unexpected"),
             (ErrorCode::NoCodec, "no_codec"),
+            (ErrorCode::DialLimit, "dial_limit"),
+            (ErrorCode::RateLimited, "rate_limited"),
             (ErrorCode::RoomFull, "room_full"),
             (ErrorCode::Internal, "internal"),
         ];

@@ -41,6 +41,10 @@ pub enum Input<'a> {
     /// The configuration was reloaded with new media settings: end the call and close the
     /// socket (the page reconnects and dials again).
     Reload,
+    /// The call did not connect in time (`limits.ice_timeout_s`): end it, keep the socket.
+    IceTimeout,
+    /// The socket has been silent without a call for `limits.idle_timeout_s`: close it.
+    Idle,
 }
 
 /// What the IO layer must do.
@@ -126,6 +130,20 @@ impl ViewerSession {
             )))]),
             Input::Reload => self.close_with(vec![Action::Send(Message::Bye(Bye::because(
                 ByeReason::Reload,
+            )))]),
+            Input::IceTimeout => {
+                if self.state != State::Active {
+                    return Vec::new();
+                }
+                let mut actions = self.hang_up();
+                self.state = State::Idle;
+                actions.push(Action::Send(Message::Bye(Bye::because(
+                    ByeReason::IceTimeout,
+                ))));
+                actions
+            }
+            Input::Idle => self.close_with(vec![Action::Send(Message::Bye(Bye::because(
+                ByeReason::Idle,
             )))]),
         }
     }
@@ -533,5 +551,44 @@ mod tests {
             s.handle(Input::PeerReady(Ok("late answer".into()))),
             vec![Action::ClosePeer]
         );
+    }
+
+    #[test]
+    fn ice_timeout_ends_the_call_but_keeps_the_socket() {
+        let mut s = session();
+        // Before any call it means nothing.
+        assert!(s.handle(Input::IceTimeout).is_empty());
+        s.handle(Input::Text(&offer(CHROMIUM)));
+        s.handle(Input::PeerReady(Ok("answer".into())));
+        assert_eq!(
+            s.handle(Input::IceTimeout),
+            vec![
+                Action::ClosePeer,
+                Action::Send(Message::Bye(Bye::because(ByeReason::IceTimeout)))
+            ]
+        );
+        assert_eq!(s.state(), State::Idle);
+        assert_eq!(
+            Message::Bye(Bye::because(ByeReason::IceTimeout)).to_json(),
+            r#"{"bye":{"reason":"ice_timeout"}}"#
+        );
+        // The browser may dial again on the same socket.
+        assert!(matches!(
+            s.handle(Input::Text(&offer(CHROMIUM))).as_slice(),
+            [Action::StartPeer { .. }]
+        ));
+    }
+
+    #[test]
+    fn idle_closes_the_socket_with_a_reason() {
+        let mut s = session();
+        assert_eq!(
+            s.handle(Input::Idle),
+            vec![
+                Action::Send(Message::Bye(Bye::because(ByeReason::Idle))),
+                Action::CloseSocket
+            ]
+        );
+        assert_eq!(s.state(), State::Closed);
     }
 }

@@ -1,0 +1,281 @@
+//! `[server] password`: the login, its sessions (an HttpOnly cookie) and the check every
+//! protected endpoint makes.
+//!
+//! The password is compared in constant time (SHA-256 of both sides, compared with
+//! `subtle`), sessions are 256-bit random tokens kept in memory (a restart logs everyone
+//! out), and failed logins are rate-limited per source address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::HeaderMap;
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+
+use super::limits::{LimitLog, RateLimiter};
+use crate::config::Password;
+
+/// The session cookie's name.
+pub const COOKIE_NAME: &str = "peercam_session";
+/// How long a login lasts.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Sessions kept at most; the oldest is dropped to make room.
+const MAX_SESSIONS: usize = 1024;
+
+/// Failed-login limit hits.
+static LOGIN_LIMIT: LimitLog = LimitLog::new("[limits] login_failures_per_minute");
+
+/// The outcome of a login attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Login {
+    /// Right password: set this `Set-Cookie` value.
+    Accepted(String),
+    /// Wrong password.
+    Refused,
+    /// Too many failures from this address: try again after this long.
+    TooMany(Duration),
+}
+
+/// The password check and the live sessions.
+pub struct Auth {
+    /// SHA-256 of the password; `None` when the camera is open.
+    digest: Option<[u8; 32]>,
+    sessions: Mutex<HashMap<String, Instant>>,
+    failures: RateLimiter,
+    /// Mark the cookie `Secure` (the server speaks HTTPS).
+    secure: bool,
+}
+
+impl Auth {
+    /// The check for `password` (`None`: open), with failed logins limited to
+    /// `failures_per_minute` per address; `secure` when served over HTTPS.
+    pub fn new(password: Option<&Password>, failures_per_minute: u32, secure: bool) -> Self {
+        Auth {
+            digest: password.map(|p| sha256(p.expose().as_bytes())),
+            sessions: Mutex::new(HashMap::new()),
+            failures: RateLimiter::new(failures_per_minute),
+            secure,
+        }
+    }
+
+    /// True when no password is set: everyone may watch.
+    pub fn is_open(&self) -> bool {
+        self.digest.is_none()
+    }
+
+    /// Whether a request with these headers may use protected endpoints: the camera is open,
+    /// or it carries a live session cookie, or `Authorization: Bearer <password>`.
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(digest) = &self.digest else {
+            return true;
+        };
+        if let Some(token) = session_cookie(headers) {
+            let now = Instant::now();
+            let mut sessions = self.sessions();
+            match sessions.get(token) {
+                Some(expiry) if *expiry > now => return true,
+                Some(_) => {
+                    sessions.remove(token);
+                }
+                None => {}
+            }
+        }
+        let bearer = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        bearer.is_some_and(|given| bool::from(sha256(given.trim().as_bytes()).ct_eq(digest)))
+    }
+
+    /// Checks a login from `addr`: the right password opens a session. An address over its
+    /// failure limit is refused before the password is looked at, so guessing cannot go on.
+    pub fn login(&self, addr: IpAddr, attempt: &str) -> Login {
+        let Some(digest) = &self.digest else {
+            return Login::Accepted(self.new_session());
+        };
+        let now = Instant::now();
+        if let Some(wait) = self.failures.exhausted(addr, now) {
+            LOGIN_LIMIT.hit(|| format!("refusing logins from {addr}: too many failed logins"));
+            return Login::TooMany(wait);
+        }
+        if bool::from(sha256(attempt.as_bytes()).ct_eq(digest)) {
+            log::info!("login from {addr}");
+            return Login::Accepted(self.new_session());
+        }
+        log::warn!("failed login from {addr}");
+        // The failure takes a token; the next attempt is refused when none is left.
+        let _ = self.failures.take(addr, now);
+        Login::Refused
+    }
+
+    /// Ends the session these headers carry, if any; returns the `Set-Cookie` value that
+    /// clears the cookie.
+    pub fn logout(&self, headers: &HeaderMap) -> String {
+        if let Some(token) = session_cookie(headers) {
+            self.sessions().remove(token);
+        }
+        format!("{}=; Max-Age=0; {}", COOKIE_NAME, self.cookie_attributes())
+    }
+
+    /// Live sessions (for tests and metrics).
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Times a login was refused because of the failure limit.
+    pub fn limit_hits(&self) -> u64 {
+        LOGIN_LIMIT.hits()
+    }
+
+    fn new_session(&self) -> String {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let now = Instant::now();
+        let mut sessions = self.sessions();
+        sessions.retain(|_, expiry| *expiry > now);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, expiry)| **expiry)
+                .map(|(t, _)| t.clone())
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(token.clone(), now + SESSION_LIFETIME);
+        format!(
+            "{COOKIE_NAME}={token}; Max-Age={}; {}",
+            SESSION_LIFETIME.as_secs(),
+            self.cookie_attributes()
+        )
+    }
+
+    fn cookie_attributes(&self) -> &'static str {
+        if self.secure {
+            "Path=/; HttpOnly; SameSite=Strict; Secure"
+        } else {
+            "Path=/; HttpOnly; SameSite=Strict"
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// The value of our session cookie in the `Cookie` headers, if any.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, value)| value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    const ADDR: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
+
+    fn auth() -> Auth {
+        Auth::new(Some(&Password("correct horse".into())), 3, false)
+    }
+
+    fn with_cookie(set_cookie: &str) -> HeaderMap {
+        let pair = set_cookie.split(';').next().expect("name=value");
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_str(&format!("other=1; {pair}")).expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn open_when_no_password() {
+        let a = Auth::new(None, 3, false);
+        assert!(a.is_open());
+        assert!(a.allows(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_right_password_opens_a_session_cookie() {
+        let a = auth();
+        assert!(!a.allows(&HeaderMap::new()));
+        let Login::Accepted(cookie) = a.login(ADDR, "correct horse") else {
+            panic!("right password refused")
+        };
+        assert!(cookie.starts_with("peercam_session="), "{cookie}");
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+        assert!(!cookie.contains("Secure"));
+        assert!(a.allows(&with_cookie(&cookie)));
+        assert!(!a.allows(&with_cookie("peercam_session=forged")));
+        let cleared = a.logout(&with_cookie(&cookie));
+        assert!(cleared.contains("Max-Age=0"));
+        assert!(!a.allows(&with_cookie(&cookie)), "logged out");
+        let secure = Auth::new(Some(&Password("correct horse".into())), 3, true);
+        let Login::Accepted(cookie) = secure.login(ADDR, "correct horse") else {
+            panic!("refused")
+        };
+        assert!(cookie.ends_with("; Secure"), "{cookie}");
+    }
+
+    #[test]
+    fn bearer_password_works_for_scripts() {
+        let a = auth();
+        let mut h = HeaderMap::new();
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Bearer correct horse"),
+        );
+        assert!(a.allows(&h));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer wrong"));
+        assert!(!a.allows(&h));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic Y29ycmVjdA=="),
+        );
+        assert!(!a.allows(&h));
+    }
+
+    #[test]
+    fn failed_logins_are_limited_per_address() {
+        let a = auth();
+        for _ in 0..3 {
+            assert_eq!(a.login(ADDR, "guess"), Login::Refused);
+        }
+        // Over the limit even the right password waits: guessing cannot go on.
+        assert!(matches!(a.login(ADDR, "correct horse"), Login::TooMany(_)));
+        assert!(a.limit_hits() >= 1);
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 8));
+        assert!(matches!(
+            a.login(other, "correct horse"),
+            Login::Accepted(_)
+        ));
+    }
+
+    #[test]
+    fn sessions_are_bounded() {
+        let a = auth();
+        for _ in 0..(MAX_SESSIONS + 10) {
+            assert!(matches!(a.login(ADDR, "correct horse"), Login::Accepted(_)));
+        }
+        assert_eq!(a.session_count(), MAX_SESSIONS);
+    }
+}

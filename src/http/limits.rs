@@ -1,0 +1,194 @@
+//! Per-address rate limits and throttled "limit hit" log lines.
+//!
+//! A flood must cost the daemon nothing but a counter: the rate limiter's table is bounded,
+//! and a limit that is hit a thousand times a second writes one log line every few seconds.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Addresses tracked at most; past this, full buckets (addresses that are under their limit
+/// anyway) are forgotten first, then the table is cleared rather than grown.
+const MAX_TRACKED_ADDRESSES: usize = 4096;
+
+/// A token bucket per IP address: `per_minute` events, refilled evenly over a minute, with
+/// a burst of `per_minute`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_minute: u32,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `per_minute` events per minute from each address (at least 1).
+    pub fn new(per_minute: u32) -> Self {
+        RateLimiter {
+            per_minute: per_minute.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `addr` if there is one. `Err` says how long until the next one.
+    pub fn take(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.lock();
+        let capacity = f64::from(self.per_minute);
+        if buckets.len() >= MAX_TRACKED_ADDRESSES && !buckets.contains_key(&addr) {
+            let per_minute = self.per_minute;
+            buckets.retain(|_, b| refilled(*b, now, per_minute) < capacity);
+            if buckets.len() >= MAX_TRACKED_ADDRESSES {
+                buckets.clear();
+            }
+        }
+        let bucket = buckets.entry(addr).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        bucket.tokens = refilled(*bucket, now, self.per_minute);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let seconds_per_token = 60.0 / capacity;
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) * seconds_per_token,
+            ))
+        }
+    }
+
+    /// Whether `addr` has no token left now (without taking one).
+    pub fn exhausted(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
+        let buckets = self.lock();
+        let bucket = buckets.get(&addr)?;
+        let tokens = refilled(*bucket, now, self.per_minute);
+        (tokens < 1.0)
+            .then(|| Duration::from_secs_f64((1.0 - tokens) * 60.0 / f64::from(self.per_minute)))
+    }
+
+    /// Addresses tracked now (for tests).
+    pub fn tracked(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Bucket>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Tokens in `b` at `now`.
+fn refilled(b: Bucket, now: Instant, per_minute: u32) -> f64 {
+    let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
+    let capacity = f64::from(per_minute);
+    (b.tokens + elapsed * capacity / 60.0).min(capacity)
+}
+
+/// How often a limit that keeps being hit is logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A warning for one limit, logged at most every [`LOG_EVERY`] with the number of hits in
+/// between; every hit is counted (see `/metrics`).
+#[derive(Debug)]
+pub struct LimitLog {
+    /// The config key, e.g. `[limits] max_connections`; named in every line.
+    key: &'static str,
+    hits: AtomicU64,
+    last: Mutex<Option<(Instant, u64)>>,
+}
+
+impl LimitLog {
+    /// A log for the limit set by `key`.
+    pub const fn new(key: &'static str) -> Self {
+        LimitLog {
+            key,
+            hits: AtomicU64::new(0),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Counts a hit and logs `what` (with the key, and the hits since the last line) unless
+    /// a line was written less than [`LOG_EVERY`] ago.
+    pub fn hit(&self, what: impl FnOnce() -> String) {
+        let hits = self.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let since = match *last {
+            Some((at, _)) if now.duration_since(at) < LOG_EVERY => return,
+            Some((_, logged_at)) => hits - logged_at - 1,
+            None => 0,
+        };
+        *last = Some((now, hits));
+        drop(last);
+        let more = if since > 0 {
+            format!(" ({since} more since the last report)")
+        } else {
+            String::new()
+        };
+        log::warn!("{} ({}){more}", what(), self.key);
+    }
+
+    /// Times this limit was hit since the start.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// The config key.
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    #[test]
+    fn a_burst_of_the_rate_then_one_per_interval() {
+        let limiter = RateLimiter::new(6); // one every 10 s
+        let t0 = Instant::now();
+        for _ in 0..6 {
+            assert!(limiter.take(A, t0).is_ok());
+        }
+        let wait = limiter.take(A, t0).expect_err("seventh at once is refused");
+        assert!((9.9..=10.1).contains(&wait.as_secs_f64()), "{wait:?}");
+        // Another address has its own bucket.
+        assert!(limiter.take(B, t0).is_ok());
+        assert!(limiter.take(A, t0 + Duration::from_secs(5)).is_err());
+        assert!(limiter.take(A, t0 + Duration::from_secs(10)).is_ok());
+        assert!(limiter.take(A, t0 + Duration::from_secs(10)).is_err());
+        assert!(limiter.exhausted(A, t0 + Duration::from_secs(11)).is_some());
+        assert!(limiter.exhausted(A, t0 + Duration::from_secs(20)).is_none());
+    }
+
+    #[test]
+    fn the_table_stays_bounded_under_a_flood_of_addresses() {
+        let limiter = RateLimiter::new(1);
+        let t0 = Instant::now();
+        for i in 0..(MAX_TRACKED_ADDRESSES as u32 * 3) {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = limiter.take(addr, t0);
+        }
+        assert!(limiter.tracked() <= MAX_TRACKED_ADDRESSES);
+    }
+
+    #[test]
+    fn limit_log_counts_every_hit() {
+        let log = LimitLog::new("[limits] test");
+        for _ in 0..100 {
+            log.hit(|| "hit".to_owned());
+        }
+        assert_eq!(log.hits(), 100);
+        assert_eq!(log.key(), "[limits] test");
+    }
+}

@@ -117,16 +117,17 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
         .map_err(|source| DaemonError::Listen { addr, source })?;
     let local = listener.local_addr().map_err(DaemonError::Serve)?;
     let hub = MediaHub::start(&settings)?;
-    if settings.server.password.is_none() {
+    let open = settings.server.password.is_none();
+    let state = AppState::new(settings, hub, shutdown.clone());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!("peercam listening on {scheme}://{local}/");
+    if open {
         warn!(
             "no [server] password is set: anyone who can reach port {} can watch and listen; \
              set one in the config file",
             local.port()
         );
     }
-    let state = AppState::new(settings, hub, shutdown.clone());
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    info!("peercam listening on {scheme}://{local}/");
 
     let mut server = tokio::spawn(http::serve(listener, state.clone(), tls));
     let mut watchdog = Watchdog::new(local);

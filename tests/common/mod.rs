@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod probe;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -93,7 +94,11 @@ impl Daemon {
             let line = rx
                 .recv_timeout(left)
                 .expect("peercam did not log its listening address in time");
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            // "listening on http://ADDR/" or, with [server] tls, "https://ADDR/".
+            let rest = ["listening on http://", "listening on https://"]
+                .iter()
+                .find_map(|marker| line.split(marker).nth(1));
+            if let Some(rest) = rest {
                 let addr = rest.trim_end_matches('/');
                 let port = addr
                     .rsplit(':')
@@ -110,6 +115,11 @@ impl Daemon {
             config_path: path,
             _dir: dir,
         }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal (`"HUP"`, `"TERM"`, ...) to the daemon.

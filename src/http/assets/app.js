@@ -159,6 +159,10 @@
       }
       return;
     }
+    if (!room && body.reason === 'ice_timeout' && pc) {
+      fail('no connection to the camera in time (ICE): check the firewall for its UDP ports', true);
+      return;
+    }
     if (!room && byeEchoes > 0) {
       byeEchoes -= 1; // the answer to our own hang-up
       return;

@@ -1,0 +1,483 @@
+//! Security end to end against the real daemon: the password and its session, the login
+//! rate limit, HTTPS with a self-signed certificate, the WebSocket Origin check, and each
+//! `[limits]` key (connections, pending dials, dials per minute, ICE deadline, idle sockets).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::client::{client, h264};
+use common::{connect, next_json, send_text, Daemon};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use webrtc::peer_connection::PeerConnection;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A config with a password (and `extra` appended to `[server]`).
+fn protected(server_extra: &str, limits_extra: &str) -> String {
+    common::test_config("", limits_extra).replace(
+        "[server]\n",
+        &format!("[server]\npassword = \"{PASSWORD}\"\n{server_extra}\n"),
+    )
+}
+
+/// One HTTP/1.1 exchange: (status, headers as lowercase "name: value" lines, body).
+struct Reply {
+    status: u16,
+    headers: Vec<String>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        let prefix = format!("{name}: ");
+        self.headers.iter().find_map(|h| {
+            h.to_ascii_lowercase()
+                .starts_with(&prefix)
+                .then(|| &h[prefix.len()..])
+        })
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("reply within 10 s");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    Reply {
+        status,
+        headers: lines.map(str::to_owned).collect(),
+        body: body.to_owned(),
+    }
+}
+
+async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    exchange(stream, method, path, headers, body).await
+}
+
+/// Logs in and returns the `peercam_session=...` pair to send as a Cookie.
+async fn log_in(port: u16) -> String {
+    let reply = http(
+        port,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &format!("password={}", PASSWORD.replace(' ', "+")),
+    )
+    .await;
+    assert_eq!(reply.status, 303, "login: {}", reply.body);
+    assert_eq!(reply.header("location"), Some("./"));
+    let cookie = reply.header("set-cookie").expect("a session cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie.split(';').next().expect("pair").to_owned()
+}
+
+/// A WebSocket upgrade with these extra headers; the HTTP status when it is refused.
+async fn ws_with(port: u16, headers: &[(&str, &str)]) -> Result<(common::Ws, Value), u16> {
+    let mut request = format!("ws://127.0.0.1:{port}/ws")
+        .into_client_request()
+        .expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            value.parse().expect("value"),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((mut ws, _)) => {
+            let hello = next_json(&mut ws).await;
+            Ok((ws, hello))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("WebSocket upgrade failed oddly: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_protects_every_endpoint_and_the_login_opens_a_session() {
+    let daemon = Daemon::start(&protected("", ""));
+    let port = daemon.port;
+
+    // Without a session: the login form, and 401 with nothing else everywhere else.
+    let page = http(port, "GET", "/", &[], "").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("name=\"password\""), "{}", page.body);
+    assert!(
+        !page.body.contains("app.js"),
+        "the login page must not load the app"
+    );
+    assert_eq!(http(port, "GET", "/style.css", &[], "").await.status, 200);
+    for path in ["/app.js", "/metrics", "/healthz", "/ws", "/ws?room=a"] {
+        let reply = http(port, "GET", path, &[], "").await;
+        assert_eq!(reply.status, 401, "{path}: {}", reply.body);
+        assert!(
+            !reply.body.contains("peercam_") && !reply.body.contains("function"),
+            "{path} leaks: {}",
+            reply.body
+        );
+    }
+    assert_eq!(ws_with(port, &[]).await.err(), Some(401));
+    let forged = [("Cookie", "peercam_session=00112233")];
+    assert_eq!(http(port, "GET", "/metrics", &forged, "").await.status, 401);
+
+    // A wrong password: 401 and the form again, saying so.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let wrong = http(port, "POST", "/login", &form, "password=guess").await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("Wrong password"), "{}", wrong.body);
+    assert!(wrong.header("set-cookie").is_none());
+
+    // The right one: a session that opens everything.
+    let cookie = log_in(port).await;
+    let with = [("Cookie", cookie.as_str())];
+    let page = http(port, "GET", "/", &with, "").await;
+    assert!(page.body.contains("id=\"dial\"") && page.body.contains("Log out"));
+    assert!(!page.body.contains("open-warning"));
+    assert_eq!(http(port, "GET", "/app.js", &with, "").await.status, 200);
+    let metrics = http(port, "GET", "/metrics", &with, "").await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains("peercam_sessions 1"),
+        "{}",
+        metrics.body
+    );
+    let (_ws, hello) = ws_with(port, &with)
+        .await
+        .expect("WebSocket with a session");
+    assert_eq!(hello["hello"]["mode"], "viewer");
+
+    // Scripts may send the password as a bearer token.
+    let bearer = format!("Bearer {PASSWORD}");
+    let reply = http(port, "GET", "/metrics", &[("Authorization", &bearer)], "").await;
+    assert_eq!(reply.status, 200);
+
+    // Logging out ends the session.
+    let out = http(port, "POST", "/logout", &with, "").await;
+    assert_eq!(out.status, 303);
+    assert!(out
+        .header("set-cookie")
+        .is_some_and(|c| c.contains("Max-Age=0")));
+    assert_eq!(http(port, "GET", "/metrics", &with, "").await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_rate_limited_per_address() {
+    let daemon = Daemon::start(&protected("", "login_failures_per_minute = 2"));
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    for _ in 0..2 {
+        let r = http(daemon.port, "POST", "/login", &form, "password=guess").await;
+        assert_eq!(r.status, 401);
+    }
+    // Now even the right password waits.
+    let body = format!("password={}", PASSWORD.replace(' ', "+"));
+    let r = http(daemon.port, "POST", "/login", &form, &body).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("Too many failed logins"), "{}", r.body);
+    let retry: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=31).contains(&retry), "Retry-After {retry}");
+    daemon.wait_for_log("[limits] login_failures_per_minute", Duration::from_secs(5));
+    // An oversized form is refused without reading it all.
+    let huge = format!("password={}", "x".repeat(10_000));
+    let r = http(daemon.port, "POST", "/login", &form, &huge).await;
+    assert_eq!(r.status, 413);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_password_the_log_and_the_page_say_it_is_open() {
+    let daemon = Daemon::start(&common::test_config("", ""));
+    daemon.wait_for_log("no [server] password is set", Duration::from_secs(5));
+    let page = http(daemon.port, "GET", "/", &[], "").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"open-warning\""), "{}", page.body);
+    assert_eq!(
+        http(daemon.port, "GET", "/metrics", &[], "").await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_from_another_sites_page_is_refused() {
+    let daemon = Daemon::start(&common::test_config("", ""));
+    let port = daemon.port;
+    let evil = [("Origin", "http://evil.example")];
+    assert_eq!(ws_with(port, &evil).await.err(), Some(403));
+    let own = format!("http://127.0.0.1:{port}");
+    assert!(ws_with(port, &[("Origin", own.as_str())]).await.is_ok());
+}
+
+/// A rustls client that trusts exactly `cert_pem` (the daemon's self-signed certificate).
+fn tls_connector(cert_pem: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert_pem).expect("read cert") {
+        roots.add(cert.expect("cert")).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_tls_serves_https_and_wss_and_keeps_its_certificate() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let server = format!(
+        "tls = \"self-signed\"\nstate_dir = \"{}\"",
+        state.path().display()
+    );
+    let config = protected(&server, "");
+    let cert_path = state.path().join("tls/cert.pem");
+    let first_cert = {
+        let daemon = Daemon::start(&config);
+        let connector = tls_connector(&cert_path);
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tcp = TcpStream::connect(("127.0.0.1", daemon.port))
+            .await
+            .expect("tcp");
+        let tls = connector
+            .connect(name.clone(), tcp)
+            .await
+            .expect("TLS handshake, verified");
+        let page = exchange(tls, "GET", "/", &[], "").await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("name=\"password\""));
+
+        // The session cookie is Secure over HTTPS.
+        let tcp = TcpStream::connect(("127.0.0.1", daemon.port))
+            .await
+            .expect("tcp");
+        let tls = connector.connect(name.clone(), tcp).await.expect("TLS");
+        let body = format!("password={}", PASSWORD.replace(' ', "+"));
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let login = exchange(tls, "POST", "/login", &form, &body).await;
+        assert_eq!(login.status, 303);
+        let set_cookie = login.header("set-cookie").expect("cookie").to_owned();
+        assert!(set_cookie.contains("Secure"), "{set_cookie}");
+        let cookie = set_cookie.split(';').next().expect("pair").to_owned();
+
+        // wss:// with the session.
+        let tcp = TcpStream::connect(("127.0.0.1", daemon.port))
+            .await
+            .expect("tcp");
+        let tls = connector.connect(name, tcp).await.expect("TLS");
+        let mut request = format!("wss://localhost:{}/ws", daemon.port)
+            .into_client_request()
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("Cookie", cookie.parse().expect("cookie header"));
+        let (mut ws, _) = tokio_tungstenite::client_async(request, tls)
+            .await
+            .expect("wss upgrade");
+        let hello = loop {
+            match ws.next().await.expect("message").expect("ok") {
+                WsMessage::Text(t) => break serde_json::from_str::<Value>(&t).expect("json"),
+                _ => continue,
+            }
+        };
+        assert_eq!(hello["hello"]["mode"], "viewer");
+
+        // Plain HTTP to the HTTPS port: a readable 400.
+        let plain = http(daemon.port, "GET", "/", &[], "").await;
+        assert_eq!(plain.status, 400);
+        assert!(plain.body.contains("https://"), "{}", plain.body);
+        std::fs::read(&cert_path).expect("certificate kept in state_dir/tls")
+    };
+    // A restart uses the same certificate (browsers' exceptions stay valid).
+    let daemon = Daemon::start(&config);
+    let tcp = TcpStream::connect(("127.0.0.1", daemon.port))
+        .await
+        .expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tls_connector(&cert_path)
+        .connect(name, tcp)
+        .await
+        .expect("same certificate");
+    assert_eq!(exchange(tls, "GET", "/", &[], "").await.status, 200);
+    assert_eq!(std::fs::read(&cert_path).expect("cert"), first_cert);
+}
+
+/// Sends a real offer from a fresh webrtc-rs client on `ws` and returns the reply; the
+/// client never applies the answer, so ICE never completes.
+async fn offer_without_ice(ws: &mut common::Ws) -> (Value, impl PeerConnection) {
+    let (pc, _client, _candidates) = client(&[h264()]).await;
+    let offer = pc.create_offer(None).await.expect("offer");
+    pc.set_local_description(offer).await.expect("local");
+    let sdp = pc.local_description().await.expect("sdp").sdp;
+    send_text(
+        ws,
+        json!({"sdp": {"type": "offer", "sdp": sdp}}).to_string(),
+    )
+    .await;
+    loop {
+        let reply = next_json(ws).await;
+        // Skip the daemon's trickled candidates and bitrate notes.
+        if reply.get("candidate").is_none() && reply.get("bitrate").is_none() {
+            return (reply, pc);
+        }
+    }
+}
+
+/// The next message that is not a candidate (or bitrate), within `timeout`.
+async fn next_event(ws: &mut common::Ws, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, ws.next())
+            .await
+            .expect("no message in time")
+            .expect("socket open")
+            .expect("ok");
+        if let WsMessage::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).expect("json");
+            if v.get("candidate").is_none() && v.get("bitrate").is_none() {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_dials_are_limited_and_freed_by_the_ice_deadline() {
+    let daemon = Daemon::start(&common::test_config(
+        "",
+        "max_pending_dials = 1\nice_timeout_s = 5",
+    ));
+    let url = daemon.ws_url("");
+    let (mut a, _) = connect(&url).await;
+    let (answer, _pc_a) = offer_without_ice(&mut a).await;
+    assert_eq!(answer["sdp"]["type"], "answer", "{answer}");
+    let started = Instant::now();
+
+    // A second dial while the first has not connected: refused, with the key named in the log.
+    let (mut b, _) = connect(&url).await;
+    let (refused, _pc_b) = offer_without_ice(&mut b).await;
+    assert_eq!(refused["error"]["code"], "dial_limit", "{refused}");
+    daemon.wait_for_log("[limits] max_pending_dials", Duration::from_secs(5));
+
+    // The first never connects: after ice_timeout_s its peer is closed and it is told why.
+    let bye = next_event(&mut a, Duration::from_secs(10)).await;
+    assert_eq!(bye["bye"]["reason"], "ice_timeout", "{bye}");
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_millis(4500)..Duration::from_secs(8)).contains(&waited),
+        "closed after {waited:?}"
+    );
+    daemon.wait_for_log("[limits] ice_timeout_s", Duration::from_secs(5));
+    assert_eq!(
+        common::client::metric(daemon.port, "peercam_pending_dials").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        common::client::metric(daemon.port, "peercam_viewers").await,
+        Some(0.0)
+    );
+
+    // The slot is free: the second socket may dial now.
+    let (answer, _pc_b2) = offer_without_ice(&mut b).await;
+    assert_eq!(answer["sdp"]["type"], "answer", "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dials_per_minute_are_limited_per_address() {
+    let daemon = Daemon::start(&common::test_config(
+        "",
+        "dials_per_minute = 2\nmax_pending_dials = 4",
+    ));
+    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    let mut peers = Vec::new();
+    for _ in 0..2 {
+        let (reply, pc) = offer_without_ice(&mut ws).await;
+        assert_eq!(reply["sdp"]["type"], "answer", "{reply}");
+        peers.push(pc);
+    }
+    let (reply, _pc) = offer_without_ice(&mut ws).await;
+    assert_eq!(reply["error"]["code"], "rate_limited", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("try again in"), "{message}");
+    daemon.wait_for_log("[limits] dials_per_minute", Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_are_closed_and_connections_are_capped() {
+    let daemon = Daemon::start(&common::test_config(
+        "",
+        "idle_timeout_s = 10\nmax_connections = 2",
+    ));
+    let url = daemon.ws_url("");
+    let started = Instant::now();
+    let (mut a, _) = connect(&url).await;
+    let (_b, _) = connect(&url).await;
+    // A third WebSocket is over max_connections: 503.
+    assert_eq!(ws_with(daemon.port, &[]).await.err(), Some(503));
+    daemon.wait_for_log("[limits] max_connections", Duration::from_secs(5));
+
+    // `a` stays silent: closed after idle_timeout_s with a reason.
+    let bye = next_event(&mut a, Duration::from_secs(15)).await;
+    assert_eq!(bye["bye"]["reason"], "idle", "{bye}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match a.next().await {
+                None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle socket was not closed");
+    daemon.wait_for_log("[limits] idle_timeout_s", Duration::from_secs(5));
+    // Its slot is free again.
+    assert!(ws_with(daemon.port, &[]).await.is_ok());
+}

@@ -79,7 +79,7 @@ ${limits}
  */
 export async function startDaemon({
   video = '', audio = '', limits = '', env = {}, bin = peercamBin, wrapper = [],
-  width, height, fps, readyTimeoutMs = 20_000,
+  width, height, fps, readyTimeoutMs = 20_000, password = '', tls = false,
 } = {}) {
   if (!existsSync(bin)) {
     throw new Error(`peercam binary not found at ${bin}: run \`cargo build\` or set PEERCAM_BIN`);
@@ -88,6 +88,12 @@ export async function startDaemon({
   const dir = mkdtempSync(path.join(os.tmpdir(), 'peercam-browser-'));
   const configPath = path.join(dir, 'peercam.toml');
   let config = testConfig({ port, video, audio, limits, width, height, fps });
+  // [server] password, and HTTPS with a self-signed certificate kept in the temporary dir.
+  const server = [
+    password ? `password = "${password}"` : '',
+    tls ? `tls = "self-signed"\nstate_dir = "${dir}"` : '',
+  ].join('\n');
+  config = config.replace(/^listen = .*$/m, (line) => `${line}\n${server}`);
   if (/^\s*max_viewers\s*=/m.test(limits)) config = config.replace('max_viewers = 8\n', '');
   writeFileSync(configPath, config);
   const argv = [...wrapper, bin, '--config', configPath, '--listen', `127.0.0.1:${port}`];
@@ -105,7 +111,11 @@ export async function startDaemon({
   child.on('error', (error) => { exited = `spawn ${argv[0]}: ${error.message}`; });
   child.on('exit', (code, signal) => { exited = signal || `exit code ${code}`; });
   const cleanUp = () => rmSync(dir, { recursive: true, force: true });
-  const url = `http://127.0.0.1:${port}/`;
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}/`;
+  // Scripts send the password as a bearer token; the page logs in (see logIn).
+  const headers = password ? { Authorization: `Bearer ${password}` } : {};
+  // The self-signed certificate is not trusted by Node's fetch: this test process only.
+  if (tls) process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
   const started = Date.now();
   for (;;) {
     if (exited) {
@@ -129,7 +139,7 @@ export async function startDaemon({
   }
   const startupMs = Date.now() - started;
   try {
-    await checkAssetsCurrent(url, bin);
+    await checkAssetsCurrent(url, bin, headers);
   } catch (error) {
     child.kill('SIGKILL');
     cleanUp();
@@ -139,14 +149,16 @@ export async function startDaemon({
     pid: child.pid,
     port,
     url,
-    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    wsUrl: `${tls ? 'wss' : 'ws'}://127.0.0.1:${port}/ws`,
+    /** Headers that authenticate a script (empty without a password). */
+    headers,
     configPath,
     log,
     /** Milliseconds from spawn until GET / answered. */
     startupMs,
     /** GET /metrics parsed into { 'name{labels}': number }. */
     async metrics() {
-      const text = await (await fetch(`${url}metrics`)).text();
+      const text = await (await fetch(`${url}metrics`, { headers })).text();
       const values = {};
       for (const line of text.split('\n')) {
         const m = /^(\S+)\s+([0-9.eE+-]+)$/.exec(line);
@@ -171,9 +183,13 @@ export async function startDaemon({
  * The page is compiled into the binary (include_str!): a binary older than the files under
  * src/http/assets would test an old page. Fails with what to do instead.
  */
-async function checkAssetsCurrent(url, bin) {
+async function checkAssetsCurrent(url, bin, headers) {
   for (const [route, file] of [['', 'index.html'], ['app.js', 'app.js'], ['style.css', 'style.css']]) {
-    const served = await (await fetch(url + route)).text();
+    // The page carries the open-camera warning or the log-out button where index.html has
+    // its <!--auth--> placeholder.
+    const served = (await (await fetch(url + route, { headers })).text())
+      .replace(/<p id="open-warning"[^]*?<\/p>|<form method="post" action="logout"[^]*?<\/form>/,
+        '<!--auth-->');
     const onDisk = readFileSync(path.join(repoRoot, 'src', 'http', 'assets', file), 'utf8');
     if (served !== onDisk) {
       throw new Error(`${bin} serves an older ${file} than src/http/assets/${file}: `
@@ -235,6 +251,14 @@ export async function openPage(browser, url) {
   return page;
 }
 
+/** Logs in on the page's login form (a daemon with [server] password) and waits for Dial. */
+export async function logIn(page, password) {
+  await page.waitForSelector('#password', { timeout: 10_000 });
+  await page.fill('#password', password);
+  await Promise.all([page.waitForNavigation(), page.click('#login')]);
+  await page.waitForSelector('#dial', { timeout: 10_000 });
+}
+
 /** Clicks Dial and waits until the page decodes `frames` video frames; returns the stats. */
 export async function dialAndWaitForFrames(page, frames, timeoutMs = 20_000) {
   await page.click('#dial');
@@ -279,8 +303,8 @@ export async function screenshot(page, file = '/tmp/peercam-page.png') {
 }
 
 /** A raw signaling client: connects, collects every message, returns the hello. */
-export async function rawClient(wsUrl) {
-  const socket = new WebSocket(wsUrl);
+export async function rawClient(wsUrl, headers = {}) {
+  const socket = new WebSocket(wsUrl, { headers });
   const messages = [];
   const waiters = [];
   socket.on('message', (data) => {

@@ -21,7 +21,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from '../browser/node_modules/playwright-core/index.mjs';
 import {
-  openPage, pageState, rawClient, recordPeerConnections, sleep, waitForFrames,
+  logIn, openPage, pageState, rawClient, recordPeerConnections, sleep, waitForFrames,
 } from '../browser/helpers.mjs';
 
 const url = process.env.PEERCAM_VM_URL || 'http://127.0.0.1:17100/';
@@ -251,6 +251,10 @@ function report(line) {
 let browser;
 let context;
 let page;
+/** The password the package generated (read from the guest's config in step 1). */
+let password;
+/** The Authorization header for scripts. */
+const auth = () => ({ Authorization: `Bearer ${password}` });
 
 before(async () => {
   assert.ok(share && deb, 'PEERCAM_VM_SHARE and PEERCAM_VM_DEB are not set: run this through tests/vm/systemd.sh');
@@ -326,6 +330,8 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
       echo "enabled=$(systemctl is-enabled peercam)"
       dpkg-query -W -f='version=\${Version}\\ndepends=\${Depends}\\nconffiles=\${Conffiles}\\n' peercam
       ls -l /usr/bin/peercam ${CONF} /usr/lib/systemd/system/peercam.service /usr/share/doc/peercam/
+      stat -c 'conf_mode=%a %U:%G' ${CONF}
+      echo "password=$(sed -n 's/^password = "\\(.*\\)"$/\\1/p' ${CONF})"
     `, { timeoutMs: 100_000 });
     console.log(out);
     installed = /^version=/m.test(out); // the package is in; whether the daemon runs comes next
@@ -341,8 +347,16 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
     logged(log, /peercam listening on http:\/\/0\.0\.0\.0:7000\//, 'listening');
     logged(log, /ready \(systemd notified\)/, 'READY=1');
     assert.match(s.StatusText, /^serving http:\/\/0\.0\.0\.0:7000\/ · 0 viewer\(s\) · /, 'STATUS= from sd_notify');
-    const health = await fetch(`${url}healthz`);
+    // The package generated a password, said how to read it, and only root and the service
+    // may read the file; without the password every endpoint answers 401.
+    assert.match(out, /read it with: +sudo grep '\^password' \/etc\/peercam\/peercam\.toml/, 'postinst says where');
+    assert.match(out, /^conf_mode=640 root:peercam$/m, 'the config holds a password: 0640 root:peercam');
+    password = out.match(/^password=([A-Za-z0-9]{20})$/m)?.[1];
+    assert.ok(password, 'a 20-character random password in [server] password');
+    assert.equal((await fetch(`${url}healthz`)).status, 401);
+    const health = await fetch(`${url}healthz`, { headers: auth() });
     assert.equal((await health.text()).trim(), 'ok');
+    report(`password: generated on install (20 characters), ${CONF} 0640 root:peercam; /healthz 401 without it`);
     started = true;
   });
 
@@ -392,11 +406,12 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
       context = await browser.newContext();
       await context.addInitScript(recordPeerConnections);
       page = await openPage(context, url);
+      await logIn(page, password);
     });
 
     test(`3. Chromium dials through the forwarded ports: ${frames} frames of vivid + Opus`, { timeout: 90_000 }, async () => {
       assert.ok(configured, 'not configured');
-      const { client, hello } = await rawClient(wsUrl);
+      const { client, hello } = await rawClient(wsUrl, auth());
       client.close();
       assert.equal(hello.hello.mode, 'viewer');
       assert.deepEqual(hello.hello.codecs, ['h264']);

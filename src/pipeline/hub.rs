@@ -588,10 +588,15 @@ impl OutputWorker {
                 }
             };
             match result {
-                Ok(()) => failing = false,
+                Ok(()) => {
+                    if failing {
+                        info!("{} output: encoding again", self.label);
+                    }
+                    failing = false;
+                }
                 Err(e) => {
                     if !failing {
-                        error!("{} output: {e}", self.label);
+                        error!("{} output: {e}; frame skipped", self.label);
                         failing = true;
                     }
                 }
@@ -715,10 +720,51 @@ impl OutputWorker {
         }
         self.follow_target(Instant::now());
         let force = self.keyframes.take(Instant::now()) || force;
-        for f in self.encoder.encode(frame, force)? {
+        #[cfg(debug_assertions)]
+        let result = injected_encoder_fault(self.encoded.load(Ordering::Relaxed), codec)
+            .and_then(|()| self.encoder.encode(frame, force));
+        #[cfg(not(debug_assertions))]
+        let result = self.encoder.encode(frame, force);
+        let frames = match result {
+            Ok(frames) => frames,
+            Err(e) => {
+                // After a failure the encoder's state (reference pictures, rate control) is
+                // unknown: the next frame goes to a new one, whose first frame is a keyframe.
+                self.encoder = new_encoder(codec, &self.settings)?;
+                return Err(e);
+            }
+        };
+        for f in frames {
             self.encoded.fetch_add(1, Ordering::Relaxed);
             self.fanout.publish(f);
         }
         Ok(())
     }
+}
+
+/// Fault injection for the tests, in debug builds only (release binaries have no such hook):
+/// `PEERCAM_FAULT=video-encoder-error-at-frame:N` makes one video encoder call fail, once
+/// per process, as a library error would, when the output has encoded N frames
+/// (tests/load.rs checks the error is logged and the viewer keeps receiving video).
+#[cfg(debug_assertions)]
+fn injected_encoder_fault(
+    encoded: u64,
+    codec: VideoCodec,
+) -> Result<(), crate::encode::EncodeError> {
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    let at = AT.get_or_init(|| {
+        let fault = std::env::var("PEERCAM_FAULT").ok()?;
+        fault
+            .strip_prefix("video-encoder-error-at-frame:")?
+            .parse()
+            .ok()
+    });
+    if at.is_some_and(|n| encoded >= n) && !FIRED.swap(true, Ordering::Relaxed) {
+        return Err(crate::encode::EncodeError::Encode {
+            codec: codec.config_name(),
+            reason: "injected fault (PEERCAM_FAULT)".to_owned(),
+        });
+    }
+    Ok(())
 }

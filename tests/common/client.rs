@@ -22,6 +22,8 @@ use super::{next_json, send_text, Ws};
 /// Counts RTP packets per kind and forwards local candidates to the signaling socket.
 pub struct Client {
     pub video_packets: AtomicU64,
+    /// Video frames: RTP packets whose timestamp differs from the previous packet's.
+    pub video_frames: AtomicU64,
     pub audio_packets: AtomicU64,
     pub video_keyframe_starts: AtomicU64,
     pub video_pt: std::sync::Mutex<Option<u8>>,
@@ -46,11 +48,18 @@ impl PeerConnectionEventHandler for Handler {
         let client = self.0.clone();
         tokio::spawn(async move {
             let kind = track.kind().await;
+            let mut last_timestamp = None;
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(packet) = event {
                     match kind {
                         RtpCodecKind::Video => {
                             client.video_packets.fetch_add(1, Ordering::Relaxed);
+                            // Every packet of one frame carries the frame's timestamp.
+                            if last_timestamp.replace(packet.header.timestamp)
+                                != Some(packet.header.timestamp)
+                            {
+                                client.video_frames.fetch_add(1, Ordering::Relaxed);
+                            }
                             *client.video_pt.lock().unwrap() = Some(packet.header.payload_type);
                             client
                                 .video_track
@@ -123,6 +132,7 @@ pub async fn client(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let state = Arc::new(Client {
         video_packets: AtomicU64::new(0),
+        video_frames: AtomicU64::new(0),
         audio_packets: AtomicU64::new(0),
         video_keyframe_starts: AtomicU64::new(0),
         video_pt: std::sync::Mutex::new(None),

@@ -53,7 +53,11 @@ async fn closed_within(ws: &mut Ws, wait: Duration) -> Option<CloseCode> {
         match tokio::time::timeout_at(deadline, ws.next()).await {
             Ok(Some(Ok(WsMessage::Close(frame)))) => return frame.map(|f| f.code),
             Ok(Some(Ok(other))) => seen.push(other.to_string()),
-            Ok(Some(Err(_))) | Ok(None) => return None,
+            Ok(Some(Err(e))) => {
+                eprintln!("closed_within: socket error {e}");
+                return None;
+            }
+            Ok(None) => return None,
             Err(_) => panic!("socket still open {wait:?} later; received {seen:?}"),
         }
     }

@@ -42,6 +42,8 @@ const STYLE_CSS: &str = include_str!("assets/style.css");
 
 /// Time a client gets to finish the TLS handshake, and to send a request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Initial WebSocket read and write buffer per socket.
+const WS_BUFFER_BYTES: usize = 8 * 1024;
 /// Largest login form accepted.
 const MAX_LOGIN_BODY: usize = 4096;
 
@@ -470,9 +472,13 @@ async fn ws(
     // Messages up to 4x the limit are read and answered with a clear "too_large" error;
     // beyond that the socket is closed with 1009 (message too big).
     let frame_limit = state.settings.limits.max_message_bytes.saturating_mul(4);
+    // Buffers start small (tungstenite's default is 128 KiB each, allocated up front: 4096
+    // idle sockets would need half a gigabyte); they grow for the rare large message.
     let upgrade = upgrade
         .max_message_size(frame_limit)
-        .max_frame_size(frame_limit);
+        .max_frame_size(frame_limit)
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES);
     match query.room {
         Some(name) => upgrade.on_upgrade(move |socket| async move {
             room::run(socket, name, remote, state).await;

@@ -138,7 +138,10 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
     let mut call: Option<Call> = None;
     let idle = Duration::from_secs(u64::from(limits.idle_timeout_s));
     let mut last_heard = tokio::time::Instant::now();
+    // Set when the daemon closes the socket over a protocol error with data still unread.
+    let mut linger = false;
     let mut io = Io {
+        errors: std::sync::atomic::AtomicU32::new(0),
         state: &state,
         media: &media,
         remote,
@@ -194,6 +197,10 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
                 Some(Ok(_)) => continue, // ping/pong are answered by the library
                 Some(Err(e)) => {
                     info!("viewer {remote}: WebSocket closed: {e}");
+                    if let Some(frame) = close_frame_for(e) {
+                        let _ = out_tx.send(WsMessage::Close(Some(frame))).await;
+                        linger = true;
+                    }
                     break;
                 }
             }},
@@ -205,13 +212,49 @@ pub async fn run(socket: WebSocket, remote: SocketAddr, state: Arc<AppState>) {
     if let Some(call) = call.take() {
         call.peer.close().await;
     }
+    let errors = io.errors.into_inner();
     drop(out_tx);
     let _ = writer.await;
+    if linger {
+        // The rest of the oversized message is still unread: closing the TCP socket now
+        // would reset it and could destroy the close frame before the browser reads it.
+        tokio::time::sleep(CLOSE_LINGER).await;
+    }
+    if errors > LOGGED_ERRORS_PER_SOCKET {
+        info!("viewer {remote}: {errors} error replies in all");
+    }
     info!("viewer {remote} left");
+}
+
+/// How long a socket closed over a protocol error is kept before it is dropped.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// Error replies logged per socket; a client that keeps sending garbage costs one summary
+/// line when it leaves, not a line per message.
+const LOGGED_ERRORS_PER_SOCKET: u32 = 5;
+
+/// The close frame for a read error, as RFC 6455 asks: 1009 for a message over the size
+/// limit (4x `max_message_bytes`), 1007 for text that is not UTF-8. `None` for errors where
+/// the connection is gone anyway.
+fn close_frame_for(error: axum::Error) -> Option<axum::extract::ws::CloseFrame> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    // (axum's WebSocket is tokio-tungstenite's: Cargo.toml keeps the two on one version.)
+    let error = error.into_inner().downcast::<WsError>().ok()?;
+    let (code, reason) = match *error {
+        WsError::Capacity(_) => (1009, "message too big"),
+        WsError::Utf8(_) => (1007, "text is not UTF-8"),
+        _ => return None,
+    };
+    Some(axum::extract::ws::CloseFrame {
+        code,
+        reason: reason.into(),
+    })
 }
 
 /// The IO side of the state machine's actions.
 struct Io<'a> {
+    /// Error replies sent on this socket.
+    errors: std::sync::atomic::AtomicU32,
     state: &'a Arc<AppState>,
     /// The pipeline this connection was opened on (a reload ends the connection).
     media: &'a Arc<Media>,
@@ -223,7 +266,18 @@ struct Io<'a> {
 impl Io<'_> {
     async fn send(&self, message: Message) {
         if let Message::Error(body) = &message {
-            info!("viewer {}: {}", self.remote, body.message);
+            let n = self
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if n < LOGGED_ERRORS_PER_SOCKET {
+                info!("viewer {}: {}", self.remote, body.message);
+            } else if n == LOGGED_ERRORS_PER_SOCKET {
+                info!(
+                    "viewer {}: {} (further errors on this socket are not logged)",
+                    self.remote, body.message
+                );
+            }
         }
         let _ = self
             .out_tx

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests, headless browser tests.
+# The whole test suite: formatting, lints, unit and integration tests (with the security, load
+# and short soak tests), short fuzz runs, headless browser tests, VM and cross-build tests.
 # Installs what it needs on Debian 12. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,9 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "cargo test (unit + integration)"
 cargo test --locked --all-targets
+
+step "fuzz: signaling, offer, config (30 s each; longer runs in BENCHMARKS.md)"
+bash scripts/fuzz.sh --seconds 30
 
 step "browser tests (headless Chromium and Firefox)"
 cargo build --locked --bin peercam

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): scripts/bench.sh [encoders] [latency] [daemon]   (default: all three)
+# Benchmarks (not tests): scripts/bench.sh [encoders] [latency] [daemon] [alloc]
+#                         (default: the first three; alloc only when named)
 #
 #   encoders  peercam's H.264 and AV1 encoders vs ffmpeg's libx264, librav1e and libsvtav1 on
 #             the same test-pattern frames (examples/bench_encode.rs)
@@ -7,6 +8,10 @@
 #             640x480 and 320x240, all at 30 fps (tests/browser/bench-latency.mjs)
 #   daemon    start to READY=1 (scripts/bench-ready.py); CPU and RSS with 1, 4 and 8 Chromium
 #             viewers, idle RSS, and the fan-out ratio (tests/browser/bench-viewers.mjs)
+#   alloc     heap allocations per RTP packet in steady state: peercam's packetizer alone,
+#             and the whole send path through webrtc-rs on a loopback peer connection
+#             (examples/bench_alloc.rs; dev profile, so --trace can name call sites). Counts,
+#             not timings: the result does not depend on the machine's load
 #
 # Installs what it needs on Debian 12 (the test command's packages plus ffmpeg and
 # gnuplot-nox), builds the release binary into target/x86_64-unknown-linux-gnu/release (the
@@ -21,9 +26,9 @@ what=("$@")
 ((${#what[@]})) || what=(encoders latency daemon)
 for w in "${what[@]}"; do
   case "$w" in
-    encoders|latency|daemon) ;;
+    encoders|latency|daemon|alloc) ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-    *) echo "bench.sh: unknown benchmark '$w' (encoders, latency, daemon)" >&2; exit 2 ;;
+    *) echo "bench.sh: unknown benchmark '$w' (encoders, latency, daemon, alloc)" >&2; exit 2 ;;
   esac
 done
 wants() { [[ " ${what[*]} " == *" $1 "* ]]; }
@@ -33,13 +38,21 @@ out=target/bench
 bin="$PWD/target/$triple/release/peercam"
 mkdir -p "$out"
 
+timed() { wants encoders || wants latency || wants daemon; }
+
 step "system packages"
 scripts/install-deps.sh --test
-scripts/apt-install.sh ffmpeg gnuplot-nox python3
-(cd tests/browser && { [[ -d node_modules/playwright-core ]] || npm ci --no-audit --no-fund; })
+if timed; then
+  scripts/apt-install.sh ffmpeg gnuplot-nox python3
+  (cd tests/browser && { [[ -d node_modules/playwright-core ]] || npm ci --no-audit --no-fund; })
 
-step "release build (cargo build --release --target $triple)"
-cargo build --locked --release --target "$triple" --bin peercam --example bench_encode
+  step "release build (cargo build --release --target $triple)"
+  cargo build --locked --release --target "$triple" --bin peercam --example bench_encode
+fi
+if wants alloc; then
+  step "dev build of examples/bench_alloc.rs (the test command's debug build is reused)"
+  cargo build --locked --example bench_alloc
+fi
 
 echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | sed -n 1p)," \
   "$(awk '/MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -58,6 +71,10 @@ if wants daemon; then
   python3 scripts/bench-ready.py "$bin" 10
   step "daemon: CPU and memory with 1, 4 and 8 viewers (H.264 640x480@30)"
   PEERCAM_BIN="$bin" node tests/browser/bench-viewers.mjs --codec h264 --out "$out" 1 4 8
+fi
+if wants alloc; then
+  step "alloc: heap allocations per RTP packet (packetizer; full send path over loopback)"
+  target/debug/examples/bench_alloc --out "$out"
 fi
 step "results in $out/"
 ls -l "$out"

@@ -8,11 +8,16 @@
 //!
 //! Pacing uses the monotonic clock: frame `n` is due at `start + n / fps`. A late source
 //! skips ahead to the current slot instead of bursting to catch up.
+//!
+//! Frames are drawn into buffers from a [`BufferPool`], as the V4L2 capture's are: drawing
+//! allocates nothing once the pool holds as many buffers as are in flight.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::capture::{CaptureError, VideoSource};
 use crate::media::{PixelFormat, RawFrame, VideoFrame};
+use crate::pipeline::pool::BufferPool;
 
 /// Number of cells in the barcode strip (see [`decode_barcode`]).
 pub const BARCODE_CELLS: u32 = 40;
@@ -67,6 +72,9 @@ const DIGITS_5X7: [[u8; 7]; 10] = [
 ];
 /// The counter always shows at least this many digits (zero padded).
 const COUNTER_MIN_DIGITS: usize = 6;
+/// Spare frame buffers kept, as the V4L2 capture keeps: a frame is held by at most every
+/// output queue and the encoders.
+const POOL_SPARE: usize = 8;
 
 /// Barcode cell size in pixels for a frame `width` pixels wide: `floor(width / 40)` rounded
 /// down to an even number (so cells align with the 2x2 chroma blocks). 8 px at 320 wide,
@@ -162,6 +170,8 @@ pub struct TestPattern {
     next_slot: u64,
     /// Frames delivered so far (the counter drawn into the picture).
     sequence: u64,
+    /// Where frame buffers come from and go back to.
+    pool: Arc<BufferPool>,
 }
 
 impl TestPattern {
@@ -178,24 +188,39 @@ impl TestPattern {
             start: None,
             next_slot: 0,
             sequence: 0,
+            pool: BufferPool::new(POOL_SPARE),
         }
     }
 
     /// Draws frame number `sequence` with `barcode_value` in the barcode strip and returns the
-    /// tightly packed I420 bytes. Pure drawing, no pacing: [`VideoSource::next_frame`] calls it
-    /// with the frame counter and [`unix_millis_low32`] of the capture time; benchmarks and
-    /// tests call it directly.
+    /// tightly packed I420 bytes in a new vector. Pure drawing, no pacing: benchmarks and tests
+    /// call it directly; [`VideoSource::next_frame`] uses [`TestPattern::render_into`].
     pub fn render(&self, sequence: u64, barcode_value: u32) -> Vec<u8> {
         let mut data = vec![0u8; RawFrame::i420_len(self.width, self.height)];
-        let mut canvas = Canvas::new(&mut data, self.width as usize, self.height as usize);
+        self.render_into(&mut data, sequence, barcode_value);
+        data
+    }
+
+    /// Draws like [`TestPattern::render`] into `data` (exactly
+    /// `RawFrame::i420_len(width, height)` bytes; every byte is overwritten), allocating
+    /// nothing. [`VideoSource::next_frame`] calls it with the frame counter and
+    /// [`unix_millis_low32`] of the capture time.
+    pub fn render_into(&self, data: &mut [u8], sequence: u64, barcode_value: u32) {
+        debug_assert_eq!(data.len(), RawFrame::i420_len(self.width, self.height));
+        let mut canvas = Canvas::new(data, self.width as usize, self.height as usize);
         self.draw_background(&mut canvas, sequence);
         self.draw_box(&mut canvas, sequence);
         self.draw_counter(&mut canvas, sequence);
         Self::draw_barcode(&mut canvas, barcode_value);
-        data
     }
 
-    /// Colour bars scrolling left: one row is computed, then copied to every row.
+    /// The pool frames are drawn into (its allocation counter shows reuse).
+    pub fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
+    }
+
+    /// Colour bars scrolling left: the first row of each plane is computed, then copied to
+    /// every other row.
     fn draw_background(&self, canvas: &mut Canvas<'_>, sequence: u64) {
         let (w, cw) = (canvas.width, canvas.width / 2);
         // Scroll by an even number of pixels per frame so luma and chroma stay in step;
@@ -203,18 +228,9 @@ impl TestPattern {
         let step = ((w / 60).max(1) * 2) as u64;
         let offset = ((sequence * step) % w as u64) as usize;
         let bar_of = |x: usize| ((x + offset) % w) * BARS.len() / w;
-        let y_row: Vec<u8> = (0..w).map(|x| BARS[bar_of(x)].0).collect();
-        let u_row: Vec<u8> = (0..cw).map(|x| BARS[bar_of(2 * x)].1).collect();
-        let v_row: Vec<u8> = (0..cw).map(|x| BARS[bar_of(2 * x)].2).collect();
-        for row in canvas.y.chunks_exact_mut(w) {
-            row.copy_from_slice(&y_row);
-        }
-        for row in canvas.u.chunks_exact_mut(cw) {
-            row.copy_from_slice(&u_row);
-        }
-        for row in canvas.v.chunks_exact_mut(cw) {
-            row.copy_from_slice(&v_row);
-        }
+        fill_rows(canvas.y, w, |x| BARS[bar_of(x)].0);
+        fill_rows(canvas.u, cw, |x| BARS[bar_of(2 * x)].1);
+        fill_rows(canvas.v, cw, |x| BARS[bar_of(2 * x)].2);
     }
 
     /// A box bouncing between the frame edges (below the barcode strip).
@@ -235,7 +251,8 @@ impl TestPattern {
     fn draw_counter(&self, canvas: &mut Canvas<'_>, sequence: u64) {
         let cell = barcode_cell_size(self.width) as usize;
         let scale = counter_scale(canvas.height);
-        let text = format!("{sequence:0COUNTER_MIN_DIGITS$}");
+        let mut digits = [0u8; 20];
+        let text = decimal_digits(sequence, &mut digits);
         let advance = 6 * scale;
         let (x0, y0) = (cell.max(2), cell * 2 + 2);
         let plate_w = text.len() * advance + scale;
@@ -246,7 +263,7 @@ impl TestPattern {
         let black = (LUMA_BLACK, CHROMA_NEUTRAL, CHROMA_NEUTRAL);
         let white = (LUMA_WHITE, CHROMA_NEUTRAL, CHROMA_NEUTRAL);
         canvas.fill_rect(x0, y0, plate_w, plate_h, black);
-        for (i, digit) in text.bytes().enumerate() {
+        for (i, &digit) in text.iter().enumerate() {
             let glyph = &DIGITS_5X7[usize::from(digit - b'0')];
             let gx = x0 + scale + i * advance;
             let gy = y0 + scale;
@@ -316,11 +333,13 @@ impl TestPattern {
         let wall = unix_millis_low32(SystemTime::now());
         let sequence = self.sequence;
         self.sequence += 1;
+        let mut data = self.pool.take(RawFrame::i420_len(self.width, self.height));
+        self.render_into(&mut data, sequence, wall);
         Ok(RawFrame {
             width: self.width,
             height: self.height,
             format: PixelFormat::I420,
-            data: self.render(sequence, wall).into(),
+            data,
             capture_instant,
             sequence,
         })
@@ -332,6 +351,32 @@ impl TestPattern {
 fn slot_offset(slot: u64, fps: u32) -> Duration {
     let nanos = u128::from(slot) * 1_000_000_000 / u128::from(fps);
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// Fills the first row (`width` samples) of `plane` with `sample(x)` and copies it to every
+/// other row.
+fn fill_rows(plane: &mut [u8], width: usize, sample: impl Fn(usize) -> u8) {
+    if width == 0 || plane.len() < width {
+        return;
+    }
+    for (x, s) in plane[..width].iter_mut().enumerate() {
+        *s = sample(x);
+    }
+    for row in 1..plane.len() / width {
+        plane.copy_within(0..width, row * width);
+    }
+}
+
+/// `value` in decimal, zero padded to [`COUNTER_MIN_DIGITS`], written into `buf` (a u64 has
+/// at most 20 digits); returns the digits (ASCII).
+fn decimal_digits(mut value: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    while value > 0 || buf.len() - start < COUNTER_MIN_DIGITS {
+        start -= 1;
+        buf[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    &buf[start..]
 }
 
 /// Size in pixels of one font pixel of the counter: about 1/80 of the frame height, even
@@ -547,6 +592,50 @@ mod tests {
                 .any(|col| a[row * 320 + col] != b[row * 320 + col])
         });
         assert!(differs, "the last digit of the counter did not change");
+    }
+
+    #[test]
+    fn frames_are_drawn_into_reused_pool_buffers() {
+        let mut pattern = TestPattern::new(320, 240, 1000);
+        // Three frames in flight at a time, as queues and encoders hold them.
+        let mut in_flight = std::collections::VecDeque::new();
+        for _ in 0..10 {
+            in_flight.push_back(pattern.next_raw().expect("frame"));
+            if in_flight.len() > 3 {
+                in_flight.pop_front();
+            }
+        }
+        let warmed_up = pattern.pool().allocations();
+        assert_eq!(warmed_up, 4, "three held plus the one being drawn");
+        for _ in 0..50 {
+            in_flight.push_back(pattern.next_raw().expect("frame"));
+            if in_flight.len() > 3 {
+                in_flight.pop_front();
+            }
+        }
+        assert_eq!(
+            pattern.pool().allocations(),
+            warmed_up,
+            "steady state reuses buffers"
+        );
+        // A reused buffer is fully redrawn: same picture as a freshly allocated one.
+        let frame = in_flight.pop_back().expect("frame");
+        let mut expected = pattern.render(frame.sequence, 0);
+        let barcode_rows = barcode_cell_size(320) as usize * 320;
+        expected[..barcode_rows].copy_from_slice(&frame.data[..barcode_rows]);
+        assert!(
+            expected[..] == frame.data[..],
+            "pooled frame differs from render()"
+        );
+    }
+
+    #[test]
+    fn counter_digits_are_zero_padded() {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal_digits(0, &mut buf), b"000000");
+        assert_eq!(decimal_digits(1234, &mut buf), b"001234");
+        assert_eq!(decimal_digits(12_345_678, &mut buf), b"12345678");
+        assert_eq!(decimal_digits(u64::MAX, &mut buf), b"18446744073709551615");
     }
 
     #[test]

@@ -487,6 +487,8 @@ async fn forward_media(
         r = connected.wait_for(|c| *c) => if r.is_err() { return },
     }
     let mut subscription = fanout.subscribe();
+    // Reused for every frame: no allocation per packet (see `rtp`).
+    let mut packets = Vec::new();
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -495,14 +497,11 @@ async fn forward_media(
                 None => return,
             },
         };
-        let packets = match packetizer.packetize(&frame) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!("{e}; frame skipped");
-                continue;
-            }
-        };
-        for packet in packets {
+        if let Err(e) = packetizer.packetize(&frame, &mut packets) {
+            warn!("{e}; frame skipped");
+            continue;
+        }
+        for packet in packets.drain(..) {
             if let Err(e) = track.write_rtp(packet).await {
                 debug!("RTP write stopped: {e}");
                 return;

@@ -350,13 +350,13 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
     // The package generated a password, said how to read it, and only root and the service
     // may read the file; without the password every endpoint answers 401.
     assert.match(out, /read it with: +sudo grep '\^password' \/etc\/peercam\/peercam\.toml/, 'postinst says where');
-    assert.match(out, /^conf_mode=640 root:peercam$/m, 'the config holds a password: 0640 root:peercam');
+    assert.match(out, /^conf_mode=640 root:peercam-config$/m, 'the config holds a password: 0640 root:peercam-config');
     password = out.match(/^password=([A-Za-z0-9]{20})$/m)?.[1];
     assert.ok(password, 'a 20-character random password in [server] password');
     assert.equal((await fetch(`${url}healthz`)).status, 401);
     const health = await fetch(`${url}healthz`, { headers: auth() });
     assert.equal((await health.text()).trim(), 'ok');
-    report(`password: generated on install (20 characters), ${CONF} 0640 root:peercam; /healthz 401 without it`);
+    report(`password: generated on install (20 characters), ${CONF} 0640 root:peercam-config; /healthz 401 without it`);
     started = true;
   });
 

@@ -7,15 +7,14 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::client::{client, h264};
+use common::probe::{offer_message, offer_sdp};
 use common::{connect, next_json, send_text, Daemon};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use webrtc::peer_connection::PeerConnection;
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -344,23 +343,15 @@ async fn self_signed_tls_serves_https_and_wss_and_keeps_its_certificate() {
     assert_eq!(std::fs::read(&cert_path).expect("cert"), first_cert);
 }
 
-/// Sends a real offer from a fresh webrtc-rs client on `ws` and returns the reply; the
-/// client never applies the answer, so ICE never completes.
-async fn offer_without_ice(ws: &mut common::Ws) -> (Value, impl PeerConnection) {
-    let (pc, _client, _candidates) = client(&[h264()]).await;
-    let offer = pc.create_offer(None).await.expect("offer");
-    pc.set_local_description(offer).await.expect("local");
-    let sdp = pc.local_description().await.expect("sdp").sdp;
-    send_text(
-        ws,
-        json!({"sdp": {"type": "offer", "sdp": sdp}}).to_string(),
-    )
-    .await;
+/// Sends a real offer (from a webrtc-rs client that is closed at once, so ICE never
+/// completes) on `ws` and returns the reply.
+async fn offer_without_ice(ws: &mut common::Ws) -> Value {
+    send_text(ws, offer_message(&offer_sdp().await)).await;
     loop {
         let reply = next_json(ws).await;
         // Skip the daemon's trickled candidates and bitrate notes.
         if reply.get("candidate").is_none() && reply.get("bitrate").is_none() {
-            return (reply, pc);
+            return reply;
         }
     }
 }
@@ -392,13 +383,13 @@ async fn pending_dials_are_limited_and_freed_by_the_ice_deadline() {
     ));
     let url = daemon.ws_url("");
     let (mut a, _) = connect(&url).await;
-    let (answer, _pc_a) = offer_without_ice(&mut a).await;
+    let answer = offer_without_ice(&mut a).await;
     assert_eq!(answer["sdp"]["type"], "answer", "{answer}");
     let started = Instant::now();
 
     // A second dial while the first has not connected: refused, with the key named in the log.
     let (mut b, _) = connect(&url).await;
-    let (refused, _pc_b) = offer_without_ice(&mut b).await;
+    let refused = offer_without_ice(&mut b).await;
     assert_eq!(refused["error"]["code"], "dial_limit", "{refused}");
     daemon.wait_for_log("[limits] max_pending_dials", Duration::from_secs(5));
 
@@ -421,7 +412,7 @@ async fn pending_dials_are_limited_and_freed_by_the_ice_deadline() {
     );
 
     // The slot is free: the second socket may dial now.
-    let (answer, _pc_b2) = offer_without_ice(&mut b).await;
+    let answer = offer_without_ice(&mut b).await;
     assert_eq!(answer["sdp"]["type"], "answer", "{answer}");
 }
 
@@ -432,13 +423,11 @@ async fn dials_per_minute_are_limited_per_address() {
         "dials_per_minute = 2\nmax_pending_dials = 4",
     ));
     let (mut ws, _) = connect(&daemon.ws_url("")).await;
-    let mut peers = Vec::new();
     for _ in 0..2 {
-        let (reply, pc) = offer_without_ice(&mut ws).await;
+        let reply = offer_without_ice(&mut ws).await;
         assert_eq!(reply["sdp"]["type"], "answer", "{reply}");
-        peers.push(pc);
     }
-    let (reply, _pc) = offer_without_ice(&mut ws).await;
+    let reply = offer_without_ice(&mut ws).await;
     assert_eq!(reply["error"]["code"], "rate_limited", "{reply}");
     let message = reply["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("try again in"), "{message}");

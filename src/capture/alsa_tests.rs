@@ -1,5 +1,5 @@
 //! Unit tests of the conversion path of [`super::AlsaSource`]: resampling, channel mixing,
-//! chunking and capture instants. The device side is covered by `tests/alsa_capture.rs`.
+//! chunking and capture instants. The device side is covered by `tests/it/alsa_capture.rs`.
 
 use std::f64::consts::TAU;
 

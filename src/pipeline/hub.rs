@@ -745,7 +745,7 @@ impl OutputWorker {
 /// Fault injection for the tests, in debug builds only (release binaries have no such hook):
 /// `PEERCAM_FAULT=video-encoder-error-at-frame:N` makes one video encoder call fail, once
 /// per process, as a library error would, when the output has encoded N frames
-/// (tests/load.rs checks the error is logged and the viewer keeps receiving video).
+/// (tests/it/load.rs checks the error is logged and the viewer keeps receiving video).
 #[cfg(debug_assertions)]
 fn injected_encoder_fault(
     encoded: u64,

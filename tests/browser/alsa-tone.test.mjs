@@ -1,5 +1,5 @@
 // Audio captured from a real ALSA device reaches the browser. The daemon opens the capture PCM
-// `peercamtest`, an ALSA `file` plugin device (as in tests/alsa_capture.rs) whose input is a
+// `peercamtest`, an ALSA `file` plugin device (as in tests/it/alsa_capture.rs) whose input is a
 // 1000 Hz tone at -6 dBFS, not the built-in 440 Hz / -12 dBFS test tone; Chromium dials,
 // WebAudio finds the dominant frequency of what it plays and getStats() its level. A control
 // run against `source = "test"` must find 440 Hz with the same measurement.

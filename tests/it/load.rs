@@ -4,7 +4,7 @@
 //! error. After each, the daemon's file descriptors and tokio tasks (`peercam_open_fds`,
 //! `peercam_tasks`) must come back to what they were before: nothing leaks.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! rate limit, HTTPS with a self-signed certificate, the WebSocket Origin check, and each
 //! `[limits]` key (connections, pending dials, dials per minute, ICE deadline, idle sockets).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

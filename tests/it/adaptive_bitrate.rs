@@ -2,7 +2,7 @@
 //! send REMB as a browser would; the encoder target is read from `/metrics` and from the
 //! `{"bitrate": …}` signaling messages.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

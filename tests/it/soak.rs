@@ -1,7 +1,7 @@
 //! Soak: webrtc-rs viewers join and leave the real daemon every few seconds (1 to 4 at a
 //! time, each staying 2 to 6 s) for `PEERCAM_SOAK_SECONDS` (45 by default, for CI; the
 //! figures in BENCHMARKS.md are from a 600 s run:
-//! `PEERCAM_SOAK_SECONDS=600 cargo test --test soak -- --nocapture`).
+//! `PEERCAM_SOAK_SECONDS=600 cargo test --test it soak:: -- --nocapture`).
 //!
 //! Memory is compared at equal load, which is what makes a 1 MB bound honest: RSS moves by
 //! megabytes with the number of viewers in a call at the moment it is read, so after the
@@ -11,7 +11,7 @@
 //! one: see [`SETTLED_RUN`]), and file descriptors and tokio tasks must be exactly the same.
 //! RSS is also sampled every 3 s during the run and reported.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! End to end: the real daemon on a loopback port with the test sources; a webrtc-rs client
 //! dials over `/ws` exactly as a browser would and counts the RTP it receives.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! microphone is the ALSA `file` plugin reading a FIFO, and when the test stops writing to
 //! the FIFO the audio thread blocks inside alsa-lib, exactly like a hung driver.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;

@@ -1,37 +1,46 @@
 #!/usr/bin/env bash
-# Fuzzes peercam's parsers of outside input (cargo-fuzz, libFuzzer): the signaling message
-# parser, the offer-handling / codec-choice path and the config parser. fuzz/README.md says
-# what each target checks.
+# Fuzzes peercam's parsers of outside input with libFuzzer (libfuzzer-sys): the signaling
+# message parser, the offer-handling / codec-choice path and the config parser. fuzz/README.md
+# says what each target checks.
 #
-#   bash scripts/fuzz.sh [--seconds N] [--runs N] [target ...]
+#   bash scripts/fuzz.sh [--seconds N | --runs N] [--instrument peercam|all] [target ...]
 #
 # Targets: signaling, offer, config (default: all three). Each runs for N seconds (default
-# $FUZZ_SECONDS, else 30), or for N executions with --runs (then without a time limit), from
-# the committed seed corpus fuzz/corpus/<target>/ (read only: new inputs go to the scratch
-# corpus fuzz/scratch/<target>/, emptied first) with the dictionary fuzz/dictionaries/<target>.dict.
-# A crash (panic), timeout or out-of-memory leaves its input in fuzz/artifacts/<target>/ and
-# fails the run; the script prints the input's path and the command that reproduces it.
+# $FUZZ_SECONDS, else 30), or for N executions with --runs (then without a time limit;
+# `--runs 0` only replays the corpus), from the committed seed corpus fuzz/corpus/<target>/
+# (read only: new inputs go to the scratch corpus fuzz/scratch/<target>/, emptied first) with
+# the dictionary fuzz/dictionaries/<target>.dict. A crash (panic), timeout or out-of-memory
+# leaves its input in fuzz/artifacts/<target>/ and fails the run; the script prints the
+# input's path and the command that reproduces it.
 #
-# Installs what it needs: the build packages (scripts/install-deps.sh), cargo-fuzz (pinned,
-# `cargo install --locked`) when missing. The toolchain is the pinned stable one
-# (rust-toolchain.toml): cargo-fuzz's -Z flags are allowed with RUSTC_BOOTSTRAP=1, no nightly.
-# Built without a sanitizer (`-s none`: the targets are safe Rust; a panic or failed assertion
-# is the crash), in fuzz/target (FUZZ_TARGET_DIR overrides), all targets in one cargo run.
+# --instrument peercam (default): coverage instrumentation on peercam's own code and the
+#   targets only (fuzz/rustc-sancov.sh as cargo's workspace wrapper), in the dev profile and
+#   target/ like the tests, so every dependency is the one the tests built: a build of about
+#   two minutes after `cargo test`. libFuzzer sees no coverage inside serde_json or toml. For
+#   short runs (the test command: the corpus plus a few seconds per target).
+# --instrument all: every crate instrumented, as cargo-fuzz does (the same flags in RUSTFLAGS
+#   with an explicit --target, so build scripts and proc macros stay plain), in
+#   target/fuzz-all: the whole dependency tree built once more. For long runs
+#   (`scripts/test.sh --full`: 5 minutes per target).
+#
+# No sanitizer: the targets are safe Rust, a panic or failed assertion is the crash. Stable
+# toolchain (rust-toolchain.toml), no cargo-fuzz: the flags are rustc's stable -C options.
 #
 # Prints one summary line per target and `N passed, N failed`; exits 1 if any target failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CARGO_FUZZ_VERSION=0.13.1
 ALL_TARGETS=(signaling offer config)
 seconds=${FUZZ_SECONDS:-30}
 runs=""
+instrument=peercam
 targets=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while (($#)); do
   case "$1" in
     --seconds) seconds=${2:?--seconds needs a number}; shift 2 ;;
     --runs) runs=${2:?--runs needs a number}; shift 2 ;;
+    --instrument) instrument=${2:?--instrument needs peercam or all}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     *)
@@ -50,35 +59,39 @@ done
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "fuzz: build packages, cargo-fuzz $CARGO_FUZZ_VERSION"
+step "fuzz: build packages"
 # peercam's own build packages; libFuzzer (libfuzzer-sys) is C++, built with g++.
 scripts/install-deps.sh
 scripts/apt-install.sh g++
-if [[ "$(cargo fuzz --version 2>/dev/null)" != *" $CARGO_FUZZ_VERSION" ]]; then
-  cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
-fi
 
-# cargo-fuzz passes -Z flags to cargo and rustc; the pinned stable toolchain takes them so.
-export RUSTC_BOOTSTRAP=1
-target_dir=${FUZZ_TARGET_DIR:-$PWD/fuzz/target}
-triple=$(rustc -vV | sed -n 's/^host: //p')
-build=(cargo fuzz build --sanitizer none --target-dir "$target_dir")
-step "fuzz: build (${build[*]})"
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+bins=()
+for t in "${targets[@]}"; do bins+=(--bin "$t"); done
+case "$instrument" in
+  peercam)
+    build=(env RUSTC_WORKSPACE_WRAPPER="$PWD/fuzz/rustc-sancov.sh"
+      cargo build --locked -p peercam-fuzz "${bins[@]}")
+    bin_dir="$target_dir/debug"
+    ;;
+  all)
+    triple=$(rustc -vV | sed -n 's/^host: //p')
+    target_dir="$target_dir/fuzz-all"
+    build=(env RUSTFLAGS="$(fuzz/rustc-sancov.sh --flags)"
+      cargo build --locked -p peercam-fuzz "${bins[@]}" --target "$triple" --target-dir "$target_dir")
+    bin_dir="$target_dir/$triple/debug"
+    ;;
+  *) echo "fuzz.sh: --instrument takes peercam or all, not $instrument" >&2; exit 2 ;;
+esac
+step "fuzz: build, instrumenting $instrument (${build[*]})"
 start=$SECONDS
-# The daemon's dependency versions (fuzz/Cargo.lock is not committed; cargo adds libFuzzer's).
-cp Cargo.lock fuzz/Cargo.lock
-if ((${#targets[@]} == 1)); then
-  "${build[@]}" "${targets[0]}"
-else
-  "${build[@]}"
-fi
+"${build[@]}"
 echo "fuzz: built in $((SECONDS - start)) s"
 
 passed=0
 failed=0
 summaries=()
 for t in "${targets[@]}"; do
-  bin="$target_dir/$triple/release/$t"
+  bin="$bin_dir/$t"
   scratch="fuzz/scratch/$t"
   artifacts="fuzz/artifacts/$t"
   rm -rf "$scratch"
@@ -116,9 +129,8 @@ for t in "${targets[@]}"; do
     echo "fuzz: $t FAILED (exit status $status); full output: $log" >&2
     for c in "${crashes[@]}"; do
       echo "fuzz: $t crash input: $c" >&2
-      echo "fuzz:   reproduce: RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none $t $c" >&2
-      echo "fuzz:   or:        $bin $c" >&2
-      echo "fuzz:   minimise:  RUSTC_BOOTSTRAP=1 cargo fuzz tmin --sanitizer none $t $c" >&2
+      echo "fuzz:   reproduce: $bin $c" >&2
+      echo "fuzz:   minimise:  $bin -minimize_crash=1 -runs=10000 $c" >&2
     done
   fi
   summary="fuzz $t: ${execs:-?} executions in $elapsed s (${rate:-?} exec/s), cov ${cov:-?} ft ${ft:-?}, corpus ${corp:-?}, new inputs $(find "$scratch" -type f | wc -l), crashes ${#crashes[@]}: $verdict"

@@ -10,6 +10,7 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 Usage: cross/build.sh [--no-deb] TARGET...     TARGET: aarch64, armv7 or x86_64
+       cross/build.sh --test-build x86_64
 
 Builds target/<triple>/release/peercam and (unless --no-deb) the .deb in
 target/<triple>/debian/ with cargo-deb, for each TARGET. Several targets are built by one
@@ -23,21 +24,29 @@ cargo-deb are installed on first use.
   x86_64    x86_64-unknown-linux-gnu       .deb arch amd64
 
 Options:
-  --no-deb    build the binary only
-  -h, --help  this text
+  --no-deb      build the binary only
+  --test-build  build nothing: package the test build's binary (target/debug/peercam, which
+                `cargo test` built) into target/debug/debian/, stripped, for the systemd VM
+                test of the default test tier; host (x86_64) only. Not a package to ship.
+  -h, --help    this text
 
 Environment: CARGO_TARGET_DIR is honoured (default: target/ in the repository).
 EOF
 }
 
+# The cargo-deb the packages are made with (its flags and output are what the tests check).
+CARGO_DEB_VERSION=3.8.0
+
 die() { printf 'cross/build.sh: error: %s\n' "$*" >&2; exit 1; }
 step() { printf '\n==> %s\n' "$*"; }
 
 build_deb=1
+test_build=0
 names=()
 while (($#)); do
   case "$1" in
     --no-deb) build_deb=0 ;;
+    --test-build) test_build=1 ;;
     -h|--help) usage; exit 0 ;;
     -*) usage >&2; die "unknown option: $1" ;;
     *) names+=("$1") ;;
@@ -45,6 +54,10 @@ while (($#)); do
   shift
 done
 ((${#names[@]})) || { usage >&2; exit 2; }
+if ((test_build)); then
+  [[ "${names[*]}" == x86_64 || "${names[*]}" == amd64 ]] || die "--test-build packages the host's test build: the target is x86_64, not ${names[*]}"
+  ((build_deb)) || die "--test-build only makes the .deb: it does not go with --no-deb"
+fi
 
 # target_vars NAME: sets triple, deb_arch and gnu (the GNU triplet of Debian's cross gcc).
 target_vars() {
@@ -144,10 +157,14 @@ done
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 
 # --- build ----------------------------------------------------------------------------------
-step "cargo build --locked --release ${target_args[*]} --bin peercam"
-start=$SECONDS
-cargo build --locked --release "${target_args[@]}" --bin peercam || die "cargo build for ${triples[*]} failed"
-echo "built in $((SECONDS - start)) s"
+if ((test_build)); then
+  [[ -x "$target_dir/debug/peercam" ]] || die "no test build in $target_dir/debug/peercam: run \`cargo test --no-run\` (or scripts/test.sh) first"
+else
+  step "cargo build --locked --release ${target_args[*]} --bin peercam"
+  start=$SECONDS
+  cargo build --locked --release "${target_args[@]}" --bin peercam || die "cargo build for ${triples[*]} failed"
+  echo "built in $((SECONDS - start)) s"
+fi
 
 # check_binary: the binary must be for the target and link the system libopus/libasound (what
 # the .deb depends on), not a bundled copy built because pkg-config did not find the target's
@@ -171,18 +188,27 @@ check_binary() {
   echo "newest glibc symbol: $glibc"
 }
 
-# build_deb: cargo deb for triple; sets deb to the package's path.
+# build_deb: cargo deb for triple (or, with --test-build, for the test build); sets deb to the
+# package's path.
 build_deb() {
   if ! grep -q '^\[package\.metadata\.deb\]' Cargo.toml; then
     die "Cargo.toml has no [package.metadata.deb] section yet: cannot build the .deb (use --no-deb for the binary only)"
   fi
-  if ! command -v cargo-deb >/dev/null; then
-    echo "installing cargo-deb into ~/.cargo/bin"
-    (cd / && env -u CARGO_TARGET_DIR cargo install cargo-deb --locked) || die "cargo install cargo-deb failed"
+  if [[ "$(cargo deb --version 2>/dev/null)" != *" $CARGO_DEB_VERSION" ]]; then
+    echo "installing cargo-deb $CARGO_DEB_VERSION into ~/.cargo/bin"
+    (cd / && env -u CARGO_TARGET_DIR cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION") ||
+      die "cargo install cargo-deb failed"
   fi
   local deb_dir="$target_dir/$triple/debian" before
+  local deb_args=(--target "$triple" --no-build --no-strip)
+  if ((test_build)); then
+    # Where cargo test put the binary (no --target); cargo deb maps target/release/ in the
+    # assets to the profile's directory. Stripped: the VM installs it through a 9p share.
+    deb_dir="$target_dir/debug/debian"
+    deb_args=(--profile dev --no-build --strip --output "$deb_dir/")
+  fi
   before="$(ls -1 "$deb_dir"/*.deb 2>/dev/null || true)"
-  cargo deb --target "$triple" --no-build --no-strip || die "cargo deb for $triple failed"
+  cargo deb "${deb_args[@]}" || die "cargo deb ${deb_args[*]} failed"
   deb="$(ls -1t "$deb_dir"/peercam_*_"$deb_arch".deb 2>/dev/null | sed -n 1p)"
   [[ -n "$deb" ]] || die "cargo deb succeeded but no peercam_*_$deb_arch.deb is in $deb_dir (before: $before)"
   dpkg-deb --info "$deb" | sed -n 's/^ \(Package\|Version\|Architecture\|Depends\|Installed-Size\):/  \1:/p'
@@ -192,14 +218,15 @@ results=()
 for triple_ in "${triples[@]}"; do
   target_vars "$triple_"
   out="$target_dir/$triple/release/peercam"
+  ((test_build)) && out="$target_dir/debug/peercam"
   step "check $out"
   check_binary
   deb=""
   if ((build_deb)); then
-    step "cargo deb --target $triple --no-build"
+    step "cargo deb for $out"
     build_deb
   fi
-  results+=("$triple: $out ($(stat -c %s "$out") bytes, stripped)${deb:+
+  results+=("$triple: $out ($(stat -c %s "$out") bytes)${deb:+
   $triple: $deb ($(stat -c %s "$deb") bytes)}")
 done
 

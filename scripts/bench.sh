@@ -15,7 +15,7 @@
 #
 # Installs what it needs on Debian 12 (the test command's packages plus ffmpeg and
 # gnuplot-nox), builds the release binary into target/x86_64-unknown-linux-gnu/release (the
-# directory the test command's `cross/build.sh x86_64` fills, so it is reused), and writes the
+# directory `scripts/test.sh --full`'s `cross/build.sh x86_64` fills, so it is reused), and writes the
 # results (JSON, and latency.png) into target/bench/. Run it on a quiet machine: every number
 # is a wall-clock or CPU measurement. BENCHMARKS.md holds the results and how to read them.
 set -euo pipefail

@@ -52,6 +52,13 @@ finish() {
   printf '%7d s  total (%d min %d s): %s\n' "$((SECONDS - start_all))" \
     "$(((SECONDS - start_all) / 60))" "$(((SECONDS - start_all) % 60))" \
     "$( ((status == 0)) && echo passed || echo FAILED)"
+  # The plain closing line: a failed step is the last one run.
+  local steps=${#times[@]}
+  if ((status == 0)); then
+    printf 'steps: %d passed, 0 failed\n' "$steps"
+  else
+    printf 'steps: %d passed, 1 failed\n' "$((steps - 1))"
+  fi
 }
 trap finish EXIT
 

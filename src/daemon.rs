@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ConfigError, ConfigOrigin, Loaded, Settings};
 use crate::http::{self, AppState, Media};
+use crate::hub::{HubError, MediaHub};
 use crate::pipeline::heartbeat::Monitor;
-use crate::pipeline::hub::{HubError, MediaHub};
 use crate::systemd;
 
 /// How long connections get to close after a stop signal before the server is dropped.

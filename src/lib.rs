@@ -17,10 +17,12 @@
 //! ```
 //!
 //! Module map: [`config`] (file + validated settings), [`capture`] (sources), [`encode`]
-//! (encoders), [`pipeline`] (queues, fan-out, keyframe requests), [`session`] (signaling
+//! (encoders), [`pipeline`] (queues, fan-out, keyframe requests), [`hub`] (sources and
+//! encoders chosen from the settings, their threads, the fan-outs), [`session`] (signaling
 //! protocol and per-viewer state, sans-IO), [`peer`] (the only module that uses webrtc-rs),
 //! [`http`] (page, WebSocket relay), [`daemon`] (start, reload, watchdog and stop of everything),
-//! [`systemd`] (the notification protocol).
+//! [`systemd`] (the notification protocol); at the bottom, [`media`] (frame types) and
+//! [`h264`] (NAL units, profile-level-id), used by capture, encode and session alike.
 
 pub mod capture;
 pub mod cli;
@@ -28,7 +30,9 @@ pub mod config;
 pub mod daemon;
 pub mod devices;
 pub mod encode;
+pub mod h264;
 pub mod http;
+pub mod hub;
 pub mod logging;
 pub mod media;
 pub mod peer;

@@ -1,12 +1,14 @@
 //! Media types that flow through the pipeline: raw frames and audio from the capture
-//! sources, encoded frames from the encoders.
+//! sources, encoded frames from the encoders, and the pool their buffers come from ([`pool`]).
 
 use std::fmt;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::pipeline::pool::FrameBuffer;
+pub mod pool;
+
+use pool::FrameBuffer;
 
 /// Audio sample rate used everywhere in peercam (Opus' native rate).
 pub const AUDIO_RATE: u32 = 48_000;
@@ -32,7 +34,7 @@ pub struct RawFrame {
     /// Pixel layout of `data`.
     pub format: PixelFormat,
     /// Tightly packed planes (no row padding): Y (w*h), U (w/2*h/2), V (w/2*h/2); from a
-    /// [`BufferPool`](crate::pipeline::pool::BufferPool) when the source captures steadily.
+    /// [`BufferPool`](crate::media::pool::BufferPool) when the source captures steadily.
     pub data: FrameBuffer,
     /// When the frame was captured (monotonic clock).
     pub capture_instant: Instant,

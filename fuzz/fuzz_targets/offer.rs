@@ -16,7 +16,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peercam::encode::passthrough::ProfileLevelId;
+use peercam::h264::ProfileLevelId;
 use peercam::media::VideoCodec::{self, Av1, H264};
 use peercam::session::codec::{self, MediaKind};
 use peercam::session::protocol::{Message, SdpKind, SessionDescription};

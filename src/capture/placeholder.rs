@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::media::pool::BufferPool;
 use crate::media::{PixelFormat, RawFrame};
-use crate::pipeline::pool::BufferPool;
 
 /// 5x7 bitmaps (one byte per row, low 5 bits, MSB = leftmost) of the letters we need.
 fn glyph(c: char) -> [u8; 7] {

@@ -15,8 +15,8 @@ use openh264::OpenH264API;
 
 use super::test_pattern::TestPattern;
 use super::{CaptureError, VideoSource};
-use crate::encode::passthrough::{nal_type, nal_units};
 use crate::encode::EncodeError;
+use crate::h264::{nal_type, nal_units};
 use crate::media::{CameraH264, VideoFrame};
 
 /// Bitrate of the simulated camera's stream.
@@ -130,7 +130,7 @@ impl VideoSource for TestH264Camera {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::passthrough::ProfileLevelId;
+    use crate::h264::ProfileLevelId;
 
     fn access_unit(camera: &mut TestH264Camera) -> CameraH264 {
         match camera.next_frame().expect("frame") {

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::capture::{CaptureError, VideoSource};
+use crate::media::pool::BufferPool;
 use crate::media::{PixelFormat, RawFrame, VideoFrame};
-use crate::pipeline::pool::BufferPool;
 
 /// Number of cells in the barcode strip (see [`decode_barcode`]).
 pub const BARCODE_CELLS: u32 = 40;

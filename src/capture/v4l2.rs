@@ -23,8 +23,8 @@ use super::convert;
 use super::formats::{self, CameraMode, Capabilities, FourCc, Request};
 use super::placeholder::Placeholder;
 use super::{CaptureError, VideoSource};
+use crate::media::pool::BufferPool;
 use crate::media::{CameraH264, PixelFormat, RawFrame, VideoFrame};
-use crate::pipeline::pool::BufferPool;
 
 /// Buffers queued to the driver (more absorbs scheduling jitter; each costs a frame of memory).
 pub const BUFFER_COUNT: u32 = 4;

@@ -306,7 +306,7 @@ mod tests {
 
     use super::*;
     use crate::capture::test_pattern::TestPattern;
-    use crate::encode::passthrough::nal_units;
+    use crate::h264::nal_units;
 
     fn settings(width: u32, height: u32, bitrate_kbps: u32) -> VideoEncoderSettings {
         VideoEncoderSettings {

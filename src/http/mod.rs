@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use self::auth::{Auth, Login};
 use self::limits::{LimitLog, RateLimiter};
 use crate::config::Settings;
+use crate::hub::MediaHub;
 use crate::peer::PeerFactory;
-use crate::pipeline::hub::MediaHub;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const LOGIN_HTML: &str = include_str!("assets/login.html");

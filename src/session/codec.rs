@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use crate::encode::passthrough::ProfileLevelId;
+use crate::h264::ProfileLevelId;
 use crate::media::VideoCodec;
 
 /// One `a=rtpmap` entry of the offer's video section, with its fmtp and feedback.

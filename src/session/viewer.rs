@@ -4,7 +4,7 @@
 //! carries out the [`Action`]s it returns. Nothing here touches a socket or a clock, so the
 //! whole conversation is tested in memory.
 
-use crate::encode::passthrough::ProfileLevelId;
+use crate::h264::ProfileLevelId;
 use crate::media::VideoCodec;
 use crate::peer::{AnswerPlan, PeerEvent};
 use crate::session::codec;

@@ -529,7 +529,7 @@ async fn sigterm_during_dials_exits_zero_promptly() {
 }
 
 /// A video encoder error (injected in debug builds: `PEERCAM_FAULT`, see
-/// src/pipeline/hub.rs): logged with the output and the reason, the encoder is replaced, and
+/// src/hub.rs): logged with the output and the reason, the encoder is replaced, and
 /// the viewer keeps receiving video, starting again at a keyframe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encoder_error_is_logged_and_the_video_goes_on() {

@@ -44,9 +44,10 @@ use peercam::encode::opus::OpusEncoder;
 use peercam::encode::{AudioEncoder, VideoEncoder, VideoEncoderSettings};
 use peercam::media::{AudioChunk, EncodedFrame, PixelFormat, RawFrame, VideoCodec};
 use peercam::peer::rtp::{RtpPacketizer, StreamKind};
-use peercam::peer::{AnswerPlan, MediaTap, PeerEvent, PeerFactory};
+use peercam::peer::{MediaTap, PeerFactory};
 use peercam::pipeline::fanout::Fanout;
 use peercam::pipeline::keyframe::KeyframeRequests;
+use peercam::session::plan::{AnswerPlan, PeerEvent};
 use peercam::session::protocol::IceCandidate;
 use rtc::rtp::packet::Packet;
 

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use super::limits::LimitLog;
 use super::{AppState, Media};
-use crate::peer::{MediaTap, PeerEvent, ViewerPeer, PEER_EVENT_CAPACITY};
+use crate::peer::{MediaTap, ViewerPeer, PEER_EVENT_CAPACITY};
+use crate::session::plan::PeerEvent;
 use crate::session::protocol::{
     BitrateTarget, ErrorBody, ErrorCode, Hello, Message, PROTOCOL_VERSION,
 };
@@ -339,7 +340,7 @@ impl Io<'_> {
     async fn start_peer(
         &self,
         offer_sdp: String,
-        plan: &crate::peer::AnswerPlan,
+        plan: &crate::session::plan::AnswerPlan,
     ) -> Result<(Call, String), ErrorBody> {
         let limits = &self.state.settings.limits;
         let remote = self.remote;

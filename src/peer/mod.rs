@@ -35,10 +35,10 @@ use webrtc::peer_connection::{
 };
 
 use crate::config::WebrtcSettings;
-use crate::media::VideoCodec;
 use crate::pipeline::bitrate::{BitrateController, Feedback, ViewerBitrate};
 use crate::pipeline::fanout::Fanout;
 use crate::pipeline::keyframe::KeyframeRequests;
+use crate::session::plan::{AnswerPlan, PeerEvent};
 use crate::session::protocol::IceCandidate;
 use rtp::{RtpPacketizer, StreamKind};
 
@@ -68,21 +68,6 @@ pub enum PeerError {
     Internal(String),
 }
 
-/// What the answer will carry, decided by the session from the offer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnswerPlan {
-    /// The video codec to send.
-    pub video_codec: VideoCodec,
-    /// The browser's payload type for that codec.
-    pub video_payload_type: u8,
-    /// The fmtp line to answer with (the browser's, with the camera's level for passthrough).
-    pub video_fmtp: String,
-    /// Send the camera's own H.264 rather than the encoder's output.
-    pub video_passthrough: bool,
-    /// The browser's payload type for Opus; `None` sends no audio.
-    pub opus_payload_type: Option<u8>,
-}
-
 /// The shared media a viewer subscribes to once connected.
 #[derive(Clone)]
 pub struct MediaTap {
@@ -95,21 +80,6 @@ pub struct MediaTap {
     /// The encoder's adaptive bitrate this viewer's congestion feedback steers; `None` for
     /// camera H.264 passthrough (not adaptive).
     pub bitrate: Option<Arc<BitrateController>>,
-}
-
-/// Something the peer wants the session to know.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PeerEvent {
-    /// A local ICE candidate to send to the browser.
-    LocalCandidate(IceCandidate),
-    /// Local gathering finished: send the end-of-candidates marker.
-    EndOfCandidates,
-    /// ICE and DTLS are up; media flows.
-    Connected,
-    /// The connection failed or was lost for good.
-    Failed(String),
-    /// The connection closed.
-    Closed,
 }
 
 /// Builds one peer connection per viewer from the `[webrtc]` settings.

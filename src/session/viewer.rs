@@ -6,8 +6,8 @@
 
 use crate::h264::ProfileLevelId;
 use crate::media::VideoCodec;
-use crate::peer::{AnswerPlan, PeerEvent};
 use crate::session::codec;
+use crate::session::plan::{AnswerPlan, PeerEvent};
 use crate::session::protocol::{
     self, Bye, ByeReason, ErrorBody, ErrorCode, IceCandidate, Message, SdpKind, SessionDescription,
 };

@@ -1,0 +1,37 @@
+//! What the session asks of a viewer's peer connection and what it hears back: the answer it
+//! plans from the offer ([`AnswerPlan`]) and the peer's events ([`PeerEvent`]). The session
+//! defines them; `peer/` (the only module that uses webrtc-rs) carries them out, so the session
+//! imports nothing of it.
+
+use crate::media::VideoCodec;
+use crate::session::protocol::IceCandidate;
+
+/// What the answer will carry, decided by the session from the offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerPlan {
+    /// The video codec to send.
+    pub video_codec: VideoCodec,
+    /// The browser's payload type for that codec.
+    pub video_payload_type: u8,
+    /// The fmtp line to answer with (the browser's, with the camera's level for passthrough).
+    pub video_fmtp: String,
+    /// Send the camera's own H.264 rather than the encoder's output.
+    pub video_passthrough: bool,
+    /// The browser's payload type for Opus; `None` sends no audio.
+    pub opus_payload_type: Option<u8>,
+}
+
+/// Something the peer wants the session to know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    /// A local ICE candidate to send to the browser.
+    LocalCandidate(IceCandidate),
+    /// Local gathering finished: send the end-of-candidates marker.
+    EndOfCandidates,
+    /// ICE and DTLS are up; media flows.
+    Connected,
+    /// The connection failed or was lost for good.
+    Failed(String),
+    /// The connection closed.
+    Closed,
+}

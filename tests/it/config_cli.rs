@@ -139,28 +139,10 @@ fn bad_listen_flag_is_a_usage_error() {
 /// Starts the daemon, collects its log until it says where it listens (or 30 s pass), then
 /// stops it. Returns the log lines.
 fn start_and_stop(args: &[&str]) -> Vec<String> {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    use std::sync::mpsc;
     use std::time::Duration;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_peercam"))
-        .args(args)
-        .env_remove("JOURNAL_STREAM")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn peercam");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    let (mut child, rx) = crate::common::spawn(&args, &[]);
     let mut lines = Vec::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
         let done = line.contains("listening on");

@@ -55,6 +55,34 @@ level = "info"
     )
 }
 
+/// Starts the real `peercam` binary with `args` and `env` (outside systemd: no journal, no
+/// notification socket; `RUST_LOG=info`). Its stderr lines arrive on the receiver, each also
+/// echoed to the test's own stderr (shown when a test fails).
+pub fn spawn(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peercam"))
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn peercam");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[peercam] {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
 impl Daemon {
     /// Starts `peercam --config <file>` and waits until it logs its listening address.
     pub fn start(config: &str) -> Daemon {
@@ -66,28 +94,7 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("peercam.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_peercam"))
-            .arg("--config")
-            .arg(&path)
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn peercam");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[peercam] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, rx) = spawn(&["--config".as_ref(), path.as_os_str()], env);
         let deadline = Instant::now() + Duration::from_secs(20);
         let port = loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -198,16 +198,21 @@ async function checkAssetsCurrent(url, bin, headers) {
   }
 }
 
-/** Headless Debian Chromium with the flags WebRTC on loopback needs. */
-export function launchChromium() {
+/**
+ * Headless Debian Chromium with the flags WebRTC on loopback needs (every browser test here,
+ * the VM tests and the cross smoke test launch it through this). `fakeMedia`: a synthetic
+ * camera and microphone, for room mode (the viewer page never asks for a camera); `extraArgs`
+ * are appended.
+ */
+export function launchChromium({ fakeMedia = true, extraArgs = [] } = {}) {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
       '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--disable-quic',
       '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
-      // Room mode only (the viewer page never asks for a camera): a synthetic camera and mic.
-      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      ...(fakeMedia ? ['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'] : []),
+      ...extraArgs,
     ],
   });
 }

@@ -19,9 +19,8 @@ import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSyn
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { chromium } from '../browser/node_modules/playwright-core/index.mjs';
 import {
-  logIn, openPage, pageState, rawClient, recordPeerConnections, sleep, waitForFrames,
+  launchChromium, logIn, openPage, pageState, rawClient, recordPeerConnections, sleep, waitForFrames,
 } from '../browser/helpers.mjs';
 
 const url = process.env.PEERCAM_VM_URL || 'http://127.0.0.1:17100/';
@@ -258,15 +257,7 @@ const auth = () => ({ Authorization: `Bearer ${password}` });
 
 before(async () => {
   assert.ok(share && deb, 'PEERCAM_VM_SHARE and PEERCAM_VM_DEB are not set: run this through tests/vm/systemd.sh');
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-    args: [
-      '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-quic',
-      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
-      ...extraArgs,
-    ],
-  });
+  browser = await launchChromium({ fakeMedia: false, extraArgs });
 });
 
 after(async () => {

@@ -40,8 +40,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { chromium } from '../browser/node_modules/playwright-core/index.mjs';
-import { openPage, pageState, rawClient, sleep, waitForFrames } from '../browser/helpers.mjs';
+import {
+  launchChromium, openPage, pageState, rawClient, sleep, waitForFrames,
+} from '../browser/helpers.mjs';
 
 const url = process.env.PEERCAM_VM_URL || 'http://127.0.0.1:17000/';
 const wsUrl = `${url.replace(/^http/, 'ws')}ws`;
@@ -376,15 +377,7 @@ function report(line) {
 
 let browser;
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
-    args: [
-      '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-quic',
-      '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
-      ...extraArgs,
-    ],
-  });
+  browser = await launchChromium({ fakeMedia: false, extraArgs });
 });
 after(async () => {
   await browser?.close();

@@ -103,21 +103,24 @@ fn chunk_offset(index: u64) -> Duration {
     Duration::from_millis(index.saturating_mul(u64::from(AUDIO_FRAME_MS)))
 }
 
+/// Power of `samples` (mono, 48 kHz) at `freq` Hz, by the Goertzel algorithm, normalised by
+/// length so a sine of amplitude A gives A²/4: the tests of the tone and of the Opus round
+/// trip read the beep's frequency with it.
+#[cfg(test)]
+pub(crate) fn goertzel(samples: &[f64], freq: f64) -> f64 {
+    let coeff = 2.0 * (TAU * freq / f64::from(AUDIO_RATE)).cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &x in samples {
+        let s0 = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (samples.len() as f64).powi(2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Power of `samples` (mono) at `freq` Hz, by the Goertzel algorithm, normalised by length.
-    fn goertzel(samples: &[f64], freq: f64) -> f64 {
-        let coeff = 2.0 * (TAU * freq / f64::from(AUDIO_RATE)).cos();
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for &x in samples {
-            let s0 = x + coeff * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (samples.len() as f64).powi(2)
-    }
 
     fn left_channel(chunks: &[Vec<i16>], channels: usize) -> Vec<f64> {
         chunks

@@ -112,7 +112,6 @@ fn encode_error(reason: String) -> EncodeError {
 
 #[cfg(test)]
 mod tests {
-    use std::f64::consts::TAU;
     use std::time::Instant;
 
     use audiopus::coder::Decoder;
@@ -120,20 +119,7 @@ mod tests {
     use audiopus::MutSignals;
 
     use super::*;
-    use crate::capture::test_tone::TestTone;
-    use crate::media::AUDIO_RATE;
-
-    /// Power at `freq` Hz (Goertzel), normalised so a sine of amplitude A gives A^2/4.
-    fn goertzel(samples: &[f64], freq: f64) -> f64 {
-        let coeff = 2.0 * (TAU * freq / f64::from(AUDIO_RATE)).cos();
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for &x in samples {
-            let s0 = x + coeff * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (samples.len() as f64).powi(2)
-    }
+    use crate::capture::test_tone::{goertzel, TestTone};
 
     fn encode_decode(channels: u8) -> (Vec<usize>, Vec<f64>) {
         let tone = TestTone::new(channels);

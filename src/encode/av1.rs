@@ -132,7 +132,10 @@ impl Av1Encoder {
                 Ok(packet) => {
                     let frameno = packet.input_frameno;
                     let capture_instant = self.pending.get(&frameno).copied().ok_or_else(|| {
-                        encode_error(format!("rav1e returned unknown input frame {frameno}"))
+                        EncodeError::encode(
+                            CODEC,
+                            format!("rav1e returned unknown input frame {frameno}"),
+                        )
                     })?;
                     // Packets come out in input order: drop this frame and any before it.
                     self.pending = self.pending.split_off(&(frameno + 1));
@@ -145,7 +148,7 @@ impl Av1Encoder {
                 // A frame went into the encoder's state without a packet yet; ask again.
                 Err(EncoderStatus::Encoded) => {}
                 Err(EncoderStatus::NeedMoreData) | Err(EncoderStatus::LimitReached) => break,
-                Err(e) => return Err(encode_error(format!("receive_packet: {e}"))),
+                Err(e) => return Err(EncodeError::encode(CODEC, format!("receive_packet: {e}"))),
             }
         }
         Ok(out)
@@ -182,11 +185,12 @@ impl VideoEncoder for Av1Encoder {
             Ok(()) => {}
             // Cannot happen while every packet is drained after each frame, as below.
             Err(EncoderStatus::EnoughData) => {
-                return Err(encode_error(
-                    "rav1e refused a frame (queue full); packets were not drained".into(),
+                return Err(EncodeError::encode(
+                    CODEC,
+                    "rav1e refused a frame (queue full); packets were not drained",
                 ))
             }
-            Err(e) => return Err(encode_error(format!("send_frame: {e}"))),
+            Err(e) => return Err(EncodeError::encode(CODEC, format!("send_frame: {e}"))),
         }
         self.pending.insert(self.frames_in, frame.capture_instant);
         self.frames_in += 1;
@@ -201,9 +205,10 @@ impl VideoEncoder for Av1Encoder {
                 .and_then(|b| i32::try_from(b).ok())
                 .is_none()
         {
-            return Err(encode_error(format!(
-                "bitrate {kbps} kbit/s is out of range"
-            )));
+            return Err(EncodeError::encode(
+                CODEC,
+                format!("bitrate {kbps} kbit/s is out of range"),
+            ));
         }
         self.wanted_kbps = kbps;
         Ok(())
@@ -215,7 +220,7 @@ fn new_context(settings: &VideoEncoderSettings) -> Result<Context<u8>, EncodeErr
     let tiles = tiles_for(settings.width, settings.height, settings.threads);
     rav1e_config(settings, SPEED_PRESET, tiles, tiles)?
         .new_context::<u8>()
-        .map_err(|e| setup_error(format!("invalid configuration: {e}")))
+        .map_err(|e| EncodeError::setup(CODEC, format!("invalid configuration: {e}")))
 }
 
 /// The rav1e configuration peercam encodes with for `settings` (its `threads` aside), at speed
@@ -233,10 +238,10 @@ pub fn rav1e_config(
         .checked_mul(1000)
         .and_then(|b| i32::try_from(b).ok())
         .ok_or_else(|| {
-            setup_error(format!(
-                "bitrate {} kbit/s is too large",
-                settings.bitrate_kbps
-            ))
+            EncodeError::setup(
+                CODEC,
+                format!("bitrate {} kbit/s is too large", settings.bitrate_kbps),
+            )
         })?;
     let (tiles, threads) = (tiles.clamp(1, 16), threads.clamp(1, 16));
     let keyframe_interval = u64::from(settings.keyframe_interval_s) * u64::from(settings.fps);
@@ -280,20 +285,6 @@ fn strip_temporal_delimiter(mut data: Vec<u8>) -> Bytes {
 fn tiles_for(width: u32, height: u32, cores: usize) -> usize {
     let by_size = (width as usize * height as usize) / 150_000;
     by_size.clamp(1, cores.clamp(1, 16))
-}
-
-fn setup_error(reason: String) -> EncodeError {
-    EncodeError::Setup {
-        codec: CODEC,
-        reason,
-    }
-}
-
-fn encode_error(reason: String) -> EncodeError {
-    EncodeError::Encode {
-        codec: CODEC,
-        reason,
-    }
 }
 
 /// The type of every OBU in a low-overhead-format temporal unit (1 = sequence header,

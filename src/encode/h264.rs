@@ -94,9 +94,12 @@ impl H264Encoder {
                 .set_option(option, std::ptr::addr_of_mut!(info).cast())
         };
         if code != 0 {
-            return Err(encode_error(format!(
-                "openh264 SetOption({option}) to {bitrate_bps} bit/s failed with code {code}"
-            )));
+            return Err(EncodeError::encode(
+                CODEC,
+                format!(
+                    "openh264 SetOption({option}) to {bitrate_bps} bit/s failed with code {code}"
+                ),
+            ));
         }
         Ok(())
     }
@@ -129,7 +132,7 @@ fn build(settings: &VideoEncoderSettings) -> Result<Encoder, EncodeError> {
         // The capture sources produce BT.601 limited-range YUV.
         .vui(VuiConfig::bt601());
     Encoder::with_api_config(OpenH264API::from_source(), config)
-        .map_err(|e| setup_error(e.to_string()))
+        .map_err(|e| EncodeError::setup(CODEC, e.to_string()))
 }
 
 /// `kbps` in bit/s as openh264 takes it (a C int).
@@ -137,7 +140,7 @@ fn bitrate_bps(kbps: u32) -> Result<i32, EncodeError> {
     kbps.checked_mul(1000)
         .and_then(|b| i32::try_from(b).ok())
         .filter(|b| *b > 0)
-        .ok_or_else(|| setup_error(format!("bitrate {kbps} kbit/s is out of range")))
+        .ok_or_else(|| EncodeError::setup(CODEC, format!("bitrate {kbps} kbit/s is out of range")))
 }
 
 impl VideoEncoder for H264Encoder {
@@ -166,7 +169,7 @@ impl VideoEncoder for H264Encoder {
         let stream = self
             .encoder
             .encode_at(&yuv, timestamp)
-            .map_err(|e| encode_error(e.to_string()))?;
+            .map_err(|e| EncodeError::encode(CODEC, e.to_string()))?;
         self.initialized = true;
         let keyframe = match stream.frame_type() {
             FrameType::IDR => true,
@@ -174,7 +177,10 @@ impl VideoEncoder for H264Encoder {
             // Rate control dropped this frame: nothing to send.
             FrameType::Skip => return Ok(Vec::new()),
             FrameType::Invalid => {
-                return Err(encode_error("openh264 returned an invalid frame".into()))
+                return Err(EncodeError::encode(
+                    CODEC,
+                    "openh264 returned an invalid frame",
+                ))
             }
         };
         let data = stream.to_vec();
@@ -221,7 +227,7 @@ pub(crate) fn validate_video_settings(
     codec: &'static str,
     settings: &VideoEncoderSettings,
 ) -> Result<(), EncodeError> {
-    let fail = |reason: String| Err(EncodeError::Setup { codec, reason });
+    let fail = |reason: String| Err(EncodeError::setup(codec, reason));
     if settings.width < 16
         || settings.height < 16
         || !settings.width.is_multiple_of(2)
@@ -251,7 +257,7 @@ pub(crate) fn check_frame_for(
     width: u32,
     height: u32,
 ) -> Result<(), EncodeError> {
-    let fail = |reason: String| Err(EncodeError::Encode { codec, reason });
+    let fail = |reason: String| Err(EncodeError::encode(codec, reason));
     if frame.format != PixelFormat::I420 {
         return fail(format!("frame format {:?} is not I420", frame.format));
     }
@@ -274,30 +280,19 @@ pub(crate) fn check_frame_for(
 fn validate(settings: &VideoEncoderSettings) -> Result<(), EncodeError> {
     validate_video_settings(CODEC, settings)?;
     if settings.width > 3840 || settings.height > 2160 {
-        return Err(setup_error(format!(
-            "frame size {}x{} is larger than openh264's 3840x2160",
-            settings.width, settings.height
-        )));
+        return Err(EncodeError::setup(
+            CODEC,
+            format!(
+                "frame size {}x{} is larger than openh264's 3840x2160",
+                settings.width, settings.height
+            ),
+        ));
     }
     Ok(())
 }
 
 fn check_frame(frame: &RawFrame, width: u32, height: u32) -> Result<(), EncodeError> {
     check_frame_for(CODEC, frame, width, height)
-}
-
-fn setup_error(reason: String) -> EncodeError {
-    EncodeError::Setup {
-        codec: CODEC,
-        reason,
-    }
-}
-
-fn encode_error(reason: String) -> EncodeError {
-    EncodeError::Encode {
-        codec: CODEC,
-        reason,
-    }
 }
 
 #[cfg(test)]

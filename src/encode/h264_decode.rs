@@ -42,10 +42,7 @@ pub enum Decoded {
 impl H264Decoder {
     /// A decoder waiting for the first IDR.
     pub fn new() -> Result<Self, EncodeError> {
-        let decoder = Decoder::new().map_err(|e| EncodeError::Setup {
-            codec: CODEC,
-            reason: e.to_string(),
-        })?;
+        let decoder = Decoder::new().map_err(|e| EncodeError::setup(CODEC, e.to_string()))?;
         Ok(H264Decoder {
             decoder,
             stream: H264Passthrough::new(),
@@ -74,10 +71,7 @@ impl H264Decoder {
             Ok(None) => return Ok(Decoded::Nothing),
             Err(e) => {
                 self.stream.restart();
-                return Err(EncodeError::Encode {
-                    codec: CODEC,
-                    reason: e.to_string(),
-                });
+                return Err(EncodeError::encode(CODEC, e.to_string()));
             }
         };
         let (w, h) = picture.dimensions();
@@ -95,10 +89,10 @@ impl H264Decoder {
             data.extend_from_slice(&row[..w / 2]);
         }
         if data.len() != RawFrame::i420_len(w as u32, h as u32) {
-            return Err(EncodeError::Encode {
-                codec: CODEC,
-                reason: format!("decoded picture {w}x{h} has short planes"),
-            });
+            return Err(EncodeError::encode(
+                CODEC,
+                format!("decoded picture {w}x{h} has short planes"),
+            ));
         }
         Ok(Decoded::Frame(RawFrame {
             width: w as u32,

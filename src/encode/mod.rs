@@ -29,6 +29,24 @@ pub enum EncodeError {
     },
 }
 
+impl EncodeError {
+    /// [`EncodeError::Setup`] of `codec`.
+    pub fn setup(codec: &'static str, reason: impl Into<String>) -> EncodeError {
+        EncodeError::Setup {
+            codec,
+            reason: reason.into(),
+        }
+    }
+
+    /// [`EncodeError::Encode`] of `codec`.
+    pub fn encode(codec: &'static str, reason: impl Into<String>) -> EncodeError {
+        EncodeError::Encode {
+            codec,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Settings every video encoder takes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoEncoderSettings {

@@ -43,23 +43,27 @@ impl OpusEncoder {
             1 => Channels::Mono,
             2 => Channels::Stereo,
             other => {
-                return Err(setup_error(format!(
-                    "{other} channels: Opus here takes 1 or 2"
-                )))
+                return Err(EncodeError::setup(
+                    CODEC,
+                    format!("{other} channels: Opus here takes 1 or 2"),
+                ))
             }
         };
         if !(6..=510).contains(&bitrate_kbps) {
-            return Err(setup_error(format!(
-                "bitrate {bitrate_kbps} kbit/s is outside Opus' 6..=510 kbit/s"
-            )));
+            return Err(EncodeError::setup(
+                CODEC,
+                format!("bitrate {bitrate_kbps} kbit/s is outside Opus' 6..=510 kbit/s"),
+            ));
         }
         let mut encoder = Encoder::new(SampleRate::Hz48000, opus_channels, Application::Audio)
-            .map_err(|e| setup_error(format!("creating the encoder: {e}")))?;
+            .map_err(|e| EncodeError::setup(CODEC, format!("creating the encoder: {e}")))?;
         // Checked above: at most 510_000, fits an i32.
         let bps = (bitrate_kbps * 1000) as i32;
         encoder
             .set_bitrate(Bitrate::BitsPerSecond(bps))
-            .map_err(|e| setup_error(format!("setting bitrate {bitrate_kbps} kbit/s: {e}")))?;
+            .map_err(|e| {
+                EncodeError::setup(CODEC, format!("setting bitrate {bitrate_kbps} kbit/s: {e}"))
+            })?;
         Ok(OpusEncoder {
             encoder,
             channels,
@@ -71,42 +75,34 @@ impl OpusEncoder {
 impl AudioEncoder for OpusEncoder {
     fn encode(&mut self, chunk: &AudioChunk) -> Result<EncodedFrame, EncodeError> {
         if chunk.channels != self.channels {
-            return Err(encode_error(format!(
-                "chunk has {} channels, the encoder was set up for {}",
-                chunk.channels, self.channels
-            )));
+            return Err(EncodeError::encode(
+                CODEC,
+                format!(
+                    "chunk has {} channels, the encoder was set up for {}",
+                    chunk.channels, self.channels
+                ),
+            ));
         }
         let expected = AUDIO_FRAME_SAMPLES * usize::from(self.channels);
         if chunk.samples.len() != expected {
-            return Err(encode_error(format!(
-                "chunk holds {} samples, 20 ms of {} channel(s) is {expected}",
-                chunk.samples.len(),
-                self.channels
-            )));
+            return Err(EncodeError::encode(
+                CODEC,
+                format!(
+                    "chunk holds {} samples, 20 ms of {} channel(s) is {expected}",
+                    chunk.samples.len(),
+                    self.channels
+                ),
+            ));
         }
         let len = self
             .encoder
             .encode(&chunk.samples, &mut self.buffer)
-            .map_err(|e| encode_error(e.to_string()))?;
+            .map_err(|e| EncodeError::encode(CODEC, e.to_string()))?;
         Ok(EncodedFrame {
             data: Bytes::copy_from_slice(&self.buffer[..len]),
             keyframe: true,
             capture_instant: chunk.capture_instant,
         })
-    }
-}
-
-fn setup_error(reason: String) -> EncodeError {
-    EncodeError::Setup {
-        codec: CODEC,
-        reason,
-    }
-}
-
-fn encode_error(reason: String) -> EncodeError {
-    EncodeError::Encode {
-        codec: CODEC,
-        reason,
     }
 }
 

@@ -103,15 +103,20 @@ impl std::fmt::Display for ProfileLevelId {
     }
 }
 
+/// Small NAL units and an Annex B writer for the tests of this module and of passthrough.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod samples {
+    use super::START_CODE;
 
-    const SPS: &[u8] = &[0x67, 0x64, 0x00, 0x28, 0xac, 0xd9];
-    const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb];
-    const IDR: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x21];
+    /// An SPS: High profile (100), level 4.0.
+    pub const SPS: &[u8] = &[0x67, 0x64, 0x00, 0x28, 0xac, 0xd9];
+    /// A PPS.
+    pub const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb];
+    /// An IDR slice.
+    pub const IDR: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x21];
 
-    fn annex_b(units: &[&[u8]], three_byte: bool) -> Vec<u8> {
+    /// `units` as an Annex B stream, with 3- or 4-byte start codes.
+    pub fn annex_b(units: &[&[u8]], three_byte: bool) -> Vec<u8> {
         let mut out = Vec::new();
         for u in units {
             if three_byte {
@@ -123,6 +128,12 @@ mod tests {
         }
         out
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::samples::{annex_b, IDR, PPS, SPS};
+    use super::*;
 
     #[test]
     fn splits_three_and_four_byte_start_codes() {

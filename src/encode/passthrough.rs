@@ -142,25 +142,10 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::h264::samples::{annex_b, IDR, PPS, SPS};
 
-    const SPS: &[u8] = &[0x67, 0x64, 0x00, 0x28, 0xac, 0xd9];
-    const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb];
-    const IDR: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x21];
     const P: &[u8] = &[0x41, 0x9a, 0x02, 0x03];
     const AUD: &[u8] = &[0x09, 0xf0];
-
-    fn annex_b(units: &[&[u8]], three_byte: bool) -> Vec<u8> {
-        let mut out = Vec::new();
-        for u in units {
-            if three_byte {
-                out.extend_from_slice(&[0, 0, 1]);
-            } else {
-                out.extend_from_slice(&START_CODE);
-            }
-            out.extend_from_slice(u);
-        }
-        out
-    }
 
     fn au(sequence: u64, units: &[&[u8]]) -> CameraH264 {
         CameraH264 {

@@ -47,6 +47,7 @@ use peercam::peer::rtp::{RtpPacketizer, StreamKind};
 use peercam::peer::{MediaTap, PeerFactory};
 use peercam::pipeline::fanout::Fanout;
 use peercam::pipeline::keyframe::KeyframeRequests;
+use peercam::session::codec::Chosen;
 use peercam::session::plan::{AnswerPlan, PeerEvent};
 use peercam::session::protocol::IceCandidate;
 use rtc::rtp::packet::Packet;
@@ -459,16 +460,18 @@ async fn part_b(
         ..WebrtcSettings::default()
     });
     let plan = AnswerPlan {
-        video_codec: codec,
-        video_payload_type: match codec {
-            VideoCodec::H264 => H264_PT,
-            VideoCodec::Av1 => AV1_PT,
+        video: Chosen {
+            codec,
+            payload_type: match codec {
+                VideoCodec::H264 => H264_PT,
+                VideoCodec::Av1 => AV1_PT,
+            },
+            fmtp: match codec {
+                VideoCodec::H264 => H264_FMTP.to_owned(),
+                VideoCodec::Av1 => String::new(),
+            },
+            passthrough: false,
         },
-        video_fmtp: match codec {
-            VideoCodec::H264 => H264_FMTP.to_owned(),
-            VideoCodec::Av1 => String::new(),
-        },
-        video_passthrough: false,
         opus_payload_type: Some(OPUS_PT),
     };
     let keyframes = Arc::new(KeyframeRequests::new());

@@ -11,9 +11,13 @@
 //! `[audio]` settings replace the media pipeline (viewers get `bye` with reason "reload" and
 //! their page dials again); changed `[webrtc]` settings apply to the next calls; `[server]`,
 //! `[limits]` and `[log]` need a restart, which the log says.
-//! Stop: SIGINT or SIGTERM cancels one token; every WebSocket task says `bye`, closes its
-//! peer and ends; the HTTP server stops accepting; the media threads stop. The whole stop is
-//! bounded by [`SHUTDOWN_GRACE`] so the process exits within a second.
+//! Stop: SIGINT or SIGTERM cancels one token; the HTTP server stops accepting; every
+//! WebSocket task says `bye`, closes its peer and ends, and the daemon waits for all of
+//! them (they are tracked); then the media threads stop. The wait is bounded by
+//! [`SHUTDOWN_GRACE`] so the process exits within a second.
+//!
+//! The running [`Settings`] and the [`MediaHub`] are owned here, by [`serve`]'s loop: a
+//! reload compares and replaces them in one place, and hands the HTTP layer new media.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,12 +30,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ConfigError, ConfigOrigin, Loaded, Settings};
-use crate::http::{self, AppState, Media};
+use crate::http::media::LiveMedia;
+use crate::http::{self, AppState, Generation};
 use crate::hub::{HubError, MediaHub};
 use crate::pipeline::heartbeat::Monitor;
 use crate::systemd;
 
-/// How long connections get to close after a stop signal before the server is dropped.
+/// How long connections get to close after a stop signal before they are abandoned.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);
 /// How often the media threads' progress is checked (and the watchdog pinged).
 pub const WATCHDOG_TICK: Duration = Duration::from_millis(1000);
@@ -116,9 +121,14 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
         .await
         .map_err(|source| DaemonError::Listen { addr, source })?;
     let local = listener.local_addr().map_err(DaemonError::Serve)?;
-    let hub = MediaHub::start(&settings)?;
+    let mut hub = MediaHub::start(&settings)?;
     let open = settings.server.password.is_none();
-    let state = AppState::new(settings, hub, shutdown.clone());
+    let state = AppState::new(
+        &settings,
+        LiveMedia::new(hub.clone(), settings.webrtc.clone()),
+        shutdown.clone(),
+    );
+    let mut running = settings;
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!("peercam listening on {scheme}://{local}/");
     if open {
@@ -131,8 +141,8 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
 
     let mut server = tokio::spawn(http::serve(listener, state.clone(), tls));
     let mut watchdog = Watchdog::new(local);
-    watchdog.wait_for_first_frame(&state).await;
-    watchdog.ready(&state).await;
+    watchdog.wait_for_first_frame(&hub).await;
+    watchdog.ready(&state, &hub);
     let mut tick = tokio::time::interval(WATCHDOG_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {
@@ -142,14 +152,14 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading the configuration");
                 systemd::reloading();
-                let result = reload(&state, &source).await;
+                let result = reload(&state, &source, &mut running, &mut hub).await;
                 watchdog.reset();
                 if let Err(e) = result {
                     break Err(e);
                 }
-                watchdog.ready(&state).await;
+                watchdog.ready(&state, &hub);
             }
-            _ = tick.tick() => watchdog.tick(&state),
+            _ = tick.tick() => watchdog.tick(&state, &hub),
             r = &mut server => break match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(DaemonError::Serve(e)),
@@ -159,15 +169,20 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
     };
     systemd::stopping();
     shutdown.cancel();
-    if !server.is_finished()
-        && tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
-            .await
-            .is_err()
+    // Every connection task sees the token: viewers get `bye`, peers close. Wait for them.
+    state.tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait())
+        .await
+        .is_err()
     {
-        warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+        warn!(
+            "{} connection task(s) still running after {SHUTDOWN_GRACE:?}; abandoning them",
+            state.tasks.len()
+        );
+    }
+    if !server.is_finished() {
         server.abort();
     }
-    let hub = state.media().await.hub.clone();
     let stopper = tokio::task::spawn_blocking(move || hub.stop());
     if tokio::time::timeout(Duration::from_millis(300), stopper)
         .await
@@ -209,9 +224,8 @@ impl Watchdog {
     }
 
     /// Waits until the capture thread delivered a frame (or [`FIRST_FRAME_WAIT`] passed).
-    async fn wait_for_first_frame(&self, state: &AppState) {
+    async fn wait_for_first_frame(&self, hub: &MediaHub) {
         let start = Instant::now();
-        let hub = state.media().await.hub.clone();
         while hub.frames_captured() == 0 {
             if start.elapsed() > FIRST_FRAME_WAIT {
                 warn!(
@@ -224,25 +238,21 @@ impl Watchdog {
         }
     }
 
-    async fn ready(&mut self, state: &AppState) {
-        self.status = self.status_line(state).await;
+    fn ready(&mut self, state: &AppState, hub: &MediaHub) {
+        self.status = self.status_of(state, hub);
         systemd::ready(&self.status);
         if systemd::under_systemd() {
             info!("ready (systemd notified): {}", self.status);
         }
     }
 
-    async fn status_line(&self, state: &AppState) -> String {
-        self.status_of(state, &*state.media().await)
-    }
-
     /// The `systemctl status` line: address, viewers in a call, video source.
-    fn status_of(&self, state: &AppState, media: &Media) -> String {
+    fn status_of(&self, state: &AppState, hub: &MediaHub) -> String {
         format!(
             "serving http://{}/ · {} viewer(s) · {}",
             self.local,
             state.viewers_in_call(),
-            media.hub.source_description()
+            hub.source_description()
         )
     }
 
@@ -252,12 +262,8 @@ impl Watchdog {
         self.stalled.clear();
     }
 
-    fn tick(&mut self, state: &AppState) {
-        // A reload holds the media lock briefly; skip this check rather than wait.
-        let Some(media) = state.try_media() else {
-            return;
-        };
-        let stalled = self.monitor.check(media.hub.heartbeat(), Instant::now());
+    fn tick(&mut self, state: &AppState, hub: &MediaHub) {
+        let stalled = self.monitor.check(hub.heartbeat(), Instant::now());
         if stalled.is_empty() {
             if !self.stalled.is_empty() {
                 info!("media threads make progress again");
@@ -278,7 +284,7 @@ impl Watchdog {
             );
             self.stalled = stalled;
         }
-        let status = self.status_of(state, &media);
+        let status = self.status_of(state, hub);
         if status != self.status {
             systemd::status(&status);
             self.status = status;
@@ -286,9 +292,15 @@ impl Watchdog {
     }
 }
 
-/// Re-reads the configuration and applies what changed (see the module documentation).
-/// Errors only when no media pipeline can run any more (neither the new nor the old one).
-async fn reload(state: &AppState, source: &ConfigSource) -> Result<(), DaemonError> {
+/// Re-reads the configuration and applies what changed (see the module documentation):
+/// `running` and `hub` are replaced here and only here. Errors only when no media pipeline
+/// can run any more (neither the new nor the old one).
+async fn reload(
+    state: &AppState,
+    source: &ConfigSource,
+    running: &mut Settings,
+    hub: &mut Arc<MediaHub>,
+) -> Result<(), DaemonError> {
     let loaded = match source.load() {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -300,8 +312,6 @@ async fn reload(state: &AppState, source: &ConfigSource) -> Result<(), DaemonErr
         ConfigOrigin::File(path) => path.display().to_string(),
         ConfigOrigin::BuiltInDefaults => "the built-in defaults".to_owned(),
     };
-    let mut guard = state.media_for_reload().await;
-    let running = guard.settings.clone();
     let mut wanted = loaded.settings;
     let needs_restart: Vec<&str> = [
         ("[server]", running.server != wanted.server),
@@ -328,27 +338,24 @@ async fn reload(state: &AppState, source: &ConfigSource) -> Result<(), DaemonErr
         info!("reload: {origin} applied (nothing that applies without a restart changed)");
         return Ok(());
     }
+    // New viewers wait for the new media while this guard is held.
+    let mut generation = state.media_for_reload().await;
     if !media_changed {
-        let updated = Media {
-            peers: crate::peer::PeerFactory::new(wanted.webrtc.clone()),
-            hub: guard.hub.clone(),
-            retired: guard.retired.clone(),
-            settings: wanted,
-        };
-        *guard = Arc::new(updated);
+        // Calls in progress keep their peers; new calls use the new [webrtc] settings.
+        generation.media = LiveMedia::new(hub.clone(), wanted.webrtc.clone());
+        *running = wanted;
         info!("reload: {origin} applied ([webrtc] changed: new calls use it)");
         return Ok(());
     }
     // The camera can be opened only once: stop the running pipeline before the new one.
-    guard.retired.cancel();
-    let old = guard.hub.clone();
-    stop_hub(old).await;
+    generation.retired.cancel();
+    stop_hub(hub.clone()).await;
     let started = {
         let wanted = wanted.clone();
         tokio::task::spawn_blocking(move || MediaHub::start(&wanted)).await
     };
-    match flatten(started) {
-        Ok(hub) => {
+    let (settings, new_hub) = match flatten(started) {
+        Ok(new_hub) => {
             let changed: Vec<&str> = [
                 ("[video]", running.video != wanted.video),
                 ("[audio]", running.audio != wanted.audio),
@@ -357,12 +364,11 @@ async fn reload(state: &AppState, source: &ConfigSource) -> Result<(), DaemonErr
             .into_iter()
             .filter_map(|(name, differs)| differs.then_some(name))
             .collect();
-            *guard = Media::new(wanted, hub);
             info!(
                 "reload: {origin} applied ({} changed; viewers were asked to dial again)",
                 changed.join(", ")
             );
-            Ok(())
+            (wanted, new_hub)
         }
         Err(e) => {
             error!(
@@ -373,11 +379,13 @@ async fn reload(state: &AppState, source: &ConfigSource) -> Result<(), DaemonErr
                 let running = running.clone();
                 tokio::task::spawn_blocking(move || MediaHub::start(&running)).await
             };
-            let hub = flatten(restarted)?;
-            *guard = Media::new(running, hub);
-            Ok(())
+            (running.clone(), flatten(restarted)?)
         }
-    }
+    };
+    *generation = Generation::new(LiveMedia::new(new_hub.clone(), settings.webrtc.clone()));
+    *hub = new_hub;
+    *running = settings;
+    Ok(())
 }
 
 async fn stop_hub(hub: Arc<MediaHub>) {

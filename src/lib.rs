@@ -33,6 +33,7 @@ pub mod encode;
 pub mod h264;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod logging;
 pub mod media;
 pub mod peer;

@@ -1,6 +1,6 @@
 //! The offer-handling / codec-choice path, without a WebRTC peer: the SDP reading and codec
-//! choice of `peercam::session::codec` and the viewer state machine that turns a browser's
-//! `{"sdp": offer}` into the answer plan (`Action::StartPeer`).
+//! choice of `peercam::session::codec` and the session machine that turns a browser's
+//! `{"sdp": offer}` into the answer plan (`Output::StartPeer`).
 //!
 //! Input: a 4-byte header, then a payload.
 //! - header[0]: bits 0-2 the configured `video.codecs` (see `preferences`), bit 3 audio
@@ -18,9 +18,10 @@
 use libfuzzer_sys::fuzz_target;
 use peercam::h264::ProfileLevelId;
 use peercam::media::VideoCodec::{self, Av1, H264};
+use peercam::session::admission::{Admission, AdmissionLimits};
 use peercam::session::codec::{self, MediaKind};
+use peercam::session::machine::{Input, MediaInfo, Output, Rules, Session, State};
 use peercam::session::protocol::{Message, SdpKind, SessionDescription};
-use peercam::session::viewer::{Action, Input, State, ViewerSession};
 
 /// Real offers (tests/fixtures/offers) that structure-aware mode edits.
 const OFFERS: [&str; 3] = [
@@ -31,6 +32,36 @@ const OFFERS: [&str; 3] = [
 
 /// `limits.max_message_bytes`' default.
 const MAX_MESSAGE_BYTES: usize = 65_536;
+
+/// The media as the session sees it: the configured codecs, audio, the camera's H.264.
+struct Media {
+    codecs: Vec<VideoCodec>,
+    audio: bool,
+    camera: Option<ProfileLevelId>,
+}
+
+impl MediaInfo for Media {
+    fn video_codecs(&self) -> Vec<VideoCodec> {
+        self.codecs.clone()
+    }
+    fn has_audio(&self) -> bool {
+        self.audio
+    }
+    fn camera_h264(&self) -> Option<ProfileLevelId> {
+        self.camera
+    }
+}
+
+/// Everything the session wants done, up to its next deadline.
+fn drain(session: &mut Session) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    loop {
+        match session.poll_output() {
+            Output::Timeout(_) => return outputs,
+            o => outputs.push(o),
+        }
+    }
+}
 
 fn preferences(bits: u8) -> Vec<VideoCodec> {
     match bits & 7 {
@@ -140,16 +171,37 @@ fn check(sdp: &str, preferences: &[VideoCodec], audio: bool, camera: Option<Prof
     }
 
     // The same offer through the state machine, as a browser sends it.
-    let mut session = ViewerSession::new(preferences.to_vec(), audio, MAX_MESSAGE_BYTES);
-    session.set_camera_h264(camera);
+    let now = std::time::Instant::now();
+    let admission = Admission::new(AdmissionLimits {
+        max_viewers: 1,
+        max_pending_dials: 1,
+        dials_per_minute: 1,
+    });
+    let media = std::sync::Arc::new(Media {
+        codecs: preferences.to_vec(),
+        audio,
+        camera,
+    });
+    let rules = Rules {
+        max_message_bytes: MAX_MESSAGE_BYTES,
+        ice_timeout: std::time::Duration::from_secs(15),
+        idle_timeout: std::time::Duration::from_secs(120),
+    };
+    let remote = std::net::SocketAddr::from(([192, 0, 2, 1], 40_000));
+    let mut session = Session::new(media, admission.clone(), rules, remote, now);
+    assert!(matches!(
+        drain(&mut session).as_slice(),
+        [Output::Send(Message::Hello(_))]
+    ));
     let message = Message::Sdp(SessionDescription {
         kind: SdpKind::Offer,
         sdp: sdp.to_owned(),
     })
     .to_json();
-    let actions = session.handle(Input::Text(&message));
+    session.handle_input(Input::Text(&message), now);
+    let actions = drain(&mut session);
     let plan = actions.iter().find_map(|a| match a {
-        Action::StartPeer { offer_sdp, plan } => {
+        Output::StartPeer { offer_sdp, plan } => {
             assert_eq!(offer_sdp, sdp);
             Some(plan)
         }
@@ -161,28 +213,26 @@ fn check(sdp: &str, preferences: &[VideoCodec], audio: bool, camera: Option<Prof
             let Ok((_, Ok(c))) = &chosen else {
                 panic!("a plan {plan:?} without a codec choice: {chosen:?}");
             };
-            assert_eq!(
-                (plan.video_codec, plan.video_payload_type, &plan.video_fmtp),
-                (c.codec, c.payload_type, &c.fmtp)
-            );
-            assert_eq!(plan.video_passthrough, c.passthrough);
+            assert_eq!(&plan.video, c);
+            assert_eq!(admission.viewers_in_call(), 1);
             assert!(video_direction.is_some_and(codec::Direction::browser_receives));
             if plan.opus_payload_type.is_some() {
                 assert!(audio);
                 assert_eq!(plan.opus_payload_type, opus);
             }
             // The peer answers; then the browser hangs up.
-            let answer = codec::replace_fmtp(sdp, plan.video_payload_type, &plan.video_fmtp);
-            session.handle(Input::PeerReady(Ok(answer)));
+            let answer = codec::replace_fmtp(sdp, plan.video.payload_type, &plan.video.fmtp);
+            session.handle_input(Input::PeerReady(Ok(answer)), now);
             assert_eq!(session.state(), State::Active);
-            session.handle(Input::Text(r#"{"bye":{}}"#));
+            session.handle_input(Input::Text(r#"{"bye":{}}"#), now);
             assert_eq!(session.state(), State::Idle);
+            assert_eq!(admission.viewers_in_call(), 0, "hang-up frees the slot");
         }
         None => {
             // Refused with an error message (or too large for the limit).
             assert_eq!(session.state(), State::Idle);
             assert!(
-                matches!(actions.as_slice(), [Action::Send(Message::Error(_))]),
+                matches!(actions.as_slice(), [Output::Send(Message::Error(_))]),
                 "{actions:?}"
             );
         }

@@ -15,8 +15,8 @@ use axum::http::HeaderMap;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use super::limits::{LimitLog, RateLimiter};
 use crate::config::Password;
+use crate::limits::{LimitLog, RateLimiter};
 
 /// The session cookie's name.
 pub const COOKIE_NAME: &str = "peercam_session";

@@ -4,8 +4,9 @@
 //! `/ws?room=NAME` is the seed tutorial's relay: it links exactly two browsers to each other.
 
 pub mod auth;
-pub mod limits;
+pub mod media;
 mod room;
+mod socket;
 pub mod tls;
 mod viewer;
 
@@ -28,12 +29,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use self::auth::{Auth, Login};
-use self::limits::{LimitLog, RateLimiter};
-use crate::config::Settings;
-use crate::hub::MediaHub;
-use crate::peer::PeerFactory;
+use self::media::MediaService;
+use crate::config::{LimitSettings, Settings};
+use crate::limits::LimitLog;
+use crate::session::admission::{Admission, AdmissionLimits};
+use crate::session::machine::{Rules, Session};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const LOGIN_HTML: &str = include_str!("assets/login.html");
@@ -54,94 +57,98 @@ static WS_LIMIT: LimitLog = LimitLog::new("[limits] max_connections");
 /// WebSockets refused for a foreign Origin.
 static ORIGIN_REFUSED: LimitLog = LimitLog::new("WebSocket Origin check");
 
-/// The parts a configuration reload replaces: the media pipeline and the peer settings.
-pub struct Media {
-    /// The settings these were built from.
-    pub settings: Settings,
-    /// The shared encoders' outputs.
-    pub hub: Arc<MediaHub>,
-    /// Builds viewers' peer connections.
-    pub peers: PeerFactory,
-    /// Cancelled when a reload replaces this pipeline: its viewers are told to dial again.
+/// The media the signaling serves, until a reload replaces it.
+#[derive(Clone)]
+pub struct Generation {
+    /// What viewers are answered with.
+    pub media: Arc<dyn MediaService>,
+    /// Cancelled when a reload replaces the media pipeline: its viewers are told to dial
+    /// again.
     pub retired: CancellationToken,
 }
 
-impl Media {
-    /// The media parts for `settings` around a started `hub`.
-    pub fn new(settings: Settings, hub: Arc<MediaHub>) -> Arc<Media> {
-        Arc::new(Media {
-            peers: PeerFactory::new(settings.webrtc.clone()),
-            settings,
-            hub,
+impl Generation {
+    /// A new generation of `media`.
+    pub fn new(media: Arc<dyn MediaService>) -> Generation {
+        Generation {
+            media,
             retired: CancellationToken::new(),
-        })
+        }
     }
 }
 
 /// Everything a request handler needs, shared by all connections.
 pub struct AppState {
-    /// The configuration the daemon started with. `[server]` and `[limits]` keep these
-    /// values until a restart; the media parts follow reloads (see [`AppState::media`]).
-    pub settings: Settings,
-    /// The current media pipeline; written only by a reload, which holds the lock while it
-    /// swaps pipelines so new viewers wait for the new one.
-    media: tokio::sync::RwLock<Arc<Media>>,
-    /// One permit per viewer in a call (`limits.max_viewers`).
-    pub viewer_slots: Arc<Semaphore>,
+    /// `[limits]`, as the daemon started (they apply until a restart).
+    pub limits: LimitSettings,
+    /// The current media; written only by a reload, which holds the lock while it swaps
+    /// pipelines so new viewers wait for the new one.
+    media: tokio::sync::RwLock<Generation>,
+    /// Who may start a call (`max_viewers`, `max_pending_dials`, `dials_per_minute`).
+    pub admission: Arc<Admission>,
     /// One permit per open WebSocket (`limits.max_connections`).
     pub connection_slots: Arc<Semaphore>,
-    /// One permit per dial in progress (`limits.max_pending_dials`).
-    pub dial_slots: Arc<Semaphore>,
-    /// Dials per minute per address (`limits.dials_per_minute`).
-    pub dial_rate: RateLimiter,
     /// The password check and sessions (`[server] password`).
     pub auth: Auth,
     /// Seed-mode rooms.
     pub rooms: room::Rooms,
     /// Cancelled when the daemon stops.
     pub shutdown: CancellationToken,
+    /// Every connection's task, so a stop can wait for them to finish.
+    pub tasks: TaskTracker,
 }
 
 impl AppState {
-    /// Shared state for the server.
-    pub fn new(settings: Settings, hub: Arc<MediaHub>, shutdown: CancellationToken) -> Arc<Self> {
+    /// Shared state for the server: `[server]` and `[limits]` from `settings`, and `media`.
+    pub fn new(
+        settings: &Settings,
+        media: Arc<dyn MediaService>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let limits = &settings.limits;
         let secure = settings.server.tls != crate::config::TlsMode::Off;
         Arc::new(AppState {
-            media: tokio::sync::RwLock::new(Media::new(settings.clone(), hub)),
-            viewer_slots: Arc::new(Semaphore::new(limits.max_viewers)),
+            media: tokio::sync::RwLock::new(Generation::new(media)),
+            admission: Admission::new(AdmissionLimits {
+                max_viewers: limits.max_viewers,
+                max_pending_dials: limits.max_pending_dials,
+                dials_per_minute: limits.dials_per_minute,
+            }),
             connection_slots: Arc::new(Semaphore::new(limits.max_connections)),
-            dial_slots: Arc::new(Semaphore::new(limits.max_pending_dials)),
-            dial_rate: RateLimiter::new(limits.dials_per_minute),
             auth: Auth::new(
                 settings.server.password.as_ref(),
                 limits.login_failures_per_minute,
                 secure,
             ),
             rooms: room::Rooms::default(),
-            settings,
+            limits: limits.clone(),
             shutdown,
+            tasks: TaskTracker::new(),
         })
     }
 
-    /// The current media pipeline (waits while a reload swaps it).
-    pub async fn media(&self) -> Arc<Media> {
+    /// The current media (waits while a reload swaps it).
+    pub async fn media(&self) -> Generation {
         self.media.read().await.clone()
     }
 
-    /// The current media pipeline, or `None` while a reload is swapping it.
-    pub fn try_media(&self) -> Option<Arc<Media>> {
-        self.media.try_read().ok().map(|m| m.clone())
-    }
-
     /// Exclusive access for a reload: new viewers wait until the guard is dropped.
-    pub async fn media_for_reload(&self) -> tokio::sync::RwLockWriteGuard<'_, Arc<Media>> {
+    pub async fn media_for_reload(&self) -> tokio::sync::RwLockWriteGuard<'_, Generation> {
         self.media.write().await
     }
 
     /// Viewers currently in a call.
     pub fn viewers_in_call(&self) -> usize {
-        self.settings.limits.max_viewers - self.viewer_slots.available_permits()
+        self.admission.viewers_in_call()
+    }
+
+    /// The per-connection rules of a viewer's session.
+    fn rules(&self) -> Rules {
+        Rules {
+            max_message_bytes: self.limits.max_message_bytes,
+            ice_timeout: Duration::from_secs(u64::from(self.limits.ice_timeout_s)),
+            idle_timeout: Duration::from_secs(u64::from(self.limits.idle_timeout_s)),
+        }
     }
 }
 
@@ -175,7 +182,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
-    let cap = state.settings.limits.max_connections * 2 + 16;
+    let cap = state.limits.max_connections * 2 + 16;
     let tcp_slots = Arc::new(Semaphore::new(cap));
     loop {
         let (stream, remote) = tokio::select! {
@@ -199,7 +206,7 @@ pub async fn serve(
         let app = app.clone();
         let tls = tls.clone();
         let shutdown = state.shutdown.clone();
-        tokio::spawn(async move {
+        state.tasks.spawn(async move {
             match tls {
                 None => serve_connection(stream, remote, app, shutdown).await,
                 Some(acceptor) => {
@@ -461,7 +468,7 @@ async fn ws(
             .into_response();
     }
     let Ok(permit) = state.connection_slots.clone().try_acquire_owned() else {
-        let max = state.settings.limits.max_connections;
+        let max = state.limits.max_connections;
         WS_LIMIT.hit(|| format!("refusing WebSocket from {remote}: {max} connections open"));
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -471,7 +478,7 @@ async fn ws(
     };
     // Messages up to 4x the limit are read and answered with a clear "too_large" error;
     // beyond that the socket is closed with 1009 (message too big).
-    let frame_limit = state.settings.limits.max_message_bytes.saturating_mul(4);
+    let frame_limit = state.limits.max_message_bytes.saturating_mul(4);
     // Buffers start small (tungstenite's default is 128 KiB each, allocated up front: 4096
     // idle sockets would need half a gigabyte); they grow for the rare large message.
     let upgrade = upgrade
@@ -479,20 +486,40 @@ async fn ws(
         .max_frame_size(frame_limit)
         .read_buffer_size(WS_BUFFER_BYTES)
         .write_buffer_size(WS_BUFFER_BYTES);
-    match query.room {
-        Some(name) => upgrade.on_upgrade(move |socket| async move {
-            room::run(socket, name, remote, state).await;
-            drop(permit);
-        }),
-        None => upgrade.on_upgrade(move |socket| async move {
-            viewer::run(socket, remote, state).await;
-            drop(permit);
-        }),
-    }
+    // The upgraded socket runs in a task of axum's; the token keeps the daemon's stop
+    // waiting for it.
+    let token = state.tasks.token();
+    upgrade.on_upgrade(move |ws| async move {
+        let shutdown = state.shutdown.clone();
+        match query.room {
+            Some(name) => {
+                let label = format!("room {name}: {remote}");
+                match room::join(&state, &name, &label) {
+                    Ok(member) => socket::run(ws, label, member, shutdown, None).await,
+                    Err(body) => room::refuse(ws, body).await,
+                }
+            }
+            None => {
+                let generation = state.media().await;
+                let session = Session::new(
+                    generation.media.clone(),
+                    state.admission.clone(),
+                    state.rules(),
+                    remote,
+                    socket::now(),
+                );
+                let viewer = viewer::Viewer::new(session, generation.media, remote);
+                let label = format!("viewer {remote}");
+                socket::run(ws, label, viewer, shutdown, Some(generation.retired)).await;
+            }
+        }
+        drop(permit);
+        drop(token);
+    })
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let limits = &state.settings.limits;
+    let limits = &state.limits;
     let mut out = String::new();
     out.push_str(&format!(
         "peercam_viewers {}\npeercam_viewer_slots {}\npeercam_signaling_connections {}\n\
@@ -500,7 +527,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.viewers_in_call(),
         limits.max_viewers,
         limits.max_connections - state.connection_slots.available_permits(),
-        limits.max_pending_dials - state.dial_slots.available_permits(),
+        state.admission.pending_dials(),
         state.auth.session_count(),
     ));
     out.push_str("# Times each limit was hit.\n");
@@ -511,14 +538,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ("login_failures", state.auth.limit_hits()),
     ]
     .into_iter()
-    .chain(viewer::limit_hits())
+    .chain(socket::limit_hits())
     {
         out.push_str(&format!(
             "peercam_limit_hits_total{{limit=\"{name}\"}} {hits}\n"
         ));
     }
     out.push_str(&process_metrics());
-    out.push_str(&state.media().await.hub.metrics_text());
+    out.push_str(&state.media().await.media.metrics_text());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 /// Leak detectors for the load and soak tests (and anyone watching a long-running camera):
@@ -535,3 +562,6 @@ fn process_metrics() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

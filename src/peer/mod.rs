@@ -209,12 +209,12 @@ impl PeerFactory {
             .await
             .map(|d| {
                 let sdp = nat::rewrite_sdp(&d.sdp, &self.settings.nat_1to1_ips);
-                if plan.video_passthrough {
+                if plan.video.passthrough {
                     // webrtc-rs copies the offer's fmtp; announce the camera's level.
                     crate::session::codec::replace_fmtp(
                         &sdp,
-                        plan.video_payload_type,
-                        &plan.video_fmtp,
+                        plan.video.payload_type,
+                        &plan.video.fmtp,
                     )
                 } else {
                     sdp
@@ -227,7 +227,7 @@ impl PeerFactory {
         tasks.push(tokio::spawn(forward_media(
             video_track.clone(),
             RtpPacketizer::new(
-                StreamKind::Video(plan.video_codec),
+                StreamKind::Video(plan.video.codec),
                 video_codec.payload_type,
                 video_ssrc,
             ),
@@ -371,10 +371,10 @@ fn video_codec_parameters(plan: &AnswerPlan) -> RTCRtpCodecParameters {
     };
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
-            mime_type: plan.video_codec.mime_type().to_owned(),
+            mime_type: plan.video.codec.mime_type().to_owned(),
             clock_rate: 90_000,
             channels: 0,
-            sdp_fmtp_line: plan.video_fmtp.clone(),
+            sdp_fmtp_line: plan.video.fmtp.clone(),
             rtcp_feedback: vec![
                 feedback("nack", ""),
                 feedback("nack", "pli"),
@@ -383,7 +383,7 @@ fn video_codec_parameters(plan: &AnswerPlan) -> RTCRtpCodecParameters {
                 feedback("goog-remb", ""),
             ],
         },
-        payload_type: plan.video_payload_type,
+        payload_type: plan.video.payload_type,
     }
 }
 

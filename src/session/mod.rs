@@ -1,8 +1,12 @@
 //! Signaling, sans-IO: the wire protocol ([`protocol`]), codec choice from a browser's offer
-//! ([`codec`]), the per-viewer state machine ([`viewer`]) and what it asks of a peer
-//! connection and hears back ([`plan`]). No sockets, no clocks, no webrtc-rs.
+//! ([`codec`]), the per-viewer conversation with its deadlines and limits ([`machine`]), who
+//! may start a call ([`admission`]), what the conversation asks of a peer connection and
+//! hears back ([`plan`]), and a browser's conversation in seed mode ([`room`]). No sockets,
+//! no clocks, no webrtc-rs: time is an input, the next deadline an output.
 
+pub mod admission;
 pub mod codec;
+pub mod machine;
 pub mod plan;
 pub mod protocol;
-pub mod viewer;
+pub mod room;

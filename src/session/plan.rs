@@ -3,20 +3,15 @@
 //! defines them; `peer/` (the only module that uses webrtc-rs) carries them out, so the session
 //! imports nothing of it.
 
-use crate::media::VideoCodec;
+use crate::session::codec::Chosen;
 use crate::session::protocol::IceCandidate;
 
 /// What the answer will carry, decided by the session from the offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnswerPlan {
-    /// The video codec to send.
-    pub video_codec: VideoCodec,
-    /// The browser's payload type for that codec.
-    pub video_payload_type: u8,
-    /// The fmtp line to answer with (the browser's, with the camera's level for passthrough).
-    pub video_fmtp: String,
-    /// Send the camera's own H.264 rather than the encoder's output.
-    pub video_passthrough: bool,
+    /// The video codec chosen from the offer: codec, the browser's payload type, the fmtp
+    /// line to answer with, and whether the camera's own H.264 is passed through.
+    pub video: Chosen,
     /// The browser's payload type for Opus; `None` sends no audio.
     pub opus_payload_type: Option<u8>,
 }

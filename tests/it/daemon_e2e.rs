@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::client::{av1, client, codec, dial, h264, metric, H264_PT};
 use common::{connect, expect_error, next_json, send_text, Daemon};
+use futures_util::StreamExt;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
 use serde_json::json;
 use webrtc::peer_connection::PeerConnection;
@@ -151,6 +152,57 @@ async fn room_mode_links_exactly_two_browsers() {
     let (code, _) = expect_error(&mut a, "][").await;
     assert_eq!(code, "bad_json");
     drop(c.close(None).await);
+}
+
+/// Room sockets run the same loop as viewer sockets: a browser alone in its room that stays
+/// silent is closed after `idle_timeout_s` (a pair, maybe in a call, is left alone), and a
+/// message over 4x `max_message_bytes` closes the socket with 1009.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_sockets_close_when_idle_and_over_the_size_limit() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let daemon = Daemon::start(&common::test_config(
+        "",
+        "idle_timeout_s = 10\nmax_message_bytes = 4096",
+    ));
+    let started = Instant::now();
+    let (mut alone, hello) = connect(&daemon.ws_url("?room=quiet")).await;
+    assert_eq!(hello["hello"]["viewers"], 1, "{hello}");
+    let (mut a, _) = connect(&daemon.ws_url("?room=pair")).await;
+    let (mut b, _) = connect(&daemon.ws_url("?room=pair")).await;
+
+    // Over the size limit: 1009, and the other browser in the room is told bye.
+    let (mut big, _) = connect(&daemon.ws_url("?room=big")).await;
+    let (mut partner, _) = connect(&daemon.ws_url("?room=big")).await;
+    send_text(
+        &mut big,
+        format!(r#"{{"pad":"{}"}}"#, "x".repeat(4 * 4096 + 1)),
+    )
+    .await;
+    assert_eq!(
+        common::closed_within(&mut big, Duration::from_secs(5)).await,
+        Some(CloseCode::Size)
+    );
+    assert_eq!(next_json(&mut partner).await, json!({"bye": {}}));
+
+    // (Not next_json: its own 10 s limit would race the 10 s deadline.)
+    let bye = match tokio::time::timeout(Duration::from_secs(15), alone.next()).await {
+        Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+            serde_json::from_str::<serde_json::Value>(&text).expect("JSON")
+        }
+        other => panic!("the lone room socket got no bye within 15 s: {other:?}"),
+    };
+    assert_eq!(bye["bye"]["reason"], "idle", "{bye}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    common::closed_within(&mut alone, Duration::from_secs(5)).await;
+    daemon.wait_for_log("[limits] idle_timeout_s", Duration::from_secs(5));
+
+    // The pair was silent just as long, and still relays.
+    send_text(&mut a, r#"{"candidate":null}"#).await;
+    assert_eq!(next_json(&mut b).await, json!({"candidate": null}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

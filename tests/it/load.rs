@@ -14,7 +14,7 @@ use common::probe::{
     back_to_baseline, frame_rate, offer_message, offer_sdp, rss_kib, serial, steady_resources,
     viewer, RssSampler,
 };
-use common::{connect, expect_error, next_json, send_text, test_config, Daemon, Ws};
+use common::{closed_within, connect, expect_error, next_json, send_text, test_config, Daemon, Ws};
 use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -40,25 +40,6 @@ async fn next_json_within(ws: &mut Ws, wait: Duration) -> Option<Value> {
                 return None
             }
             Ok(Some(Ok(_))) => {}
-        }
-    }
-}
-
-/// Reads until the server closes the socket; returns the close code (None: closed without a
-/// close frame). Panics if the socket is still open after `wait`, naming what arrived.
-async fn closed_within(ws: &mut Ws, wait: Duration) -> Option<CloseCode> {
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut seen = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(WsMessage::Close(frame)))) => return frame.map(|f| f.code),
-            Ok(Some(Ok(other))) => seen.push(other.to_string()),
-            Ok(Some(Err(e))) => {
-                eprintln!("closed_within: socket error {e}");
-                return None;
-            }
-            Ok(None) => return None,
-            Err(_) => panic!("socket still open {wait:?} later; received {seen:?}"),
         }
     }
 }

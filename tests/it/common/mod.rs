@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// A running daemon; killed on drop.
@@ -225,4 +226,23 @@ pub async fn expect_error(ws: &mut Ws, text: impl Into<String>) -> (String, Stri
         err["code"].as_str().unwrap_or_default().to_owned(),
         err["message"].as_str().unwrap_or_default().to_owned(),
     )
+}
+
+/// Reads until the server closes the socket; returns the close code (None: closed without a
+/// close frame). Panics if the socket is still open after `wait`, naming what arrived.
+pub async fn closed_within(ws: &mut Ws, wait: Duration) -> Option<CloseCode> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(WsMessage::Close(frame)))) => return frame.map(|f| f.code),
+            Ok(Some(Ok(other))) => seen.push(other.to_string()),
+            Ok(Some(Err(e))) => {
+                eprintln!("closed_within: socket error {e}");
+                return None;
+            }
+            Ok(None) => return None,
+            Err(_) => panic!("socket still open {wait:?} later; received {seen:?}"),
+        }
+    }
 }

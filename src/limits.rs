@@ -1,4 +1,5 @@
-//! Per-address rate limits and throttled "limit hit" log lines.
+//! Per-address rate limits and throttled "limit hit" log lines, shared by every transport
+//! (HTTP login, signaling) and the session core's admission of calls.
 //!
 //! A flood must cost the daemon nothing but a counter: the rate limiter's table is bounded,
 //! and a limit that is hit a thousand times a second writes one log line every few seconds.

@@ -1,0 +1,151 @@
+//! The small interface through which the HTTP layer reaches the media: what can be sent
+//! ([`MediaInfo`]), a call answered from an offer ([`MediaService::answer`]) and the media
+//! metrics. [`LiveMedia`] is the real one (the [`MediaHub`]'s encoders and webrtc-rs peers);
+//! the router's in-process tests use a test implementation without capture threads.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::WebrtcSettings;
+use crate::h264::ProfileLevelId;
+use crate::hub::MediaHub;
+use crate::media::VideoCodec;
+use crate::peer::{MediaTap, PeerError, PeerFactory, ViewerPeer};
+use crate::session::machine::MediaInfo;
+use crate::session::plan::{AnswerPlan, PeerEvent};
+use crate::session::protocol::{ErrorBody, ErrorCode, IceCandidate};
+
+/// A call's peer connection, as the signaling transports drive it.
+#[async_trait]
+pub trait Call: Send + Sync {
+    /// Adds a trickled remote candidate; `Err` says why it was rejected.
+    async fn add_remote_candidate(&self, candidate: &IceCandidate) -> Result<(), String>;
+    /// The browser has no more candidates.
+    async fn end_of_remote_candidates(&self) -> Result<(), String>;
+    /// Hangs up: stops the media and closes the connection.
+    async fn close(self: Box<Self>);
+}
+
+/// An answered offer.
+pub struct Answered {
+    /// The call; its events arrive on the channel given to [`MediaService::answer`].
+    pub call: Box<dyn Call>,
+    /// The answer SDP for the browser.
+    pub answer_sdp: String,
+    /// The encoder's adaptive bitrate target, marked changed so the page gets the current
+    /// value right after the answer; `None` when not adaptive (passthrough).
+    pub bitrate: Option<watch::Receiver<u32>>,
+}
+
+/// The media side of the server.
+#[async_trait]
+pub trait MediaService: MediaInfo {
+    /// Builds a call answering `offer_sdp` per `plan`; its events go to `events`.
+    async fn answer(
+        &self,
+        offer_sdp: String,
+        plan: &AnswerPlan,
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Result<Answered, ErrorBody>;
+    /// Prometheus lines for the pipeline (frames, drops, encoder figures).
+    fn metrics_text(&self) -> String;
+}
+
+/// The real media: the hub's encoders, sent by webrtc-rs peers built from `[webrtc]`.
+pub struct LiveMedia {
+    hub: Arc<MediaHub>,
+    peers: PeerFactory,
+}
+
+impl LiveMedia {
+    /// Calls on `hub`'s media with peers built from `webrtc`.
+    pub fn new(hub: Arc<MediaHub>, webrtc: WebrtcSettings) -> Arc<LiveMedia> {
+        Arc::new(LiveMedia {
+            hub,
+            peers: PeerFactory::new(webrtc),
+        })
+    }
+}
+
+impl MediaInfo for LiveMedia {
+    fn video_codecs(&self) -> Vec<VideoCodec> {
+        self.hub.video_codecs()
+    }
+
+    fn has_audio(&self) -> bool {
+        self.hub.has_audio()
+    }
+
+    fn camera_h264(&self) -> Option<ProfileLevelId> {
+        self.hub.camera_h264_profile()
+    }
+}
+
+#[async_trait]
+impl MediaService for LiveMedia {
+    async fn answer(
+        &self,
+        offer_sdp: String,
+        plan: &AnswerPlan,
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Result<Answered, ErrorBody> {
+        let video = &plan.video;
+        let Some((fanout, keyframes)) = self.hub.video(video.codec, video.passthrough) else {
+            return Err(ErrorBody {
+                code: ErrorCode::NoCodec,
+                message: format!("the {} encoder is not running", video.codec),
+            });
+        };
+        let bitrate = self.hub.bitrate(video.codec, video.passthrough);
+        let target = bitrate.as_ref().map(|b| {
+            let mut rx = b.subscribe();
+            rx.mark_changed();
+            rx
+        });
+        let tap = MediaTap {
+            video: fanout,
+            audio: self.hub.audio(),
+            keyframes,
+            bitrate,
+        };
+        match self.peers.answer(offer_sdp, plan, tap, events).await {
+            Ok((peer, answer_sdp)) => Ok(Answered {
+                call: Box::new(peer),
+                answer_sdp,
+                bitrate: target,
+            }),
+            Err(e) => Err(ErrorBody {
+                code: match e {
+                    PeerError::BadOffer(_) => ErrorCode::BadSdp,
+                    _ => ErrorCode::Internal,
+                },
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn metrics_text(&self) -> String {
+        self.hub.metrics_text()
+    }
+}
+
+#[async_trait]
+impl Call for ViewerPeer {
+    async fn add_remote_candidate(&self, candidate: &IceCandidate) -> Result<(), String> {
+        ViewerPeer::add_remote_candidate(self, candidate)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn end_of_remote_candidates(&self) -> Result<(), String> {
+        ViewerPeer::end_of_remote_candidates(self)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn close(self: Box<Self>) {
+        ViewerPeer::close(*self).await;
+    }
+}

@@ -1,0 +1,324 @@
+//! The one loop every WebSocket runs (viewer mode and room mode alike): it reads frames,
+//! enforces what the socket promises (message size, UTF-8, close codes 1009 and 1007), sleeps
+//! until the conversation's deadline, and passes everything to a [`Conversation`], which
+//! feeds its sans-IO session and carries out the session's outputs.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitStream;
+use futures_util::{SinkExt, StreamExt};
+use log::info;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::limits::LimitLog;
+use crate::session::machine::Limit;
+use crate::session::protocol::Message;
+
+/// Outgoing messages queued per socket before the writer applies back-pressure.
+pub(super) const OUTBOX_CAPACITY: usize = 64;
+
+/// How long a socket closed over a protocol error is kept before it is dropped.
+const CLOSE_LINGER: Duration = Duration::from_millis(500);
+
+/// Error replies logged per socket; a client that keeps sending garbage costs one summary
+/// line when it leaves, not a line per message.
+const LOGGED_ERRORS_PER_SOCKET: u32 = 5;
+
+/// One throttled log and hit counter per limit a socket's session can hit, in the order of
+/// [`Limit::METRICS`].
+static LIMIT_LOGS: [LimitLog; 5] = [
+    LimitLog::new("[limits] max_viewers"),
+    LimitLog::new("[limits] max_pending_dials"),
+    LimitLog::new("[limits] dials_per_minute"),
+    LimitLog::new("[limits] ice_timeout_s"),
+    LimitLog::new("[limits] idle_timeout_s"),
+];
+
+/// Counts and logs (throttled) a limit hit by the socket labelled `label`.
+pub(super) fn limit_hit(label: &str, limit: &Limit) {
+    if let Some(i) = Limit::METRICS.iter().position(|m| *m == limit.metric()) {
+        LIMIT_LOGS[i].hit(|| format!("{label}: {}", limit.describe()));
+    }
+}
+
+/// How often each limit of the sockets' sessions was hit, for `/metrics`.
+pub(super) fn limit_hits() -> impl Iterator<Item = (&'static str, u64)> {
+    Limit::METRICS
+        .into_iter()
+        .zip(LIMIT_LOGS.iter().map(LimitLog::hits))
+}
+
+/// What the loop hands to a conversation.
+#[derive(Debug)]
+pub(super) enum Input<'a, E> {
+    /// The socket is open: send the greeting.
+    Opened,
+    /// A text message.
+    Text(&'a str),
+    /// A binary message.
+    Binary,
+    /// A ping or pong: the browser is there.
+    Heard,
+    /// An event from outside the socket ([`Conversation::next_event`]).
+    Event(E),
+    /// The conversation's deadline passed.
+    Timeout,
+    /// The daemon is stopping.
+    Shutdown,
+    /// The media this conversation uses was replaced by a reload.
+    Reload,
+}
+
+/// One kind of WebSocket conversation: a session machine and the IO its outputs ask for.
+pub(super) trait Conversation: Send {
+    /// What arrives from outside the socket (peer events, relayed messages).
+    type Event: Send;
+
+    /// The next event from outside the socket; pending forever when there is none. Must be
+    /// cancel-safe: the loop drops it when something else comes first.
+    fn next_event(&mut self) -> impl Future<Output = Self::Event> + Send;
+
+    /// Feeds `input`, which arrived at `now`, and carries out what follows.
+    fn handle(
+        &mut self,
+        input: Input<'_, Self::Event>,
+        now: Instant,
+        socket: &mut Socket,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// When the loop must pass [`Input::Timeout`]; `None`: no deadline.
+    fn deadline(&self) -> Option<Instant>;
+
+    /// Whether the conversation is over (the socket then closes).
+    fn is_closed(&self) -> bool;
+
+    /// Cleans up after the socket closed (hang up, leave the room).
+    fn finish(self) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs `conversation` on `ws` until either ends, the daemon stops (`shutdown`) or the
+/// conversation's media is replaced (`retired`).
+pub(super) async fn run<C: Conversation>(
+    ws: WebSocket,
+    label: String,
+    mut conversation: C,
+    shutdown: CancellationToken,
+    retired: Option<CancellationToken>,
+) {
+    let mut socket = Socket::new(ws, label);
+    conversation.handle(Input::Opened, now(), &mut socket).await;
+    while !conversation.is_closed() {
+        let deadline = conversation.deadline();
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => {
+                conversation.handle(Input::Shutdown, now(), &mut socket).await;
+                break;
+            }
+            _ = cancelled(retired.as_ref()) => {
+                conversation.handle(Input::Reload, now(), &mut socket).await;
+                break;
+            }
+            _ = sleep_until(deadline) => {
+                conversation.handle(Input::Timeout, now(), &mut socket).await;
+                continue;
+            }
+            event = conversation.next_event() => {
+                conversation.handle(Input::Event(event), now(), &mut socket).await;
+                continue;
+            }
+            frame = socket.read() => frame,
+        };
+        let input = match &frame {
+            Frame::Text(text) => Input::Text(text.as_str()),
+            Frame::Binary => Input::Binary,
+            Frame::Heard => Input::Heard,
+            Frame::Closed => break,
+        };
+        conversation.handle(input, now(), &mut socket).await;
+    }
+    conversation.finish().await;
+    socket.close().await;
+}
+
+/// The current time, from tokio's clock (so paused-time tests move it).
+pub(super) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Waits for `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for `token` to be cancelled, or forever without one.
+async fn cancelled(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A frame as the conversation sees it.
+pub(super) enum Frame {
+    /// A text message.
+    Text(Utf8Bytes),
+    /// A binary message.
+    Binary,
+    /// A ping or pong.
+    Heard,
+    /// The browser closed the socket, or it broke.
+    Closed,
+}
+
+/// A WebSocket split into a reader (this) and a writer task fed through a bounded outbox.
+pub(super) struct Socket {
+    stream: SplitStream<WebSocket>,
+    out: mpsc::Sender<WsMessage>,
+    writer: JoinHandle<()>,
+    /// `viewer 192.0.2.7:40000` or `room lab: 192.0.2.7:40000`: the start of every log line.
+    label: String,
+    /// Error replies sent so far.
+    errors: u32,
+    /// The close frame for a protocol error (1009, 1007), sent when the socket closes.
+    close_frame: Option<CloseFrame>,
+}
+
+impl Socket {
+    fn new(ws: WebSocket, label: String) -> Socket {
+        let (mut sink, stream) = ws.split();
+        let (out, mut out_rx) = mpsc::channel::<WsMessage>(OUTBOX_CAPACITY);
+        let writer = tokio::spawn(async move {
+            while let Some(message) = out_rx.recv().await {
+                let close = matches!(message, WsMessage::Close(_));
+                if sink.send(message).await.is_err() || close {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        Socket {
+            stream,
+            out,
+            writer,
+            label,
+            errors: 0,
+            close_frame: None,
+        }
+    }
+
+    /// The start of this socket's log lines.
+    pub(super) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The next frame. A message over the size limit or text that is not UTF-8 ends the
+    /// socket with close code 1009 or 1007, as RFC 6455 asks.
+    async fn read(&mut self) -> Frame {
+        match self.stream.next().await {
+            Some(Ok(WsMessage::Text(text))) => Frame::Text(text),
+            Some(Ok(WsMessage::Binary(_))) => Frame::Binary,
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Frame::Heard,
+            Some(Ok(WsMessage::Close(_))) | None => Frame::Closed,
+            Some(Err(e)) => {
+                info!("{}: WebSocket closed: {e}", self.label);
+                self.close_frame = close_frame_for(e);
+                Frame::Closed
+            }
+        }
+    }
+
+    /// Queues `message` for the browser (waits while the outbox is full). Error replies are
+    /// logged, the first few of each socket.
+    pub(super) async fn send(&mut self, message: &Message) {
+        if let Message::Error(body) = message {
+            self.errors += 1;
+            if self.errors < LOGGED_ERRORS_PER_SOCKET {
+                info!("{}: {}", self.label, body.message);
+            } else if self.errors == LOGGED_ERRORS_PER_SOCKET {
+                info!(
+                    "{}: {} (further errors on this socket are not logged)",
+                    self.label, body.message
+                );
+            }
+        }
+        self.send_text(message.to_json().into()).await;
+    }
+
+    /// Queues a text message as it is (a relayed message, already validated).
+    pub(super) async fn send_text(&mut self, text: Utf8Bytes) {
+        let _ = self.out.send(WsMessage::Text(text)).await;
+    }
+
+    /// Sends the close frame, lets the writer finish and, after a protocol error, lingers so
+    /// the browser can read the close frame before the TCP connection goes.
+    async fn close(self) {
+        let linger = self.close_frame.is_some();
+        let _ = self.out.send(WsMessage::Close(self.close_frame)).await;
+        drop(self.out);
+        let _ = self.writer.await;
+        if linger {
+            // The rest of the oversized message is still unread: closing the TCP socket now
+            // would reset it and could destroy the close frame before the browser reads it.
+            tokio::time::sleep(CLOSE_LINGER).await;
+        }
+        if self.errors > LOGGED_ERRORS_PER_SOCKET {
+            info!("{}: {} error replies in all", self.label, self.errors);
+        }
+    }
+}
+
+/// The close frame for a read error: 1009 for a message over the size limit (4x
+/// `max_message_bytes`), 1007 for text that is not UTF-8. `None` for errors where the
+/// connection is gone anyway.
+fn close_frame_for(error: axum::Error) -> Option<CloseFrame> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    // (axum's WebSocket is tokio-tungstenite's: Cargo.toml keeps the two on one version.)
+    let error = error.into_inner().downcast::<WsError>().ok()?;
+    let (code, reason) = match *error {
+        WsError::Capacity(_) => (1009, "message too big"),
+        WsError::Utf8(_) => (1007, "text is not UTF-8"),
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::admission::Refusal;
+
+    #[test]
+    fn every_limit_is_counted_under_its_own_key() {
+        for limit in [
+            Limit::Refused(Refusal::Viewers { max: 1 }),
+            Limit::Refused(Refusal::PendingDials { max: 1 }),
+            Limit::Refused(Refusal::DialRate {
+                ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                per_minute: 1,
+                wait: Duration::from_secs(1),
+            }),
+            Limit::IceTimeout { seconds: 1 },
+            Limit::IdleTimeout { seconds: 1 },
+        ] {
+            let before: Vec<_> = limit_hits().collect();
+            limit_hit("test", &limit);
+            let after: Vec<_> = limit_hits().collect();
+            let i = Limit::METRICS
+                .iter()
+                .position(|m| *m == limit.metric())
+                .expect("listed");
+            assert_eq!(LIMIT_LOGS[i].key(), limit.key());
+            assert_eq!(after[i].1, before[i].1 + 1, "{limit:?}");
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The router and the signaling adapters in-process: a real server on a loopback port and a
+//! real WebSocket client, with [`TestMedia`] in place of the capture threads and webrtc-rs.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tower::ServiceExt;
+
+use super::media::{Answered, Call, MediaService};
+use super::*;
+use crate::h264::ProfileLevelId;
+use crate::media::VideoCodec;
+use crate::session::machine::MediaInfo;
+use crate::session::plan::{AnswerPlan, PeerEvent};
+use crate::session::protocol::{ErrorBody, IceCandidate};
+
+const CHROMIUM: &str = include_str!("../../tests/fixtures/offers/chromium-156.sdp");
+const ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=test answer\r\n";
+
+/// Media without capture or peers: every offer is answered with [`ANSWER`]; what the calls
+/// are asked to do is written to `log`, and each call's event sender is kept in `events`.
+#[derive(Default)]
+struct TestMedia {
+    log: Arc<Mutex<Vec<String>>>,
+    events: Mutex<Vec<mpsc::Sender<PeerEvent>>>,
+    bitrate: Mutex<Option<watch::Sender<u32>>>,
+}
+
+impl TestMedia {
+    fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+
+    fn last_events(&self) -> mpsc::Sender<PeerEvent> {
+        self.events
+            .lock()
+            .expect("events")
+            .last()
+            .expect("a call was answered")
+            .clone()
+    }
+}
+
+impl MediaInfo for TestMedia {
+    fn video_codecs(&self) -> Vec<VideoCodec> {
+        vec![VideoCodec::H264]
+    }
+    fn has_audio(&self) -> bool {
+        true
+    }
+    fn camera_h264(&self) -> Option<ProfileLevelId> {
+        None
+    }
+}
+
+#[async_trait]
+impl MediaService for TestMedia {
+    async fn answer(
+        &self,
+        _offer_sdp: String,
+        plan: &AnswerPlan,
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Result<Answered, ErrorBody> {
+        self.log.lock().expect("log").push(format!(
+            "answer {} pt {}",
+            plan.video.codec, plan.video.payload_type
+        ));
+        self.events.lock().expect("events").push(events);
+        let (tx, mut rx) = watch::channel(1500);
+        rx.mark_changed();
+        *self.bitrate.lock().expect("bitrate") = Some(tx);
+        Ok(Answered {
+            call: Box::new(TestCall {
+                log: self.log.clone(),
+            }),
+            answer_sdp: ANSWER.to_owned(),
+            bitrate: Some(rx),
+        })
+    }
+
+    fn metrics_text(&self) -> String {
+        "peercam_test_media 1\n".to_owned()
+    }
+}
+
+struct TestCall {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl Call for TestCall {
+    async fn add_remote_candidate(&self, candidate: &IceCandidate) -> Result<(), String> {
+        if candidate.candidate.contains("reject") {
+            return Err("not a candidate".to_owned());
+        }
+        self.log.lock().expect("log").push("candidate".to_owned());
+        Ok(())
+    }
+    async fn end_of_remote_candidates(&self) -> Result<(), String> {
+        self.log.lock().expect("log").push("end".to_owned());
+        Ok(())
+    }
+    async fn close(self: Box<Self>) {
+        self.log.lock().expect("log").push("close".to_owned());
+    }
+}
+
+/// A server on a loopback port with `limits` appended to `[limits]`.
+async fn start(limits: &str) -> (Arc<AppState>, Arc<TestMedia>, SocketAddr) {
+    let text = format!("[limits]\n{limits}\n");
+    let settings = crate::config::parse_str(&text, "test.toml").expect("test config");
+    let media = Arc::new(TestMedia::default());
+    let state = AppState::new(&settings, media.clone(), CancellationToken::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serve(listener, state.clone(), None));
+    (state, media, addr)
+}
+
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(addr: SocketAddr, query: &str) -> (Client, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws{query}"))
+        .await
+        .expect("connect");
+    let hello = next(&mut ws).await;
+    (ws, hello)
+}
+
+async fn next(ws: &mut Client) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("open")
+            .expect("no error");
+        match message {
+            WsMessage::Text(text) => return serde_json::from_str(&text).expect("JSON"),
+            WsMessage::Close(_) => return Value::Null,
+            _ => {}
+        }
+    }
+}
+
+async fn send(ws: &mut Client, value: Value) {
+    ws.send(WsMessage::Text(value.to_string().into()))
+        .await
+        .expect("send");
+}
+
+async fn get(state: &Arc<AppState>, path: &str) -> (StatusCode, String) {
+    let request = Request::builder()
+        .uri(path)
+        .body(Body::empty())
+        .expect("request");
+    let response = router(state.clone())
+        .oneshot(request)
+        .await
+        .expect("response");
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn offer() -> Value {
+    json!({"sdp": {"type": "offer", "sdp": CHROMIUM}})
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what} did not happen within 2 s");
+}
+
+#[tokio::test]
+async fn a_viewer_dials_trickles_connects_and_hangs_up() {
+    let (state, media, addr) = start("").await;
+    let (mut ws, hello) = connect(addr, "").await;
+    assert_eq!(hello["hello"]["mode"], "viewer");
+    assert_eq!(hello["hello"]["codecs"], json!(["h264"]));
+
+    send(&mut ws, offer()).await;
+    let answer = next(&mut ws).await;
+    assert_eq!(answer["sdp"]["type"], "answer", "{answer}");
+    assert_eq!(answer["sdp"]["sdp"], ANSWER);
+    // The page gets the encoder's target right after the answer, and every change.
+    assert_eq!(
+        next(&mut ws).await,
+        json!({"bitrate": {"target_kbps": 1500}})
+    );
+    let bitrate = media
+        .bitrate
+        .lock()
+        .expect("bitrate")
+        .clone()
+        .expect("sender");
+    bitrate.send(900).expect("send");
+    assert_eq!(
+        next(&mut ws).await,
+        json!({"bitrate": {"target_kbps": 900}})
+    );
+
+    let candidate =
+        |text: &str| json!({"candidate": {"candidate": text, "sdpMid": "0", "sdpMLineIndex": 0}});
+    send(
+        &mut ws,
+        candidate("candidate:1 1 udp 1 127.0.0.1 9 typ host"),
+    )
+    .await;
+    send(&mut ws, candidate("candidate:reject")).await;
+    let rejected = next(&mut ws).await;
+    assert_eq!(rejected["error"]["code"], "bad_candidate", "{rejected}");
+    send(&mut ws, json!({"candidate": null})).await;
+
+    // The peer's own candidates go to the browser; "connected" frees the dial slot.
+    let events = media.last_events();
+    let local = IceCandidate {
+        candidate: "candidate:2 1 udp 1 127.0.0.1 40000 typ host".into(),
+        sdp_mid: Some("0".into()),
+        sdp_m_line_index: Some(0),
+        username_fragment: None,
+    };
+    events
+        .send(PeerEvent::LocalCandidate(local))
+        .await
+        .expect("event");
+    assert_eq!(
+        next(&mut ws).await["candidate"]["candidate"],
+        "candidate:2 1 udp 1 127.0.0.1 40000 typ host"
+    );
+    assert_eq!(state.admission.pending_dials(), 1);
+    events.send(PeerEvent::Connected).await.expect("event");
+    wait_for("the dial slot freed", || {
+        state.admission.pending_dials() == 0
+    })
+    .await;
+    let (status, metrics) = get(&state, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(metrics.contains("peercam_viewers 1\n"), "{metrics}");
+    assert!(metrics.contains("peercam_test_media 1\n"), "{metrics}");
+
+    send(&mut ws, json!({"bye": {}})).await;
+    assert_eq!(next(&mut ws).await, json!({"bye": {}}));
+    assert_eq!(
+        media.log(),
+        ["answer h264 pt 108", "candidate", "end", "close"]
+    );
+    assert_eq!(state.viewers_in_call(), 0);
+}
+
+#[tokio::test]
+async fn the_viewer_limit_refuses_the_second_dial_without_building_a_peer() {
+    let (state, media, addr) = start("max_viewers = 1").await;
+    let (mut first, _) = connect(addr, "").await;
+    let (mut second, hello) = connect(addr, "").await;
+    assert_eq!(hello["hello"]["max_viewers"], 1);
+    send(&mut first, offer()).await;
+    assert_eq!(next(&mut first).await["sdp"]["type"], "answer");
+    send(&mut second, offer()).await;
+    let refused = next(&mut second).await;
+    assert_eq!(refused["error"]["code"], "viewer_limit", "{refused}");
+    assert_eq!(media.log(), ["answer h264 pt 108"]);
+    let (_, metrics) = get(&state, "/metrics").await;
+    assert!(
+        metrics.contains("peercam_limit_hits_total{limit=\"viewers\"}"),
+        "{metrics}"
+    );
+    // Closing the first socket hangs up its call and frees the slot.
+    drop(first);
+    wait_for("the slot freed", || state.viewers_in_call() == 0).await;
+    send(&mut second, offer()).await;
+    assert_eq!(next(&mut second).await["sdp"]["type"], "answer");
+}
+
+#[tokio::test]
+async fn a_reload_asks_viewers_to_dial_again_and_a_stop_waits_for_every_socket() {
+    let (state, media, addr) = start("").await;
+    let (mut viewer, _) = connect(addr, "").await;
+    send(&mut viewer, offer()).await;
+    assert_eq!(next(&mut viewer).await["sdp"]["type"], "answer");
+    assert_eq!(next(&mut viewer).await["bitrate"]["target_kbps"], 1500);
+    {
+        let mut generation = state.media_for_reload().await;
+        generation.retired.cancel();
+        *generation = Generation::new(Arc::new(TestMedia::default()));
+    }
+    assert_eq!(
+        next(&mut viewer).await,
+        json!({"bye": {"reason": "reload"}})
+    );
+    assert_eq!(media.log().last().map(String::as_str), Some("close"));
+
+    let (mut other, _) = connect(addr, "").await;
+    let (mut room, _) = connect(addr, "?room=lab").await;
+    state.shutdown.cancel();
+    state.tasks.close();
+    tokio::time::timeout(Duration::from_secs(1), state.tasks.wait())
+        .await
+        .expect("every connection task ends within a second of the stop");
+    assert_eq!(
+        next(&mut other).await,
+        json!({"bye": {"reason": "shutdown"}})
+    );
+    assert_eq!(
+        next(&mut room).await,
+        Value::Null,
+        "room sockets just close"
+    );
+}
+
+#[tokio::test]
+async fn pages_and_probes_answer_in_process() {
+    let (state, _media, _addr) = start("").await;
+    let (status, page) = get(&state, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("open-warning"), "no password: the page warns");
+    assert_eq!(
+        get(&state, "/healthz").await,
+        (StatusCode::OK, "ok\n".to_owned())
+    );
+    let (status, _) = get(&state, "/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

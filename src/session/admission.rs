@@ -1,0 +1,246 @@
+//! Who may start a call, shared by every session of the daemon: the viewer limit
+//! (`[limits] max_viewers`), the dials still connecting (`max_pending_dials`) and the dials
+//! per minute from one address (`dials_per_minute`). Sans-IO: the time is an argument.
+//!
+//! A session asks [`Admission::admit`] when an offer arrives and keeps the [`Ticket`] for as
+//! long as the call lasts; the ticket holds one viewer slot, and one dial slot until
+//! [`Ticket::connected`]. Dropping the ticket frees what it holds, so a call that ends in any
+//! way gives its slots back.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::limits::RateLimiter;
+use crate::session::protocol::{ErrorBody, ErrorCode};
+
+/// The limits behind [`Admission`] (from `[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionLimits {
+    /// Viewers in a call at once.
+    pub max_viewers: usize,
+    /// Calls that are still connecting (ICE/DTLS) at once.
+    pub max_pending_dials: usize,
+    /// Dials a minute from one IP address.
+    pub dials_per_minute: u32,
+}
+
+/// The shared counts of calls and dials.
+#[derive(Debug)]
+pub struct Admission {
+    limits: AdmissionLimits,
+    dial_rate: RateLimiter,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    in_call: usize,
+    dialing: usize,
+}
+
+/// Why a dial was refused. Each names the limit, so the browser's error and the log say
+/// which key to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over `dials_per_minute` from this address; the next dial is allowed after `wait`.
+    DialRate {
+        /// The refused address.
+        ip: IpAddr,
+        /// `[limits] dials_per_minute`.
+        per_minute: u32,
+        /// Until a dial is allowed again.
+        wait: Duration,
+    },
+    /// `max_viewers` are in a call.
+    Viewers {
+        /// `[limits] max_viewers`.
+        max: usize,
+    },
+    /// `max_pending_dials` calls are connecting.
+    PendingDials {
+        /// `[limits] max_pending_dials`.
+        max: usize,
+    },
+}
+
+impl Refusal {
+    /// The error the browser gets.
+    pub fn error_body(&self) -> ErrorBody {
+        match self {
+            Refusal::DialRate {
+                ip,
+                per_minute,
+                wait,
+            } => ErrorBody {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "too many dials from {ip} (limit {per_minute} a minute); try again in {} s",
+                    wait.as_secs() + 1
+                ),
+            },
+            Refusal::Viewers { max } => ErrorBody {
+                code: ErrorCode::ViewerLimit,
+                message: format!("viewer limit {max} reached; try again when someone hangs up"),
+            },
+            Refusal::PendingDials { max } => ErrorBody {
+                code: ErrorCode::DialLimit,
+                message: format!(
+                    "{max} other dials are connecting right now; try again in a moment"
+                ),
+            },
+        }
+    }
+}
+
+impl Admission {
+    /// Counts for `limits`, with nobody in a call.
+    pub fn new(limits: AdmissionLimits) -> Arc<Admission> {
+        Arc::new(Admission {
+            limits,
+            dial_rate: RateLimiter::new(limits.dials_per_minute),
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    /// The limits this admits by.
+    pub fn limits(&self) -> AdmissionLimits {
+        self.limits
+    }
+
+    /// Admits a dial from `ip` at `now`, or says which limit refuses it. The rate is checked
+    /// (and a token taken) first, as a flood from one address must not look like a full house.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Ticket, Refusal> {
+        if let Err(wait) = self.dial_rate.take(ip, now) {
+            return Err(Refusal::DialRate {
+                ip,
+                per_minute: self.limits.dials_per_minute,
+                wait,
+            });
+        }
+        let mut counts = self.lock();
+        if counts.in_call >= self.limits.max_viewers {
+            return Err(Refusal::Viewers {
+                max: self.limits.max_viewers,
+            });
+        }
+        if counts.dialing >= self.limits.max_pending_dials {
+            return Err(Refusal::PendingDials {
+                max: self.limits.max_pending_dials,
+            });
+        }
+        counts.in_call += 1;
+        counts.dialing += 1;
+        Ok(Ticket {
+            admission: Arc::clone(self),
+            dialing: true,
+        })
+    }
+
+    /// Viewers in a call now (connecting or connected).
+    pub fn viewers_in_call(&self) -> usize {
+        self.lock().in_call
+    }
+
+    /// Calls still connecting now.
+    pub fn pending_dials(&self) -> usize {
+        self.lock().dialing
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        // Two counters updated together: a panic elsewhere cannot leave them half-written.
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One admitted call's slots; dropping it frees them.
+#[derive(Debug)]
+pub struct Ticket {
+    admission: Arc<Admission>,
+    dialing: bool,
+}
+
+impl Ticket {
+    /// The call connected: its dial slot is free for the next dial.
+    pub fn connected(&mut self) {
+        if std::mem::take(&mut self.dialing) {
+            let mut counts = self.admission.lock();
+            counts.dialing = counts.dialing.saturating_sub(1);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut counts = self.admission.lock();
+        counts.in_call = counts.in_call.saturating_sub(1);
+        if self.dialing {
+            counts.dialing = counts.dialing.saturating_sub(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    fn admission(max_viewers: usize, max_pending_dials: usize, per_minute: u32) -> Arc<Admission> {
+        Admission::new(AdmissionLimits {
+            max_viewers,
+            max_pending_dials,
+            dials_per_minute: per_minute,
+        })
+    }
+
+    #[test]
+    fn tickets_hold_slots_until_dropped() {
+        let a = admission(2, 1, 100);
+        let now = Instant::now();
+        let mut first = a.admit(A, now).expect("first dial");
+        assert_eq!((a.viewers_in_call(), a.pending_dials()), (1, 1));
+        // One dial may connect at a time.
+        assert_eq!(
+            a.admit(B, now).unwrap_err(),
+            Refusal::PendingDials { max: 1 }
+        );
+        first.connected();
+        first.connected(); // twice is harmless
+        assert_eq!((a.viewers_in_call(), a.pending_dials()), (1, 0));
+        let second = a.admit(B, now).expect("second dial");
+        assert_eq!(a.admit(B, now).unwrap_err(), Refusal::Viewers { max: 2 });
+        drop(second);
+        assert_eq!((a.viewers_in_call(), a.pending_dials()), (1, 0));
+        drop(first);
+        assert_eq!((a.viewers_in_call(), a.pending_dials()), (0, 0));
+    }
+
+    #[test]
+    fn the_rate_is_per_address_and_refills() {
+        let a = admission(100, 100, 2);
+        let t0 = Instant::now();
+        let _first = a.admit(A, t0).expect("1");
+        let _second = a.admit(A, t0).expect("2");
+        let refusal = a.admit(A, t0).unwrap_err();
+        assert!(matches!(refusal, Refusal::DialRate { per_minute: 2, .. }));
+        let body = refusal.error_body();
+        assert_eq!(body.code, ErrorCode::RateLimited);
+        assert!(body.message.contains("192.0.2.1"), "{}", body.message);
+        assert!(a.admit(B, t0).is_ok(), "another address has its own budget");
+        assert!(a.admit(A, t0 + Duration::from_secs(30)).is_ok());
+    }
+
+    #[test]
+    fn refusals_name_their_limit() {
+        assert_eq!(
+            Refusal::Viewers { max: 4 }.error_body().code,
+            ErrorCode::ViewerLimit
+        );
+        assert!(Refusal::PendingDials { max: 3 }
+            .error_body()
+            .message
+            .starts_with("3 other dials"));
+    }
+}

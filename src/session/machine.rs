@@ -1,0 +1,1054 @@
+//! One viewer's signaling conversation as a value, sans-IO: messages, peer events, media
+//! events and the current time go in; messages to send, peer actions and the next deadline
+//! come out (in the manner of str0m's `handle_input` / `poll_output` / `Output::Timeout`).
+//!
+//! Every rule of the conversation is decided here and tested in memory: the protocol errors,
+//! codec choice, admission (viewer limit, dials still connecting, dials a minute per address:
+//! [`Admission`]), the ICE deadline (`[limits] ice_timeout_s`), the idle deadline
+//! (`idle_timeout_s`) and the bitrate notices. A transport (the WebSocket in `http/`, later
+//! WHEP) only feeds inputs, performs the outputs and sleeps until the deadline; nothing here
+//! touches a socket, a clock or webrtc-rs.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::h264::ProfileLevelId;
+use crate::media::VideoCodec;
+use crate::session::admission::{Admission, Refusal, Ticket};
+use crate::session::codec;
+use crate::session::plan::{AnswerPlan, PeerEvent};
+use crate::session::protocol::{
+    self, BitrateTarget, Bye, ByeReason, ErrorBody, ErrorCode, Hello, IceCandidate, Message,
+    SdpKind, SessionDescription, PROTOCOL_VERSION,
+};
+
+/// What the session needs to know about the media it can send; asked at each offer, so a
+/// camera that starts sending H.264 is passed through from the next call on.
+pub trait MediaInfo: Send + Sync {
+    /// The video codecs being encoded, in the configured preference order.
+    fn video_codecs(&self) -> Vec<VideoCodec>;
+    /// Whether Opus audio is sent.
+    fn has_audio(&self) -> bool;
+    /// The camera's H.264 profile when its stream can be passed through.
+    fn camera_h264(&self) -> Option<ProfileLevelId>;
+}
+
+/// The per-connection rules (from `[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Largest text message accepted (`max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// A call must connect within this (`ice_timeout_s`).
+    pub ice_timeout: Duration,
+    /// A connection without a call that sends nothing this long is closed (`idle_timeout_s`).
+    pub idle_timeout: Duration,
+}
+
+/// Where the conversation with one browser stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Connected, no offer yet (or the last call hung up).
+    Idle,
+    /// An offer was admitted; the peer is being built.
+    Answering,
+    /// The answer was sent; ICE/DTLS is under way or media flows.
+    Active,
+    /// The conversation is over; the connection closes.
+    Closed,
+}
+
+/// Something that happened to the session.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A text message from the browser.
+    Text(&'a str),
+    /// A binary message from the browser (the protocol is JSON text).
+    Binary,
+    /// Any other sign of life from the browser (a ping or pong).
+    Heard,
+    /// The peer for the last [`Output::StartPeer`] is ready: the answer SDP, or why not.
+    PeerReady(Result<String, ErrorBody>),
+    /// An event from the live peer.
+    Peer(PeerEvent),
+    /// The browser's candidate was rejected by the peer.
+    CandidateRejected(String),
+    /// The encoder's adaptive bitrate target changed (kbit/s).
+    Bitrate(u32),
+    /// The daemon is shutting down.
+    Shutdown,
+    /// The configuration was reloaded with new media settings: end the call and close the
+    /// connection (the page reconnects and dials again).
+    Reload,
+}
+
+/// A limit that refused or ended something; the transport counts it for `/metrics` and logs
+/// it (throttled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limit {
+    /// A dial was refused by [`Admission`].
+    Refused(Refusal),
+    /// A call did not connect within `ice_timeout_s`.
+    IceTimeout {
+        /// `[limits] ice_timeout_s`.
+        seconds: u64,
+    },
+    /// A connection without a call was silent for `idle_timeout_s`.
+    IdleTimeout {
+        /// `[limits] idle_timeout_s`.
+        seconds: u64,
+    },
+}
+
+impl Limit {
+    /// The name in `peercam_limit_hits_total{limit="…"}`.
+    pub fn metric(&self) -> &'static str {
+        match self {
+            Limit::Refused(Refusal::Viewers { .. }) => "viewers",
+            Limit::Refused(Refusal::PendingDials { .. }) => "pending_dials",
+            Limit::Refused(Refusal::DialRate { .. }) => "dials_per_minute",
+            Limit::IceTimeout { .. } => "ice_timeout",
+            Limit::IdleTimeout { .. } => "idle_timeout",
+        }
+    }
+
+    /// Every metric name, for counters that start at zero.
+    pub const METRICS: [&'static str; 5] = [
+        "viewers",
+        "pending_dials",
+        "dials_per_minute",
+        "ice_timeout",
+        "idle_timeout",
+    ];
+
+    /// The config key that sets the limit.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Limit::Refused(Refusal::Viewers { .. }) => "[limits] max_viewers",
+            Limit::Refused(Refusal::PendingDials { .. }) => "[limits] max_pending_dials",
+            Limit::Refused(Refusal::DialRate { .. }) => "[limits] dials_per_minute",
+            Limit::IceTimeout { .. } => "[limits] ice_timeout_s",
+            Limit::IdleTimeout { .. } => "[limits] idle_timeout_s",
+        }
+    }
+
+    /// What happened, for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            Limit::Refused(Refusal::DialRate { ip, per_minute, .. }) => {
+                format!("refusing a dial: over {per_minute} dials a minute from {ip}")
+            }
+            Limit::Refused(Refusal::Viewers { max }) => {
+                format!("refusing a dial: {max} viewers in a call")
+            }
+            Limit::Refused(Refusal::PendingDials { max }) => {
+                format!("refusing a dial: {max} dials are connecting")
+            }
+            Limit::IceTimeout { seconds } => {
+                format!("closing a call that did not connect within {seconds} s")
+            }
+            Limit::IdleTimeout { seconds } => format!("closing a socket idle for {seconds} s"),
+        }
+    }
+}
+
+/// What the transport must do, in order.
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    /// Send this message to the browser.
+    Send(Message),
+    /// Build a peer answering this offer per `plan` (admission is already granted), then
+    /// feed back [`Input::PeerReady`].
+    StartPeer {
+        /// The browser's offer SDP.
+        offer_sdp: String,
+        /// Codecs and payload types to answer with.
+        plan: AnswerPlan,
+    },
+    /// Give this remote candidate to the peer.
+    AddCandidate(IceCandidate),
+    /// The browser has no more candidates.
+    EndOfRemoteCandidates,
+    /// Close the current peer (hang up).
+    ClosePeer,
+    /// Close the connection.
+    CloseSocket,
+    /// A limit was hit: count and log it.
+    LimitHit(Limit),
+    /// Nothing more to do until this instant ([`Session::handle_timeout`]) or the next input;
+    /// `None`: until the next input.
+    Timeout(Option<Instant>),
+}
+
+/// The call in progress: its admission and, until it connects, its ICE deadline.
+#[derive(Debug)]
+struct Call {
+    ticket: Ticket,
+    offered_at: Instant,
+    ice_deadline: Option<Instant>,
+}
+
+/// One browser's signaling conversation.
+pub struct Session {
+    state: State,
+    remote: SocketAddr,
+    media: Arc<dyn MediaInfo>,
+    admission: Arc<Admission>,
+    rules: Rules,
+    call: Option<Call>,
+    last_heard: Instant,
+    /// Remote candidates that arrived while the peer was being built.
+    pending: Vec<Option<IceCandidate>>,
+    out: VecDeque<Output>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("state", &self.state)
+            .field("remote", &self.remote)
+            .field("call", &self.call)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session for a browser that connected from `remote` at `now`; its first output
+    /// greets the browser with `hello`.
+    pub fn new(
+        media: Arc<dyn MediaInfo>,
+        admission: Arc<Admission>,
+        rules: Rules,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> Session {
+        let hello = Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            server: Some(format!("peercam {}", env!("CARGO_PKG_VERSION"))),
+            mode: Some("viewer".to_owned()),
+            viewers: Some(admission.viewers_in_call()),
+            max_viewers: Some(admission.limits().max_viewers),
+            codecs: Some(
+                media
+                    .video_codecs()
+                    .iter()
+                    .map(|c| c.config_name().to_owned())
+                    .collect(),
+            ),
+        });
+        Session {
+            state: State::Idle,
+            remote,
+            media,
+            admission,
+            rules,
+            call: None,
+            last_heard: now,
+            pending: Vec::new(),
+            out: VecDeque::from([Output::Send(hello)]),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The next thing to do; [`Output::Timeout`] when there is nothing until a deadline.
+    pub fn poll_output(&mut self) -> Output {
+        self.out
+            .pop_front()
+            .unwrap_or_else(|| Output::Timeout(self.deadline()))
+    }
+
+    /// The next instant [`Session::handle_timeout`] has something to do.
+    fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Idle => Some(self.last_heard + self.rules.idle_timeout),
+            State::Answering | State::Active => self.call.as_ref().and_then(|c| c.ice_deadline),
+            State::Closed => None,
+        }
+    }
+
+    /// Time passed: applies the deadline that is due at `now`, if any.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Idle if now >= self.last_heard + self.rules.idle_timeout => {
+                self.push(Output::LimitHit(Limit::IdleTimeout {
+                    seconds: self.rules.idle_timeout.as_secs(),
+                }));
+                self.close_with(ByeReason::Idle);
+            }
+            State::Answering | State::Active
+                if self
+                    .call
+                    .as_ref()
+                    .and_then(|c| c.ice_deadline)
+                    .is_some_and(|at| now >= at) =>
+            {
+                self.push(Output::LimitHit(Limit::IceTimeout {
+                    seconds: self.rules.ice_timeout.as_secs(),
+                }));
+                self.hang_up();
+                self.push(Output::Send(Message::Bye(Bye::because(
+                    ByeReason::IceTimeout,
+                ))));
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles one input that arrived at `now`; its outputs come from
+    /// [`Session::poll_output`].
+    pub fn handle_input(&mut self, input: Input<'_>, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        match input {
+            Input::Text(text) => {
+                self.last_heard = now;
+                self.on_text(text, now);
+            }
+            Input::Binary => {
+                self.last_heard = now;
+                self.error(
+                    ErrorCode::BadJson,
+                    "binary frames are not supported; send JSON text".to_owned(),
+                );
+            }
+            Input::Heard => self.last_heard = now,
+            Input::PeerReady(result) => self.on_peer_ready(result),
+            Input::Peer(event) => self.on_peer_event(event, now),
+            Input::CandidateRejected(reason) => self.error(
+                ErrorCode::BadCandidate,
+                format!("ICE candidate rejected: {reason}"),
+            ),
+            Input::Bitrate(target_kbps) => {
+                if self.state == State::Active {
+                    self.push(Output::Send(Message::Bitrate(BitrateTarget {
+                        target_kbps,
+                    })));
+                }
+            }
+            Input::Shutdown => self.close_with(ByeReason::Shutdown),
+            Input::Reload => self.close_with(ByeReason::Reload),
+        }
+    }
+
+    fn on_text(&mut self, text: &str, now: Instant) {
+        let message = match protocol::parse(text, self.rules.max_message_bytes) {
+            Ok(m) => m,
+            Err(e) => return self.push(Output::Send(Message::Error(ErrorBody::from(&e)))),
+        };
+        match message {
+            Message::Sdp(desc) => self.on_sdp(desc, now),
+            Message::Candidate(candidate) => self.on_candidate(candidate),
+            Message::Bye(_) => {
+                self.hang_up();
+                self.push(Output::Send(Message::Bye(Bye::default())));
+            }
+            // A browser may greet us, or echo the daemon's bitrate; nothing to do.
+            Message::Hello(_) | Message::Bitrate(_) => {}
+            Message::Error(body) => {
+                log::info!(
+                    "viewer {}: the browser reported an error: {}",
+                    self.remote,
+                    body.message
+                );
+            }
+        }
+    }
+
+    fn on_sdp(&mut self, desc: SessionDescription, now: Instant) {
+        if desc.kind != SdpKind::Offer {
+            return self.error(
+                ErrorCode::Unexpected,
+                format!(
+                    "expected an offer, got an {}: peercam answers, it never offers",
+                    desc.kind
+                ),
+            );
+        }
+        let offered = match codec::offered_video_codecs(&desc.sdp) {
+            Ok(o) => o,
+            Err(e) => return self.error(ErrorCode::BadSdp, format!("bad offer: {e}")),
+        };
+        let preferences = self.media.video_codecs();
+        let video =
+            match codec::choose_with_camera(&preferences, &offered, self.media.camera_h264()) {
+                Ok(c) => c,
+                Err(e) => return self.error(ErrorCode::NoCodec, e.to_string()),
+            };
+        let receives = |kind| {
+            codec::media_direction(&desc.sdp, kind).is_some_and(codec::Direction::browser_receives)
+        };
+        if !receives(codec::MediaKind::Video) {
+            return self.error(
+                ErrorCode::BadSdp,
+                "the offer does not receive video (its video section is sendonly or inactive); \
+                 Dial with a recvonly or sendrecv video transceiver"
+                    .to_owned(),
+            );
+        }
+        let opus_payload_type = if self.media.has_audio() && receives(codec::MediaKind::Audio) {
+            codec::offered_opus(&desc.sdp)
+        } else {
+            None
+        };
+        // A new offer while in a call re-dials: the old call ends (and frees its slots) first.
+        self.hang_up();
+        let ticket = match self.admission.admit(self.remote.ip(), now) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                let body = refusal.error_body();
+                self.push(Output::LimitHit(Limit::Refused(refusal)));
+                return self.push(Output::Send(Message::Error(body)));
+            }
+        };
+        self.call = Some(Call {
+            ticket,
+            offered_at: now,
+            ice_deadline: Some(now + self.rules.ice_timeout),
+        });
+        self.state = State::Answering;
+        self.push(Output::StartPeer {
+            offer_sdp: desc.sdp,
+            plan: AnswerPlan {
+                video,
+                opus_payload_type,
+            },
+        });
+    }
+
+    fn on_candidate(&mut self, candidate: Option<IceCandidate>) {
+        // Browsers send an empty candidate string as end-of-candidates too.
+        let candidate = candidate.filter(|c| !c.candidate.trim().is_empty());
+        match self.state {
+            State::Idle => self.error(
+                ErrorCode::Unexpected,
+                "ICE candidate before an offer: send {\"sdp\": offer} first".to_owned(),
+            ),
+            State::Answering => self.pending.push(candidate),
+            State::Active => self.push(candidate_output(candidate)),
+            State::Closed => {}
+        }
+    }
+
+    fn on_peer_ready(&mut self, result: Result<String, ErrorBody>) {
+        if self.state != State::Answering {
+            // The browser hung up while the peer was being built.
+            if result.is_ok() {
+                self.push(Output::ClosePeer);
+            }
+            return;
+        }
+        match result {
+            Ok(answer_sdp) => {
+                self.state = State::Active;
+                self.push(Output::Send(Message::Sdp(SessionDescription {
+                    kind: SdpKind::Answer,
+                    sdp: answer_sdp,
+                })));
+                let pending = std::mem::take(&mut self.pending);
+                self.out.extend(pending.into_iter().map(candidate_output));
+            }
+            Err(body) => {
+                // No peer to close; the call's slots go back.
+                self.state = State::Idle;
+                self.call = None;
+                self.pending.clear();
+                self.push(Output::Send(Message::Error(body)));
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, event: PeerEvent, now: Instant) {
+        if self.state != State::Active {
+            return;
+        }
+        match event {
+            PeerEvent::LocalCandidate(c) => self.push(Output::Send(Message::Candidate(Some(c)))),
+            PeerEvent::EndOfCandidates => self.push(Output::Send(Message::Candidate(None))),
+            PeerEvent::Connected => {
+                if let Some(call) = self.call.as_mut() {
+                    if call.ice_deadline.take().is_some() {
+                        call.ticket.connected();
+                        log::info!(
+                            "viewer {}: connected {} ms after the offer",
+                            self.remote,
+                            now.saturating_duration_since(call.offered_at).as_millis()
+                        );
+                    }
+                }
+            }
+            PeerEvent::Failed(reason) => {
+                self.hang_up();
+                self.error(ErrorCode::Internal, format!("connection lost: {reason}"));
+            }
+            PeerEvent::Closed => {
+                self.hang_up();
+                self.push(Output::Send(Message::Bye(Bye::default())));
+            }
+        }
+    }
+
+    /// Ends the current call, if any: the peer closes and the call's slots go back.
+    fn hang_up(&mut self) {
+        self.pending.clear();
+        self.call = None;
+        if matches!(self.state, State::Answering | State::Active) {
+            self.push(Output::ClosePeer);
+        }
+        if self.state != State::Closed {
+            self.state = State::Idle;
+        }
+    }
+
+    /// Ends the call, says `bye` with `reason` and closes the connection.
+    fn close_with(&mut self, reason: ByeReason) {
+        self.hang_up();
+        self.push(Output::Send(Message::Bye(Bye::because(reason))));
+        self.push(Output::CloseSocket);
+        self.state = State::Closed;
+    }
+
+    fn error(&mut self, code: ErrorCode, message: String) {
+        self.push(Output::Send(Message::Error(ErrorBody { code, message })));
+    }
+
+    fn push(&mut self, output: Output) {
+        self.out.push_back(output);
+    }
+}
+
+fn candidate_output(candidate: Option<IceCandidate>) -> Output {
+    match candidate {
+        Some(c) => Output::AddCandidate(c),
+        None => Output::EndOfRemoteCandidates,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::VideoCodec::{Av1, H264};
+    use crate::session::admission::AdmissionLimits;
+
+    const CHROMIUM: &str = include_str!("../../tests/fixtures/offers/chromium-156.sdp");
+    const FIREFOX: &str = include_str!("../../tests/fixtures/offers/firefox-esr-153.sdp");
+    const ICE: Duration = Duration::from_secs(15);
+    const IDLE: Duration = Duration::from_secs(120);
+
+    /// Media for the tests: fixed codecs, audio on or off, no camera H.264.
+    struct TestMedia {
+        codecs: Vec<VideoCodec>,
+        audio: bool,
+    }
+
+    impl MediaInfo for TestMedia {
+        fn video_codecs(&self) -> Vec<VideoCodec> {
+            self.codecs.clone()
+        }
+        fn has_audio(&self) -> bool {
+            self.audio
+        }
+        fn camera_h264(&self) -> Option<ProfileLevelId> {
+            None
+        }
+    }
+
+    fn admission(max_viewers: usize, max_pending_dials: usize) -> Arc<Admission> {
+        Admission::new(AdmissionLimits {
+            max_viewers,
+            max_pending_dials,
+            dials_per_minute: 1000,
+        })
+    }
+
+    fn remote(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 7], port))
+    }
+
+    /// A session opened at `t0`, its hello already read.
+    fn open(
+        codecs: Vec<VideoCodec>,
+        audio: bool,
+        max_message_bytes: usize,
+        admission: &Arc<Admission>,
+        t0: Instant,
+    ) -> Session {
+        let mut s = Session::new(
+            Arc::new(TestMedia { codecs, audio }),
+            admission.clone(),
+            Rules {
+                max_message_bytes,
+                ice_timeout: ICE,
+                idle_timeout: IDLE,
+            },
+            remote(40_000),
+            t0,
+        );
+        assert!(matches!(s.poll_output(), Output::Send(Message::Hello(_))));
+        s
+    }
+
+    fn session(t0: Instant) -> Session {
+        open(vec![H264, Av1], true, 65_536, &admission(4, 4), t0)
+    }
+
+    /// Every output up to the next [`Output::Timeout`], and that deadline.
+    fn drain(s: &mut Session) -> (Vec<Output>, Option<Instant>) {
+        let mut outputs = Vec::new();
+        loop {
+            match s.poll_output() {
+                Output::Timeout(at) => return (outputs, at),
+                o => outputs.push(o),
+            }
+        }
+    }
+
+    fn feed(s: &mut Session, input: Input<'_>, now: Instant) -> Vec<Output> {
+        s.handle_input(input, now);
+        drain(s).0
+    }
+
+    fn offer(sdp: &str) -> String {
+        Message::Sdp(SessionDescription {
+            kind: SdpKind::Offer,
+            sdp: sdp.to_owned(),
+        })
+        .to_json()
+    }
+
+    fn error_code(outputs: &[Output]) -> Option<ErrorCode> {
+        outputs.iter().find_map(|o| match o {
+            Output::Send(Message::Error(e)) => Some(e.code),
+            _ => None,
+        })
+    }
+
+    fn candidate(text: &str) -> String {
+        format!(r#"{{"candidate":{{"candidate":"{text}","sdpMid":"0","sdpMLineIndex":0}}}}"#)
+    }
+
+    /// Dials and answers at `now`.
+    fn dial(s: &mut Session, now: Instant) {
+        let outputs = feed(s, Input::Text(&offer(CHROMIUM)), now);
+        assert!(
+            matches!(outputs.as_slice(), [Output::StartPeer { .. }]),
+            "{outputs:?}"
+        );
+        feed(s, Input::PeerReady(Ok("v=0 answer".into())), now);
+        assert_eq!(s.state(), State::Active);
+    }
+
+    #[test]
+    fn hello_names_the_codecs_and_the_viewer_limit() {
+        let mut s = Session::new(
+            Arc::new(TestMedia {
+                codecs: vec![Av1, H264],
+                audio: true,
+            }),
+            admission(3, 3),
+            Rules {
+                max_message_bytes: 1024,
+                ice_timeout: ICE,
+                idle_timeout: IDLE,
+            },
+            remote(1),
+            Instant::now(),
+        );
+        let Output::Send(Message::Hello(hello)) = s.poll_output() else {
+            panic!("hello first");
+        };
+        assert_eq!(hello.mode.as_deref(), Some("viewer"));
+        assert_eq!(
+            hello.codecs,
+            Some(vec!["av1".to_owned(), "h264".to_owned()])
+        );
+        assert_eq!((hello.viewers, hello.max_viewers), (Some(0), Some(3)));
+    }
+
+    #[test]
+    fn dial_answer_and_trickle_in_both_directions() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let outputs = feed(&mut s, Input::Text(&offer(CHROMIUM)), t0);
+        let [Output::StartPeer { plan, .. }] = outputs.as_slice() else {
+            panic!("expected StartPeer, got {outputs:?}");
+        };
+        assert_eq!(plan.video.codec, H264);
+        assert_eq!(plan.video.payload_type, 108);
+        assert_eq!(plan.opus_payload_type, Some(111));
+        assert_eq!(s.state(), State::Answering);
+
+        // A candidate that arrives while the peer is being built is held, then applied.
+        let c = candidate("candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host");
+        assert!(feed(&mut s, Input::Text(&c), t0).is_empty());
+        let outputs = feed(&mut s, Input::PeerReady(Ok("v=0 answer".into())), t0);
+        assert!(matches!(&outputs[0], Output::Send(Message::Sdp(d)) if d.kind == SdpKind::Answer));
+        assert!(matches!(&outputs[1], Output::AddCandidate(c) if c.candidate.contains("50000")));
+        assert_eq!(s.state(), State::Active);
+
+        let c2 = candidate("candidate:2 1 udp 2122260223 127.0.0.1 50001 typ host");
+        assert!(matches!(
+            feed(&mut s, Input::Text(&c2), t0).as_slice(),
+            [Output::AddCandidate(_)]
+        ));
+        assert_eq!(
+            feed(&mut s, Input::Text(r#"{"candidate":null}"#), t0),
+            vec![Output::EndOfRemoteCandidates]
+        );
+        assert_eq!(
+            feed(&mut s, Input::Text(&candidate("")), t0),
+            vec![Output::EndOfRemoteCandidates],
+            "an empty candidate string also ends the candidates"
+        );
+
+        // Local candidates and end-of-candidates go to the browser.
+        let local = IceCandidate {
+            candidate: "candidate:9 1 udp 1 127.0.0.1 40000 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+            username_fragment: None,
+        };
+        assert_eq!(
+            feed(
+                &mut s,
+                Input::Peer(PeerEvent::LocalCandidate(local.clone())),
+                t0
+            ),
+            vec![Output::Send(Message::Candidate(Some(local)))]
+        );
+        assert_eq!(
+            feed(&mut s, Input::Peer(PeerEvent::EndOfCandidates), t0),
+            vec![Output::Send(Message::Candidate(None))]
+        );
+        assert!(feed(&mut s, Input::Peer(PeerEvent::Connected), t0).is_empty());
+
+        // Hang up: the peer closes, the browser gets bye, a new Dial may follow.
+        assert_eq!(
+            feed(&mut s, Input::Text(r#"{"bye":{}}"#), t0),
+            vec![
+                Output::ClosePeer,
+                Output::Send(Message::Bye(Bye::default()))
+            ]
+        );
+        assert_eq!(s.state(), State::Idle);
+        assert!(matches!(
+            feed(&mut s, Input::Text(&offer(CHROMIUM)), t0).as_slice(),
+            [Output::StartPeer { .. }]
+        ));
+    }
+
+    #[test]
+    fn firefox_offer_falls_back_to_av1() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let outputs = feed(&mut s, Input::Text(&offer(FIREFOX)), t0);
+        assert!(matches!(
+            outputs.as_slice(),
+            [Output::StartPeer { plan, .. }] if plan.video.codec == Av1 && plan.video.payload_type == 99
+        ));
+    }
+
+    #[test]
+    fn bad_input_gets_errors_and_changes_nothing() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        for (text, code) in [
+            ("{oops", ErrorCode::BadJson),
+            (r#"{"wave":{}}"#, ErrorCode::UnknownType),
+            (
+                &candidate("candidate:1 1 udp 1 127.0.0.1 9 typ host") as &str,
+                ErrorCode::Unexpected,
+            ),
+            (
+                r#"{"sdp":{"type":"answer","sdp":"v=0"}}"#,
+                ErrorCode::Unexpected,
+            ),
+            (
+                r#"{"sdp":{"type":"offer","sdp":"v=0\r\n"}}"#,
+                ErrorCode::BadSdp,
+            ),
+        ] {
+            let outputs = feed(&mut s, Input::Text(text), t0);
+            assert_eq!(error_code(&outputs), Some(code), "{text}: {outputs:?}");
+            assert_eq!(outputs.len(), 1);
+            assert_eq!(s.state(), State::Idle);
+        }
+        let outputs = feed(&mut s, Input::Binary, t0);
+        assert_eq!(error_code(&outputs), Some(ErrorCode::BadJson));
+        assert!(
+            matches!(&outputs[0], Output::Send(Message::Error(e)) if e.message.contains("binary"))
+        );
+
+        let mut small = open(vec![H264], true, 1024, &admission(1, 1), t0);
+        let outputs = feed(&mut small, Input::Text(&offer(CHROMIUM)), t0);
+        assert_eq!(error_code(&outputs), Some(ErrorCode::TooLarge));
+    }
+
+    #[test]
+    fn no_acceptable_codec_names_both_sides() {
+        let t0 = Instant::now();
+        let mut s = open(vec![H264], true, 65_536, &admission(1, 1), t0);
+        let outputs = feed(&mut s, Input::Text(&offer(FIREFOX)), t0);
+        let [Output::Send(Message::Error(e))] = outputs.as_slice() else {
+            panic!("{outputs:?}");
+        };
+        assert_eq!(e.code, ErrorCode::NoCodec);
+        assert!(
+            e.message.contains("VP8") && e.message.contains("h264"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn the_viewer_limit_is_shared_and_freed_by_hang_up() {
+        let t0 = Instant::now();
+        let shared = admission(1, 4);
+        let mut first = open(vec![H264], true, 65_536, &shared, t0);
+        let mut second = open(vec![H264], true, 65_536, &shared, t0);
+        dial(&mut first, t0);
+        let outputs = feed(&mut second, Input::Text(&offer(CHROMIUM)), t0);
+        assert_eq!(
+            outputs[0],
+            Output::LimitHit(Limit::Refused(Refusal::Viewers { max: 1 }))
+        );
+        assert_eq!(error_code(&outputs), Some(ErrorCode::ViewerLimit));
+        assert_eq!(outputs.len(), 2, "no peer is built: {outputs:?}");
+        assert_eq!(second.state(), State::Idle);
+
+        feed(&mut first, Input::Text(r#"{"bye":{}}"#), t0);
+        assert_eq!(shared.viewers_in_call(), 0);
+        dial(&mut second, t0);
+        assert_eq!(shared.viewers_in_call(), 1);
+        // Closing the connection frees the slot too.
+        feed(&mut second, Input::Shutdown, t0);
+        assert_eq!(shared.viewers_in_call(), 0);
+    }
+
+    #[test]
+    fn a_dial_slot_is_held_until_the_call_connects() {
+        let t0 = Instant::now();
+        let shared = admission(4, 1);
+        let mut first = open(vec![H264], true, 65_536, &shared, t0);
+        let mut second = open(vec![H264], true, 65_536, &shared, t0);
+        dial(&mut first, t0);
+        let outputs = feed(&mut second, Input::Text(&offer(CHROMIUM)), t0);
+        assert_eq!(error_code(&outputs), Some(ErrorCode::DialLimit));
+        assert_eq!(pending(&shared), 1);
+        feed(&mut first, Input::Peer(PeerEvent::Connected), t0);
+        assert_eq!(pending(&shared), 0);
+        dial(&mut second, t0);
+    }
+
+    fn pending(a: &Admission) -> usize {
+        a.pending_dials()
+    }
+
+    #[test]
+    fn a_failed_peer_frees_the_slots_and_returns_to_idle() {
+        let t0 = Instant::now();
+        let shared = admission(1, 1);
+        let mut s = open(vec![H264], true, 65_536, &shared, t0);
+        feed(&mut s, Input::Text(&offer(CHROMIUM)), t0);
+        let outputs = feed(
+            &mut s,
+            Input::PeerReady(Err(ErrorBody {
+                code: ErrorCode::Internal,
+                message: "no free UDP port".into(),
+            })),
+            t0,
+        );
+        assert_eq!(error_code(&outputs), Some(ErrorCode::Internal));
+        assert_eq!(s.state(), State::Idle);
+        assert_eq!((shared.viewers_in_call(), shared.pending_dials()), (0, 0));
+    }
+
+    #[test]
+    fn audio_disabled_answers_without_opus() {
+        let t0 = Instant::now();
+        let mut s = open(vec![H264], false, 65_536, &admission(1, 1), t0);
+        let outputs = feed(&mut s, Input::Text(&offer(CHROMIUM)), t0);
+        assert!(matches!(
+            outputs.as_slice(),
+            [Output::StartPeer { plan, .. }] if plan.opus_payload_type.is_none()
+        ));
+    }
+
+    #[test]
+    fn peer_failure_and_shutdown_close_the_call() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        dial(&mut s, t0);
+        let outputs = feed(
+            &mut s,
+            Input::Peer(PeerEvent::Failed("ICE failed".into())),
+            t0,
+        );
+        assert_eq!(outputs[0], Output::ClosePeer);
+        assert_eq!(error_code(&outputs), Some(ErrorCode::Internal));
+        assert_eq!(s.state(), State::Idle);
+
+        dial(&mut s, t0);
+        assert_eq!(
+            feed(&mut s, Input::Shutdown, t0),
+            vec![
+                Output::ClosePeer,
+                Output::Send(Message::Bye(Bye::because(ByeReason::Shutdown))),
+                Output::CloseSocket
+            ]
+        );
+        assert_eq!(s.state(), State::Closed);
+        assert!(feed(&mut s, Input::Text(&offer(CHROMIUM)), t0).is_empty());
+        assert_eq!(drain(&mut s).1, None, "a closed session has no deadline");
+    }
+
+    #[test]
+    fn reload_ends_the_call_with_a_reason_the_page_redials_on() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        dial(&mut s, t0);
+        assert_eq!(
+            feed(&mut s, Input::Reload, t0),
+            vec![
+                Output::ClosePeer,
+                Output::Send(Message::Bye(Bye::because(ByeReason::Reload))),
+                Output::CloseSocket
+            ]
+        );
+        assert_eq!(
+            Message::Bye(Bye::because(ByeReason::Reload)).to_json(),
+            r#"{"bye":{"reason":"reload"}}"#
+        );
+        assert_eq!(s.state(), State::Closed);
+    }
+
+    #[test]
+    fn a_peer_that_finishes_after_hang_up_is_closed() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        feed(&mut s, Input::Text(&offer(CHROMIUM)), t0);
+        feed(&mut s, Input::Text(r#"{"bye":{}}"#), t0);
+        assert_eq!(
+            feed(&mut s, Input::PeerReady(Ok("late answer".into())), t0),
+            vec![Output::ClosePeer]
+        );
+    }
+
+    #[test]
+    fn the_ice_deadline_ends_a_call_that_does_not_connect_but_keeps_the_socket() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let offered = t0 + Duration::from_secs(3);
+        dial(&mut s, offered);
+        assert_eq!(drain(&mut s).1, Some(offered + ICE), "the ICE deadline");
+        // Early: nothing.
+        s.handle_timeout(offered + ICE - Duration::from_millis(1));
+        assert_eq!(drain(&mut s).0, vec![]);
+        s.handle_timeout(offered + ICE);
+        let (outputs, next) = drain(&mut s);
+        assert_eq!(
+            outputs,
+            vec![
+                Output::LimitHit(Limit::IceTimeout { seconds: 15 }),
+                Output::ClosePeer,
+                Output::Send(Message::Bye(Bye::because(ByeReason::IceTimeout)))
+            ]
+        );
+        assert_eq!(s.state(), State::Idle);
+        assert_eq!(
+            Message::Bye(Bye::because(ByeReason::IceTimeout)).to_json(),
+            r#"{"bye":{"reason":"ice_timeout"}}"#
+        );
+        // Back to idle: the idle deadline counts from the last message (the offer).
+        assert_eq!(next, Some(offered + IDLE));
+        // The browser may dial again on the same socket.
+        assert!(matches!(
+            feed(&mut s, Input::Text(&offer(CHROMIUM)), offered + ICE).as_slice(),
+            [Output::StartPeer { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_connected_call_has_no_deadline() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        dial(&mut s, t0);
+        feed(
+            &mut s,
+            Input::Peer(PeerEvent::Connected),
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(drain(&mut s).1, None);
+        // Long after both deadlines, nothing happens to a live call.
+        s.handle_timeout(t0 + IDLE * 10);
+        assert_eq!(drain(&mut s).0, vec![]);
+        assert_eq!(s.state(), State::Active);
+    }
+
+    #[test]
+    fn the_idle_deadline_moves_with_every_sign_of_life() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        assert_eq!(drain(&mut s).1, Some(t0 + IDLE));
+        let t1 = t0 + Duration::from_secs(100);
+        feed(&mut s, Input::Text(r#"{"hello":{"version":1}}"#), t1);
+        assert_eq!(drain(&mut s).1, Some(t1 + IDLE));
+        let t2 = t1 + Duration::from_secs(100);
+        feed(&mut s, Input::Heard, t2);
+        assert_eq!(drain(&mut s).1, Some(t2 + IDLE));
+        // A timer that fires early (or for an old deadline) changes nothing.
+        s.handle_timeout(t1 + IDLE);
+        assert_eq!(drain(&mut s).0, vec![]);
+        s.handle_timeout(t2 + IDLE);
+        assert_eq!(
+            drain(&mut s),
+            (
+                vec![
+                    Output::LimitHit(Limit::IdleTimeout { seconds: 120 }),
+                    Output::Send(Message::Bye(Bye::because(ByeReason::Idle))),
+                    Output::CloseSocket
+                ],
+                None
+            )
+        );
+        assert_eq!(s.state(), State::Closed);
+    }
+
+    #[test]
+    fn bitrate_notices_go_only_to_a_call() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        assert!(feed(&mut s, Input::Bitrate(800), t0).is_empty());
+        dial(&mut s, t0);
+        assert_eq!(
+            feed(&mut s, Input::Bitrate(800), t0),
+            vec![Output::Send(Message::Bitrate(BitrateTarget {
+                target_kbps: 800
+            }))]
+        );
+    }
+
+    #[test]
+    fn limits_name_their_keys_and_metrics() {
+        for limit in [
+            Limit::Refused(Refusal::Viewers { max: 1 }),
+            Limit::Refused(Refusal::PendingDials { max: 1 }),
+            Limit::Refused(Refusal::DialRate {
+                ip: remote(1).ip(),
+                per_minute: 6,
+                wait: Duration::from_secs(1),
+            }),
+            Limit::IceTimeout { seconds: 15 },
+            Limit::IdleTimeout { seconds: 120 },
+        ] {
+            assert!(Limit::METRICS.contains(&limit.metric()), "{limit:?}");
+            assert!(limit.key().starts_with("[limits] "), "{limit:?}");
+            assert!(!limit.describe().is_empty());
+        }
+    }
+}

@@ -1,5 +1,5 @@
-//! The offer-handling / codec-choice path, without a WebRTC peer: the SDP reading and codec
-//! choice of `peercam::session::codec` and the session machine that turns a browser's
+//! The offer-handling / codec-choice path, without a WebRTC peer: the SDP reading of
+//! `peercam::session::sdp`, the codec choice of `peercam::session::codec` and the session machine that turns a browser's
 //! `{"sdp": offer}` into the answer plan (`Output::StartPeer`).
 //!
 //! Input: a 4-byte header, then a payload.
@@ -19,9 +19,10 @@ use libfuzzer_sys::fuzz_target;
 use peercam::h264::ProfileLevelId;
 use peercam::media::VideoCodec::{self, Av1, H264};
 use peercam::session::admission::{Admission, AdmissionLimits};
-use peercam::session::codec::{self, MediaKind};
+use peercam::session::codec;
 use peercam::session::machine::{Input, MediaInfo, Output, Rules, Session, State};
 use peercam::session::protocol::{Message, SdpKind, SessionDescription};
+use peercam::session::sdp::{self, MediaKind};
 
 /// Real offers (tests/fixtures/offers) that structure-aware mode edits.
 const OFFERS: [&str; 3] = [
@@ -132,13 +133,13 @@ fn edit(base: &str, script: &[u8]) -> String {
 
 fn check(sdp: &str, preferences: &[VideoCodec], audio: bool, camera: Option<ProfileLevelId>) {
     // The codec functions, as the state machine calls them.
-    let chosen = codec::offered_video_codecs(sdp).map(|offered| {
+    let chosen = sdp::offered_video_codecs(sdp).map(|offered| {
         let chosen = codec::choose_with_camera(preferences, &offered, camera);
         (offered, chosen)
     });
-    let _ = codec::media_direction(sdp, MediaKind::Audio);
-    let video_direction = codec::media_direction(sdp, MediaKind::Video);
-    let opus = codec::offered_opus(sdp);
+    let _ = sdp::media_direction(sdp, MediaKind::Audio);
+    let video_direction = sdp::media_direction(sdp, MediaKind::Video);
+    let opus = sdp::offered_opus(sdp);
     match &chosen {
         Err(e) => assert!(!e.to_string().is_empty()),
         Ok((_, Err(no_codec))) => {
@@ -159,7 +160,7 @@ fn check(sdp: &str, preferences: &[VideoCodec], audio: bool, camera: Option<Prof
                 assert!(camera.is_some(), "{c:?}");
             }
             // The answer's fmtp rewrite keeps every line and its line end.
-            let replaced = codec::replace_fmtp(sdp, c.payload_type, &c.fmtp);
+            let replaced = sdp::replace_fmtp(sdp, c.payload_type, &c.fmtp);
             assert_eq!(
                 replaced.split_inclusive('\n').count(),
                 sdp.split_inclusive('\n').count()
@@ -215,13 +216,13 @@ fn check(sdp: &str, preferences: &[VideoCodec], audio: bool, camera: Option<Prof
             };
             assert_eq!(&plan.video, c);
             assert_eq!(admission.viewers_in_call(), 1);
-            assert!(video_direction.is_some_and(codec::Direction::browser_receives));
+            assert!(video_direction.is_some_and(sdp::Direction::browser_receives));
             if plan.opus_payload_type.is_some() {
                 assert!(audio);
                 assert_eq!(plan.opus_payload_type, opus);
             }
             // The peer answers; then the browser hangs up.
-            let answer = codec::replace_fmtp(sdp, plan.video.payload_type, &plan.video.fmtp);
+            let answer = sdp::replace_fmtp(sdp, plan.video.payload_type, &plan.video.fmtp);
             session.handle_input(Input::PeerReady(Ok(answer)), now);
             assert_eq!(session.state(), State::Active);
             session.handle_input(Input::Text(r#"{"bye":{}}"#), now);

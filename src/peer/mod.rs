@@ -102,6 +102,11 @@ impl PeerFactory {
 
     /// Applies `offer_sdp`, attaches video (per `plan`) and Opus tracks, and returns the
     /// connected-later peer plus the answer SDP. Events arrive on `events`.
+    ///
+    /// The steps: build a peer connection with exactly the plan's codecs on a free UDP port
+    /// ([`PeerFactory::connect`]), apply the offer, add the tracks, answer
+    /// ([`PeerFactory::local_answer`]), and start the tasks that send media and forward
+    /// the browser's feedback ([`start_media`]).
     pub async fn answer(
         &self,
         offer_sdp: String,
@@ -111,6 +116,74 @@ impl PeerFactory {
     ) -> Result<(ViewerPeer, String), PeerError> {
         let video_codec = video_codec_parameters(plan);
         let audio_codec = plan.opus_payload_type.map(opus_codec_parameters);
+        let (connected_tx, connected_rx) = watch::channel(false);
+        let handler = Arc::new(Handler {
+            events,
+            connected: connected_tx,
+            nat_1to1_ips: self.settings.nat_1to1_ips.clone(),
+        });
+        // Chosen before the interceptors are built: the RTCP forwarder picks this stream's
+        // receiver reports by SSRC.
+        let video_ssrc: u32 = rand::random();
+        let (feedback_tx, feedback_rx) = mpsc::channel::<Feedback>(rtcp::FEEDBACK_CAPACITY);
+        let feedback_tx = tap.bitrate.is_some().then_some(feedback_tx);
+        let pc = self
+            .connect(
+                &video_codec,
+                audio_codec.as_ref(),
+                handler,
+                video_ssrc,
+                feedback_tx,
+            )
+            .await?;
+
+        let offer = RTCSessionDescription::offer(offer_sdp)
+            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        if let Err(e) = pc.set_remote_description(offer).await {
+            let _ = pc.close().await;
+            return Err(PeerError::BadOffer(e.to_string()));
+        }
+
+        let video = new_track(RtpCodecKind::Video, &video_codec, video_ssrc);
+        pc.add_track(video.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(internal)?;
+        let audio = match &audio_codec {
+            Some(codec) => {
+                let ssrc: u32 = rand::random();
+                let track = new_track(RtpCodecKind::Audio, codec, ssrc);
+                pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                    .await
+                    .map_err(internal)?;
+                Some(SendTrack {
+                    track,
+                    ssrc,
+                    payload_type: codec.payload_type,
+                })
+            }
+            None => None,
+        };
+
+        let answer_sdp = self.local_answer(pc.as_ref(), plan).await?;
+        let video = SendTrack {
+            track: video,
+            ssrc: video_ssrc,
+            payload_type: video_codec.payload_type,
+        };
+        let (cancel, tasks) = start_media(plan, &tap, video, audio, feedback_rx, connected_rx);
+        Ok((ViewerPeer { pc, cancel, tasks }, answer_sdp))
+    }
+
+    /// A peer connection with exactly `video` and `audio` registered, bound to the first free
+    /// port of the configured range.
+    async fn connect(
+        &self,
+        video: &RTCRtpCodecParameters,
+        audio: Option<&RTCRtpCodecParameters>,
+        handler: Arc<Handler>,
+        video_ssrc: u32,
+        feedback: Option<mpsc::Sender<Feedback>>,
+    ) -> Result<Arc<dyn PeerConnection>, PeerError> {
         let ice_servers = self
             .settings
             .ice_servers
@@ -129,28 +202,13 @@ impl PeerFactory {
         let setting_engine = SettingEngineBuilder::new()
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .build();
-
-        let (connected_tx, connected_rx) = watch::channel(false);
-        let handler = Arc::new(Handler {
-            events: events.clone(),
-            connected: connected_tx,
-            nat_1to1_ips: self.settings.nat_1to1_ips.clone(),
-        });
-
-        // Chosen before the interceptors are built: the RTCP forwarder picks this stream's
-        // receiver reports by SSRC.
-        let video_ssrc: u32 = rand::random();
-        let (feedback_tx, feedback_rx) = mpsc::channel::<Feedback>(rtcp::FEEDBACK_CAPACITY);
-        let feedback_tx = tap.bitrate.is_some().then_some(feedback_tx);
         let mut last_error = String::new();
-        let mut pc = None;
         for port in self.port_candidates() {
-            let addrs = self.udp_addrs(port);
             // The interceptor registry is consumed by each build attempt: make a fresh one.
             let (media_engine, registry) = media_setup(
-                &video_codec,
-                audio_codec.as_ref(),
-                rtcp::RtcpForwarder::new(video_ssrc, feedback_tx.clone()),
+                video,
+                audio,
+                rtcp::RtcpForwarder::new(video_ssrc, feedback.clone()),
             )?;
             let built = PeerConnectionBuilder::new()
                 .with_configuration(configuration.clone())
@@ -158,105 +216,42 @@ impl PeerFactory {
                 .with_interceptor_registry(registry)
                 .with_setting_engine(setting_engine.clone())
                 .with_handler(handler.clone() as Arc<dyn PeerConnectionEventHandler>)
-                .with_udp_addrs(addrs)
+                .with_udp_addrs(self.udp_addrs(port))
                 .build()
                 .await;
             match built {
-                Ok(p) => {
-                    pc = Some(p);
-                    break;
-                }
+                Ok(pc) => return Ok(Arc::new(pc)),
                 Err(e) => last_error = e.to_string(),
             }
         }
-        let Some(pc) = pc else {
-            return Err(PeerError::NoPort {
-                min: self.settings.udp_port_min,
-                max: self.settings.udp_port_max,
-                addrs: self.udp_addrs(0).join(", "),
-                reason: last_error,
-            });
-        };
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        Err(PeerError::NoPort {
+            min: self.settings.udp_port_min,
+            max: self.settings.udp_port_max,
+            addrs: self.udp_addrs(0).join(", "),
+            reason: last_error,
+        })
+    }
 
-        let offer = RTCSessionDescription::offer(offer_sdp)
-            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
-        if let Err(e) = pc.set_remote_description(offer).await {
-            let _ = pc.close().await;
-            return Err(PeerError::BadOffer(e.to_string()));
-        }
-
-        let video_track = new_track(RtpCodecKind::Video, &video_codec, video_ssrc);
-        pc.add_track(video_track.clone() as Arc<dyn TrackLocal>)
-            .await
-            .map_err(internal)?;
-        let audio = match &audio_codec {
-            Some(codec) => {
-                let ssrc: u32 = rand::random();
-                let track = new_track(RtpCodecKind::Audio, codec, ssrc);
-                pc.add_track(track.clone() as Arc<dyn TrackLocal>)
-                    .await
-                    .map_err(internal)?;
-                Some((track, ssrc, codec.payload_type))
-            }
-            None => None,
-        };
-
+    /// Creates and sets the answer; returns its SDP as the browser gets it (NAT mappings
+    /// applied; for passthrough, the camera's level in the fmtp).
+    async fn local_answer(
+        &self,
+        pc: &dyn PeerConnection,
+        plan: &AnswerPlan,
+    ) -> Result<String, PeerError> {
         let answer = pc.create_answer(None).await.map_err(internal)?;
         pc.set_local_description(answer).await.map_err(internal)?;
-        let answer_sdp = pc
+        let description = pc
             .local_description()
             .await
-            .map(|d| {
-                let sdp = nat::rewrite_sdp(&d.sdp, &self.settings.nat_1to1_ips);
-                if plan.video.passthrough {
-                    // webrtc-rs copies the offer's fmtp; announce the camera's level.
-                    crate::session::codec::replace_fmtp(
-                        &sdp,
-                        plan.video.payload_type,
-                        &plan.video.fmtp,
-                    )
-                } else {
-                    sdp
-                }
-            })
             .ok_or_else(|| PeerError::Internal("no local description after answer".into()))?;
-
-        let cancel = CancellationToken::new();
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(forward_media(
-            video_track.clone(),
-            RtpPacketizer::new(
-                StreamKind::Video(plan.video.codec),
-                video_codec.payload_type,
-                video_ssrc,
-            ),
-            tap.video.clone(),
-            connected_rx.clone(),
-            cancel.clone(),
-        )));
-        tasks.push(tokio::spawn(forward_keyframe_requests(
-            video_track,
-            tap.keyframes.clone(),
-            cancel.clone(),
-        )));
-        if let Some(controller) = &tap.bitrate {
-            tasks.push(tokio::spawn(forward_congestion_feedback(
-                feedback_rx,
-                controller.join(),
-                cancel.clone(),
-            )));
-        }
-        if let (Some((track, ssrc, pt)), Some(fanout)) = (audio, tap.audio.clone()) {
-            tasks.push(tokio::spawn(forward_media(
-                track,
-                RtpPacketizer::new(StreamKind::Opus, pt, ssrc),
-                fanout,
-                connected_rx,
-                cancel.clone(),
-            )));
-        }
-        Ok((ViewerPeer { pc, cancel, tasks }, answer_sdp))
+        let sdp = nat::rewrite_sdp(&description.sdp, &self.settings.nat_1to1_ips);
+        Ok(if plan.video.passthrough {
+            // webrtc-rs copies the offer's fmtp; announce the camera's level.
+            crate::session::sdp::replace_fmtp(&sdp, plan.video.payload_type, &plan.video.fmtp)
+        } else {
+            sdp
+        })
     }
 
     /// UDP ports to try, starting at a rotating point of the configured range.
@@ -285,6 +280,62 @@ impl PeerFactory {
                 .collect()
         }
     }
+}
+
+/// A track this peer sends, with its SSRC and payload type.
+struct SendTrack {
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+}
+
+/// Starts the peer's tasks: media from the fan-outs once connected, the browser's keyframe
+/// requests to the encoder, and its congestion feedback to the adaptive bitrate. They stop
+/// when the returned token is cancelled.
+fn start_media(
+    plan: &AnswerPlan,
+    tap: &MediaTap,
+    video: SendTrack,
+    audio: Option<SendTrack>,
+    feedback: mpsc::Receiver<Feedback>,
+    connected: watch::Receiver<bool>,
+) -> (CancellationToken, Vec<tokio::task::JoinHandle<()>>) {
+    let cancel = CancellationToken::new();
+    let mut tasks = vec![
+        tokio::spawn(forward_media(
+            video.track.clone(),
+            RtpPacketizer::new(
+                StreamKind::Video(plan.video.codec),
+                video.payload_type,
+                video.ssrc,
+            ),
+            tap.video.clone(),
+            connected.clone(),
+            cancel.clone(),
+        )),
+        tokio::spawn(forward_keyframe_requests(
+            video.track,
+            tap.keyframes.clone(),
+            cancel.clone(),
+        )),
+    ];
+    if let Some(controller) = &tap.bitrate {
+        tasks.push(tokio::spawn(forward_congestion_feedback(
+            feedback,
+            controller.join(),
+            cancel.clone(),
+        )));
+    }
+    if let (Some(audio), Some(fanout)) = (audio, tap.audio.clone()) {
+        tasks.push(tokio::spawn(forward_media(
+            audio.track,
+            RtpPacketizer::new(StreamKind::Opus, audio.payload_type, audio.ssrc),
+            fanout,
+            connected,
+            cancel.clone(),
+        )));
+    }
+    (cancel, tasks)
 }
 
 /// One viewer's live peer connection; dropping it without [`ViewerPeer::close`] still stops

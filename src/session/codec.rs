@@ -1,4 +1,4 @@
-//! Codec choice from a browser's offer: plain SDP text parsing, no WebRTC stack.
+//! Codec choice from a browser's offer (read by [`super::sdp`]): no WebRTC stack.
 //!
 //! The daemon sends the first codec of `video.codecs` that the offer contains, with the
 //! browser's payload type. H.264 counts only with packetization-mode 1 and a Constrained
@@ -14,21 +14,7 @@ use std::fmt;
 
 use crate::h264::ProfileLevelId;
 use crate::media::VideoCodec;
-
-/// One `a=rtpmap` entry of the offer's video section, with its fmtp and feedback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OfferedCodec {
-    /// RTP payload type.
-    pub payload_type: u8,
-    /// Encoding name as written, e.g. `H264`, `VP8`, `AV1`, `rtx`.
-    pub mime: String,
-    /// Clock rate in Hz.
-    pub clock_rate: u32,
-    /// The `a=fmtp` parameters, if any.
-    pub fmtp: Option<String>,
-    /// `a=rtcp-fb` values, e.g. `nack pli`.
-    pub rtcp_fb: Vec<String>,
-}
+use crate::session::sdp::{fmtp_param, OfferedCodec};
 
 /// The codec the answer will use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,19 +28,6 @@ pub struct Chosen {
     pub fmtp: String,
     /// Send the camera's own H.264 (passthrough) rather than peercam's encoder output.
     pub passthrough: bool,
-}
-
-/// The offer could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CodecError {
-    /// No `m=video` line.
-    #[error("the offer has no video section (m=video); the page must offer to receive video")]
-    NoVideo,
-    /// A line that should be `a=rtpmap:<pt> <name>/<clock>` is not.
-    #[error(
-        "malformed line in the offer: `{0}` (expected a=rtpmap:<payload type> <name>/<clock rate>)"
-    )]
-    Malformed(String),
 }
 
 /// No offered codec is acceptable; the message names both sides.
@@ -83,162 +56,6 @@ impl fmt::Display for NoCodec {
 }
 
 impl std::error::Error for NoCodec {}
-
-/// Kind of an SDP media section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaKind {
-    /// `m=audio`.
-    Audio,
-    /// `m=video`.
-    Video,
-}
-
-impl MediaKind {
-    fn sdp_name(self) -> &'static str {
-        match self {
-            MediaKind::Audio => "audio",
-            MediaKind::Video => "video",
-        }
-    }
-}
-
-/// The direction of a media section, from the offerer's (the browser's) side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// `a=sendrecv` (also the default when no direction is written).
-    SendRecv,
-    /// `a=sendonly`: the browser sends, it will not play what we send.
-    SendOnly,
-    /// `a=recvonly`: the browser only receives (the Dial page's offer).
-    RecvOnly,
-    /// `a=inactive`.
-    Inactive,
-}
-
-impl Direction {
-    /// Whether the browser wants to receive media in this section.
-    pub fn browser_receives(self) -> bool {
-        matches!(self, Direction::SendRecv | Direction::RecvOnly)
-    }
-
-    fn from_attribute(line: &str) -> Option<Self> {
-        match line {
-            "a=sendrecv" => Some(Direction::SendRecv),
-            "a=sendonly" => Some(Direction::SendOnly),
-            "a=recvonly" => Some(Direction::RecvOnly),
-            "a=inactive" => Some(Direction::Inactive),
-            _ => None,
-        }
-    }
-}
-
-/// Lines of the SDP without line ends (browsers send CRLF, people paste LF).
-fn sdp_lines(sdp: &str) -> impl Iterator<Item = &str> {
-    sdp.lines().map(|l| l.trim_end_matches('\r'))
-}
-
-/// The `m=` line and the lines of the first media section of `kind` (up to the next `m=`).
-fn media_section(sdp: &str, kind: MediaKind) -> Option<(&str, Vec<&str>)> {
-    let mut lines = sdp_lines(sdp);
-    let prefix = format!("m={} ", kind.sdp_name());
-    let m_line = lines.by_ref().find(|l| l.starts_with(&prefix))?;
-    Some((m_line, lines.take_while(|l| !l.starts_with("m=")).collect()))
-}
-
-/// Direction of the first media section of `kind`, or `None` if the offer has no such section
-/// or rejected it (port 0). A direction written at session level applies when the section has
-/// none; without either it is `sendrecv` (RFC 8866).
-pub fn media_direction(sdp: &str, kind: MediaKind) -> Option<Direction> {
-    let (m_line, section) = media_section(sdp, kind)?;
-    if m_line.split_whitespace().nth(1) == Some("0") {
-        return None;
-    }
-    let session_level = sdp_lines(sdp)
-        .take_while(|l| !l.starts_with("m="))
-        .find_map(Direction::from_attribute);
-    Some(
-        section
-            .iter()
-            .find_map(|l| Direction::from_attribute(l))
-            .or(session_level)
-            .unwrap_or(Direction::SendRecv),
-    )
-}
-
-/// Codecs of the offer's first video section, in the browser's order.
-pub fn offered_video_codecs(sdp: &str) -> Result<Vec<OfferedCodec>, CodecError> {
-    let (_, section) = media_section(sdp, MediaKind::Video).ok_or(CodecError::NoVideo)?;
-    parse_codecs(&section)
-}
-
-fn parse_codecs(section: &[&str]) -> Result<Vec<OfferedCodec>, CodecError> {
-    let mut codecs: Vec<OfferedCodec> = Vec::new();
-    for line in section {
-        if let Some(rest) = line.strip_prefix("a=rtpmap:") {
-            // The line came from outside: quote at most 120 characters of it.
-            let malformed = || CodecError::Malformed(line.chars().take(120).collect());
-            let (pt, encoding) = rest.split_once(' ').ok_or_else(malformed)?;
-            let payload_type: u8 = pt.trim().parse().map_err(|_| malformed())?;
-            let mut parts = encoding.trim().split('/');
-            let mime = parts
-                .next()
-                .filter(|m| !m.is_empty())
-                .ok_or_else(malformed)?;
-            let clock_rate: u32 = parts
-                .next()
-                .and_then(|c| c.parse().ok())
-                .ok_or_else(malformed)?;
-            codecs.push(OfferedCodec {
-                payload_type,
-                mime: mime.to_owned(),
-                clock_rate,
-                fmtp: None,
-                rtcp_fb: Vec::new(),
-            });
-        }
-    }
-    // fmtp and rtcp-fb may come before or after their rtpmap (Firefox writes them first).
-    for line in section {
-        let (attr, is_fmtp) = if let Some(rest) = line.strip_prefix("a=fmtp:") {
-            (rest, true)
-        } else if let Some(rest) = line.strip_prefix("a=rtcp-fb:") {
-            (rest, false)
-        } else {
-            continue;
-        };
-        let Some((pt, value)) = attr.split_once(' ') else {
-            continue;
-        };
-        let Ok(pt) = pt.parse::<u8>() else { continue };
-        if let Some(codec) = codecs.iter_mut().find(|c| c.payload_type == pt) {
-            if is_fmtp {
-                codec.fmtp = Some(value.trim().to_owned());
-            } else {
-                codec.rtcp_fb.push(value.trim().to_owned());
-            }
-        }
-    }
-    Ok(codecs)
-}
-
-/// Payload type of Opus (`opus/48000/2`) in the offer's first audio section, if offered.
-/// Whether the browser wants to receive audio at all is [`media_direction`]'s answer.
-pub fn offered_opus(sdp: &str) -> Option<u8> {
-    let (_, section) = media_section(sdp, MediaKind::Audio)?;
-    parse_codecs(&section)
-        .ok()?
-        .into_iter()
-        .find(|c| c.mime.eq_ignore_ascii_case("opus") && c.clock_rate == 48_000)
-        .map(|c| c.payload_type)
-}
-
-/// A parameter of an fmtp line (`key=value;key=value`), case-insensitive key.
-fn fmtp_param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
-    fmtp.split(';').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        k.trim().eq_ignore_ascii_case(key).then_some(v.trim())
-    })
-}
 
 /// H.264 profiles as libwebrtc classifies `profile-level-id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -435,29 +252,6 @@ pub fn choose(preferences: &[VideoCodec], offered: &[OfferedCodec]) -> Result<Ch
     })
 }
 
-/// Replaces the `a=fmtp:` line of `payload_type` in an SDP (the answer a WebRTC stack wrote
-/// copies the offer's parameters; a passthrough answer must announce the camera's level).
-/// Other lines and line endings are kept.
-pub fn replace_fmtp(sdp: &str, payload_type: u8, fmtp: &str) -> String {
-    let prefix = format!("a=fmtp:{payload_type} ");
-    sdp.split_inclusive('\n')
-        .map(|line| {
-            if line.starts_with(&prefix) {
-                let end = if line.ends_with("\r\n") {
-                    "\r\n"
-                } else if line.ends_with('\n') {
-                    "\n"
-                } else {
-                    ""
-                };
-                format!("{prefix}{fmtp}{end}")
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect()
-}
-
 /// Distinct codec names of the offer (without retransmission/FEC entries), with a note when
 /// H.264 was offered only in a form peercam cannot send.
 fn describe_offered(offered: &[OfferedCodec]) -> Vec<String> {
@@ -496,6 +290,7 @@ mod tests {
     //! Codec choice from stored real offers (tests/fixtures/offers, see its README.md).
 
     use super::*;
+    use crate::session::sdp::{offered_opus, offered_video_codecs};
     use VideoCodec::{Av1, H264};
 
     const CHROMIUM: &str = include_str!("../../tests/fixtures/offers/chromium-156.sdp");
@@ -566,23 +361,6 @@ mod tests {
             ),
             "{e}"
         );
-    }
-
-    #[test]
-    fn rtcp_feedback_and_fmtp_are_attached_to_their_payload_type() {
-        let offered = offered_video_codecs(SAFARI).expect("parse");
-        let h = offered
-            .iter()
-            .find(|o| o.payload_type == 98)
-            .expect("pt 98");
-        assert_eq!((h.mime.as_str(), h.clock_rate), ("H264", 90_000));
-        assert!(h.rtcp_fb.iter().any(|f| f == "nack pli"));
-        assert!(h.rtcp_fb.iter().any(|f| f == "ccm fir"));
-        // Firefox writes every fmtp before the rtpmap lines.
-        let ff = offered_video_codecs(FIREFOX).expect("parse");
-        let vp8 = ff.iter().find(|o| o.payload_type == 120).expect("pt 120");
-        assert_eq!(vp8.fmtp.as_deref(), Some("max-fs=12288;max-fr=60"));
-        assert_eq!(ff.first().map(|o| o.mime.as_str()), Some("VP8"));
     }
 
     #[test]
@@ -669,60 +447,6 @@ mod tests {
         assert_eq!(pick(&bare, &[Av1]).map(|c| c.payload_type), Ok(35));
     }
 
-    #[test]
-    fn directions_say_whether_the_browser_receives() {
-        use Direction::*;
-        assert_eq!(media_direction(CHROMIUM, MediaKind::Video), Some(RecvOnly));
-        assert_eq!(media_direction(CHROMIUM, MediaKind::Audio), Some(RecvOnly));
-        // Firefox writes a=sendrecv at session level; the sections' recvonly wins.
-        assert_eq!(media_direction(FIREFOX, MediaKind::Video), Some(RecvOnly));
-        assert_eq!(media_direction(SAFARI, MediaKind::Audio), Some(SendRecv));
-        assert!(SendRecv.browser_receives() && RecvOnly.browser_receives());
-        assert!(!SendOnly.browser_receives() && !Inactive.browser_receives());
-        let sdp = "v=0\r\na=sendonly\r\nm=audio 9 RTP/AVP 111\r\nm=video 0 RTP/AVP 96\r\n";
-        assert_eq!(
-            media_direction(sdp, MediaKind::Audio),
-            Some(SendOnly),
-            "session level"
-        );
-        assert_eq!(
-            media_direction(sdp, MediaKind::Video),
-            None,
-            "port 0: rejected"
-        );
-        let none = "v=0\r\nm=video 9 RTP/AVP 96\r\n";
-        assert_eq!(
-            media_direction(none, MediaKind::Video),
-            Some(SendRecv),
-            "default"
-        );
-        assert_eq!(media_direction(none, MediaKind::Audio), None);
-    }
-
-    #[test]
-    fn offers_without_video_or_with_broken_rtpmap_are_errors() {
-        assert_eq!(
-            offered_video_codecs("v=0\r\nm=audio 9 RTP/AVP 0\r\n"),
-            Err(CodecError::NoVideo)
-        );
-        let broken = "v=0\r\nm=video 9 RTP/AVP 96\r\na=rtpmap:96\r\n";
-        let e = offered_video_codecs(broken).expect_err("no encoding");
-        assert!(e.to_string().contains("`a=rtpmap:96`"), "{e}");
-        for line in [
-            "a=rtpmap:x H264/90000",
-            "a=rtpmap:96 H264",
-            "a=rtpmap:300 H264/90000",
-        ] {
-            let sdp = format!("v=0\nm=video 9 RTP/AVP 96\n{line}\n");
-            assert_eq!(
-                offered_video_codecs(&sdp),
-                Err(CodecError::Malformed(line.to_owned())),
-                "{line}"
-            );
-        }
-        assert_eq!(offered_opus("v=0\r\nm=video 9 RTP/AVP 96\r\n"), None);
-    }
-
     fn pick_camera(sdp: &str, prefs: &[VideoCodec], camera: &str) -> Chosen {
         let offered = offered_video_codecs(sdp).expect("offer parses");
         choose_with_camera(prefs, &offered, ProfileLevelId::parse(camera)).expect("a codec")
@@ -791,15 +515,5 @@ mod tests {
         let c = choose_with_camera(&[H264], &offered, camera).expect("level 3.0 fits 3.1");
         assert!(c.passthrough);
         assert_eq!(c.fmtp, "packetization-mode=1;profile-level-id=4d001e");
-    }
-
-    #[test]
-    fn replace_fmtp_touches_only_that_payload_type() {
-        let sdp = "m=video 9 UDP/TLS/RTP/SAVPF 109 45\r\na=fmtp:109 packetization-mode=1;profile-level-id=4d001f\r\na=fmtp:45 x=1\r\n";
-        assert_eq!(
-            replace_fmtp(sdp, 109, "packetization-mode=1;profile-level-id=4d0028"),
-            "m=video 9 UDP/TLS/RTP/SAVPF 109 45\r\na=fmtp:109 packetization-mode=1;profile-level-id=4d0028\r\na=fmtp:45 x=1\r\n"
-        );
-        assert_eq!(replace_fmtp("a=fmtp:1090 y\n", 109, "z"), "a=fmtp:1090 y\n");
     }
 }

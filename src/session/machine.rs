@@ -23,6 +23,7 @@ use crate::session::protocol::{
     self, BitrateTarget, Bye, ByeReason, ErrorBody, ErrorCode, Hello, IceCandidate, Message,
     SdpKind, SessionDescription, PROTOCOL_VERSION,
 };
+use crate::session::sdp::{self, Direction, MediaKind};
 
 /// What the session needs to know about the media it can send; asked at each offer, so a
 /// camera that starts sending H.264 is passed through from the next call on.
@@ -370,7 +371,7 @@ impl Session {
                 ),
             );
         }
-        let offered = match codec::offered_video_codecs(&desc.sdp) {
+        let offered = match sdp::offered_video_codecs(&desc.sdp) {
             Ok(o) => o,
             Err(e) => return self.error(ErrorCode::BadSdp, format!("bad offer: {e}")),
         };
@@ -380,10 +381,9 @@ impl Session {
                 Ok(c) => c,
                 Err(e) => return self.error(ErrorCode::NoCodec, e.to_string()),
             };
-        let receives = |kind| {
-            codec::media_direction(&desc.sdp, kind).is_some_and(codec::Direction::browser_receives)
-        };
-        if !receives(codec::MediaKind::Video) {
+        let receives =
+            |kind| sdp::media_direction(&desc.sdp, kind).is_some_and(Direction::browser_receives);
+        if !receives(MediaKind::Video) {
             return self.error(
                 ErrorCode::BadSdp,
                 "the offer does not receive video (its video section is sendonly or inactive); \
@@ -391,8 +391,8 @@ impl Session {
                     .to_owned(),
             );
         }
-        let opus_payload_type = if self.media.has_audio() && receives(codec::MediaKind::Audio) {
-            codec::offered_opus(&desc.sdp)
+        let opus_payload_type = if self.media.has_audio() && receives(MediaKind::Audio) {
+            sdp::offered_opus(&desc.sdp)
         } else {
             None
         };

@@ -1,6 +1,6 @@
-//! Signaling, sans-IO: the wire protocol ([`protocol`]), codec choice from a browser's offer
-//! ([`codec`]), the per-viewer conversation with its deadlines and limits ([`machine`]), who
-//! may start a call ([`admission`]), what the conversation asks of a peer connection and
+//! Signaling, sans-IO: the wire protocol ([`protocol`]), reading and editing SDP ([`sdp`]),
+//! codec choice from a browser's offer ([`codec`]), the per-viewer conversation with its
+//! deadlines and limits ([`machine`]), who may start a call ([`admission`]), what the conversation asks of a peer connection and
 //! hears back ([`plan`]), and a browser's conversation in seed mode ([`room`]). No sockets,
 //! no clocks, no webrtc-rs: time is an input, the next deadline an output.
 
@@ -10,3 +10,4 @@ pub mod machine;
 pub mod plan;
 pub mod protocol;
 pub mod room;
+pub mod sdp;

@@ -16,13 +16,32 @@
 //! browser RTCP REMB/RR  -> BitrateController (min over viewers, hysteresis) -> encoder target
 //! ```
 //!
-//! Module map: [`config`] (file + validated settings), [`capture`] (sources), [`encode`]
-//! (encoders), [`pipeline`] (queues, fan-out, keyframe requests), [`hub`] (sources and
-//! encoders chosen from the settings, their threads, the fan-outs), [`session`] (signaling
-//! protocol and per-viewer state, sans-IO), [`peer`] (the only module that uses webrtc-rs),
-//! [`http`] (page, WebSocket relay), [`daemon`] (start, reload, watchdog and stop of everything),
-//! [`systemd`] (the notification protocol); at the bottom, [`media`] (frame types) and
-//! [`h264`] (NAL units, profile-level-id), used by capture, encode and session alike.
+//! ## Module map, top to bottom (each imports only what is below it)
+//! - entry: `main.rs`, [`cli`], [`daemon`] (start, reload, watchdog and stop; owns the
+//!   running [`config::Settings`] and the [`hub::MediaHub`]).
+//! - transports: [`http`] (the page, login, TLS, `/metrics`; [`http`]'s `socket` module is the
+//!   one WebSocket loop, `viewer` and `room` its adapters, [`http::media`] the interface to
+//!   the media that the router is tested against).
+//! - assembly: [`hub`] (sources and encoders chosen from the settings, their threads, the
+//!   fan-outs).
+//! - peer: [`peer`] (the only module that uses webrtc-rs; carries out the session's plan).
+//! - core: [`session`] (sans-IO: protocol, codec choice, admission, the per-viewer machine
+//!   with its deadlines), [`pipeline`] (queues, fan-out, keyframe requests, bitrate policy),
+//!   [`capture`] (sources), [`encode`] (encoders), [`config`] (file, validation, settings).
+//! - ground: [`media`] (frame types, the frame pool), [`h264`] (NAL units,
+//!   profile-level-id), [`limits`] (rate limits, throttled limit logs), [`logging`],
+//!   [`systemd`], [`devices`].
+//!
+//! ## Where things happen
+//! - A viewer's offer becomes an answer: `http::socket::run` reads it, `http::viewer` feeds it
+//!   to [`session::machine::Session`] (codec choice, admission, deadlines), which asks for a
+//!   peer; [`http::media::LiveMedia`] wires the hub's fan-outs to
+//!   [`peer::PeerFactory::answer`], and the answer goes back the same way.
+//! - A captured frame becomes RTP: [`capture`] -> [`hub`]'s threads -> [`encode`] ->
+//!   [`pipeline::fanout::Fanout`] -> the peer's `forward_media` -> [`peer::rtp`].
+//! - A config key is validated: `config/file.rs` reads the TOML into raw values with their
+//!   spans, `config/validate.rs` range-checks each key into [`config::Settings`] (types in
+//!   `config/settings.rs`) and names file:line:column and the key in every error.
 
 pub mod capture;
 pub mod cli;

@@ -218,6 +218,19 @@ async fn sigterm_during_a_call_exits_zero_within_a_second() {
     let (status, took) = daemon.terminate();
     assert!(status.success(), "exit status {status}");
     assert!(took < Duration::from_secs(1), "exit took {took:?}");
+    // Every connection task finished (none abandoned) before the media stopped.
+    let mut log = Vec::new();
+    while let Ok(line) = daemon.log.recv_timeout(Duration::from_secs(2)) {
+        log.push(line);
+    }
+    assert!(
+        log.iter().any(|l| l.contains("call ended")) && log.iter().any(|l| l.contains("stopped")),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("still running after")),
+        "{log:#?}"
+    );
     // The viewer was told goodbye.
     let mut saw_bye = false;
     while let Ok(Some(Ok(msg))) = tokio::time::timeout(

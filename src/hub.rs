@@ -24,12 +24,12 @@ use log::{debug, error, info, warn};
 
 use crate::capture::alsa::{self, AlsaSource};
 use crate::capture::formats::Request;
-use crate::capture::recover::RecoveringAudio;
+use crate::capture::recover::{Reconnect, RecoveringAudio};
 use crate::capture::test_h264::TestH264Camera;
 use crate::capture::test_pattern::TestPattern;
 use crate::capture::test_tone::TestTone;
 use crate::capture::v4l2::{self, V4l2Source};
-use crate::capture::{AudioSource, VideoSource};
+use crate::capture::{AudioSource, CaptureError, VideoSource};
 use crate::config::{
     AudioSource as AudioSourceSetting, Settings, VideoFormat, VideoSource as VideoSourceSetting,
 };
@@ -53,6 +53,8 @@ use crate::pipeline::queue::DropOldest;
 pub const VIDEO_QUEUE_CAPACITY: usize = 4;
 /// Least time between two keyframe requests sent to the camera.
 const CAMERA_KEYFRAME_SPACING: Duration = Duration::from_millis(250);
+/// How long a capture loop waits after its source failed before it asks again.
+const CAPTURE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Encoded video frames buffered per viewer.
 pub const VIDEO_VIEWER_QUEUE: usize = 8;
 /// Opus packets buffered per viewer (320 ms).
@@ -466,7 +468,7 @@ fn capture_video(
     captured: Arc<AtomicU64>,
     beat: Beat,
 ) {
-    let mut failing = false;
+    let mut retry = Reconnect::new(CAPTURE_RETRY_INTERVAL, Instant::now());
     while !stop.load(Ordering::Relaxed) {
         beat.beat();
         if camera_keyframe.swap(false, Ordering::Relaxed) {
@@ -474,22 +476,26 @@ fn capture_video(
         }
         match source.next_frame() {
             Ok(frame) => {
-                failing = false;
+                retry.succeeded();
                 captured.fetch_add(1, Ordering::Relaxed);
                 let frame = Arc::new(frame);
                 for q in &queues {
                     q.push(frame.clone());
                 }
             }
-            Err(e) => {
-                if !failing {
-                    error!("{e}; retrying every second");
-                    failing = true;
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
+            Err(e) => wait_to_retry(&mut retry, &e),
         }
     }
+}
+
+/// After a capture error: logs it if it starts an outage, then sleeps until the next attempt.
+fn wait_to_retry(retry: &mut Reconnect, e: &CaptureError) {
+    if retry.failed(&e.to_string()) {
+        error!("{e}; retrying every second");
+    }
+    let now = Instant::now();
+    retry.attempt(now);
+    std::thread::sleep(retry.wait(now));
 }
 
 /// Captures 20 ms chunks and encodes them while anyone listens.
@@ -500,21 +506,17 @@ fn capture_audio(
     stop: Arc<AtomicBool>,
     beat: Beat,
 ) {
-    let mut failing = false;
+    let mut retry = Reconnect::new(CAPTURE_RETRY_INTERVAL, Instant::now());
     while !stop.load(Ordering::Relaxed) {
         beat.beat();
         let chunk = match source.next_chunk() {
             Ok(c) => c,
             Err(e) => {
-                if !failing {
-                    error!("{e}; retrying every second");
-                    failing = true;
-                }
-                std::thread::sleep(Duration::from_secs(1));
+                wait_to_retry(&mut retry, &e);
                 continue;
             }
         };
-        failing = false;
+        retry.succeeded();
         if fanout.subscriber_count() == 0 {
             continue;
         }

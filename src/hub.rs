@@ -31,14 +31,13 @@ use crate::capture::test_tone::TestTone;
 use crate::capture::v4l2::{self, V4l2Source};
 use crate::capture::{AudioSource, CaptureError, VideoSource};
 use crate::config::{
-    AudioSource as AudioSourceSetting, Settings, VideoFormat, VideoSource as VideoSourceSetting,
+    AudioSource as AudioSourceSetting, Settings, VideoFormat, VideoSettings,
+    VideoSource as VideoSourceSetting,
 };
-use crate::encode::av1::Av1Encoder;
-use crate::encode::h264::H264Encoder;
 use crate::encode::h264_decode::{Decoded, H264Decoder};
 use crate::encode::opus::OpusEncoder;
 use crate::encode::passthrough::H264Passthrough;
-use crate::encode::{AudioEncoder, VideoEncoder, VideoEncoderSettings};
+use crate::encode::{new_encoder, AudioEncoder, VideoEncoder, VideoEncoderSettings};
 use crate::h264::ProfileLevelId;
 use crate::media::{CameraH264, RawFrame, VideoCodec, VideoFrame};
 use crate::pipeline::bitrate::{BitrateController, BitrateLimits};
@@ -151,9 +150,8 @@ impl MediaHub {
         let mut video = Vec::new();
         for (codec, passthrough, encoder) in outputs {
             let keyframes = Arc::new(KeyframeRequests::new());
-            let bitrate = (!passthrough).then(|| {
-                BitrateController::new(&codec.to_string(), BitrateLimits::from_settings(v))
-            });
+            let bitrate = (!passthrough)
+                .then(|| BitrateController::new(&codec.to_string(), bitrate_limits(v)));
             let output = VideoOutput {
                 codec,
                 passthrough,
@@ -421,6 +419,16 @@ fn video_source(settings: &Settings) -> Result<(Box<dyn VideoSource>, bool), Hub
     })
 }
 
+/// The adaptive bitrate limits of `[video]`.
+fn bitrate_limits(v: &VideoSettings) -> BitrateLimits {
+    BitrateLimits {
+        start_kbps: v.bitrate_kbps,
+        min_kbps: v.min_bitrate_kbps,
+        max_kbps: v.max_bitrate_kbps,
+        floor_kbps: v.multi_viewer_floor_kbps,
+    }
+}
+
 type AudioParts = (Box<dyn AudioSource>, Box<dyn AudioEncoder>);
 
 fn audio_source(settings: &Settings) -> Result<Option<AudioParts>, HubError> {
@@ -525,17 +533,6 @@ fn capture_audio(
             Err(e) => warn!("{e}"),
         }
     }
-}
-
-/// A video encoder of `codec` for `settings`.
-fn new_encoder(
-    codec: VideoCodec,
-    settings: &VideoEncoderSettings,
-) -> Result<Box<dyn VideoEncoder>, crate::encode::EncodeError> {
-    Ok(match codec {
-        VideoCodec::H264 => Box::new(H264Encoder::new(settings)?),
-        VideoCodec::Av1 => Box::new(Av1Encoder::new(settings)?),
-    })
 }
 
 /// One output's thread state: encodes pixels (decoding camera H.264 first if needed), or
@@ -770,4 +767,29 @@ fn injected_encoder_fault(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitrate_limits_are_the_video_settings() {
+        let v = VideoSettings {
+            bitrate_kbps: 1200,
+            min_bitrate_kbps: 300,
+            max_bitrate_kbps: 4000,
+            multi_viewer_floor_kbps: 800,
+            ..VideoSettings::default()
+        };
+        assert_eq!(
+            bitrate_limits(&v),
+            BitrateLimits {
+                start_kbps: 1200,
+                min_kbps: 300,
+                max_kbps: 4000,
+                floor_kbps: 800,
+            }
+        );
+    }
 }

@@ -24,21 +24,20 @@ use log::{debug, error, info, warn};
 
 use crate::capture::alsa::{self, AlsaSource};
 use crate::capture::formats::Request;
-use crate::capture::recover::RecoveringAudio;
+use crate::capture::recover::{Reconnect, RecoveringAudio};
 use crate::capture::test_h264::TestH264Camera;
 use crate::capture::test_pattern::TestPattern;
 use crate::capture::test_tone::TestTone;
 use crate::capture::v4l2::{self, V4l2Source};
-use crate::capture::{AudioSource, VideoSource};
+use crate::capture::{AudioSource, CaptureError, VideoSource};
 use crate::config::{
-    AudioSource as AudioSourceSetting, Settings, VideoFormat, VideoSource as VideoSourceSetting,
+    AudioSource as AudioSourceSetting, Settings, VideoFormat, VideoSettings,
+    VideoSource as VideoSourceSetting,
 };
-use crate::encode::av1::Av1Encoder;
-use crate::encode::h264::H264Encoder;
 use crate::encode::h264_decode::{Decoded, H264Decoder};
 use crate::encode::opus::OpusEncoder;
 use crate::encode::passthrough::H264Passthrough;
-use crate::encode::{AudioEncoder, VideoEncoder, VideoEncoderSettings};
+use crate::encode::{new_encoder, AudioEncoder, VideoEncoder, VideoEncoderSettings};
 use crate::h264::ProfileLevelId;
 use crate::media::{CameraH264, RawFrame, VideoCodec, VideoFrame};
 use crate::pipeline::bitrate::{BitrateController, BitrateLimits};
@@ -53,6 +52,8 @@ use crate::pipeline::queue::DropOldest;
 pub const VIDEO_QUEUE_CAPACITY: usize = 4;
 /// Least time between two keyframe requests sent to the camera.
 const CAMERA_KEYFRAME_SPACING: Duration = Duration::from_millis(250);
+/// How long a capture loop waits after its source failed before it asks again.
+const CAPTURE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Encoded video frames buffered per viewer.
 pub const VIDEO_VIEWER_QUEUE: usize = 8;
 /// Opus packets buffered per viewer (320 ms).
@@ -149,9 +150,8 @@ impl MediaHub {
         let mut video = Vec::new();
         for (codec, passthrough, encoder) in outputs {
             let keyframes = Arc::new(KeyframeRequests::new());
-            let bitrate = (!passthrough).then(|| {
-                BitrateController::new(&codec.to_string(), BitrateLimits::from_settings(v))
-            });
+            let bitrate = (!passthrough)
+                .then(|| BitrateController::new(&codec.to_string(), bitrate_limits(v)));
             let output = VideoOutput {
                 codec,
                 passthrough,
@@ -419,6 +419,16 @@ fn video_source(settings: &Settings) -> Result<(Box<dyn VideoSource>, bool), Hub
     })
 }
 
+/// The adaptive bitrate limits of `[video]`.
+fn bitrate_limits(v: &VideoSettings) -> BitrateLimits {
+    BitrateLimits {
+        start_kbps: v.bitrate_kbps,
+        min_kbps: v.min_bitrate_kbps,
+        max_kbps: v.max_bitrate_kbps,
+        floor_kbps: v.multi_viewer_floor_kbps,
+    }
+}
+
 type AudioParts = (Box<dyn AudioSource>, Box<dyn AudioEncoder>);
 
 fn audio_source(settings: &Settings) -> Result<Option<AudioParts>, HubError> {
@@ -466,7 +476,7 @@ fn capture_video(
     captured: Arc<AtomicU64>,
     beat: Beat,
 ) {
-    let mut failing = false;
+    let mut retry = Reconnect::new(CAPTURE_RETRY_INTERVAL, Instant::now());
     while !stop.load(Ordering::Relaxed) {
         beat.beat();
         if camera_keyframe.swap(false, Ordering::Relaxed) {
@@ -474,22 +484,26 @@ fn capture_video(
         }
         match source.next_frame() {
             Ok(frame) => {
-                failing = false;
+                retry.succeeded();
                 captured.fetch_add(1, Ordering::Relaxed);
                 let frame = Arc::new(frame);
                 for q in &queues {
                     q.push(frame.clone());
                 }
             }
-            Err(e) => {
-                if !failing {
-                    error!("{e}; retrying every second");
-                    failing = true;
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
+            Err(e) => wait_to_retry(&mut retry, &e),
         }
     }
+}
+
+/// After a capture error: logs it if it starts an outage, then sleeps until the next attempt.
+fn wait_to_retry(retry: &mut Reconnect, e: &CaptureError) {
+    if retry.failed(&e.to_string()) {
+        error!("{e}; retrying every second");
+    }
+    let now = Instant::now();
+    retry.attempt(now);
+    std::thread::sleep(retry.wait(now));
 }
 
 /// Captures 20 ms chunks and encodes them while anyone listens.
@@ -500,21 +514,17 @@ fn capture_audio(
     stop: Arc<AtomicBool>,
     beat: Beat,
 ) {
-    let mut failing = false;
+    let mut retry = Reconnect::new(CAPTURE_RETRY_INTERVAL, Instant::now());
     while !stop.load(Ordering::Relaxed) {
         beat.beat();
         let chunk = match source.next_chunk() {
             Ok(c) => c,
             Err(e) => {
-                if !failing {
-                    error!("{e}; retrying every second");
-                    failing = true;
-                }
-                std::thread::sleep(Duration::from_secs(1));
+                wait_to_retry(&mut retry, &e);
                 continue;
             }
         };
-        failing = false;
+        retry.succeeded();
         if fanout.subscriber_count() == 0 {
             continue;
         }
@@ -523,17 +533,6 @@ fn capture_audio(
             Err(e) => warn!("{e}"),
         }
     }
-}
-
-/// A video encoder of `codec` for `settings`.
-fn new_encoder(
-    codec: VideoCodec,
-    settings: &VideoEncoderSettings,
-) -> Result<Box<dyn VideoEncoder>, crate::encode::EncodeError> {
-    Ok(match codec {
-        VideoCodec::H264 => Box::new(H264Encoder::new(settings)?),
-        VideoCodec::Av1 => Box::new(Av1Encoder::new(settings)?),
-    })
 }
 
 /// One output's thread state: encodes pixels (decoding camera H.264 first if needed), or
@@ -768,4 +767,29 @@ fn injected_encoder_fault(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitrate_limits_are_the_video_settings() {
+        let v = VideoSettings {
+            bitrate_kbps: 1200,
+            min_bitrate_kbps: 300,
+            max_bitrate_kbps: 4000,
+            multi_viewer_floor_kbps: 800,
+            ..VideoSettings::default()
+        };
+        assert_eq!(
+            bitrate_limits(&v),
+            BitrateLimits {
+                start_kbps: 1200,
+                min_kbps: 300,
+                max_kbps: 4000,
+                floor_kbps: 800,
+            }
+        );
+    }
 }

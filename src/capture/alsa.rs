@@ -601,5 +601,4 @@ pub(crate) fn mix(input: &[i16], in_ch: usize, out_ch: usize, out: &mut Vec<i16>
 }
 
 #[cfg(test)]
-#[path = "alsa_tests.rs"]
 mod tests;

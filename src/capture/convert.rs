@@ -553,5 +553,4 @@ fn ycbcr444_to_i420_limited_plain(
 }
 
 #[cfg(test)]
-#[path = "convert_tests.rs"]
 mod tests;

@@ -523,5 +523,4 @@ pub fn stepwise_rates(min_fps: f32, max_fps: f32) -> Vec<f32> {
 const STEPWISE_RATES: [f32; 10] = [5.0, 10.0, 15.0, 20.0, 24.0, 25.0, 30.0, 50.0, 60.0, 90.0];
 
 #[cfg(test)]
-#[path = "formats_tests.rs"]
 mod tests;

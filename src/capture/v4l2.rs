@@ -22,6 +22,7 @@ use v4l::{Device, Format, FourCC};
 use super::convert;
 use super::formats::{self, CameraMode, Capabilities, FourCc, Request};
 use super::placeholder::Placeholder;
+use super::recover::Reconnect;
 use super::{CaptureError, VideoSource};
 use crate::media::pool::BufferPool;
 use crate::media::{CameraH264, PixelFormat, RawFrame, VideoFrame};
@@ -469,11 +470,10 @@ pub struct V4l2Source {
     placeholder: Placeholder,
     frame_interval: Duration,
     next_placeholder: Instant,
-    next_retry: Instant,
+    /// When to reopen a lost camera; the outage's error, logged once.
+    reconnect: Reconnect,
     sequence: u64,
     bad_frames: u64,
-    /// The error of the current outage, logged once.
-    outage: Option<String>,
     /// Picture buffers for camera and placeholder frames, reused once the encoders are done.
     pool: Arc<BufferPool>,
     /// The mode of the last successful open (reopened directly after an unplug).
@@ -495,10 +495,9 @@ impl V4l2Source {
             request,
             camera: None,
             next_placeholder: now,
-            next_retry: now,
+            reconnect: Reconnect::new(RETRY_INTERVAL, now),
             sequence: 0,
             bad_frames: 0,
-            outage: None,
             pool: BufferPool::new(FRAME_POOL_SPARE),
             known: None,
             node_present: false,
@@ -513,7 +512,7 @@ impl V4l2Source {
     }
 
     fn try_open(&mut self, now: Instant) {
-        self.next_retry = now + RETRY_INTERVAL;
+        self.reconnect.attempt(now);
         let opened = match Camera::open(
             &self.path,
             &self.request,
@@ -531,7 +530,7 @@ impl V4l2Source {
         match opened {
             Ok((camera, known)) => {
                 self.known = Some(known);
-                if self.outage.take().is_some() {
+                if self.reconnect.succeeded() {
                     info!("camera {} is back", self.path.display());
                 }
                 // Placeholders keep the camera's size so the encoders are not rebuilt.
@@ -549,12 +548,11 @@ impl V4l2Source {
 
     fn lose(&mut self, reason: String) {
         self.camera = None;
-        if self.outage.is_none() {
+        if self.reconnect.failed(&reason) {
             warn!(
                 "{reason}; showing \"camera disconnected\" and retrying every {} ms",
                 RETRY_INTERVAL.as_millis()
             );
-            self.outage = Some(reason);
         }
     }
 }
@@ -606,7 +604,7 @@ impl VideoSource for V4l2Source {
             // A stat per placeholder frame: a replugged camera is opened as soon as its node
             // appears, not up to RETRY_INTERVAL later.
             let appeared = !self.node_present && self.path.exists();
-            if now >= self.next_retry || appeared {
+            if self.reconnect.is_due(now) || appeared {
                 self.try_open(now);
                 if self.camera.is_some() {
                     continue;
@@ -666,8 +664,8 @@ mod tests {
         }
         assert_eq!(s.pool.allocations(), before);
         assert!(s
-            .outage
-            .as_deref()
+            .reconnect
+            .outage()
             .is_some_and(|o| o.contains("does not exist")));
     }
 

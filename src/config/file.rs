@@ -4,7 +4,7 @@
 //!
 //! The order of work is: parse the TOML into a spanned document ([`DeTable`]), check its
 //! shape against [`SCHEMA`] (unknown keys, tables where tables belong), deserialize the same
-//! document into [`RawConfig`] (type errors), then validate values in `settings.rs`.
+//! document into [`RawConfig`] (type errors), then validate values in `validate.rs`.
 
 use std::ops::Range;
 
@@ -37,7 +37,7 @@ pub(crate) struct RawServer {
     pub listen: Value<String>,
     pub password: Value<String>,
     /// `"off"`, `"self-signed"` or a table `{ cert, key }`: read as any TOML value and
-    /// checked in `settings.rs`, so each wrong shape gets its own message.
+    /// checked in `validate.rs`, so each wrong shape gets its own message.
     pub tls: Value<toml::Value>,
     pub state_dir: Value<String>,
 }

@@ -2,9 +2,22 @@
 //! in `config/peercam.toml`) and the validated [`Settings`] built from it.
 //!
 //! Two stages, as in ripgrep: [`file`] mirrors the file (serde, unknown keys rejected, every
-//! value spanned), [`settings`] checks ranges and resolves defaults. Every error names the
-//! file, line, column, key and what was expected, e.g.
+//! value spanned), [`validate`] checks each value and resolves defaults into the types of
+//! [`settings`]. Every error names the file, line, column, key and what was expected, e.g.
 //! `peercam.toml:12:9: [video] width = 641: expected an even number from 160 to 3840`.
+//!
+//! Where to look:
+//! - how a key is checked (its range, its message): `validate.rs`, one function per table;
+//!   search it for the key as errors write it, e.g. `"[video] width"`;
+//! - what a key means and its default: the field and `Default` impl in `settings.rs`, and
+//!   `config/peercam.toml`;
+//! - which keys exist: the `Raw*` structs and `SCHEMA` in `file.rs`;
+//! - how errors point at the file: `error.rs`.
+//!
+//! A new key touches all of `file.rs`, `validate.rs`, `settings.rs` and
+//! `config/peercam.toml` (a test checks that the sample lists every key). The tests of the
+//! checks are in `validate.rs`; the tests here load whole files (defaults, the sample,
+//! unknown keys, types, syntax).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,6 +27,7 @@ use serde::Deserialize;
 mod error;
 mod file;
 mod settings;
+mod validate;
 
 pub use error::{ConfigError, Invalid};
 pub use settings::{
@@ -91,58 +105,22 @@ pub fn parse_str(text: &str, file_name: &str) -> Result<Settings, ConfigError> {
     let index = file::check_structure(root.get_ref(), src)?;
     let raw = file::RawConfig::deserialize(toml::de::Deserializer::from(root))
         .map_err(|e| index.type_error(&e, src))?;
-    settings::validate(raw, src)
+    validate::validate(raw, src)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
     use super::*;
-    use crate::media::VideoCodec;
 
     const SAMPLE: &str = include_str!("../../config/peercam.toml");
 
-    /// Parses `text` and returns the error message (the test fails if it parses).
-    fn error_of(text: &str) -> String {
+    /// Parses `text` and returns the error message (the test fails if it parses). Also used
+    /// by the tests of `validate.rs`.
+    pub(super) fn error_of(text: &str) -> String {
         match parse_str(text, "t.toml") {
             Ok(settings) => panic!("expected an error for {text:?}, got {settings:?}"),
             Err(e) => e.to_string(),
         }
-    }
-
-    #[test]
-    fn defaults_are_the_documented_values() {
-        let s = Settings::default();
-        assert_eq!(
-            s.server.listen,
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7000)
-        );
-        assert_eq!(s.video.source, VideoSource::Auto);
-        assert_eq!((s.video.width, s.video.height, s.video.fps), (640, 480, 30));
-        assert_eq!(s.video.codecs, vec![VideoCodec::H264, VideoCodec::Av1]);
-        assert_eq!(
-            (s.video.bitrate_kbps, s.video.keyframe_interval_s),
-            (1000, 2)
-        );
-        assert_eq!(
-            s.audio,
-            AudioSettings {
-                source: AudioSource::Auto,
-                channels: 1,
-                bitrate_kbps: 32
-            }
-        );
-        assert!(s.webrtc.ice_servers.is_empty() && s.webrtc.ip_addresses.is_empty());
-        assert_eq!(
-            (s.webrtc.udp_port_min, s.webrtc.udp_port_max),
-            (50000, 50100)
-        );
-        assert_eq!(
-            (s.limits.max_viewers, s.limits.max_message_bytes),
-            (8, 65536)
-        );
-        assert_eq!(s.log.level, log::LevelFilter::Info);
     }
 
     #[test]
@@ -184,263 +162,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn every_value_can_be_set() {
-        let text = r#"
-[server]
-listen = "127.0.0.1:0"
-[video]
-source = "/dev/video2"
-width = 1280
-height = 720
-fps = 15
-codecs = ["av1"]
-bitrate_kbps = 2500
-min_bitrate_kbps = 300
-max_bitrate_kbps = 4000
-multi_viewer_floor_kbps = 800
-keyframe_interval_s = 5
-[audio]
-source = "hw:1,0"
-channels = 2
-bitrate_kbps = 64
-[webrtc]
-udp_port_min = 0
-udp_port_max = 0
-ip_addresses = ["127.0.0.1", "::1"]
-nat_1to1_ips = ["203.0.113.7", "127.0.0.1/10.0.2.15"]
-[[webrtc.ice_servers]]
-urls = ["stun:stun.example.org:3478"]
-[[webrtc.ice_servers]]
-urls = ["turn:turn.example.org", "turns:turn.example.org:5349"]
-username = "u"
-credential = "p"
-[limits]
-max_viewers = 64
-max_message_bytes = 1024
-[log]
-level = "DEBUG"
-"#;
-        let s = parse_str(text, "t.toml").expect("valid config");
-        assert_eq!(
-            s.server.listen,
-            "127.0.0.1:0".parse::<SocketAddr>().expect("addr")
-        );
-        assert_eq!(s.video.source, VideoSource::Device("/dev/video2".into()));
-        assert_eq!(
-            (s.video.width, s.video.height, s.video.fps),
-            (1280, 720, 15)
-        );
-        assert_eq!(s.video.codecs, vec![VideoCodec::Av1]);
-        assert_eq!(
-            (s.video.bitrate_kbps, s.video.keyframe_interval_s),
-            (2500, 5)
-        );
-        assert_eq!(
-            (
-                s.video.min_bitrate_kbps,
-                s.video.max_bitrate_kbps,
-                s.video.multi_viewer_floor_kbps
-            ),
-            (300, 4000, 800)
-        );
-        assert_eq!(
-            s.audio,
-            AudioSettings {
-                source: AudioSource::Alsa("hw:1,0".into()),
-                channels: 2,
-                bitrate_kbps: 64
-            }
-        );
-        assert_eq!((s.webrtc.udp_port_min, s.webrtc.udp_port_max), (0, 0));
-        assert_eq!(
-            s.webrtc.ip_addresses,
-            vec![
-                IpAddr::from([127, 0, 0, 1]),
-                "::1".parse::<IpAddr>().expect("ip")
-            ]
-        );
-        assert_eq!(
-            s.webrtc.nat_1to1_ips,
-            vec![
-                NatMapping {
-                    external: IpAddr::from([203, 0, 113, 7]),
-                    local: None
-                },
-                NatMapping {
-                    external: IpAddr::from([127, 0, 0, 1]),
-                    local: Some(IpAddr::from([10, 0, 2, 15]))
-                },
-            ]
-        );
-        assert_eq!(s.webrtc.ice_servers.len(), 2);
-        assert_eq!(
-            s.webrtc.ice_servers[0].urls,
-            vec!["stun:stun.example.org:3478".to_owned()]
-        );
-        assert_eq!(s.webrtc.ice_servers[1].username.as_deref(), Some("u"));
-        assert_eq!(s.webrtc.ice_servers[1].credential.as_deref(), Some("p"));
-        assert_eq!(
-            (s.limits.max_viewers, s.limits.max_message_bytes),
-            (64, 1024)
-        );
-        assert_eq!(s.log.level, log::LevelFilter::Debug);
-        let sources = parse_str(
-            "[video]\nsource = \"test\"\n[audio]\nsource = \"none\"\n",
-            "t.toml",
-        )
-        .expect("sources");
-        assert_eq!(
-            (sources.video.source, sources.audio.source),
-            (VideoSource::Test, AudioSource::None)
-        );
-    }
-
-    #[test]
-    fn range_errors_name_file_line_column_key_and_range() {
-        assert_eq!(
-            error_of("[video]\n\nwidth = 641\n"),
-            "t.toml:3:9: [video] width = 641: expected an even number from 160 to 3840"
-        );
-        let cases: &[(&str, &str)] = &[
-            (
-                "[video]\nwidth = 100",
-                "[video] width = 100: expected an even number from 160 to 3840",
-            ),
-            (
-                "[video]\nheight = 2162",
-                "[video] height = 2162: expected an even number from 120 to 2160",
-            ),
-            (
-                "[video]\nheight = 241",
-                "[video] height = 241: expected an even number from 120 to 2160",
-            ),
-            (
-                "[video]\nfps = 0",
-                "[video] fps = 0: expected a number from 1 to 60",
-            ),
-            (
-                "[video]\nfps = 61",
-                "[video] fps = 61: expected a number from 1 to 60",
-            ),
-            (
-                "[video]\nbitrate_kbps = 49",
-                "[video] bitrate_kbps = 49: expected a number from 50 to 20000",
-            ),
-            (
-                "[video]\nkeyframe_interval_s = 61",
-                "[video] keyframe_interval_s = 61: expected a number from 1 to 60",
-            ),
-            (
-                "[audio]\nchannels = 3",
-                "[audio] channels = 3: expected a number from 1 to 2",
-            ),
-            (
-                "[audio]\nbitrate_kbps = 511",
-                "[audio] bitrate_kbps = 511: expected a number from 6 to 510",
-            ),
-            (
-                "[limits]\nmax_viewers = 0",
-                "[limits] max_viewers = 0: expected a number from 1 to 64",
-            ),
-            (
-                "[limits]\nmax_viewers = 65",
-                "[limits] max_viewers = 65: expected a number from 1 to 64",
-            ),
-            (
-                "[limits]\nmax_message_bytes = 1023",
-                "[limits] max_message_bytes = 1023: expected a number from 1024 to 1048576",
-            ),
-            (
-                "[video]\nwidth = -640",
-                "[video] width = -640: expected an even number from 160 to 3840",
-            ),
-        ];
-        for (text, expected) in cases {
-            // The value sits on line 2, after "key = ".
-            let column = text
-                .lines()
-                .nth(1)
-                .and_then(|line| line.find('='))
-                .map_or(0, |eq| eq + 3);
-            assert_eq!(error_of(text), format!("t.toml:2:{column}: {expected}"));
-        }
-    }
-
-    #[test]
-    fn bitrate_bounds_are_ordered_and_the_written_key_is_blamed() {
-        assert_eq!(
-            error_of("[video]\nbitrate_kbps = 3000\nmax_bitrate_kbps = 2500\n"),
-            "t.toml:2:16: [video] bitrate_kbps = 3000: expected min_bitrate_kbps (150) <= \
-             bitrate_kbps (3000) <= max_bitrate_kbps (2500)"
-        );
-        // Unwritten bounds and floor make room for a written start bitrate (files from before
-        // these keys keep loading).
-        let s = parse_str("[video]\nbitrate_kbps = 4000\n", "t.toml").expect("max follows");
-        assert_eq!(
-            (s.video.min_bitrate_kbps, s.video.max_bitrate_kbps),
-            (150, 4000)
-        );
-        let s = parse_str("[video]\nbitrate_kbps = 100\n", "t.toml").expect("min follows");
-        assert_eq!(
-            (s.video.min_bitrate_kbps, s.video.max_bitrate_kbps),
-            (100, 2500)
-        );
-        let s = parse_str("[video]\nmin_bitrate_kbps = 600\n", "t.toml").expect("floor follows");
-        assert_eq!(s.video.multi_viewer_floor_kbps, 600);
-        assert_eq!(
-            error_of("[video]\nmax_bitrate_kbps = 800\n"),
-            "t.toml:2:20: [video] max_bitrate_kbps = 800: expected min_bitrate_kbps (150) <= \
-             bitrate_kbps (1000) <= max_bitrate_kbps (800)"
-        );
-        assert_eq!(
-            error_of("[video]\nmin_bitrate_kbps = 3000\n"),
-            "t.toml:2:20: [video] min_bitrate_kbps = 3000: expected min_bitrate_kbps (3000) <= \
-             max_bitrate_kbps (2500)"
-        );
-        assert_eq!(
-            error_of("[video]\nmulti_viewer_floor_kbps = 100\n"),
-            "t.toml:2:27: [video] multi_viewer_floor_kbps = 100: expected min_bitrate_kbps (150) \
-             <= multi_viewer_floor_kbps (100) <= max_bitrate_kbps (2500)"
-        );
-        assert!(error_of("[video]\nmin_bitrate_kbps = 10\n")
-            .starts_with("t.toml:2:20: [video] min_bitrate_kbps = 10: expected a number from 50"));
-        let s = parse_str(
-            "[video]\nbitrate_kbps = 3000\nmax_bitrate_kbps = 3000\n",
-            "t.toml",
-        )
-        .expect("start at the maximum");
-        assert_eq!(
-            (s.video.bitrate_kbps, s.video.max_bitrate_kbps),
-            (3000, 3000)
-        );
-    }
-
-    #[test]
-    fn udp_port_range_is_checked() {
-        assert!(error_of("[webrtc]\nudp_port_min = 80\nudp_port_max = 90\n")
-            .starts_with("t.toml:2:16: [webrtc] udp_port_min = 80: expected a port number from 1024 to 65535"));
-        // Only one of the pair set to 0: the other keeps its default, which is not 0.
-        assert!(error_of("[webrtc]\nudp_port_min = 0\n")
-            .starts_with("t.toml:2:16: [webrtc] udp_port_min = 0:"));
-        assert_eq!(
-            error_of("[webrtc]\nudp_port_min = 60000\n"),
-            "t.toml:2:16: [webrtc] udp_port_min = 60000: expected udp_port_min (60000) <= udp_port_max (50100)"
-        );
-        assert!(error_of("[webrtc]\nudp_port_max = 70000\n").starts_with(
-            "t.toml:2:16: [webrtc] udp_port_max = 70000: expected a number from 0 to 65535"
-        ));
-        let s = parse_str(
-            "[webrtc]\nudp_port_min = 40000\nudp_port_max = 40000\n",
-            "t.toml",
-        )
-        .expect("one port");
-        assert_eq!(
-            (s.webrtc.udp_port_min, s.webrtc.udp_port_max),
-            (40000, 40000)
-        );
     }
 
     #[test]
@@ -509,72 +230,6 @@ level = "DEBUG"
             message.starts_with("t.toml:3:1: invalid TOML: "),
             "{message}"
         );
-    }
-
-    #[test]
-    fn bad_listen_address() {
-        assert_eq!(
-            error_of("[server]\nlisten = \"localhost:7000\"\n"),
-            "t.toml:2:10: [server] listen = \"localhost:7000\": expected an IP address and port such as \
-             \"0.0.0.0:7000\" or \"[::]:7000\""
-        );
-        assert!(error_of("[server]\nlisten = \"0.0.0.0\"\n").contains("[server] listen"));
-    }
-
-    #[test]
-    fn bad_ice_servers() {
-        assert_eq!(
-            error_of("[[webrtc.ice_servers]]\nurls = [\"http://stun.example.org\"]\n"),
-            "t.toml:2:9: [webrtc] ice_servers[0].urls[0] = \"http://stun.example.org\": expected a URL \
-             starting with stun:, stuns:, turn: or turns:"
-        );
-        assert!(error_of("[[webrtc.ice_servers]]\nurls = []\n").starts_with(
-            "t.toml:2:8: [webrtc] ice_servers[0].urls = []: expected at least one URL"
-        ));
-        assert!(error_of("[webrtc]\nice_servers = [{ username = \"u\" }]\n")
-            .contains("[webrtc] ice_servers[0] = { username = \"u\" }: expected a urls key"));
-        assert!(
-            error_of("[[webrtc.ice_servers]]\nurls = [\"turn:t.example.org\"]\n")
-                .contains("expected username and credential with a turn: or turns: URL")
-        );
-        assert!(error_of("[webrtc]\nice_servers = [\"stun:x\"]\n")
-            .contains("[webrtc] ice_servers[0] = \"stun:x\""));
-    }
-
-    #[test]
-    fn codec_list_errors() {
-        assert_eq!(
-            error_of("[video]\ncodecs = [\"h264\", \"av1\", \"h264\"]\n"),
-            "t.toml:2:26: [video] codecs[2] = \"h264\": duplicate codec; list each codec once"
-        );
-        assert_eq!(
-            error_of("[video]\ncodecs = [\"vp8\"]\n"),
-            "t.toml:2:11: [video] codecs[0] = \"vp8\": expected \"h264\" or \"av1\""
-        );
-        assert!(error_of("[video]\ncodecs = []\n")
-            .starts_with("t.toml:2:10: [video] codecs = []: expected at least one codec"));
-    }
-
-    #[test]
-    fn bad_sources_addresses_and_level() {
-        assert!(error_of("[video]\nsource = \"video0\"\n")
-            .starts_with("t.toml:2:10: [video] source = \"video0\": expected"));
-        assert!(error_of("[audio]\nsource = \"\"\n")
-            .starts_with("t.toml:2:10: [audio] source = \"\": expected"));
-        assert!(
-            error_of("[webrtc]\nip_addresses = [\"127.0.0.1\", \"lan\"]\n").starts_with(
-                "t.toml:2:30: [webrtc] ip_addresses[1] = \"lan\": expected an IP address"
-            )
-        );
-        assert!(
-            error_of("[webrtc]\nnat_1to1_ips = [\"1.2.3.4/::1\"]\n").starts_with(
-                "t.toml:2:17: [webrtc] nat_1to1_ips[0] = \"1.2.3.4/::1\": expected \"EXTERNAL\""
-            )
-        );
-        assert!(error_of("[webrtc]\nnat_1to1_ips = [\"router\"]\n")
-            .starts_with("t.toml:2:17: [webrtc] nat_1to1_ips[0] = \"router\": expected"));
-        assert!(error_of("[log]\nlevel = \"loud\"\n")
-            .starts_with("t.toml:2:9: [log] level = \"loud\": expected one of"));
     }
 
     #[test]

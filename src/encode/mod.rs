@@ -1,4 +1,5 @@
 //! Encoders. Each runs on a dedicated thread (they are CPU-bound), never on a tokio worker.
+//! [`new_encoder`] builds the video encoder of a codec.
 
 use crate::media::{AudioChunk, EncodedFrame, RawFrame, VideoCodec};
 
@@ -86,4 +87,15 @@ pub trait VideoEncoder: Send {
 pub trait AudioEncoder: Send {
     /// Encodes 20 ms of audio into one packet.
     fn encode(&mut self, chunk: &AudioChunk) -> Result<EncodedFrame, EncodeError>;
+}
+
+/// A video encoder of `codec` for `settings`.
+pub fn new_encoder(
+    codec: VideoCodec,
+    settings: &VideoEncoderSettings,
+) -> Result<Box<dyn VideoEncoder>, EncodeError> {
+    Ok(match codec {
+        VideoCodec::H264 => Box::new(h264::H264Encoder::new(settings)?),
+        VideoCodec::Av1 => Box::new(av1::Av1Encoder::new(settings)?),
+    })
 }

@@ -65,16 +65,6 @@ pub struct BitrateLimits {
 }
 
 impl BitrateLimits {
-    /// The limits of `[video]`.
-    pub fn from_settings(v: &crate::config::VideoSettings) -> Self {
-        BitrateLimits {
-            start_kbps: v.bitrate_kbps,
-            min_kbps: v.min_bitrate_kbps,
-            max_kbps: v.max_bitrate_kbps,
-            floor_kbps: v.multi_viewer_floor_kbps,
-        }
-    }
-
     fn clamp(&self, kbps: f64) -> u32 {
         // In range after the clamp, so the cast cannot truncate.
         kbps.clamp(f64::from(self.min_kbps), f64::from(self.max_kbps)) as u32

@@ -1,7 +1,7 @@
 //! `AlsaSource` against a real alsa-lib, without sound hardware: the ALSA `file` plugin reads
 //! a raw S16_LE file as if it were a microphone (see vm-testing.md §5). The plugin trusts the
 //! application's rate and channel count, so it cannot stand in for a 44.1 kHz device: the
-//! resampling and mixing path is covered by the unit tests in `src/capture/alsa_tests.rs`.
+//! resampling and mixing path is covered by the unit tests in `src/capture/alsa/tests.rs`.
 //! It is also not paced in real time, which the source must (and does) cope with.
 
 use std::f64::consts::TAU;

@@ -792,4 +792,118 @@ mod tests {
             }
         );
     }
+
+    /// Settings for the built-in test sources, with `video` appended to `[video]`.
+    fn test_settings(video: &str) -> Settings {
+        crate::config::parse_str(
+            &format!(
+                "[video]\nsource = \"test\"\nwidth = 160\nheight = 120\nfps = 30\n\
+                 {video}\n[audio]\nsource = \"test\"\n"
+            ),
+            "hub-test.toml",
+        )
+        .expect("test settings")
+    }
+
+    /// The next frame of `fanout`'s new subscriber, within 5 s.
+    async fn first_frame(fanout: &Fanout) -> crate::media::EncodedFrame {
+        let mut subscription = fanout.subscribe();
+        tokio::time::timeout(std::time::Duration::from_secs(5), subscription.recv())
+            .await
+            .expect("a frame within 5 s")
+            .expect("the fan-out is running")
+    }
+
+    #[tokio::test]
+    async fn test_sources_are_encoded_once_per_codec_and_stop_cleanly() {
+        let hub = MediaHub::start(&test_settings(r#"codecs = ["h264", "av1"]"#)).expect("start");
+        assert_eq!(hub.video_codecs(), vec![VideoCodec::H264, VideoCodec::Av1]);
+        assert!(hub.has_audio());
+        assert_eq!(
+            hub.camera_h264_profile(),
+            None,
+            "the test pattern is not H.264"
+        );
+        assert!(
+            hub.video(VideoCodec::H264, true).is_none(),
+            "no passthrough output"
+        );
+        let (h264, _) = hub.video(VideoCodec::H264, false).expect("h264 output");
+        let (av1, _) = hub.video(VideoCodec::Av1, false).expect("av1 output");
+
+        // A new viewer starts at a keyframe, of each codec, and audio flows.
+        let frame = first_frame(&h264).await;
+        assert!(frame.keyframe && !frame.data.is_empty());
+        assert!(first_frame(&av1).await.keyframe);
+        let audio = hub.audio().expect("opus output");
+        assert!(!first_frame(&audio).await.data.is_empty());
+
+        // Adaptive bitrate for encoders, starting at [video] bitrate_kbps.
+        let bitrate = hub
+            .bitrate(VideoCodec::H264, false)
+            .expect("h264 is adaptive");
+        assert_eq!(
+            bitrate.target_kbps(),
+            crate::config::VideoSettings::default().bitrate_kbps
+        );
+        assert!(hub.frames_captured() > 0);
+        let metrics = hub.metrics_text();
+        for line in [
+            "peercam_frames_captured_total ",
+            "peercam_frames_encoded_total{codec=\"h264\"} ",
+            "peercam_frames_encoded_total{codec=\"av1\"} ",
+            "peercam_fanout_published_total{codec=\"opus\"} ",
+        ] {
+            assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+        }
+
+        // Every thread beats; stop joins them all and capture ends.
+        let mut monitor =
+            crate::pipeline::heartbeat::Monitor::new(std::time::Duration::from_secs(2));
+        assert_eq!(
+            monitor.check(hub.heartbeat(), std::time::Instant::now()),
+            Vec::<String>::new()
+        );
+        hub.stop();
+        let captured = hub.frames_captured();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(hub.frames_captured(), captured, "capture stopped");
+        assert!(
+            hub.threads.lock().expect("threads").is_empty(),
+            "every thread was joined"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_keyframe_request_reaches_the_encoder() {
+        // Keyframes every 60 s: within the test, only a request makes one.
+        let hub = MediaHub::start(&test_settings(
+            "codecs = [\"h264\"]\nkeyframe_interval_s = 60",
+        ))
+        .expect("start");
+        let (h264, keyframes) = hub.video(VideoCodec::H264, false).expect("h264 output");
+        let mut subscription = h264.subscribe();
+        let wait = std::time::Duration::from_secs(5);
+        // Past the first keyframe, then ask for another.
+        let first = tokio::time::timeout(wait, subscription.recv())
+            .await
+            .expect("frame");
+        assert!(first.expect("running").keyframe);
+        let next = tokio::time::timeout(wait, subscription.recv())
+            .await
+            .expect("frame");
+        assert!(!next.expect("running").keyframe, "a 60 s keyframe interval");
+        keyframes.request();
+        let keyframe = tokio::time::timeout(wait, async {
+            while let Some(frame) = subscription.recv().await {
+                if frame.keyframe {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(keyframe, Ok(true), "a keyframe follows the request");
+        hub.stop();
+    }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 
 use crate::capture::alsa::{self, AlsaSource};
-use crate::capture::formats::Request;
+use crate::capture::formats::{FourCc, Request};
 use crate::capture::recover::{Reconnect, RecoveringAudio};
 use crate::capture::test_h264::TestH264Camera;
 use crate::capture::test_pattern::TestPattern;
@@ -386,7 +386,7 @@ fn video_source(settings: &Settings) -> Result<(Box<dyn VideoSource>, bool), Hub
         height: v.height,
         fps: v.fps,
         h264_passthrough_ok: passthrough_ok,
-        forced_format: v.format.fourcc(),
+        forced_format: forced_fourcc(v.format),
         keyframe_interval_s: v.keyframe_interval_s,
     };
     let path = match &v.source {
@@ -769,6 +769,18 @@ fn injected_encoder_fault(
     Ok(())
 }
 
+/// The V4L2 format `[video] format` forces, `None` for `auto`.
+fn forced_fourcc(format: VideoFormat) -> Option<FourCc> {
+    Some(match format {
+        VideoFormat::Auto => return None,
+        VideoFormat::Yuyv => FourCc::Yuyv,
+        VideoFormat::Nv12 => FourCc::Nv12,
+        VideoFormat::Yu12 => FourCc::Yu12,
+        VideoFormat::Mjpeg => FourCc::Mjpg,
+        VideoFormat::H264 => FourCc::H264,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -905,5 +917,12 @@ mod tests {
         .await;
         assert_eq!(keyframe, Ok(true), "a keyframe follows the request");
         hub.stop();
+    }
+
+    #[test]
+    fn the_config_format_names_the_v4l2_format() {
+        assert_eq!(forced_fourcc(VideoFormat::Auto), None);
+        assert_eq!(forced_fourcc(VideoFormat::Mjpeg), Some(FourCc::Mjpg));
+        assert_eq!(forced_fourcc(VideoFormat::H264), Some(FourCc::H264));
     }
 }

@@ -8,7 +8,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::capture::formats::FourCc;
 use crate::media::VideoCodec;
 
 /// All settings of the daemon.
@@ -173,20 +172,6 @@ pub enum VideoFormat {
     /// The camera's H.264, passed through. With `source = "test"`: the test pattern as a
     /// simulated H.264 camera (exercises the passthrough path).
     H264,
-}
-
-impl VideoFormat {
-    /// The V4L2 format this forces, `None` for `Auto`.
-    pub fn fourcc(self) -> Option<FourCc> {
-        Some(match self {
-            VideoFormat::Auto => return None,
-            VideoFormat::Yuyv => FourCc::Yuyv,
-            VideoFormat::Nv12 => FourCc::Nv12,
-            VideoFormat::Yu12 => FourCc::Yu12,
-            VideoFormat::Mjpeg => FourCc::Mjpg,
-            VideoFormat::H264 => FourCc::H264,
-        })
-    }
 }
 
 impl Default for VideoSettings {

@@ -16,7 +16,8 @@
 //! browser RTCP REMB/RR  -> BitrateController (min over viewers, hysteresis) -> encoder target
 //! ```
 //!
-//! ## Module map, top to bottom (each imports only what is below it)
+//! ## Module map, top to bottom (each imports only what is below it;
+//! `scripts/module-deps.sh` prints who imports whom)
 //! - entry: `main.rs`, [`cli`], [`daemon`] (start, reload, watchdog and stop; owns the
 //!   running [`config::Settings`] and the [`hub::MediaHub`]).
 //! - transports: [`http`] (the page, login, TLS, `/metrics`; [`http`]'s `socket` module is the

@@ -171,12 +171,7 @@ fn record_backtrace() {
 /// bytes and hashbrown, as `crate-version/file.rs:line (function)`, joined with " < "
 /// (callee first).
 fn call_site(trace: &str) -> String {
-    const SKIP: [&str; 4] = [
-        "/rustc/",
-        "/bytes-1.",
-        "/hashbrown-",
-        "examples/bench_alloc.rs",
-    ];
+    const SKIP: [&str; 4] = ["/rustc/", "/bytes-1.", "/hashbrown-", "benches/alloc.rs"];
     let mut frames = Vec::new();
     let mut name = "";
     for line in trace.lines().map(str::trim_start) {

@@ -35,8 +35,10 @@ done
 wants() { [[ " ${what[*]} " == *" $1 "* ]]; }
 
 triple=x86_64-unknown-linux-gnu
+# Cargo's target directory: CARGO_TARGET_DIR when set (the results still go to target/bench).
+target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 out=target/bench
-bin="$PWD/target/$triple/release/peercam"
+bin="$target/$triple/release/peercam"
 mkdir -p "$out"
 
 timed() { wants encoders || wants latency || wants daemon; }
@@ -61,7 +63,7 @@ echo "peercam $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +
 
 if wants encoders; then
   step "encoders: peercam vs ffmpeg on the same frames"
-  "target/$triple/release/examples/bench_encode" --out "$out"
+  "$target/$triple/release/examples/bench_encode" --out "$out"
 fi
 if wants latency; then
   step "glass-to-glass latency in headless Chromium"
@@ -75,7 +77,7 @@ if wants daemon; then
 fi
 if wants alloc; then
   step "alloc: heap allocations per RTP packet (packetizer; full send path over loopback)"
-  target/debug/examples/bench_alloc --out "$out"
+  "$target/debug/examples/bench_alloc" --out "$out"
 fi
 step "results in $out/"
 ls -l "$out"

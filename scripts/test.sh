@@ -74,7 +74,7 @@ cargo fmt --all -- --check
 # so there is no second pass over the dependency tree in check mode as `cargo clippy` makes.
 # The same wrapper for the runs below, or cargo would compile peercam's crates again.
 lint=(env RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/clippy-rustc.sh")
-step "build and lint: the tests, examples and peercam with clippy -D warnings"
+step "build and lint: the tests, benchmarks (benches/) and peercam with clippy -D warnings"
 "${lint[@]}" cargo test --locked --all-targets --no-run
 
 step "unit and integration tests (but load and soak)"

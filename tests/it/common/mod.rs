@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod client_peer;
 pub mod probe;
 
 use std::io::{BufRead, BufReader};

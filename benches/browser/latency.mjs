@@ -1,7 +1,7 @@
 // Benchmark, not a test: glass-to-glass latency of peercam in headless Chromium.
 //
 //   PEERCAM_BIN=target/x86_64-unknown-linux-gnu/release/peercam \
-//     node tests/browser/bench-latency.mjs [--frames N] [--runs R] [--out DIR] [CASE...]
+//     node benches/browser/latency.mjs [--frames N] [--runs R] [--out DIR] [CASE...]
 //
 // CASE is codec-WIDTHxHEIGHT (30 fps), default: h264-640x480 h264-1280x720 av1-640x480
 // av1-320x240. For each case the daemon runs with the test pattern at that size; one Chromium
@@ -26,7 +26,7 @@ import path from 'node:path';
 import {
   dialAndWaitForFrames, launchChromium, openPage, recordPeerConnections, repoRoot, sleep,
   startDaemon,
-} from './helpers.mjs';
+} from '../../tests/browser/helpers.mjs';
 
 const DEFAULT_CASES = ['h264-640x480', 'h264-1280x720', 'av1-640x480', 'av1-320x240'];
 const FPS = 30;

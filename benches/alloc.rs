@@ -17,8 +17,9 @@
 //! - **(b) the full send path**: a real loopback pair of webrtc-rs peer connections. This
 //!   process is the daemon side, built with peercam's own `PeerFactory` (so `forward_media`
 //!   packetizes and writes), fed the same frames through `Fanout`s at 30 fps and 50 fps. The
-//!   browser side is this example re-run as a child process (`--receiver`), so its receive
-//!   path does not count: every allocation of this process (all threads) in the window is
+//!   browser side is the integration tests' client peer (tests/it/common/client_peer.rs) in
+//!   this example re-run as a child process (`--receiver`), so its receive path does not
+//!   count: every allocation of this process (all threads) in the window is
 //!   divided by the packets sent. The same count over an idle stretch afterwards (connected,
 //!   nothing sent: ICE keep-alives, RTCP reports) is printed per second.
 //!
@@ -170,12 +171,7 @@ fn record_backtrace() {
 /// bytes and hashbrown, as `crate-version/file.rs:line (function)`, joined with " < "
 /// (callee first).
 fn call_site(trace: &str) -> String {
-    const SKIP: [&str; 4] = [
-        "/rustc/",
-        "/bytes-1.",
-        "/hashbrown-",
-        "examples/bench_alloc.rs",
-    ];
+    const SKIP: [&str; 4] = ["/rustc/", "/bytes-1.", "/hashbrown-", "benches/alloc.rs"];
     let mut frames = Vec::new();
     let mut name = "";
     for line in trace.lines().map(str::trim_start) {
@@ -238,10 +234,6 @@ const KBPS: u32 = 1000;
 const CYCLE: usize = 60;
 /// Packets webrtc-rs's NACK responder keeps per stream (its default send buffer).
 const NACK_BUFFER: usize = 1024;
-const H264_PT: u8 = 109;
-const AV1_PT: u8 = 45;
-const OPUS_PT: u8 = 111;
-const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 /// `CYCLE` encoded frames of the test pattern with peercam's encoder for `codec`.
 fn encode_video(codec: VideoCodec) -> Vec<EncodedFrame> {
@@ -459,20 +451,15 @@ async fn part_b(
         ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         ..WebrtcSettings::default()
     });
+    let video_offered = offered(codec);
     let plan = AnswerPlan {
         video: Chosen {
             codec,
-            payload_type: match codec {
-                VideoCodec::H264 => H264_PT,
-                VideoCodec::Av1 => AV1_PT,
-            },
-            fmtp: match codec {
-                VideoCodec::H264 => H264_FMTP.to_owned(),
-                VideoCodec::Av1 => String::new(),
-            },
+            payload_type: video_offered.payload_type,
+            fmtp: video_offered.rtp_codec.sdp_fmtp_line,
             passthrough: false,
         },
-        opus_payload_type: Some(OPUS_PT),
+        opus_payload_type: Some(client_peer::OPUS_PT),
     };
     let keyframes = Arc::new(KeyframeRequests::new());
     let video_fanout = Arc::new(Fanout::new(8, keyframes.clone()));
@@ -656,36 +643,35 @@ async fn send_media(
 }
 
 // ---------------------------------------------------------------------------------------
-// The receiver (browser side), run as a child process.
+// The receiver (browser side), run as a child process: the integration tests' webrtc-rs
+// client peer, driven over stdin/stdout instead of the daemon's WebSocket.
+
+#[allow(dead_code)] // the tests read more of it than the packet counts used here
+#[path = "../tests/it/common/client_peer.rs"]
+mod client_peer;
+
+/// The video codec the receiver offers for `codec`, as the tests' client offers it.
+fn offered(codec: VideoCodec) -> rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters {
+    match codec {
+        VideoCodec::H264 => client_peer::h264(),
+        VideoCodec::Av1 => client_peer::av1(),
+    }
+}
 
 mod receiver {
     use super::*;
-    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
-    use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
     use tokio::io::AsyncBufReadExt;
-    use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-    use webrtc::peer_connection::{
-        register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-        PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
-        RTCPeerConnectionIceEvent, RTCSessionDescription, Registry,
-    };
-
-    #[derive(Default)]
-    struct Counts {
-        video: AtomicU64,
-        audio: AtomicU64,
-    }
-
-    struct Handler(Arc<Counts>);
+    use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit, RTCSessionDescription};
 
     fn say(line: &Line) {
         print!("{}", to_line(line));
     }
 
-    #[async_trait::async_trait]
-    impl PeerConnectionEventHandler for Handler {
-        async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-            if let Ok(init) = event.candidate.to_json() {
+    /// Offers `video` and Opus receive-only, answers on stdout, follows stdin.
+    pub async fn run(video: VideoCodec) {
+        let (pc, counts, mut candidates) = client_peer::client(&[offered(video)]).await;
+        tokio::spawn(async move {
+            while let Some(Some(init)) = candidates.recv().await {
                 say(&Line::Candidate(IceCandidate {
                     candidate: init.candidate,
                     sdp_mid: init.sdp_mid,
@@ -693,76 +679,7 @@ mod receiver {
                     username_fragment: init.username_fragment,
                 }));
             }
-        }
-
-        async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-            let counts = self.0.clone();
-            tokio::spawn(async move {
-                let video = track.kind().await == RtpCodecKind::Video;
-                while let Some(event) = track.poll().await {
-                    if let TrackRemoteEvent::OnRtpPacket(_) = event {
-                        let n = if video { &counts.video } else { &counts.audio };
-                        n.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
-        }
-    }
-
-    fn codec(mime: &str, clock: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: mime.to_owned(),
-                clock_rate: clock,
-                channels,
-                sdp_fmtp_line: fmtp.to_owned(),
-                rtcp_feedback: vec![],
-            },
-            payload_type: pt,
-        }
-    }
-
-    /// Offers `video` and Opus receive-only, answers on stdout, follows stdin.
-    pub async fn run(video: VideoCodec) {
-        let mut media = MediaEngine::default();
-        let video = match video {
-            VideoCodec::H264 => codec("video/H264", 90_000, 0, H264_FMTP, H264_PT),
-            VideoCodec::Av1 => codec("video/AV1", 90_000, 0, "", AV1_PT),
-        };
-        media
-            .register_codec(video, RtpCodecKind::Video)
-            .expect("register video");
-        let opus = codec(
-            "audio/opus",
-            48_000,
-            2,
-            "minptime=10;useinbandfec=1",
-            OPUS_PT,
-        );
-        media
-            .register_codec(opus, RtpCodecKind::Audio)
-            .expect("register opus");
-        let registry =
-            register_default_interceptors(Registry::new(), &mut media).expect("interceptors");
-        let counts = Arc::new(Counts::default());
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(media)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Handler(counts.clone())))
-            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-            .build()
-            .await
-            .expect("receiver peer");
-        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-            let init = RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Recvonly,
-                ..Default::default()
-            };
-            pc.add_transceiver_from_kind(kind, Some(init))
-                .await
-                .expect("transceiver");
-        }
+        });
         let offer = pc.create_offer(None).await.expect("offer");
         pc.set_local_description(offer).await.expect("set local");
         let sdp = pc.local_description().await.expect("local description").sdp;
@@ -788,8 +705,8 @@ mod receiver {
                     let _ = pc.add_ice_candidate(init).await;
                 }
                 Ok(Line::Report) => say(&Line::Received {
-                    video: counts.video.load(Ordering::Relaxed),
-                    audio: counts.audio.load(Ordering::Relaxed),
+                    video: counts.video_packets.load(Ordering::Relaxed),
+                    audio: counts.audio_packets.load(Ordering::Relaxed),
                 }),
                 other => eprintln!("receiver: unexpected {other:?}"),
             }

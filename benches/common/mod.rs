@@ -1,4 +1,5 @@
-//! Pieces the benchmark examples share (a module, not an example: it has no main.rs).
+//! Pieces the benchmarks share: a module, not a target (Cargo.toml lists the benchmarks by
+//! name and sets `autobenches = false`).
 
 use std::time::Duration;
 

@@ -22,8 +22,8 @@ use peercam::encode::av1::rav1e_config;
 use peercam::encode::VideoEncoderSettings;
 use rav1e::prelude::EncoderStatus;
 
-mod bench_common;
-use bench_common::process_cpu;
+mod common;
+use common::process_cpu;
 
 const FPS: u64 = 30;
 

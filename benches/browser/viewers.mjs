@@ -2,7 +2,7 @@
 // the fan-out ratio (CPU with the most viewers ÷ CPU with one: the video is encoded once).
 //
 //   PEERCAM_BIN=target/x86_64-unknown-linux-gnu/release/peercam \
-//     node tests/browser/bench-viewers.mjs [--codec h264|av1] [--size WxH] [--out DIR] [N...]
+//     node benches/browser/viewers.mjs [--codec h264|av1] [--size WxH] [--out DIR] [N...]
 //
 // Defaults: H.264, 640x480@30 test pattern + test tone, viewers 1 4 8. For each N a fresh
 // daemon starts; RSS is read before any viewer ("idle"); N pages of one headless Chromium
@@ -16,7 +16,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   dialAndWaitForFrames, launchChromium, openPage, repoRoot, sleep, startDaemon, stats,
-} from './helpers.mjs';
+} from '../../tests/browser/helpers.mjs';
 
 const WARMUP_MS = 5_000;
 const MEASURE_MS = 20_000;

@@ -2,7 +2,7 @@
 """Time from exec to READY=1 of peercam with the test sources, playing systemd's notification
 socket (NOTIFY_SOCKET). Benchmark, not a test.
 
-Usage: scripts/bench-ready.py BINARY [RUNS]   (default 5 runs; prints each and the median)"""
+Usage: benches/ready.py BINARY [RUNS]   (default 5 runs; prints each and the median)"""
 import os
 import socket
 import statistics

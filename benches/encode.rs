@@ -34,8 +34,8 @@ use peercam::encode::opus::OpusEncoder;
 use peercam::encode::{AudioEncoder, VideoEncoder, VideoEncoderSettings};
 use peercam::media::{AudioChunk, PixelFormat, RawFrame};
 
-mod bench_common;
-use bench_common::process_cpu;
+mod common;
+use common::process_cpu;
 
 const FPS: u32 = 30;
 const KEYFRAME_INTERVAL_S: u32 = 2;

@@ -226,7 +226,7 @@ fn new_context(settings: &VideoEncoderSettings) -> Result<Context<u8>, EncodeErr
 /// The rav1e configuration peercam encodes with for `settings` (its `threads` aside), at speed
 /// preset `speed` with `tiles` tiles on `threads` threads. [`Av1Encoder`] uses
 /// [`SPEED_PRESET`] and `tiles_for` tiles and threads; the parameter sweep
-/// (examples/bench_av1_sweep.rs) varies the three.
+/// (benches/av1_sweep.rs) varies the three.
 pub fn rav1e_config(
     settings: &VideoEncoderSettings,
     speed: u8,

@@ -8,7 +8,7 @@
 //! built (H.264 FU-A fragments and STAP-A, AV1 aggregation) is written into a
 //! [`PayloadArena`] chunk that is reused once every packet cut from it has been dropped
 //! (webrtc-rs keeps sent packets for NACK retransmission for a while). The caller passes the
-//! same `Vec<Packet>` for every frame. Measured by `examples/bench_alloc.rs`.
+//! same `Vec<Packet>` for every frame. Measured by `benches/alloc.rs`.
 
 mod av1;
 mod h264;

@@ -3,7 +3,14 @@
 //!
 //! The password is compared in constant time (SHA-256 of both sides, compared with
 //! `subtle`), sessions are 256-bit random tokens kept in memory (a restart logs everyone
-//! out), and failed logins are rate-limited per source address.
+//! out), and failed attempts are rate-limited per source address: the login form and
+//! `Authorization: Bearer` spend the same budget, and an address that spent it is refused
+//! before the password is compared.
+//!
+//! Bearer grammar (RFC 6750 section 2.1, with RFC 9110's case-insensitive scheme): exactly
+//! `Bearer`, one space, then the password as it is, with no whitespace before or after it.
+//! Any other `Authorization` header (another scheme, two spaces, several headers) is a failed
+//! attempt.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,8 +32,21 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Sessions kept at most; the oldest is dropped to make room.
 const MAX_SESSIONS: usize = 1024;
 
-/// Failed-login limit hits.
+/// Attempts refused because the address spent its failure budget.
 static LOGIN_LIMIT: LimitLog = LimitLog::new("[limits] login_failures_per_minute");
+/// Wrong passwords (form or Bearer), logged throttled.
+static WRONG_PASSWORD: LimitLog = LimitLog::new("[server] password");
+
+/// What a request's credentials allow on a protected endpoint.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Open camera, a live session, or the right Bearer password.
+    Allowed,
+    /// No credentials, or wrong ones.
+    Refused,
+    /// Too many failures from this address: try again after this long.
+    TooMany(Duration),
+}
 
 /// The outcome of a login attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,28 +86,56 @@ impl Auth {
         self.digest.is_none()
     }
 
-    /// Whether a request with these headers may use protected endpoints: the camera is open,
-    /// or it carries a live session cookie, or `Authorization: Bearer <password>`.
-    pub fn allows(&self, headers: &HeaderMap) -> bool {
+    /// Whether a request from `addr` with these headers may use protected endpoints: the
+    /// camera is open, it carries a live session cookie, or `Authorization: Bearer
+    /// <password>`. A wrong or malformed `Authorization` spends `addr`'s failure budget like a
+    /// wrong login; once it is spent the header is refused before it is compared.
+    pub fn check(&self, addr: IpAddr, headers: &HeaderMap) -> Access {
         let Some(digest) = &self.digest else {
-            return true;
+            return Access::Allowed;
         };
-        if let Some(token) = session_cookie(headers) {
-            let now = Instant::now();
-            let mut sessions = self.sessions();
-            match sessions.get(token) {
-                Some(expiry) if *expiry > now => return true,
-                Some(_) => {
-                    sessions.remove(token);
-                }
-                None => {}
-            }
+        if self.has_session(headers) {
+            return Access::Allowed;
         }
-        let bearer = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        bearer.is_some_and(|given| bool::from(sha256(given.trim().as_bytes()).ct_eq(digest)))
+        let mut given = headers.get_all(AUTHORIZATION).iter();
+        let (Some(first), second) = (given.next(), given.next()) else {
+            return Access::Refused;
+        };
+        let now = Instant::now();
+        if let Some(wait) = self.failures.exhausted(addr, now) {
+            LOGIN_LIMIT.hit(|| format!("refusing the password from {addr}: too many failures"));
+            return Access::TooMany(wait);
+        }
+        let right = second.is_none()
+            && bearer(first).is_some_and(|token| bool::from(sha256(token).ct_eq(digest)));
+        if right {
+            return Access::Allowed;
+        }
+        self.failed(addr, now, "Authorization header");
+        Access::Refused
+    }
+
+    /// Whether these headers carry a live session cookie (a browser that logged in).
+    pub fn has_session(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = session_cookie(headers) else {
+            return false;
+        };
+        let now = Instant::now();
+        let mut sessions = self.sessions();
+        match sessions.get(token) {
+            Some(expiry) if *expiry > now => true,
+            Some(_) => {
+                sessions.remove(token);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a failed attempt from `addr` (the next is refused when its budget is spent).
+    fn failed(&self, addr: IpAddr, now: Instant, how: &str) {
+        WRONG_PASSWORD.hit(|| format!("wrong password from {addr} ({how})"));
+        let _ = self.failures.take(addr, now);
     }
 
     /// Checks a login from `addr`: the right password opens a session. An address over its
@@ -98,16 +146,14 @@ impl Auth {
         };
         let now = Instant::now();
         if let Some(wait) = self.failures.exhausted(addr, now) {
-            LOGIN_LIMIT.hit(|| format!("refusing logins from {addr}: too many failed logins"));
+            LOGIN_LIMIT.hit(|| format!("refusing the password from {addr}: too many failures"));
             return Login::TooMany(wait);
         }
         if bool::from(sha256(attempt.as_bytes()).ct_eq(digest)) {
             log::info!("login from {addr}");
             return Login::Accepted(self.new_session());
         }
-        log::warn!("failed login from {addr}");
-        // The failure takes a token; the next attempt is refused when none is left.
-        let _ = self.failures.take(addr, now);
+        self.failed(addr, now, "login form");
         Login::Refused
     }
 
@@ -125,9 +171,14 @@ impl Auth {
         self.sessions().len()
     }
 
-    /// Times a login was refused because of the failure limit.
+    /// Times the password was refused unread because of the failure limit.
     pub fn limit_hits(&self) -> u64 {
         LOGIN_LIMIT.hits()
+    }
+
+    /// Wrong passwords so far (form and Bearer).
+    pub fn failures(&self) -> u64 {
+        WRONG_PASSWORD.hits()
     }
 
     fn new_session(&self) -> String {
@@ -174,6 +225,18 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// The token of an `Authorization: Bearer <token>` header (see the module documentation for
+/// the grammar), or `None` for anything else.
+fn bearer(value: &axum::http::HeaderValue) -> Option<&[u8]> {
+    let bytes = value.as_bytes();
+    let (scheme, token) = bytes.split_at_checked(7)?;
+    let well_formed = scheme.eq_ignore_ascii_case(b"Bearer ")
+        && !token.is_empty()
+        && !token.first().is_some_and(u8::is_ascii_whitespace)
+        && !token.last().is_some_and(u8::is_ascii_whitespace);
+    well_formed.then_some(token)
+}
+
 /// The value of our session cookie in the `Cookie` headers, if any.
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -207,28 +270,38 @@ mod tests {
         h
     }
 
+    fn allowed(a: &Auth, headers: &HeaderMap) -> bool {
+        a.check(ADDR, headers) == Access::Allowed
+    }
+
+    fn authorization(value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static(value));
+        h
+    }
+
     #[test]
     fn open_when_no_password() {
         let a = Auth::new(None, 3, false);
         assert!(a.is_open());
-        assert!(a.allows(&HeaderMap::new()));
+        assert!(allowed(&a, &HeaderMap::new()));
     }
 
     #[test]
     fn the_right_password_opens_a_session_cookie() {
         let a = auth();
-        assert!(!a.allows(&HeaderMap::new()));
+        assert!(!allowed(&a, &HeaderMap::new()));
         let Login::Accepted(cookie) = a.login(ADDR, "correct horse") else {
             panic!("right password refused")
         };
         assert!(cookie.starts_with("peercam_session="), "{cookie}");
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
         assert!(!cookie.contains("Secure"));
-        assert!(a.allows(&with_cookie(&cookie)));
-        assert!(!a.allows(&with_cookie("peercam_session=forged")));
+        assert!(allowed(&a, &with_cookie(&cookie)));
+        assert!(!allowed(&a, &with_cookie("peercam_session=forged")));
         let cleared = a.logout(&with_cookie(&cookie));
         assert!(cleared.contains("Max-Age=0"));
-        assert!(!a.allows(&with_cookie(&cookie)), "logged out");
+        assert!(!allowed(&a, &with_cookie(&cookie)), "logged out");
         let secure = Auth::new(Some(&Password("correct horse".into())), 3, true);
         let Login::Accepted(cookie) = secure.login(ADDR, "correct horse") else {
             panic!("refused")
@@ -237,21 +310,67 @@ mod tests {
     }
 
     #[test]
-    fn bearer_password_works_for_scripts() {
+    fn bearer_password_works_for_scripts_with_the_exact_grammar() {
+        // Generous budget: this test is about the grammar.
+        let a = Auth::new(Some(&Password("correct horse".into())), 1000, false);
+        for good in [
+            "Bearer correct horse",
+            "bearer correct horse",
+            "BEARER correct horse",
+        ] {
+            assert!(allowed(&a, &authorization(good)), "{good}");
+        }
+        for bad in [
+            "Bearer wrong",
+            "Bearer  correct horse",
+            "Bearer\tcorrect horse",
+            "Bearercorrect horse",
+            "Bearer correct horse\t",
+            "Bearer ",
+            "Bearer",
+            "Basic Y29ycmVjdCBob3JzZQ==",
+            "correct horse",
+        ] {
+            assert_eq!(
+                a.check(ADDR, &authorization(bad)),
+                Access::Refused,
+                "{bad:?}"
+            );
+        }
+        // Two Authorization headers are refused even if one is right.
+        let mut two = authorization("Bearer correct horse");
+        two.append(AUTHORIZATION, HeaderValue::from_static("Bearer wrong"));
+        assert_eq!(a.check(ADDR, &two), Access::Refused);
+    }
+
+    #[test]
+    fn wrong_bearers_spend_the_login_budget_and_then_are_not_compared() {
         let a = auth();
-        let mut h = HeaderMap::new();
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_static("Bearer correct horse"),
+        for _ in 0..2 {
+            assert_eq!(
+                a.check(ADDR, &authorization("Bearer guess")),
+                Access::Refused
+            );
+        }
+        assert_eq!(
+            a.login(ADDR, "guess"),
+            Login::Refused,
+            "one budget for both ways"
         );
-        assert!(a.allows(&h));
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer wrong"));
-        assert!(!a.allows(&h));
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_static("Basic Y29ycmVjdA=="),
-        );
-        assert!(!a.allows(&h));
+        // Spent: the right password waits, by Bearer and by the form.
+        assert!(matches!(
+            a.check(ADDR, &authorization("Bearer correct horse")),
+            Access::TooMany(_)
+        ));
+        assert!(matches!(a.login(ADDR, "correct horse"), Login::TooMany(_)));
+        // No credentials spend nothing; a session still works; other addresses are apart.
+        assert_eq!(a.check(ADDR, &HeaderMap::new()), Access::Refused);
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 8));
+        let Login::Accepted(cookie) = a.login(other, "correct horse") else {
+            panic!("another address is not limited")
+        };
+        assert!(allowed(&a, &with_cookie(&cookie)));
+        assert!(a.failures() >= 3);
     }
 
     #[test]

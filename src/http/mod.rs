@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::auth::{Auth, Login};
+use self::auth::{Access, Auth, Login};
 use self::media::MediaService;
 use crate::config::{LimitSettings, Settings};
 use crate::limits::LimitLog;
@@ -290,31 +290,60 @@ where
     }
 }
 
-/// Refuses requests without a session (when a password is set): 401 and nothing else.
+/// Refuses requests without a session or the right Bearer password (when a password is
+/// set): 401 and nothing else, or 429 once the address spent its failure budget.
 async fn require_login(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    if state.auth.allows(request.headers()) {
-        return next.run(request).await;
+    let text = |status, body: &'static str| {
+        (
+            status,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response()
+    };
+    match state.auth.check(remote.ip(), request.headers()) {
+        Access::Allowed => next.run(request).await,
+        Access::Refused => text(
+            StatusCode::UNAUTHORIZED,
+            "401 Unauthorized: log in on the page first\n",
+        ),
+        Access::TooMany(wait) => with_retry_after(
+            text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "429 Too Many Requests: too many wrong passwords from your address\n",
+            ),
+            wait,
+        ),
     }
-    (
-        StatusCode::UNAUTHORIZED,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        "401 Unauthorized: log in on the page first\n",
-    )
-        .into_response()
+}
+
+/// Adds `Retry-After` (whole seconds, rounded up) to `response`.
+fn with_retry_after(mut response: Response, wait: Duration) -> Response {
+    if let Ok(value) = (wait.as_secs() + 1).to_string().parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// The Dial page, or the login form when a password is set and this browser has no session.
 /// With no password the page carries a warning that anyone can watch.
-async fn index(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if !state.auth.allows(&headers) {
-        return login_page(StatusCode::OK, "");
+async fn index(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match state.auth.check(remote.ip(), &headers) {
+        Access::Allowed => {}
+        Access::Refused => return login_page(StatusCode::OK, ""),
+        Access::TooMany(wait) => return too_many_failures(wait),
     }
     let banner = if state.auth.is_open() {
         "<p id=\"open-warning\" class=\"warning\" role=\"alert\">No password is set: anyone who \
@@ -333,6 +362,18 @@ async fn index(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respon
         page,
     )
         .into_response()
+}
+
+/// The login form with a 429 and `Retry-After`.
+fn too_many_failures(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + 1;
+    with_retry_after(
+        login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Too many failed logins from your address: try again in {seconds} s."),
+        ),
+        wait,
+    )
 }
 
 fn login_page(status: StatusCode, message: &str) -> Response {
@@ -375,17 +416,7 @@ async fn login(
         )
             .into_response(),
         Login::Refused => login_page(StatusCode::UNAUTHORIZED, "Wrong password."),
-        Login::TooMany(wait) => {
-            let seconds = wait.as_secs() + 1;
-            let mut response = login_page(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!("Too many failed logins from your address: try again in {seconds} s."),
-            );
-            if let Ok(value) = seconds.to_string().parse() {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
-        }
+        Login::TooMany(wait) => too_many_failures(wait),
     }
 }
 
@@ -536,6 +567,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ("websockets", WS_LIMIT.hits()),
         ("origin", ORIGIN_REFUSED.hits()),
         ("login_failures", state.auth.limit_hits()),
+        ("wrong_password", state.auth.failures()),
     ]
     .into_iter()
     .chain(socket::limit_hits())

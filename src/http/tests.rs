@@ -156,10 +156,13 @@ async fn send(ws: &mut Client, value: Value) {
 }
 
 async fn get(state: &Arc<AppState>, path: &str) -> (StatusCode, String) {
-    let request = Request::builder()
+    let mut request = Request::builder()
         .uri(path)
         .body(Body::empty())
         .expect("request");
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
     let response = router(state.clone())
         .oneshot(request)
         .await

@@ -90,6 +90,19 @@ async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bod
     exchange(stream, method, path, headers, body).await
 }
 
+/// A TCP connection to the daemon from another loopback address (a second machine on the
+/// LAN, as far as per-address limits can tell).
+async fn connect_from(source: [u8; 4], port: u16) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind((std::net::Ipv4Addr::from(source), 0).into())
+        .expect("bind the source address");
+    socket
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .expect("connect")
+}
+
 /// Logs in and returns the `peercam_session=...` pair to send as a Cookie.
 async fn log_in(port: u16) -> String {
     let reply = http(
@@ -223,6 +236,47 @@ async fn failed_logins_are_rate_limited_per_address() {
     let huge = format!("password={}", "x".repeat(10_000));
     let r = http(daemon.port, "POST", "/login", &form, &huge).await;
     assert_eq!(r.status, 413);
+}
+
+/// Finding: wrong `Authorization: Bearer` guesses were neither limited nor logged. They now
+/// spend the same per-address budget as the login form, and a spent budget refuses even the
+/// right password before comparing it; another address is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_guesses_spend_the_login_budget_of_their_address() {
+    let daemon = Daemon::start(&protected("", "login_failures_per_minute = 3"));
+    let port = daemon.port;
+    for path in ["/healthz", "/metrics", "/app.js"] {
+        let wrong = http(port, "GET", path, &[("Authorization", "Bearer guess")], "").await;
+        assert_eq!(wrong.status, 401, "{path}");
+    }
+    let right = format!("Bearer {PASSWORD}");
+    let refused = http(port, "GET", "/healthz", &[("Authorization", &right)], "").await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(
+        ws_with(port, &[("Authorization", &right)]).await.err(),
+        Some(429)
+    );
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let body = format!("password={}", PASSWORD.replace(' ', "+"));
+    let login = http(port, "POST", "/login", &form, &body).await;
+    assert_eq!(login.status, 429, "the form shares the budget");
+    daemon.wait_for_log("[limits] login_failures_per_minute", Duration::from_secs(5));
+
+    // Two spaces are not the grammar; another address still gets in with the password.
+    let from = |path: &'static str, auth: String| async move {
+        let stream = connect_from([127, 0, 0, 2], port).await;
+        exchange(stream, "GET", path, &[("Authorization", &auth)], "").await
+    };
+    assert_eq!(
+        from("/healthz", format!("Bearer  {PASSWORD}")).await.status,
+        401
+    );
+    assert_eq!(from("/healthz", right.clone()).await.status, 200);
+    assert_eq!(
+        from("/healthz", format!("bearer {PASSWORD}")).await.status,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

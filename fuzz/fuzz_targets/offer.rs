@@ -187,6 +187,7 @@ fn check(sdp: &str, preferences: &[VideoCodec], audio: bool, camera: Option<Prof
         max_message_bytes: MAX_MESSAGE_BYTES,
         ice_timeout: std::time::Duration::from_secs(15),
         idle_timeout: std::time::Duration::from_secs(120),
+        loopback_candidates: false,
     };
     let remote = std::net::SocketAddr::from(([192, 0, 2, 1], 40_000));
     let mut session = Session::new(media, admission.clone(), rules, remote, now);

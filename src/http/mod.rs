@@ -81,6 +81,8 @@ impl Generation {
 pub struct AppState {
     /// `[limits]`, as the daemon started (they apply until a restart).
     pub limits: LimitSettings,
+    /// Remote loopback candidates are accepted: the daemon serves only on loopback.
+    loopback_candidates: bool,
     /// The current media; written only by a reload, which holds the lock while it swaps
     /// pipelines so new viewers wait for the new one.
     media: tokio::sync::RwLock<Generation>,
@@ -122,6 +124,7 @@ impl AppState {
             ),
             rooms: room::Rooms::default(),
             limits: limits.clone(),
+            loopback_candidates: serves_only_loopback(settings),
             shutdown,
             tasks: TaskTracker::new(),
         })
@@ -148,8 +151,15 @@ impl AppState {
             max_message_bytes: self.limits.max_message_bytes,
             ice_timeout: Duration::from_secs(u64::from(self.limits.ice_timeout_s)),
             idle_timeout: Duration::from_secs(u64::from(self.limits.idle_timeout_s)),
+            loopback_candidates: self.loopback_candidates,
         }
     }
+}
+
+/// Whether the daemon listens only on loopback (tests, development): then its viewers are on
+/// this machine and their loopback candidates are real.
+fn serves_only_loopback(settings: &Settings) -> bool {
+    settings.server.listen.ip().is_loopback()
 }
 
 /// The router with every route. Everything but the page (which shows the login form when

@@ -30,12 +30,14 @@ const LOGGED_ERRORS_PER_SOCKET: u32 = 5;
 
 /// One throttled log and hit counter per limit a socket's session can hit, in the order of
 /// [`Limit::METRICS`].
-static LIMIT_LOGS: [LimitLog; 5] = [
+static LIMIT_LOGS: [LimitLog; 7] = [
     LimitLog::new("[limits] max_viewers"),
     LimitLog::new("[limits] max_pending_dials"),
     LimitLog::new("[limits] dials_per_minute"),
     LimitLog::new("[limits] ice_timeout_s"),
     LimitLog::new("[limits] idle_timeout_s"),
+    LimitLog::new("20 remote candidates per call"),
+    LimitLog::new("remote candidate address check"),
 ];
 
 /// Counts and logs (throttled) a limit hit by the socket labelled `label`.
@@ -309,6 +311,10 @@ mod tests {
             }),
             Limit::IceTimeout { seconds: 1 },
             Limit::IdleTimeout { seconds: 1 },
+            Limit::RemoteCandidates,
+            Limit::CandidateAddress {
+                reason: "0.0.0.0:9 is the unspecified address".to_owned(),
+            },
         ] {
             let before: Vec<_> = limit_hits().collect();
             limit_hit("test", &limit);

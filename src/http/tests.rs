@@ -220,7 +220,7 @@ async fn a_viewer_dials_trickles_connects_and_hangs_up() {
         |text: &str| json!({"candidate": {"candidate": text, "sdpMid": "0", "sdpMLineIndex": 0}});
     send(
         &mut ws,
-        candidate("candidate:1 1 udp 1 127.0.0.1 9 typ host"),
+        candidate("candidate:1 1 udp 1 192.0.2.1 9 typ host"),
     )
     .await;
     send(&mut ws, candidate("candidate:reject")).await;

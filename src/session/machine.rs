@@ -23,7 +23,7 @@ use crate::session::protocol::{
     self, BitrateTarget, Bye, ByeReason, ErrorBody, ErrorCode, Hello, IceCandidate, Message,
     SdpKind, SessionDescription, PROTOCOL_VERSION,
 };
-use crate::session::sdp::{self, Direction, MediaKind};
+use crate::session::sdp::{self, CandidateAddress, Direction, MediaKind};
 
 /// What the session needs to know about the media it can send; asked at each offer, so a
 /// camera that starts sending H.264 is passed through from the next call on.
@@ -45,7 +45,14 @@ pub struct Rules {
     pub ice_timeout: Duration,
     /// A connection without a call that sends nothing this long is closed (`idle_timeout_s`).
     pub idle_timeout: Duration,
+    /// Accept loopback candidates: the daemon itself serves only on loopback (tests,
+    /// development). Otherwise a loopback candidate can only be an attempt to make the daemon
+    /// send STUN to its own services.
+    pub loopback_candidates: bool,
 }
+
+/// Remote ICE candidates accepted per call; more are dropped (browsers send a handful).
+pub const MAX_REMOTE_CANDIDATES: usize = 20;
 
 /// Where the conversation with one browser stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +107,14 @@ pub enum Limit {
         /// `[limits] idle_timeout_s`.
         seconds: u64,
     },
+    /// A call's remote candidates went over [`MAX_REMOTE_CANDIDATES`]; the rest is dropped.
+    RemoteCandidates,
+    /// A remote candidate pointed where the daemon must not send STUN (unspecified,
+    /// loopback, multicast, broadcast, port 0); it was dropped.
+    CandidateAddress {
+        /// Why, with the address.
+        reason: String,
+    },
 }
 
 impl Limit {
@@ -111,16 +126,20 @@ impl Limit {
             Limit::Refused(Refusal::DialRate { .. }) => "dials_per_minute",
             Limit::IceTimeout { .. } => "ice_timeout",
             Limit::IdleTimeout { .. } => "idle_timeout",
+            Limit::RemoteCandidates => "remote_candidates",
+            Limit::CandidateAddress { .. } => "candidate_address",
         }
     }
 
     /// Every metric name, for counters that start at zero.
-    pub const METRICS: [&'static str; 5] = [
+    pub const METRICS: [&'static str; 7] = [
         "viewers",
         "pending_dials",
         "dials_per_minute",
         "ice_timeout",
         "idle_timeout",
+        "remote_candidates",
+        "candidate_address",
     ];
 
     /// The config key that sets the limit.
@@ -131,6 +150,8 @@ impl Limit {
             Limit::Refused(Refusal::DialRate { .. }) => "[limits] dials_per_minute",
             Limit::IceTimeout { .. } => "[limits] ice_timeout_s",
             Limit::IdleTimeout { .. } => "[limits] idle_timeout_s",
+            Limit::RemoteCandidates => "20 remote candidates per call",
+            Limit::CandidateAddress { .. } => "remote candidate address check",
         }
     }
 
@@ -150,6 +171,10 @@ impl Limit {
                 format!("closing a call that did not connect within {seconds} s")
             }
             Limit::IdleTimeout { seconds } => format!("closing a socket idle for {seconds} s"),
+            Limit::RemoteCandidates => {
+                format!("dropping remote candidates past {MAX_REMOTE_CANDIDATES} in one call")
+            }
+            Limit::CandidateAddress { reason } => format!("dropping a remote candidate: {reason}"),
         }
     }
 }
@@ -188,6 +213,8 @@ struct Call {
     ticket: Ticket,
     offered_at: Instant,
     ice_deadline: Option<Instant>,
+    /// Remote candidates accepted so far.
+    remote_candidates: usize,
 }
 
 /// One browser's signaling conversation.
@@ -410,6 +437,7 @@ impl Session {
             ticket,
             offered_at: now,
             ice_deadline: Some(now + self.rules.ice_timeout),
+            remote_candidates: 0,
         });
         self.state = State::Answering;
         self.push(Output::StartPeer {
@@ -424,6 +452,25 @@ impl Session {
     fn on_candidate(&mut self, candidate: Option<IceCandidate>) {
         // Browsers send an empty candidate string as end-of-candidates too.
         let candidate = candidate.filter(|c| !c.candidate.trim().is_empty());
+        if let (Some(c), Some(call)) = (&candidate, self.call.as_mut()) {
+            if call.remote_candidates >= MAX_REMOTE_CANDIDATES {
+                self.push(Output::LimitHit(Limit::RemoteCandidates));
+                return self.error(
+                    ErrorCode::BadCandidate,
+                    format!("more than {MAX_REMOTE_CANDIDATES} candidates in one call; dropped"),
+                );
+            }
+            if let Some(reason) = refused_address(&c.candidate, self.rules.loopback_candidates) {
+                self.push(Output::LimitHit(Limit::CandidateAddress {
+                    reason: reason.clone(),
+                }));
+                return self.error(
+                    ErrorCode::BadCandidate,
+                    format!("candidate dropped: {reason}"),
+                );
+            }
+            call.remote_candidates += 1;
+        }
         match self.state {
             State::Idle => self.error(
                 ErrorCode::Unexpected,
@@ -522,6 +569,31 @@ impl Session {
     }
 }
 
+/// Why the daemon must not send STUN to this candidate's address, if it must not: the
+/// unspecified address, loopback (unless `loopback` is allowed), multicast, broadcast, or
+/// port 0. A host name (a browser's `.local` name) is left to the ICE agent.
+fn refused_address(candidate: &str, loopback: bool) -> Option<String> {
+    let Some(CandidateAddress::Ip(addr)) = sdp::candidate_address(candidate) else {
+        return None;
+    };
+    let ip = addr.ip();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    let why = if ip.is_unspecified() {
+        "the unspecified address"
+    } else if ip.is_loopback() && !loopback {
+        "a loopback address"
+    } else if ip.is_multicast() {
+        "a multicast address"
+    } else if broadcast {
+        "the broadcast address"
+    } else if addr.port() == 0 {
+        "port 0"
+    } else {
+        return None;
+    };
+    Some(format!("{addr} is {why}"))
+}
+
 fn candidate_output(candidate: Option<IceCandidate>) -> Output {
     match candidate {
         Some(c) => Output::AddCandidate(c),
@@ -585,6 +657,7 @@ mod tests {
                 max_message_bytes,
                 ice_timeout: ICE,
                 idle_timeout: IDLE,
+                loopback_candidates: true,
             },
             remote(40_000),
             t0,
@@ -655,6 +728,7 @@ mod tests {
                 max_message_bytes: 1024,
                 ice_timeout: ICE,
                 idle_timeout: IDLE,
+                loopback_candidates: true,
             },
             remote(1),
             Instant::now(),
@@ -1045,10 +1119,80 @@ mod tests {
             }),
             Limit::IceTimeout { seconds: 15 },
             Limit::IdleTimeout { seconds: 120 },
+            Limit::RemoteCandidates,
+            Limit::CandidateAddress {
+                reason: "x".to_owned(),
+            },
         ] {
             assert!(Limit::METRICS.contains(&limit.metric()), "{limit:?}");
-            assert!(limit.key().starts_with("[limits] "), "{limit:?}");
+            assert!(!limit.key().is_empty(), "{limit:?}");
             assert!(!limit.describe().is_empty());
         }
+    }
+
+    #[test]
+    fn remote_candidates_are_capped_per_call_and_bad_addresses_dropped() {
+        let t0 = Instant::now();
+        let mut s = Session::new(
+            Arc::new(TestMedia {
+                codecs: vec![H264],
+                audio: true,
+            }),
+            admission(4, 4),
+            Rules {
+                max_message_bytes: 65_536,
+                ice_timeout: ICE,
+                idle_timeout: IDLE,
+                loopback_candidates: false,
+            },
+            remote(1),
+            t0,
+        );
+        drain(&mut s);
+        dial(&mut s, t0);
+        for (address, why) in [
+            ("0.0.0.0 9", "unspecified"),
+            ("127.0.0.1 22", "loopback"),
+            ("::1 22", "loopback"),
+            ("224.0.0.251 5353", "multicast"),
+            ("255.255.255.255 9", "broadcast"),
+            ("192.0.2.9 0", "port 0"),
+        ] {
+            let text = candidate(&format!("candidate:1 1 udp 1 {address} typ host"));
+            let outputs = feed(&mut s, Input::Text(&text), t0);
+            assert!(
+                matches!(&outputs[..], [Output::LimitHit(Limit::CandidateAddress { reason }), Output::Send(Message::Error(e))]
+                    if reason.contains(why) && e.code == ErrorCode::BadCandidate),
+                "{address}: {outputs:?}"
+            );
+        }
+        // Names (a browser's .local) and ordinary addresses go to the peer, up to the cap.
+        let named = candidate("candidate:2 1 udp 1 4f1c.local 50000 typ host");
+        assert!(matches!(
+            feed(&mut s, Input::Text(&named), t0)[..],
+            [Output::AddCandidate(_)]
+        ));
+        for port in 1..MAX_REMOTE_CANDIDATES as u16 {
+            let text = candidate(&format!("candidate:3 1 udp 1 192.0.2.9 {port} typ host"));
+            assert!(matches!(
+                feed(&mut s, Input::Text(&text), t0)[..],
+                [Output::AddCandidate(_)]
+            ));
+        }
+        let one_more = candidate("candidate:4 1 udp 1 192.0.2.9 40000 typ host");
+        let outputs = feed(&mut s, Input::Text(&one_more), t0);
+        assert_eq!(outputs[0], Output::LimitHit(Limit::RemoteCandidates));
+        assert_eq!(error_code(&outputs), Some(ErrorCode::BadCandidate));
+        // End-of-candidates is not a candidate; a new call starts a new count.
+        assert_eq!(
+            feed(&mut s, Input::Text(r#"{"candidate":null}"#), t0),
+            vec![Output::EndOfRemoteCandidates]
+        );
+        feed(&mut s, Input::Text(r#"{"bye":{}}"#), t0);
+        dial(&mut s, t0);
+        assert!(matches!(
+            feed(&mut s, Input::Text(&one_more), t0)[..],
+            [Output::AddCandidate(_)]
+        ));
     }
 }

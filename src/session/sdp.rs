@@ -210,6 +210,30 @@ pub fn replace_fmtp(sdp: &str, payload_type: u8, fmtp: &str) -> String {
         .collect()
 }
 
+/// Where an ICE candidate (`candidate:<foundation> <component> <transport> <priority>
+/// <address> <port> typ <type> ...`, RFC 8839) points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CandidateAddress {
+    /// An IP address and port.
+    Ip(std::net::SocketAddr),
+    /// A host name (browsers hide their addresses behind `<uuid>.local` names).
+    Name(String),
+}
+
+/// The address of an ICE candidate line, or `None` if the line does not have one.
+pub fn candidate_address(candidate: &str) -> Option<CandidateAddress> {
+    let mut fields = candidate
+        .trim()
+        .trim_start_matches("a=")
+        .split_ascii_whitespace();
+    let address = fields.nth(4)?;
+    let port: u16 = fields.next()?.parse().ok()?;
+    Some(match address.parse::<std::net::IpAddr>() {
+        Ok(ip) => CandidateAddress::Ip(std::net::SocketAddr::new(ip, port)),
+        Err(_) => CandidateAddress::Name(address.to_owned()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     //! Reading stored real offers (tests/fixtures/offers, see its README.md).
@@ -299,5 +323,32 @@ mod tests {
             "m=video 9 UDP/TLS/RTP/SAVPF 109 45\r\na=fmtp:109 packetization-mode=1;profile-level-id=4d0028\r\na=fmtp:45 x=1\r\n"
         );
         assert_eq!(replace_fmtp("a=fmtp:1090 y\n", 109, "z"), "a=fmtp:1090 y\n");
+    }
+
+    #[test]
+    fn candidate_addresses_are_read_from_the_fifth_field() {
+        assert_eq!(
+            candidate_address("candidate:1 1 udp 2122260223 192.0.2.4 50000 typ host"),
+            Some(CandidateAddress::Ip(
+                "192.0.2.4:50000".parse().expect("addr")
+            ))
+        );
+        assert_eq!(
+            candidate_address("a=candidate:1 1 UDP 1 2001:db8::1 9 typ srflx raddr 0.0.0.0"),
+            Some(CandidateAddress::Ip(
+                "[2001:db8::1]:9".parse().expect("addr")
+            ))
+        );
+        assert_eq!(
+            candidate_address("candidate:2 1 udp 1 4f1c-aa.local 54321 typ host"),
+            Some(CandidateAddress::Name("4f1c-aa.local".to_owned()))
+        );
+        for broken in [
+            "",
+            "candidate:1 1 udp 1",
+            "candidate:1 1 udp 1 192.0.2.4 port",
+        ] {
+            assert_eq!(candidate_address(broken), None, "{broken:?}");
+        }
     }
 }

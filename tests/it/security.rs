@@ -7,7 +7,7 @@ use crate::common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::probe::{offer_message, offer_sdp};
+use common::probe::{metrics_text, offer_message, offer_sdp, value};
 use common::{connect, next_json, send_text, Daemon};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -277,6 +277,84 @@ async fn bearer_guesses_spend_the_login_budget_of_their_address() {
         from("/healthz", format!("bearer {PASSWORD}")).await.status,
         200
     );
+}
+
+/// Finding: remote candidates were used unfiltered and uncounted (300 candidates, 2,406 STUN
+/// packets in 7 s, some to 127.0.0.1:22 and 0.0.0.0:9). Now at most 20 per call are used,
+/// loopback, unspecified, multicast and broadcast addresses are dropped (the daemon does not
+/// listen only on loopback here), each drop is answered and counted, and no STUN reaches a
+/// loopback port the candidates name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_candidates_are_filtered_and_capped() {
+    let config = common::test_config("", "").replace("127.0.0.1:0", "0.0.0.0:0");
+    let daemon = Daemon::start(&config);
+    let trap = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("udp");
+    let trap_port = trap.local_addr().expect("addr").port();
+    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    send_text(&mut ws, offer_message(&offer_sdp().await)).await;
+    let answer = next_json(&mut ws).await;
+    assert_eq!(answer["sdp"]["type"], "answer", "{answer}");
+    let candidate = |address: String| {
+        format!(
+            r#"{{"candidate":{{"candidate":"candidate:1 1 udp 2122260223 {address} typ host","sdpMid":"0","sdpMLineIndex":0}}}}"#
+        )
+    };
+    let mut dropped = 0;
+    for address in [
+        format!("127.0.0.1 {trap_port}"),
+        "127.0.0.1 22".to_owned(),
+        "0.0.0.0 9".to_owned(),
+        "224.0.0.1 9".to_owned(),
+        "255.255.255.255 9".to_owned(),
+    ] {
+        send_text(&mut ws, candidate(address.clone())).await;
+        let reply = next_event(&mut ws, Duration::from_secs(5)).await;
+        assert_eq!(
+            reply["error"]["code"], "bad_candidate",
+            "{address}: {reply}"
+        );
+        dropped += 1;
+    }
+    // 300 candidates to documentation addresses: 20 are used, the rest refused.
+    let mut capped = 0;
+    for i in 0..300 {
+        send_text(
+            &mut ws,
+            candidate(format!("192.0.2.{} {}", i % 250 + 1, 9000 + i)),
+        )
+        .await;
+    }
+    while capped < 280 {
+        let reply = next_event(&mut ws, Duration::from_secs(5)).await;
+        if reply["error"]["code"] == "bad_candidate" {
+            capped += 1;
+        }
+    }
+    let metrics = metrics_text(daemon.port).await;
+    assert_eq!(
+        value(
+            &metrics,
+            "peercam_limit_hits_total{limit=\"candidate_address\"}"
+        ),
+        Some(f64::from(dropped)),
+        "{metrics}"
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "peercam_limit_hits_total{limit=\"remote_candidates\"}"
+        ),
+        Some(280.0)
+    );
+    let mut buf = [0u8; 1500];
+    let stun = tokio::time::timeout(Duration::from_secs(2), trap.recv_from(&mut buf)).await;
+    assert!(
+        stun.is_err(),
+        "STUN reached the loopback port a candidate named"
+    );
+    daemon.wait_for_log("remote candidate address check", Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

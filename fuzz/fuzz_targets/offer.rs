@@ -176,6 +176,7 @@ fn check(sdp: &str, preferences: &[VideoCodec], audio: bool, camera: Option<Prof
     let admission = Admission::new(AdmissionLimits {
         max_viewers: 1,
         max_pending_dials: 1,
+        pending_dials_per_address: 1,
         dials_per_minute: 1,
     });
     let media = std::sync::Arc::new(Media {

@@ -322,6 +322,11 @@ pub struct LimitSettings {
     pub max_connections: usize,
     /// Dials in progress (offer received, ICE not yet connected): 1..=64.
     pub max_pending_dials: usize,
+    /// Dials in progress from one IP address (IPv6: one /64): 1..=64.
+    pub pending_dials_per_address: usize,
+    /// TCP connections (page, login, WebSockets, TLS handshakes) open from one IP address
+    /// (IPv6: one /64): 1..=4096.
+    pub connections_per_address: usize,
     /// Dials per minute from one IP address: 1..=600.
     pub dials_per_minute: u32,
     /// Failed logins per minute from one IP address before it must wait: 1..=100.
@@ -339,6 +344,8 @@ impl Default for LimitSettings {
             max_message_bytes: 65536,
             max_connections: 64,
             max_pending_dials: 4,
+            pending_dials_per_address: 2,
+            connections_per_address: 16,
             dials_per_minute: 30,
             login_failures_per_minute: 5,
             ice_timeout_s: 15,

@@ -576,6 +576,22 @@ fn limits(raw: RawLimits, src: Source<'_>) -> Result<LimitSettings, ConfigError>
             false,
             d.max_pending_dials,
         )?,
+        pending_dials_per_address: ranged(
+            src,
+            raw.pending_dials_per_address,
+            "[limits] pending_dials_per_address",
+            (1, 64),
+            false,
+            d.pending_dials_per_address,
+        )?,
+        connections_per_address: ranged(
+            src,
+            raw.connections_per_address,
+            "[limits] connections_per_address",
+            (1, 4096),
+            false,
+            d.connections_per_address,
+        )?,
         dials_per_minute: ranged(
             src,
             raw.dials_per_minute,

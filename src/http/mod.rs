@@ -114,6 +114,7 @@ impl AppState {
             admission: Admission::new(AdmissionLimits {
                 max_viewers: limits.max_viewers,
                 max_pending_dials: limits.max_pending_dials,
+                pending_dials_per_address: limits.pending_dials_per_address,
                 dials_per_minute: limits.dials_per_minute,
             }),
             connection_slots: Arc::new(Semaphore::new(limits.max_connections)),

@@ -30,12 +30,14 @@ const LOGGED_ERRORS_PER_SOCKET: u32 = 5;
 
 /// One throttled log and hit counter per limit a socket's session can hit, in the order of
 /// [`Limit::METRICS`].
-static LIMIT_LOGS: [LimitLog; 7] = [
+static LIMIT_LOGS: [LimitLog; Limit::METRICS.len()] = [
     LimitLog::new("[limits] max_viewers"),
     LimitLog::new("[limits] max_pending_dials"),
+    LimitLog::new("[limits] pending_dials_per_address"),
     LimitLog::new("[limits] dials_per_minute"),
     LimitLog::new("[limits] ice_timeout_s"),
     LimitLog::new("[limits] idle_timeout_s"),
+    LimitLog::new("5 s for DTLS after ICE"),
     LimitLog::new("20 remote candidates per call"),
     LimitLog::new("remote candidate address check"),
 ];
@@ -304,6 +306,10 @@ mod tests {
         for limit in [
             Limit::Refused(Refusal::Viewers { max: 1 }),
             Limit::Refused(Refusal::PendingDials { max: 1 }),
+            Limit::Refused(Refusal::PendingDialsFrom {
+                ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                max: 1,
+            }),
             Limit::Refused(Refusal::DialRate {
                 ip: std::net::Ipv4Addr::LOCALHOST.into(),
                 per_minute: 1,
@@ -311,6 +317,7 @@ mod tests {
             }),
             Limit::IceTimeout { seconds: 1 },
             Limit::IdleTimeout { seconds: 1 },
+            Limit::DtlsTimeout,
             Limit::RemoteCandidates,
             Limit::CandidateAddress {
                 reason: "0.0.0.0:9 is the unspecified address".to_owned(),

@@ -1,12 +1,14 @@
 //! Who may start a call, shared by every session of the daemon: the viewer limit
-//! (`[limits] max_viewers`), the dials still connecting (`max_pending_dials`) and the dials
-//! per minute from one address (`dials_per_minute`). Sans-IO: the time is an argument.
+//! (`[limits] max_viewers`), the dials still connecting (`max_pending_dials`, and
+//! `pending_dials_per_address` of them from one address) and the dials per minute from one
+//! address (`dials_per_minute`). Sans-IO: the time is an argument.
 //!
 //! A session asks [`Admission::admit`] when an offer arrives and keeps the [`Ticket`] for as
 //! long as the call lasts; the ticket holds one viewer slot, and one dial slot until
 //! [`Ticket::connected`]. Dropping the ticket frees what it holds, so a call that ends in any
 //! way gives its slots back.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +23,8 @@ pub struct AdmissionLimits {
     pub max_viewers: usize,
     /// Calls that are still connecting (ICE/DTLS) at once.
     pub max_pending_dials: usize,
+    /// Of those, calls from one IP address.
+    pub pending_dials_per_address: usize,
     /// Dials a minute from one IP address.
     pub dials_per_minute: u32,
 }
@@ -37,6 +41,9 @@ pub struct Admission {
 struct Counts {
     in_call: usize,
     dialing: usize,
+    /// Dials connecting per address; an entry exists only while its count is above zero, so
+    /// the map holds at most `max_pending_dials` entries.
+    dialing_from: HashMap<IpAddr, usize>,
 }
 
 /// Why a dial was refused. Each names the limit, so the browser's error and the log say
@@ -60,6 +67,13 @@ pub enum Refusal {
     /// `max_pending_dials` calls are connecting.
     PendingDials {
         /// `[limits] max_pending_dials`.
+        max: usize,
+    },
+    /// `pending_dials_per_address` calls from this address are connecting.
+    PendingDialsFrom {
+        /// The refused address.
+        ip: IpAddr,
+        /// `[limits] pending_dials_per_address`.
         max: usize,
     },
 }
@@ -87,6 +101,12 @@ impl Refusal {
                 code: ErrorCode::DialLimit,
                 message: format!(
                     "{max} other dials are connecting right now; try again in a moment"
+                ),
+            },
+            Refusal::PendingDialsFrom { ip, max } => ErrorBody {
+                code: ErrorCode::DialLimit,
+                message: format!(
+                    "{max} dials from {ip} are connecting right now; try again in a moment"
                 ),
             },
         }
@@ -129,10 +149,19 @@ impl Admission {
                 max: self.limits.max_pending_dials,
             });
         }
+        let from = counts.dialing_from.get(&ip).copied().unwrap_or(0);
+        if from >= self.limits.pending_dials_per_address {
+            return Err(Refusal::PendingDialsFrom {
+                ip,
+                max: self.limits.pending_dials_per_address,
+            });
+        }
         counts.in_call += 1;
         counts.dialing += 1;
+        counts.dialing_from.insert(ip, from + 1);
         Ok(Ticket {
             admission: Arc::clone(self),
+            ip,
             dialing: true,
         })
     }
@@ -157,6 +186,7 @@ impl Admission {
 #[derive(Debug)]
 pub struct Ticket {
     admission: Arc<Admission>,
+    ip: IpAddr,
     dialing: bool,
 }
 
@@ -164,8 +194,19 @@ impl Ticket {
     /// The call connected: its dial slot is free for the next dial.
     pub fn connected(&mut self) {
         if std::mem::take(&mut self.dialing) {
-            let mut counts = self.admission.lock();
-            counts.dialing = counts.dialing.saturating_sub(1);
+            self.admission.lock().dial_done(self.ip);
+        }
+    }
+}
+
+impl Counts {
+    fn dial_done(&mut self, ip: IpAddr) {
+        self.dialing = self.dialing.saturating_sub(1);
+        if let Some(n) = self.dialing_from.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.dialing_from.remove(&ip);
+            }
         }
     }
 }
@@ -175,7 +216,7 @@ impl Drop for Ticket {
         let mut counts = self.admission.lock();
         counts.in_call = counts.in_call.saturating_sub(1);
         if self.dialing {
-            counts.dialing = counts.dialing.saturating_sub(1);
+            counts.dial_done(self.ip);
         }
     }
 }
@@ -191,8 +232,38 @@ mod tests {
         Admission::new(AdmissionLimits {
             max_viewers,
             max_pending_dials,
+            pending_dials_per_address: max_pending_dials,
             dials_per_minute: per_minute,
         })
+    }
+
+    #[test]
+    fn one_address_cannot_hold_every_dial_slot() {
+        let a = Admission::new(AdmissionLimits {
+            max_viewers: 8,
+            max_pending_dials: 4,
+            pending_dials_per_address: 2,
+            dials_per_minute: 100,
+        });
+        let now = Instant::now();
+        let first = a.admit(A, now).expect("1");
+        let mut second = a.admit(A, now).expect("2");
+        let refusal = a.admit(A, now).unwrap_err();
+        assert_eq!(refusal, Refusal::PendingDialsFrom { ip: A, max: 2 });
+        assert_eq!(refusal.error_body().code, ErrorCode::DialLimit);
+        assert!(refusal.error_body().message.contains("192.0.2.1"));
+        // Another address still dials.
+        let _b = a.admit(B, now).expect("B");
+        // A connected or ended dial makes room for its address again.
+        second.connected();
+        let third = a.admit(A, now).expect("after a connect");
+        drop(first);
+        drop(third);
+        assert!(a.admit(A, now).is_ok());
+        assert!(
+            a.lock().dialing_from.len() <= 2,
+            "entries go when their count is zero"
+        );
     }
 
     #[test]

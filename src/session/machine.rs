@@ -54,6 +54,11 @@ pub struct Rules {
 /// Remote ICE candidates accepted per call; more are dropped (browsers send a handful).
 pub const MAX_REMOTE_CANDIDATES: usize = 20;
 
+/// Time the DTLS handshake gets once ICE has connected. On a LAN it takes milliseconds; a
+/// handshake that fails (the offer's certificate fingerprint is not the peer's) never ends,
+/// and its dial slot is freed at this deadline rather than at `ice_timeout_s`.
+pub const DTLS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Where the conversation with one browser stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -107,6 +112,8 @@ pub enum Limit {
         /// `[limits] idle_timeout_s`.
         seconds: u64,
     },
+    /// ICE connected but DTLS did not complete within [`DTLS_TIMEOUT`].
+    DtlsTimeout,
     /// A call's remote candidates went over [`MAX_REMOTE_CANDIDATES`]; the rest is dropped.
     RemoteCandidates,
     /// A remote candidate pointed where the daemon must not send STUN (unspecified,
@@ -123,21 +130,25 @@ impl Limit {
         match self {
             Limit::Refused(Refusal::Viewers { .. }) => "viewers",
             Limit::Refused(Refusal::PendingDials { .. }) => "pending_dials",
+            Limit::Refused(Refusal::PendingDialsFrom { .. }) => "pending_dials_per_address",
             Limit::Refused(Refusal::DialRate { .. }) => "dials_per_minute",
             Limit::IceTimeout { .. } => "ice_timeout",
             Limit::IdleTimeout { .. } => "idle_timeout",
+            Limit::DtlsTimeout => "dtls_timeout",
             Limit::RemoteCandidates => "remote_candidates",
             Limit::CandidateAddress { .. } => "candidate_address",
         }
     }
 
     /// Every metric name, for counters that start at zero.
-    pub const METRICS: [&'static str; 7] = [
+    pub const METRICS: [&'static str; 9] = [
         "viewers",
         "pending_dials",
+        "pending_dials_per_address",
         "dials_per_minute",
         "ice_timeout",
         "idle_timeout",
+        "dtls_timeout",
         "remote_candidates",
         "candidate_address",
     ];
@@ -147,9 +158,13 @@ impl Limit {
         match self {
             Limit::Refused(Refusal::Viewers { .. }) => "[limits] max_viewers",
             Limit::Refused(Refusal::PendingDials { .. }) => "[limits] max_pending_dials",
+            Limit::Refused(Refusal::PendingDialsFrom { .. }) => {
+                "[limits] pending_dials_per_address"
+            }
             Limit::Refused(Refusal::DialRate { .. }) => "[limits] dials_per_minute",
             Limit::IceTimeout { .. } => "[limits] ice_timeout_s",
             Limit::IdleTimeout { .. } => "[limits] idle_timeout_s",
+            Limit::DtlsTimeout => "5 s for DTLS after ICE",
             Limit::RemoteCandidates => "20 remote candidates per call",
             Limit::CandidateAddress { .. } => "remote candidate address check",
         }
@@ -167,10 +182,16 @@ impl Limit {
             Limit::Refused(Refusal::PendingDials { max }) => {
                 format!("refusing a dial: {max} dials are connecting")
             }
+            Limit::Refused(Refusal::PendingDialsFrom { ip, max }) => {
+                format!("refusing a dial: {max} dials from {ip} are connecting")
+            }
             Limit::IceTimeout { seconds } => {
                 format!("closing a call that did not connect within {seconds} s")
             }
             Limit::IdleTimeout { seconds } => format!("closing a socket idle for {seconds} s"),
+            Limit::DtlsTimeout => "closing a call whose DTLS handshake did not complete \
+                 (a certificate fingerprint that is not the peer's?)"
+                .to_owned(),
             Limit::RemoteCandidates => {
                 format!("dropping remote candidates past {MAX_REMOTE_CANDIDATES} in one call")
             }
@@ -213,6 +234,9 @@ struct Call {
     ticket: Ticket,
     offered_at: Instant,
     ice_deadline: Option<Instant>,
+    /// When ICE connected, while DTLS has not (the deadline is then at most [`DTLS_TIMEOUT`]
+    /// later).
+    ice_connected_at: Option<Instant>,
     /// Remote candidates accepted so far.
     remote_candidates: usize,
 }
@@ -315,6 +339,22 @@ impl Session {
                     .and_then(|c| c.ice_deadline)
                     .is_some_and(|at| now >= at) =>
             {
+                if self
+                    .call
+                    .as_ref()
+                    .is_some_and(|c| c.ice_connected_at.is_some())
+                {
+                    self.push(Output::LimitHit(Limit::DtlsTimeout));
+                    self.hang_up();
+                    return self.error(
+                        ErrorCode::Internal,
+                        format!(
+                            "the secure connection (DTLS) did not complete within {} s of ICE; \
+                             dial again",
+                            DTLS_TIMEOUT.as_secs()
+                        ),
+                    );
+                }
                 self.push(Output::LimitHit(Limit::IceTimeout {
                     seconds: self.rules.ice_timeout.as_secs(),
                 }));
@@ -437,6 +477,7 @@ impl Session {
             ticket,
             offered_at: now,
             ice_deadline: Some(now + self.rules.ice_timeout),
+            ice_connected_at: None,
             remote_candidates: 0,
         });
         self.state = State::Answering;
@@ -517,6 +558,14 @@ impl Session {
         match event {
             PeerEvent::LocalCandidate(c) => self.push(Output::Send(Message::Candidate(Some(c)))),
             PeerEvent::EndOfCandidates => self.push(Output::Send(Message::Candidate(None))),
+            PeerEvent::IceConnected => {
+                if let Some(call) = self.call.as_mut() {
+                    if let (Some(at), None) = (call.ice_deadline, call.ice_connected_at) {
+                        call.ice_connected_at = Some(now);
+                        call.ice_deadline = Some(at.min(now + DTLS_TIMEOUT));
+                    }
+                }
+            }
             PeerEvent::Connected => {
                 if let Some(call) = self.call.as_mut() {
                     if call.ice_deadline.take().is_some() {
@@ -634,6 +683,7 @@ mod tests {
         Admission::new(AdmissionLimits {
             max_viewers,
             max_pending_dials,
+            pending_dials_per_address: max_pending_dials,
             dials_per_minute: 1000,
         })
     }
@@ -1119,6 +1169,7 @@ mod tests {
             }),
             Limit::IceTimeout { seconds: 15 },
             Limit::IdleTimeout { seconds: 120 },
+            Limit::DtlsTimeout,
             Limit::RemoteCandidates,
             Limit::CandidateAddress {
                 reason: "x".to_owned(),
@@ -1194,5 +1245,34 @@ mod tests {
             feed(&mut s, Input::Text(&one_more), t0)[..],
             [Output::AddCandidate(_)]
         ));
+    }
+
+    #[test]
+    fn a_dtls_handshake_that_does_not_follow_ice_frees_the_call_early() {
+        let t0 = Instant::now();
+        let shared = admission(4, 1);
+        let mut s = open(vec![H264], true, 65_536, &shared, t0);
+        dial(&mut s, t0);
+        assert_eq!(drain(&mut s).1, Some(t0 + ICE));
+        let ice = t0 + Duration::from_secs(2);
+        feed(&mut s, Input::Peer(PeerEvent::IceConnected), ice);
+        assert_eq!(drain(&mut s).1, Some(ice + DTLS_TIMEOUT));
+        s.handle_timeout(ice + DTLS_TIMEOUT);
+        let (outputs, _) = drain(&mut s);
+        assert_eq!(outputs[0], Output::LimitHit(Limit::DtlsTimeout));
+        assert_eq!(outputs[1], Output::ClosePeer);
+        assert_eq!(error_code(&outputs), Some(ErrorCode::Internal));
+        assert_eq!(s.state(), State::Idle);
+        assert_eq!(shared.pending_dials(), 0, "the dial slot is free");
+
+        // A handshake that completes clears the deadline.
+        dial(&mut s, t0);
+        feed(&mut s, Input::Peer(PeerEvent::IceConnected), ice);
+        feed(
+            &mut s,
+            Input::Peer(PeerEvent::Connected),
+            ice + Duration::from_millis(50),
+        );
+        assert_eq!(drain(&mut s).1, None);
     }
 }

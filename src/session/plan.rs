@@ -23,6 +23,8 @@ pub enum PeerEvent {
     LocalCandidate(IceCandidate),
     /// Local gathering finished: send the end-of-candidates marker.
     EndOfCandidates,
+    /// ICE found a path; the DTLS handshake comes next.
+    IceConnected,
     /// ICE and DTLS are up; media flows.
     Connected,
     /// The connection failed or was lost for good.

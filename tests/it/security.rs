@@ -357,6 +357,85 @@ async fn remote_candidates_are_filtered_and_capped() {
     daemon.wait_for_log("remote candidate address check", Duration::from_secs(5));
 }
 
+/// Finding: one address re-dialling under the rate limit held every `max_pending_dials`
+/// slot, and a viewer elsewhere got `dial_limit` every time. Now one address holds at most
+/// `pending_dials_per_address` of them, and the other viewer dials, connects and streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_dial_slot() {
+    let daemon = Daemon::start(&common::test_config(
+        "",
+        "max_pending_dials = 4\npending_dials_per_address = 2",
+    ));
+    let url = daemon.ws_url("");
+    let mut attackers = Vec::new();
+    let mut answered = 0;
+    for _ in 0..4 {
+        let (mut ws, _) = connect(&url).await;
+        let reply = offer_without_ice(&mut ws).await;
+        if reply["sdp"]["type"] == "answer" {
+            answered += 1;
+        } else {
+            assert_eq!(reply["error"]["code"], "dial_limit", "{reply}");
+            let message = reply["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("127.0.0.1"), "{message}");
+        }
+        attackers.push(ws);
+    }
+    assert_eq!(answered, 2, "two dials per address");
+    daemon.wait_for_log("[limits] pending_dials_per_address", Duration::from_secs(5));
+
+    // A viewer on another address dials, connects and gets the frame rate.
+    let viewer = common::probe::viewer_from([127, 0, 0, 2], &daemon, 10).await;
+    let (before, start) = (viewer.frames(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fps = (viewer.frames() - before) as f64 / start.elapsed().as_secs_f64();
+    assert!(fps >= 25.0, "the other viewer got {fps:.1} fps");
+    viewer.hang_up().await;
+}
+
+/// Finding: a dial whose DTLS fails (the offer's fingerprint is not the client's
+/// certificate) held its dial slot until the ICE deadline. It is freed as soon as DTLS fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dtls_handshake_frees_its_dial_slot_at_once() {
+    let daemon = Daemon::start(&common::test_config("", "ice_timeout_s = 30"));
+    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    let (pc, _client, mut candidates) = common::client::client(&[common::client::h264()]).await;
+    let started = Instant::now();
+    let answer = common::client::dial_with(
+        &mut ws,
+        &pc,
+        &mut candidates,
+        Duration::from_secs(8),
+        || false,
+        |sdp| {
+            // Another certificate's fingerprint: ICE connects, DTLS cannot.
+            let at = sdp.find("a=fingerprint:sha-256 ").expect("fingerprint") + 22;
+            let mut sdp = sdp;
+            sdp.replace_range(
+                at..at + 2,
+                if &sdp[at..at + 2] == "00" { "11" } else { "00" },
+            );
+            sdp
+        },
+    )
+    .await;
+    assert_eq!(answer["sdp"]["type"], "answer", "{answer}");
+    let mut freed = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        if common::client::metric(daemon.port, "peercam_pending_dials").await == Some(0.0) {
+            freed = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let freed = freed.expect("the dial slot was not freed within 20 s");
+    assert!(freed < Duration::from_secs(10), "freed after {freed:?}");
+    assert_eq!(
+        common::client::metric(daemon.port, "peercam_viewers").await,
+        Some(0.0)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_password_the_log_and_the_page_say_it_is_open() {
     let daemon = Daemon::start(&common::test_config("", ""));

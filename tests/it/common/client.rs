@@ -19,9 +19,21 @@ pub async fn dial(
     timeout: Duration,
     until: impl Fn() -> bool,
 ) -> Value {
+    dial_with(ws, pc, candidates, timeout, until, |sdp| sdp).await
+}
+
+/// [`dial`], sending the offer as `edit` changes it (the client keeps the real one).
+pub async fn dial_with(
+    ws: &mut Ws,
+    pc: &impl PeerConnection,
+    candidates: &mut tokio::sync::mpsc::Receiver<Option<RTCIceCandidateInit>>,
+    timeout: Duration,
+    until: impl Fn() -> bool,
+    edit: impl FnOnce(String) -> String,
+) -> Value {
     let offer = pc.create_offer(None).await.expect("offer");
     pc.set_local_description(offer).await.expect("set local");
-    let sdp = pc.local_description().await.expect("local desc").sdp;
+    let sdp = edit(pc.local_description().await.expect("local desc").sdp);
     send_text(
         ws,
         json!({"sdp": {"type": "offer", "sdp": sdp}}).to_string(),

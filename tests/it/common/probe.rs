@@ -10,7 +10,7 @@ use serde_json::json;
 use webrtc::peer_connection::PeerConnection;
 
 use super::client::{client, dial, h264, Client};
-use super::{connect, send_text, Daemon, Ws};
+use super::{connect, connect_from, send_text, Daemon, Ws};
 
 /// A webrtc-rs viewer in a call with the daemon.
 pub struct Viewer<P: PeerConnection> {
@@ -36,7 +36,21 @@ impl<P: PeerConnection> Viewer<P> {
 /// Connects, dials with H.264 and waits until `frames` video frames arrived (panics after
 /// 15 s, naming what arrived).
 pub async fn viewer(daemon: &Daemon, frames: u64) -> Viewer<impl PeerConnection> {
-    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    let (ws, _) = connect(&daemon.ws_url("")).await;
+    dial_viewer(ws, frames).await
+}
+
+/// [`viewer`] from the loopback address `source` (see [`connect_from`]).
+pub async fn viewer_from(
+    source: [u8; 4],
+    daemon: &Daemon,
+    frames: u64,
+) -> Viewer<impl PeerConnection> {
+    let (ws, _) = connect_from(source, daemon.port, "").await;
+    dial_viewer(ws, frames).await
+}
+
+async fn dial_viewer(mut ws: Ws, frames: u64) -> Viewer<impl PeerConnection> {
     let (pc, client, mut cands) = client(&[h264()]).await;
     let answer = dial(&mut ws, &pc, &mut cands, Duration::from_secs(15), || {
         client.video_frames.load(Ordering::Relaxed) >= frames

@@ -4,6 +4,7 @@
 //! `/ws?room=NAME` is the seed tutorial's relay: it links exactly two browsers to each other.
 
 pub mod auth;
+pub mod connections;
 pub mod media;
 mod room;
 mod socket;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::auth::{Access, Auth, Login};
+use self::connections::{Connection, Connections};
 use self::media::MediaService;
 use crate::config::{LimitSettings, Settings};
 use crate::limits::LimitLog;
@@ -50,8 +52,6 @@ const WS_BUFFER_BYTES: usize = 8 * 1024;
 /// Largest login form accepted.
 const MAX_LOGIN_BODY: usize = 4096;
 
-/// Hits of the TCP connection cap (`2 * max_connections + 16`).
-static TCP_LIMIT: LimitLog = LimitLog::new("[limits] max_connections");
 /// Hits of the WebSocket cap.
 static WS_LIMIT: LimitLog = LimitLog::new("[limits] max_connections");
 /// WebSockets refused for a foreign Origin.
@@ -185,16 +185,22 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Serves until `state.shutdown` is cancelled: plain HTTP, or HTTPS with `tls`. Each
-/// connection is its own task; all TCP connections together are capped at
-/// `2 * limits.max_connections + 16` (WebSockets alone at `max_connections`).
+/// connection is its own task, admitted by [`connections::Connections`]: at most
+/// `limits.connections_per_address` from one address, `2 * limits.max_connections + 16` in
+/// all, `max_connections` of them before their first request (WebSockets alone are capped at
+/// `max_connections` too).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     tls: Option<TlsAcceptor>,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
-    let cap = state.limits.max_connections * 2 + 16;
-    let tcp_slots = Arc::new(Semaphore::new(cap));
+    let limits = &state.limits;
+    let connections = Connections::new(
+        limits.connections_per_address,
+        limits.max_connections * 2 + 16,
+        limits.max_connections,
+    );
     loop {
         let (stream, remote) = tokio::select! {
             _ = state.shutdown.cancelled() => return Ok(()),
@@ -208,9 +214,7 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = tcp_slots.clone().try_acquire_owned() else {
-            TCP_LIMIT
-                .hit(|| format!("closing a connection from {remote}: {cap} TCP connections open"));
+        let Some(slot) = connections.admit(remote.ip()) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -219,14 +223,13 @@ pub async fn serve(
         let shutdown = state.shutdown.clone();
         state.tasks.spawn(async move {
             match tls {
-                None => serve_connection(stream, remote, app, shutdown).await,
+                None => serve_connection(stream, remote, slot, app, shutdown).await,
                 Some(acceptor) => {
                     if let Some(stream) = tls_handshake(acceptor, stream, remote).await {
-                        serve_connection(stream, remote, app, shutdown).await;
+                        serve_connection(stream, remote, slot, app, shutdown).await;
                     }
                 }
             }
-            drop(permit);
         });
     }
 }
@@ -270,17 +273,42 @@ async fn tls_handshake(
 }
 
 /// HTTP/1.1 (with upgrades, for WebSockets) on one connection until it closes or the daemon
-/// stops.
-async fn serve_connection<IO>(io: IO, remote: SocketAddr, app: Router, shutdown: CancellationToken)
-where
+/// stops. Every request is answered within [`connections::REQUEST_DEADLINE`], body included
+/// (408 and the connection closes otherwise); the request carries the connection's `slot`, so
+/// an upgraded WebSocket keeps counting against its address.
+async fn serve_connection<IO>(
+    io: IO,
+    remote: SocketAddr,
+    slot: Arc<Connection>,
+    app: Router,
+    shutdown: CancellationToken,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use tower::ServiceExt;
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            slot.proven();
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(ConnectInfo(remote));
-            app.clone().oneshot(request)
+            request.extensions_mut().insert(slot.clone());
+            let app = app.clone();
+            async move {
+                match tokio::time::timeout(connections::REQUEST_DEADLINE, app.oneshot(request))
+                    .await
+                {
+                    Ok(response) => response,
+                    Err(_) => {
+                        connections::deadline_hit(remote);
+                        Ok((
+                            StatusCode::REQUEST_TIMEOUT,
+                            [(header::CONNECTION, "close")],
+                            "408 Request Timeout: the request took too long\n",
+                        )
+                            .into_response())
+                    }
+                }
+            }
         });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -490,6 +518,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 async fn ws(
+    slot: Option<axum::Extension<Arc<Connection>>>,
     upgrade: WebSocketUpgrade,
     headers: HeaderMap,
     Query(query): Query<WsQuery>,
@@ -556,6 +585,7 @@ async fn ws(
             }
         }
         drop(permit);
+        drop(slot);
         drop(token);
     })
 }
@@ -573,15 +603,15 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.auth.session_count(),
     ));
     out.push_str("# Times each limit was hit.\n");
-    for (name, hits) in [
-        ("tcp_connections", TCP_LIMIT.hits()),
-        ("websockets", WS_LIMIT.hits()),
-        ("origin", ORIGIN_REFUSED.hits()),
-        ("login_failures", state.auth.limit_hits()),
-        ("wrong_password", state.auth.failures()),
-    ]
-    .into_iter()
-    .chain(socket::limit_hits())
+    for (name, hits) in connections::limit_hits()
+        .into_iter()
+        .chain([
+            ("websockets", WS_LIMIT.hits()),
+            ("origin", ORIGIN_REFUSED.hits()),
+            ("login_failures", state.auth.limit_hits()),
+            ("wrong_password", state.auth.failures()),
+        ])
+        .chain(socket::limit_hits())
     {
         out.push_str(&format!(
             "peercam_limit_hits_total{{limit=\"{name}\"}} {hits}\n"

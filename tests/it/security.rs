@@ -436,6 +436,190 @@ async fn a_failed_dtls_handshake_frees_its_dial_slot_at_once() {
     );
 }
 
+/// A WebSocket to `/ws` from the loopback address `source`, with these headers.
+async fn ws_from(source: [u8; 4], port: u16, headers: &[(&str, &str)]) -> common::Ws {
+    let stream = connect_from(source, port).await;
+    let mut request = format!("ws://127.0.0.1:{port}/ws")
+        .into_client_request()
+        .expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            value.parse().expect("value"),
+        );
+    }
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .expect("WebSocket from the other address");
+    next_json(&mut ws).await; // hello
+    ws
+}
+
+/// Whether the server closed `stream` within `wait` (EOF or reset); anything it sends first
+/// is returned.
+async fn closed_by_server(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&seen).into_owned()),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Finding: 48 connections that stall (a login body that never comes, headers at one byte a
+/// second, a handshake that never starts) held their slots for minutes and every new viewer
+/// got resets. Now one address holds at most `connections_per_address`, the rest is closed
+/// at once, a request has 10 s for its whole life (408), and a viewer on another address
+/// loads the page, logs in and streams while the attack goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_from_one_address_do_not_lock_out_viewers() {
+    let daemon = Daemon::start(&protected(
+        "",
+        "max_connections = 16\nconnections_per_address = 12",
+    ));
+    let port = daemon.port;
+    let mut held = Vec::new();
+    for i in 0..48 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let opening: &[u8] = match i % 3 {
+            0 => b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 4096\r\n\r\npass",
+            1 => b"GET / HTTP/1.1\r\nHo",
+            _ => b"",
+        };
+        let _ = stream.write_all(opening).await;
+        held.push(stream);
+        // The connections arrive one after another, as an attacker's would.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Slow headers: one more byte a second on every second kind, for the whole test.
+    let mut open = 0;
+    let mut refused = 0;
+    for stream in held.iter_mut() {
+        match closed_by_server(stream, Duration::from_millis(200)).await {
+            Some(_) => refused += 1,
+            None => open += 1,
+        }
+    }
+    assert!(open <= 12, "{open} connections held from one address");
+    assert_eq!(open + refused, 48);
+    daemon.wait_for_log("[limits] connections_per_address", Duration::from_secs(5));
+    let drip = tokio::spawn(async move {
+        for _ in 0..30 {
+            for (i, stream) in held.iter_mut().enumerate() {
+                if i % 3 == 1 {
+                    let _ = stream.write_all(b"s").await;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        held
+    });
+
+    // Meanwhile a viewer on another address: page, login, signaling, a call at full rate.
+    let from_viewer = |method: &'static str,
+                       path: &'static str,
+                       headers: Vec<(&'static str, String)>,
+                       body: String| async move {
+        let stream = connect_from([127, 0, 0, 2], port).await;
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        exchange(stream, method, path, &headers, &body).await
+    };
+    let page = from_viewer("GET", "/", Vec::new(), String::new()).await;
+    assert_eq!(page.status, 200);
+    let login = from_viewer(
+        "POST",
+        "/login",
+        vec![(
+            "Content-Type",
+            "application/x-www-form-urlencoded".to_owned(),
+        )],
+        format!("password={}", PASSWORD.replace(' ', "+")),
+    )
+    .await;
+    assert_eq!(login.status, 303, "{}", login.body);
+    let cookie = login
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_owned();
+    let ws = ws_from([127, 0, 0, 2], port, &[("Cookie", &cookie)]).await;
+    let viewer = common::probe::dial_viewer(ws, 10).await;
+    let (before, start) = (viewer.frames(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fps = (viewer.frames() - before) as f64 / start.elapsed().as_secs_f64();
+    assert!(fps >= 25.0, "the viewer got {fps:.1} fps under the attack");
+
+    // A stalled request ends by its deadline: a 408 for a login body that never comes.
+    drip.abort();
+    let mut stalled = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stalled
+        .write_all(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 4096\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let stalled_at = Instant::now();
+    let reply = closed_by_server(&mut stalled, Duration::from_secs(13))
+        .await
+        .expect("a stalled body is cut by the request deadline");
+    let took = stalled_at.elapsed();
+    // (The 408 is written before the close; a reset may overtake it on the way.)
+    assert!(
+        took >= Duration::from_secs(9) && (reply.is_empty() || reply.starts_with("HTTP/1.1 408")),
+        "after {took:?}: {reply:?}"
+    );
+    daemon.wait_for_log("request deadline", Duration::from_secs(5));
+    viewer.hang_up().await;
+}
+
+/// Finding: 64 silent room sockets gave every viewer 503 for as long as they stayed. Now one
+/// address holds at most `connections_per_address` of them, a viewer elsewhere dials at
+/// once, and a browser alone in its room is closed after `idle_timeout_s`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_room_sockets_do_not_lock_viewers_out() {
+    let daemon = Daemon::start(&common::test_config(
+        "",
+        "max_connections = 8\nconnections_per_address = 6\nidle_timeout_s = 10",
+    ));
+    let port = daemon.port;
+    let started = Instant::now();
+    let mut rooms = Vec::new();
+    for i in 0..64 {
+        let url = format!("ws://127.0.0.1:{port}/ws?room=r{i}");
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await {
+            rooms.push(ws);
+        }
+    }
+    assert!(
+        rooms.len() <= 6,
+        "{} room sockets from one address",
+        rooms.len()
+    );
+    let viewer = common::probe::viewer_from([127, 0, 0, 2], &daemon, 10).await;
+    let (before, start) = (viewer.frames(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fps = (viewer.frames() - before) as f64 / start.elapsed().as_secs_f64();
+    assert!(fps >= 25.0, "the viewer got {fps:.1} fps");
+    // Alone and silent: each room socket is told why and closed after idle_timeout_s.
+    for ws in rooms.iter_mut() {
+        let hello = next_event(ws, Duration::from_secs(5)).await;
+        assert_eq!(hello["hello"]["mode"], "room", "{hello}");
+        let bye = next_event(ws, Duration::from_secs(15)).await;
+        assert_eq!(bye["bye"]["reason"], "idle", "{bye}");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(9));
+    viewer.hang_up().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_password_the_log_and_the_page_say_it_is_open() {
     let daemon = Daemon::start(&common::test_config("", ""));

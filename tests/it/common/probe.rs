@@ -50,7 +50,8 @@ pub async fn viewer_from(
     dial_viewer(ws, frames).await
 }
 
-async fn dial_viewer(mut ws: Ws, frames: u64) -> Viewer<impl PeerConnection> {
+/// Dials on an open signaling socket and waits until `frames` video frames arrived.
+pub async fn dial_viewer(mut ws: Ws, frames: u64) -> Viewer<impl PeerConnection> {
     let (pc, client, mut cands) = client(&[h264()]).await;
     let answer = dial(&mut ws, &pc, &mut cands, Duration::from_secs(15), || {
         client.video_frames.load(Ordering::Relaxed) >= frames

@@ -49,6 +49,10 @@ const STYLE_CSS: &str = include_str!("assets/style.css");
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Initial WebSocket read and write buffer per socket.
 const WS_BUFFER_BYTES: usize = 8 * 1024;
+/// Most a WebSocket's unsent data may grow to: a client that sends pings and never reads
+/// the pongs (or stops reading anything) has its socket closed instead of growing the
+/// daemon's memory.
+const WS_MAX_WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// Largest login form accepted.
 const MAX_LOGIN_BODY: usize = 4096;
 
@@ -556,7 +560,8 @@ async fn ws(
         .max_message_size(frame_limit)
         .max_frame_size(frame_limit)
         .read_buffer_size(WS_BUFFER_BYTES)
-        .write_buffer_size(WS_BUFFER_BYTES);
+        .write_buffer_size(WS_BUFFER_BYTES)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER_BYTES);
     // The upgraded socket runs in a task of axum's; the token keeps the daemon's stop
     // waiting for it.
     let token = state.tasks.token();

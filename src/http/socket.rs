@@ -28,6 +28,13 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 /// line when it leaves, not a line per message.
 const LOGGED_ERRORS_PER_SOCKET: u32 = 5;
 
+/// Pings a client may send per second. Browsers send none (pages cannot); a tool that pings
+/// faster is flooding, and each ping asks for a pong it may never read.
+const MAX_PINGS_PER_SECOND: u32 = 20;
+
+/// A message the browser does not take within this closes the socket: it stopped reading.
+const WRITE_STALL: Duration = Duration::from_secs(10);
+
 /// One throttled log and hit counter per limit a socket's session can hit, in the order of
 /// [`Limit::METRICS`].
 static LIMIT_LOGS: [LimitLog; Limit::METRICS.len()] = [
@@ -185,7 +192,10 @@ pub(super) enum Frame {
 pub(super) struct Socket {
     stream: SplitStream<WebSocket>,
     out: mpsc::Sender<WsMessage>,
-    writer: JoinHandle<()>,
+    /// Ends early (with `true`) when the browser stopped reading.
+    writer: JoinHandle<bool>,
+    /// Pings in the current second, and when that second started.
+    pings: (u32, tokio::time::Instant),
     /// `viewer 192.0.2.7:40000` or `room lab: 192.0.2.7:40000`: the start of every log line.
     label: String,
     /// Error replies sent so far.
@@ -201,11 +211,15 @@ impl Socket {
         let writer = tokio::spawn(async move {
             while let Some(message) = out_rx.recv().await {
                 let close = matches!(message, WsMessage::Close(_));
-                if sink.send(message).await.is_err() || close {
-                    break;
+                match tokio::time::timeout(WRITE_STALL, sink.send(message)).await {
+                    Ok(Ok(())) if !close => {}
+                    Ok(_) => break,
+                    // Not reading: end here; the reader notices and the socket closes.
+                    Err(_) => return true,
                 }
             }
-            let _ = sink.close().await;
+            let _ = tokio::time::timeout(WRITE_STALL, sink.close()).await;
+            false
         });
         Socket {
             stream,
@@ -214,6 +228,7 @@ impl Socket {
             label,
             errors: 0,
             close_frame: None,
+            pings: (0, tokio::time::Instant::now()),
         }
     }
 
@@ -225,10 +240,38 @@ impl Socket {
     /// The next frame. A message over the size limit or text that is not UTF-8 ends the
     /// socket with close code 1009 or 1007, as RFC 6455 asks.
     async fn read(&mut self) -> Frame {
-        match self.stream.next().await {
+        let next = tokio::select! {
+            next = self.stream.next() => next,
+            stalled = &mut self.writer, if !self.writer.is_finished() => {
+                if stalled.unwrap_or(false) {
+                    info!("{}: not reading for {WRITE_STALL:?}; closing", self.label);
+                }
+                return Frame::Closed;
+            }
+        };
+        match next {
             Some(Ok(WsMessage::Text(text))) => Frame::Text(text),
             Some(Ok(WsMessage::Binary(_))) => Frame::Binary,
-            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => Frame::Heard,
+            Some(Ok(WsMessage::Ping(_))) => {
+                let now = tokio::time::Instant::now();
+                if now.duration_since(self.pings.1) >= Duration::from_secs(1) {
+                    self.pings = (0, now);
+                }
+                self.pings.0 += 1;
+                if self.pings.0 > MAX_PINGS_PER_SECOND {
+                    info!(
+                        "{}: more than {MAX_PINGS_PER_SECOND} pings a second; closing",
+                        self.label
+                    );
+                    self.close_frame = Some(CloseFrame {
+                        code: 1008,
+                        reason: "too many pings".into(),
+                    });
+                    return Frame::Closed;
+                }
+                Frame::Heard
+            }
+            Some(Ok(WsMessage::Pong(_))) => Frame::Heard,
             Some(Ok(WsMessage::Close(_))) | None => Frame::Closed,
             Some(Err(e)) => {
                 info!("{}: WebSocket closed: {e}", self.label);
@@ -264,9 +307,11 @@ impl Socket {
     /// the browser can read the close frame before the TCP connection goes.
     async fn close(self) {
         let linger = self.close_frame.is_some();
-        let _ = self.out.send(WsMessage::Close(self.close_frame)).await;
-        drop(self.out);
-        let _ = self.writer.await;
+        if !self.writer.is_finished() {
+            let _ = self.out.send(WsMessage::Close(self.close_frame)).await;
+            drop(self.out);
+            let _ = self.writer.await;
+        }
         if linger {
             // The rest of the oversized message is still unread: closing the TCP socket now
             // would reset it and could destroy the close frame before the browser reads it.

@@ -559,3 +559,59 @@ async fn an_encoder_error_is_logged_and_the_video_goes_on() {
     assert_eq!(viewers, Some(1.0), "the viewer is still in its call");
     streaming.hang_up().await;
 }
+
+/// Finding: pings from a client that never reads its pongs grew the daemon's memory without
+/// bound (600,000 pings: +96 MB, 28 MB kept after the close). The WebSocket's write buffer is
+/// bounded now: the socket is closed, memory stays flat, and a streaming viewer is not
+/// disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_from_a_client_that_never_reads_is_cut_off() {
+    let daemon = Daemon::start(&test_config("", ""));
+    let streaming = viewer(&daemon, 10).await;
+    let baseline = rss_kib(daemon.pid());
+    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    let start = Instant::now();
+    let frames_before = streaming.frames();
+    let payload = vec![0x5a_u8; 125];
+    let mut sent = 0u64;
+    let mut peak = baseline;
+    let mut cut_off = false;
+    'flood: for _ in 0..300 {
+        for _ in 0..1000 {
+            if ws
+                .feed(WsMessage::Ping(payload.clone().into()))
+                .await
+                .is_err()
+            {
+                cut_off = true;
+                break 'flood;
+            }
+            sent += 1;
+        }
+        let flushed = tokio::time::timeout(Duration::from_secs(2), ws.flush()).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            // The daemon stopped reading from a socket it closed, or closed it outright.
+            cut_off = true;
+            break;
+        }
+        peak = peak.max(rss_kib(daemon.pid()));
+    }
+    let spent = start.elapsed();
+    peak = peak.max(rss_kib(daemon.pid()));
+    let fps = (streaming.frames() - frames_before) as f64 / spent.as_secs_f64();
+    drop(ws);
+    eprintln!(
+        "ping flood: {sent} pings in {spent:?}, cut off: {cut_off}; RSS {baseline} -> peak \
+         {peak} KiB; viewer {fps:.1} fps"
+    );
+    assert!(cut_off, "{sent} pings and the socket is still open");
+    assert!(
+        peak < baseline + 16 * 1024,
+        "RSS grew from {baseline} to {peak} KiB under the ping flood"
+    );
+    assert!(
+        fps >= MIN_FPS,
+        "the viewer got {fps:.1} fps during the flood"
+    );
+    streaming.hang_up().await;
+}

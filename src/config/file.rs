@@ -40,6 +40,8 @@ pub(crate) struct RawServer {
     /// checked in `validate.rs`, so each wrong shape gets its own message.
     pub tls: Value<toml::Value>,
     pub state_dir: Value<String>,
+    pub hosts: Value<Vec<Spanned<String>>>,
+    pub trust_forwarded_host: Value<bool>,
 }
 
 /// `[video]`. Integers are read as `i64` so that a negative or huge number gets a range
@@ -143,6 +145,8 @@ const SERVER: &[Field] = &[
     value("password"),
     value("tls"),
     value("state_dir"),
+    value("hosts"),
+    value("trust_forwarded_host"),
 ];
 const VIDEO: &[Field] = &[
     value("source"),

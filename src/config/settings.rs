@@ -41,6 +41,12 @@ pub struct ServerSettings {
     /// Where peercam keeps state (the self-signed certificate). `None`: `$STATE_DIRECTORY`
     /// (systemd's `StateDirectory=`), else `/var/lib/peercam`.
     pub state_dir: Option<PathBuf>,
+    /// Host names the daemon is reached by besides its IP addresses, `localhost`, its host
+    /// name and `<host name>.local` (e.g. a DNS name or a reverse proxy's), lower case.
+    pub hosts: Vec<String>,
+    /// Take the host from `X-Forwarded-Host` (set by a reverse proxy in front of peercam)
+    /// rather than `Host`. Off: the header is ignored.
+    pub trust_forwarded_host: bool,
 }
 
 impl Default for ServerSettings {
@@ -50,6 +56,8 @@ impl Default for ServerSettings {
             password: None,
             tls: TlsMode::Off,
             state_dir: None,
+            hosts: Vec::new(),
+            trust_forwarded_host: false,
         }
     }
 }

@@ -96,6 +96,30 @@ fn server(raw: RawServer, src: Source<'_>) -> Result<ServerSettings, ConfigError
             s.state_dir = Some(PathBuf::from(dir));
         }
     }
+    for (i, name) in raw
+        .hosts
+        .map(|v| v.into_inner())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let host = name.get_ref().trim().to_ascii_lowercase();
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid {
+            let key = format!("[server] hosts[{i}]");
+            let expected = "expected a host name such as \"camera.example.org\" (letters, \
+                            digits, '-' and '.'; no scheme, port or path)";
+            return Err(src.bad_value(name.span(), &key, expected));
+        }
+        s.hosts.push(host);
+    }
+    if let Some(v) = raw.trust_forwarded_host {
+        s.trust_forwarded_host = v.into_inner();
+    }
     Ok(s)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod connections;
+pub mod hosts;
 pub mod media;
 mod room;
 mod socket;
@@ -34,6 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use self::auth::{Access, Auth, Login};
 use self::connections::{Connection, Connections};
+use self::hosts::Hosts;
 use self::media::MediaService;
 use crate::config::{LimitSettings, Settings};
 use crate::limits::LimitLog;
@@ -58,8 +60,10 @@ const MAX_LOGIN_BODY: usize = 4096;
 
 /// Hits of the WebSocket cap.
 static WS_LIMIT: LimitLog = LimitLog::new("[limits] max_connections");
-/// WebSockets refused for a foreign Origin.
-static ORIGIN_REFUSED: LimitLog = LimitLog::new("WebSocket Origin check");
+/// WebSockets and logins refused for a foreign Origin.
+static ORIGIN_REFUSED: LimitLog = LimitLog::new("Origin check");
+/// Requests refused for naming an unknown host (DNS rebinding) without a password.
+static HOST_REFUSED: LimitLog = LimitLog::new("[server] hosts");
 
 /// The media the signaling serves, until a reload replaces it.
 #[derive(Clone)]
@@ -96,6 +100,8 @@ pub struct AppState {
     pub connection_slots: Arc<Semaphore>,
     /// The password check and sessions (`[server] password`).
     pub auth: Auth,
+    /// The names the daemon answers to, and the same-origin check.
+    pub hosts: Hosts,
     /// Seed-mode rooms.
     pub rooms: room::Rooms,
     /// Cancelled when the daemon stops.
@@ -128,6 +134,7 @@ impl AppState {
                 secure,
             ),
             rooms: room::Rooms::default(),
+            hosts: Hosts::new(&settings.server),
             limits: limits.clone(),
             loopback_candidates: serves_only_loopback(settings),
             shutdown,
@@ -185,7 +192,32 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/logout", post(logout))
         .merge(protected)
+        .layer(middleware::from_fn_with_state(state.clone(), known_host))
         .with_state(state)
+}
+
+/// Without a password, refuses requests that name a host the daemon does not answer to: a
+/// page on another domain that rebinds its name to the camera's address (DNS rebinding)
+/// must not read it.
+async fn known_host(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let authority = state.hosts.authority(request.headers());
+    if !state.auth.is_open() || state.hosts.knows(authority) {
+        return next.run(request).await;
+    }
+    let named = client_text(authority.unwrap_or_default());
+    HOST_REFUSED.hit(|| format!("refusing a request from {remote} for the unknown host {named}"));
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "403 Forbidden: this camera does not answer to that name; open it by its address, \
+         its host name, or a name listed in [server] hosts\n",
+    )
+        .into_response()
 }
 
 /// Serves until `state.shutdown` is cancelled: plain HTTP, or HTTPS with `tls`. Each
@@ -442,12 +474,51 @@ struct LoginForm {
     password: String,
 }
 
-/// `POST /login`: the right password sets the session cookie and goes back to the page.
+/// A client-supplied string made safe for one log line: control characters escaped, at most
+/// 120 characters kept.
+fn client_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(120)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().count() > 120 {
+        out.push('…');
+    }
+    format!("\"{out}\"")
+}
+
+/// The request's `Origin` (or `Referer`), escaped and cut for the log.
+fn origin_of(headers: &HeaderMap) -> String {
+    let origin = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    client_text(&origin)
+}
+
+/// `POST /login`: the right password sets the session cookie and goes back to the page. A
+/// login posted by another site's page is refused before the password is looked at, so no
+/// page elsewhere can spend this address's failure budget and lock the owner out.
 async fn login(
     State(state): State<Arc<AppState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    if !state.hosts.same_origin(&headers) {
+        ORIGIN_REFUSED.hit(|| {
+            format!(
+                "refusing a login from {remote}: posted by another site's page ({})",
+                origin_of(&headers)
+            )
+        });
+        return login_page(
+            StatusCode::FORBIDDEN,
+            "This login came from another site's page; log in on this page.",
+        );
+    }
     match state.auth.login(remote.ip(), &form.password) {
         Login::Accepted(cookie) => (
             StatusCode::SEE_OTHER,
@@ -502,25 +573,6 @@ struct WsQuery {
     room: Option<String>,
 }
 
-/// Whether a WebSocket's `Origin` (sent by every browser) is this server itself. Another
-/// site's page must not open a socket with this browser's session (cross-site WebSocket
-/// hijacking); clients that are not browsers send no Origin and are let through.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    let origin_host = origin
-        .split_once("://")
-        .map_or(origin, |(_, rest)| rest)
-        .trim_end_matches('/');
-    ["x-forwarded-host", "host"].iter().any(|name| {
-        headers
-            .get(*name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|host| host.eq_ignore_ascii_case(origin_host))
-    })
-}
-
 async fn ws(
     slot: Option<axum::Extension<Arc<Connection>>>,
     upgrade: WebSocketUpgrade,
@@ -529,11 +581,11 @@ async fn ws(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     State(state): State<Arc<AppState>>,
 ) -> Response {
-    if !same_origin(&headers) {
+    if !state.hosts.same_origin(&headers) {
         ORIGIN_REFUSED.hit(|| {
             format!(
-                "refusing WebSocket from {remote}: its page comes from another site ({:?})",
-                headers.get(header::ORIGIN)
+                "refusing WebSocket from {remote}: its page comes from another site ({})",
+                origin_of(&headers)
             )
         });
         return (
@@ -613,6 +665,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .chain([
             ("websockets", WS_LIMIT.hits()),
             ("origin", ORIGIN_REFUSED.hits()),
+            ("unknown_host", HOST_REFUSED.hits()),
             ("login_failures", state.auth.limit_hits()),
             ("wrong_password", state.auth.failures()),
         ])

@@ -532,8 +532,12 @@ async fn ws(
     if !same_origin(&headers) {
         ORIGIN_REFUSED.hit(|| {
             format!(
-                "refusing WebSocket from {remote}: its page comes from another site ({:?})",
-                headers.get(header::ORIGIN)
+                "refusing WebSocket from {remote}: its page comes from another site ({})",
+                crate::logging::client_str(
+                    headers
+                        .get(header::ORIGIN)
+                        .map_or("", |v| v.to_str().unwrap_or("?"))
+                )
             )
         });
         return (
@@ -569,7 +573,7 @@ async fn ws(
         let shutdown = state.shutdown.clone();
         match query.room {
             Some(name) => {
-                let label = format!("room {name}: {remote}");
+                let label = format!("room {}: {remote}", crate::logging::client_str(&name));
                 match room::join(&state, &name, &label) {
                     Ok(member) => socket::run(ws, label, member, shutdown, None).await,
                     Err(body) => room::refuse(ws, body).await,

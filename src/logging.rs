@@ -8,18 +8,22 @@
 //! (`RUST_LOG=info,webrtc=debug`) replace the defaults for those modules. The same rules
 //! apply to both outputs.
 //!
-//! Between the filter and the output ([`GuardedLog`]), no record can forge a line or flood
-//! one: control characters (newlines, escape sequences) are escaped and a message is cut
-//! after [`MAX_MESSAGE_CHARS`]. This is the backstop for dependencies that log what a peer
-//! sent; peercam's own lines quote what a client sent through [`client_str`], which cuts
-//! much shorter.
+//! Two guards sit between the filter and the output ([`GuardedLog`]):
+//! - webrtc-rs's ICE agent warns "pingAllCandidates called with no candidate pairs" five
+//!   times a second for every dial whose browser has sent no candidate yet (a dial that never
+//!   connects: until `[limits] ice_timeout_s`). Those records are demoted to `debug`
+//!   (`RUST_LOG=rtc_ice=debug` shows them).
+//! - No record can forge a line or flood one: control characters (newlines, escape
+//!   sequences) are escaped and a message is cut after [`MAX_MESSAGE_CHARS`]. This is the
+//!   backstop for dependencies that log what a peer sent; peercam's own lines quote what a
+//!   client sent through [`client_str`], which cuts much shorter.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
 
 use env_filter::{Builder as FilterBuilder, Filter};
-use log::{LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter, Log, Metadata, Record};
 
 /// Log targets (prefixes) of dependencies that are noisy below `warn`.
 const NOISY_TARGETS: &[&str] = &["webrtc", "rtc"];
@@ -175,8 +179,14 @@ fn guarded(message: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The filter in front of an output (stderr or the journal), with every message escaped and
-/// bounded.
+/// Whether a record is webrtc-rs's ICE agent saying, five times a second per dial, that it
+/// has no candidate pairs yet (rtc-ice 0.21 `Agent::ping_all_candidates`, at `warn`).
+fn is_ice_noise(target: &str, message: &str) -> bool {
+    target.starts_with("rtc_ice") && message.contains("pingAllCandidates called with no candidate")
+}
+
+/// The filter in front of an output (stderr or the journal), with the two guards of this
+/// module: known noise demoted to `debug`, every message escaped and bounded.
 struct GuardedLog<L> {
     log: L,
     filter: Filter,
@@ -201,9 +211,25 @@ impl<L: Log> Log for GuardedLog<L> {
             Some(s) => Cow::Borrowed(s),
             None => Cow::Owned(record.args().to_string()),
         };
+        let mut level = record.level();
+        if level < Level::Debug && is_ice_noise(record.target(), &message) {
+            level = Level::Debug;
+            let demoted = Metadata::builder()
+                .level(level)
+                .target(record.target())
+                .build();
+            if !self.filter.enabled(&demoted) {
+                return;
+            }
+        }
         let message = guarded(&message);
-        self.log
-            .log(&record.to_builder().args(format_args!("{message}")).build());
+        self.log.log(
+            &record
+                .to_builder()
+                .level(level)
+                .args(format_args!("{message}"))
+                .build(),
+        );
     }
 
     fn flush(&self) {
@@ -213,8 +239,6 @@ impl<L: Log> Log for GuardedLog<L> {
 
 #[cfg(test)]
 mod tests {
-    use log::Level;
-
     use super::*;
 
     fn enabled(filter: &Filter, target: &str, level: Level) -> bool {
@@ -331,6 +355,46 @@ mod tests {
 
     fn taken(log: &GuardedLog<Capture>) -> Vec<(Level, String, String)> {
         std::mem::take(&mut *log.log.0.lock().expect("lock"))
+    }
+
+    /// rtc-ice 0.21's line, as `Agent::ping_all_candidates` writes it.
+    const PING: &str = "[controlled]: pingAllCandidates called with no candidate pairs. \
+                        Connection is not possible yet.";
+
+    #[test]
+    fn ice_ping_noise_is_demoted_to_debug() {
+        let log = guarded_log(LevelFilter::Info, None);
+        emit(&log, Level::Warn, "rtc_ice::agent", PING);
+        assert!(taken(&log).is_empty(), "dropped at the default level");
+        // Other ICE warnings, and the same words from elsewhere, stay.
+        let discard = "[controlled]: discard message from (192.0.2.1:5000), bad integrity";
+        emit(&log, Level::Warn, "rtc_ice::agent", discard);
+        emit(&log, Level::Warn, "peercam::http", PING);
+        let kept = taken(&log);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(
+            kept[0],
+            (Level::Warn, "rtc_ice::agent".into(), discard.into())
+        );
+        assert_eq!(kept[1].0, Level::Warn);
+
+        // Asked for, it shows, as debug.
+        for spec in ["info,rtc_ice=debug", "rtc_ice::agent=trace"] {
+            let log = guarded_log(LevelFilter::Info, Some(spec));
+            emit(&log, Level::Warn, "rtc_ice::agent", PING);
+            let shown = taken(&log);
+            assert_eq!(
+                shown,
+                vec![(Level::Debug, "rtc_ice::agent".into(), PING.into())],
+                "{spec}"
+            );
+        }
+        let log = guarded_log(LevelFilter::Debug, Some("debug"));
+        emit(&log, Level::Warn, "rtc_ice::agent", PING);
+        assert!(
+            taken(&log).is_empty(),
+            "a plain level keeps the WebRTC stack at warn"
+        );
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The daemon's log against a hostile client: strings a client sends (a room name, an
 //! unknown message type, the browser's error message, an Origin header) are escaped and cut
-//! in the log, so they can neither forge a log line nor make one huge.
+//! in the log, so they can neither forge a log line nor make one huge; and a dial that never
+//! completes ICE does not flood the log with webrtc-rs's "pingAllCandidates" warnings.
 
 use crate::common;
 
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
+use common::probe::{offer_message, offer_sdp};
 use common::{connect, next_json, send_text, Daemon};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -31,6 +34,20 @@ fn lines_until(daemon: &Daemon, needle: &str, timeout: Duration) -> Vec<String> 
                 }
             }
             Err(_) => panic!("peercam did not log `{needle}` within {timeout:?}; got {lines:#?}"),
+        }
+    }
+}
+
+/// Every log line for `window`.
+fn lines_for(daemon: &Daemon, window: Duration) -> Vec<String> {
+    let deadline = Instant::now() + window;
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match daemon.log.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(RecvTimeoutError::Timeout) => return lines,
+            Err(RecvTimeoutError::Disconnected) => panic!("peercam exited; got {lines:#?}"),
         }
     }
 }
@@ -106,4 +123,37 @@ async fn client_strings_can_neither_forge_nor_flood_log_lines() {
             "{what}… is logged, cut: {lines:#?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_that_never_completes_ice_does_not_flood_the_log() {
+    let daemon = Daemon::start(&common::test_config("", ""));
+    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    // A real offer whose client is closed at once: no candidate ever arrives, so the
+    // daemon's ICE agent has no candidate pairs until the ICE deadline.
+    send_text(&mut ws, offer_message(&offer_sdp().await)).await;
+    loop {
+        let reply = next_json(&mut ws).await;
+        if reply.get("sdp").is_some() {
+            assert_eq!(reply["sdp"]["type"], "answer", "{reply}");
+            break;
+        }
+        assert!(reply.get("error").is_none(), "{reply}");
+    }
+    let lines = lines_for(&daemon, Duration::from_secs(3));
+    let noise: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("pingAllCandidates"))
+        .collect();
+    assert!(
+        noise.is_empty(),
+        "{} pingAllCandidates lines in 3 s: {:?}",
+        noise.len(),
+        noise.first()
+    );
+    assert!(
+        lines.len() < 20,
+        "{} log lines in 3 s for one pending dial: {lines:#?}",
+        lines.len()
+    );
 }

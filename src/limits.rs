@@ -11,8 +11,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Addresses tracked at most; past this, full buckets (addresses that are under their limit
-/// anyway) are forgotten first, then the table is cleared rather than grown.
+/// anyway) are forgotten first, then the least recently seen [`EVICTED_AT_ONCE`].
 const MAX_TRACKED_ADDRESSES: usize = 4096;
+
+/// Buckets forgotten at once when the table is full of addresses that used tokens: the
+/// least recently seen eighth, so that a flood of new addresses sorts the table once per
+/// 512 of them, not once each.
+const EVICTED_AT_ONCE: usize = MAX_TRACKED_ADDRESSES / 8;
 
 /// A token bucket per IP address: `per_minute` events, refilled evenly over a minute, with
 /// a burst of `per_minute`.
@@ -45,7 +50,7 @@ impl RateLimiter {
             let per_minute = self.per_minute;
             buckets.retain(|_, b| refilled(*b, now, per_minute) < capacity);
             if buckets.len() >= MAX_TRACKED_ADDRESSES {
-                buckets.clear();
+                evict_least_recent(&mut buckets);
             }
         }
         let bucket = buckets.entry(addr).or_insert(Bucket {
@@ -82,6 +87,21 @@ impl RateLimiter {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Bucket>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Forgets the [`EVICTED_AT_ONCE`] buckets updated longest ago. An address that is over its
+/// limit and keeps trying stays limited however many new addresses arrive.
+fn evict_least_recent(buckets: &mut HashMap<IpAddr, Bucket>) {
+    let mut by_age: Vec<(Instant, IpAddr)> =
+        buckets.iter().map(|(addr, b)| (b.updated, *addr)).collect();
+    let n = EVICTED_AT_ONCE.min(by_age.len());
+    if n == 0 {
+        return;
+    }
+    by_age.select_nth_unstable(n - 1);
+    for (_, addr) in &by_age[..n] {
+        buckets.remove(addr);
     }
 }
 
@@ -181,6 +201,36 @@ mod tests {
             let _ = limiter.take(addr, t0);
         }
         assert!(limiter.tracked() <= MAX_TRACKED_ADDRESSES);
+    }
+
+    #[test]
+    fn a_limited_address_stays_limited_while_new_addresses_flood_in() {
+        let limiter = RateLimiter::new(1);
+        let t0 = Instant::now();
+        assert!(limiter.take(A, t0).is_ok());
+        // Three tables' worth of new addresses, each using its token (so none is "full" and
+        // free to forget), while A keeps trying now and then.
+        for i in 0..(MAX_TRACKED_ADDRESSES as u32 * 3) {
+            let now = t0 + Duration::from_micros(u64::from(i));
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(limiter.take(addr, now).is_ok(), "a new address has a token");
+            if i % 256 == 0 {
+                assert!(
+                    limiter.take(A, now).is_err(),
+                    "A forgotten after {i} addresses"
+                );
+            }
+            assert!(limiter.tracked() <= MAX_TRACKED_ADDRESSES);
+        }
+        let now = t0 + Duration::from_millis(20);
+        assert!(limiter.exhausted(A, now).is_some());
+        // The newest addresses are still tracked, the oldest were forgotten.
+        let last = IpAddr::V4(std::net::Ipv4Addr::from(
+            0x0a00_0000 + MAX_TRACKED_ADDRESSES as u32 * 3 - 1,
+        ));
+        assert!(limiter.exhausted(last, now).is_some());
+        let first = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001));
+        assert!(limiter.exhausted(first, now).is_none());
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Per-address rate limits and throttled "limit hit" log lines, shared by every transport
-//! (HTTP login, signaling) and the session core's admission of calls.
+//! Per-address rate limits (an IPv4 address, an IPv6 /64) and throttled "limit hit" log
+//! lines, shared by every transport (HTTP login, signaling) and the session core's admission
+//! of calls.
 //!
 //! A flood must cost the daemon nothing but a counter: the rate limiter's table is bounded,
 //! and a limit that is hit a thousand times a second writes one log line every few seconds.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,12 +20,26 @@ const MAX_TRACKED_ADDRESSES: usize = 4096;
 /// 512 of them, not once each.
 const EVICTED_AT_ONCE: usize = MAX_TRACKED_ADDRESSES / 8;
 
-/// A token bucket per IP address: `per_minute` events, refilled evenly over a minute, with
-/// a burst of `per_minute`.
+/// A token bucket per client: `per_minute` events, refilled evenly over a minute, with a
+/// burst of `per_minute`. A client is an IPv4 address or an IPv6 /64 (see [`address_key`]).
 #[derive(Debug)]
 pub struct RateLimiter {
     per_minute: u32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+/// The bucket `addr` counts against: an IPv4 address is its own; an IPv6 address shares one
+/// with its /64, the smallest network a host is given (one host may use all 2^64 addresses
+/// of it); an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, a dual-stack socket) is that
+/// IPv4 address.
+pub fn address_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +57,10 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `addr` if there is one. `Err` says how long until the next one.
+    /// Takes one token for `addr` (its /64, for IPv6) if there is one. `Err` says how long
+    /// until the next one.
     pub fn take(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+        let addr = address_key(addr);
         let mut buckets = self.lock();
         let capacity = f64::from(self.per_minute);
         if buckets.len() >= MAX_TRACKED_ADDRESSES && !buckets.contains_key(&addr) {
@@ -70,10 +87,10 @@ impl RateLimiter {
         }
     }
 
-    /// Whether `addr` has no token left now (without taking one).
+    /// Whether `addr` (its /64, for IPv6) has no token left now (without taking one).
     pub fn exhausted(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
         let buckets = self.lock();
-        let bucket = buckets.get(&addr)?;
+        let bucket = buckets.get(&address_key(addr))?;
         let tokens = refilled(*bucket, now, self.per_minute);
         (tokens < 1.0)
             .then(|| Duration::from_secs_f64((1.0 - tokens) * 60.0 / f64::from(self.per_minute)))
@@ -231,6 +248,37 @@ mod tests {
         assert!(limiter.exhausted(last, now).is_some());
         let first = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001));
         assert!(limiter.exhausted(first, now).is_none());
+    }
+
+    #[test]
+    fn ipv6_is_limited_per_64_and_mapped_ipv4_as_ipv4() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let limiter = RateLimiter::new(2);
+        let t0 = Instant::now();
+        // Two addresses of one /64 share a bucket.
+        assert!(limiter.take(ip("2001:db8:1:2::1"), t0).is_ok());
+        assert!(limiter
+            .take(ip("2001:db8:1:2:ffff:ffff:ffff:fffe"), t0)
+            .is_ok());
+        assert!(limiter.take(ip("2001:db8:1:2::3"), t0).is_err());
+        assert!(limiter.exhausted(ip("2001:db8:1:2::77"), t0).is_some());
+        // The next /64 has its own.
+        assert!(limiter.take(ip("2001:db8:1:3::1"), t0).is_ok());
+        assert!(limiter.exhausted(ip("2001:db8:1:3::1"), t0).is_none());
+        assert_eq!(limiter.tracked(), 2);
+        // IPv4 stays per address; an IPv4-mapped IPv6 address is that IPv4 address.
+        assert!(limiter.take(A, t0).is_ok());
+        assert!(limiter.take(ip("::ffff:192.0.2.1"), t0).is_ok());
+        assert!(limiter.take(A, t0).is_err());
+        assert!(limiter.take(B, t0).is_ok());
+        assert_eq!(limiter.tracked(), 4);
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:3:4:5:6")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(address_key(ip("::ffff:192.0.2.1")), A);
+        assert_eq!(address_key(A), A);
+        assert_eq!(address_key(ip("::1")), ip("::"));
     }
 
     #[test]

@@ -1,25 +1,45 @@
-//! Per-address rate limits and throttled "limit hit" log lines, shared by every transport
-//! (HTTP login, signaling) and the session core's admission of calls.
+//! Per-address rate limits (an IPv4 address, an IPv6 /64) and throttled "limit hit" log
+//! lines, shared by every transport (HTTP login, signaling) and the session core's admission
+//! of calls.
 //!
 //! A flood must cost the daemon nothing but a counter: the rate limiter's table is bounded,
 //! and a limit that is hit a thousand times a second writes one log line every few seconds.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Addresses tracked at most; past this, full buckets (addresses that are under their limit
-/// anyway) are forgotten first, then the table is cleared rather than grown.
+/// anyway) are forgotten first, then the least recently seen [`EVICTED_AT_ONCE`].
 const MAX_TRACKED_ADDRESSES: usize = 4096;
 
-/// A token bucket per IP address: `per_minute` events, refilled evenly over a minute, with
-/// a burst of `per_minute`.
+/// Buckets forgotten at once when the table is full of addresses that used tokens: the
+/// least recently seen eighth, so that a flood of new addresses sorts the table once per
+/// 512 of them, not once each.
+const EVICTED_AT_ONCE: usize = MAX_TRACKED_ADDRESSES / 8;
+
+/// A token bucket per client: `per_minute` events, refilled evenly over a minute, with a
+/// burst of `per_minute`. A client is an IPv4 address or an IPv6 /64 (see [`address_key`]).
 #[derive(Debug)]
 pub struct RateLimiter {
     per_minute: u32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+/// The bucket `addr` counts against: an IPv4 address is its own; an IPv6 address shares one
+/// with its /64, the smallest network a host is given (one host may use all 2^64 addresses
+/// of it); an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, a dual-stack socket) is that
+/// IPv4 address.
+pub fn address_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -37,15 +57,17 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `addr` if there is one. `Err` says how long until the next one.
+    /// Takes one token for `addr` (its /64, for IPv6) if there is one. `Err` says how long
+    /// until the next one.
     pub fn take(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+        let addr = address_key(addr);
         let mut buckets = self.lock();
         let capacity = f64::from(self.per_minute);
         if buckets.len() >= MAX_TRACKED_ADDRESSES && !buckets.contains_key(&addr) {
             let per_minute = self.per_minute;
             buckets.retain(|_, b| refilled(*b, now, per_minute) < capacity);
             if buckets.len() >= MAX_TRACKED_ADDRESSES {
-                buckets.clear();
+                evict_least_recent(&mut buckets);
             }
         }
         let bucket = buckets.entry(addr).or_insert(Bucket {
@@ -65,10 +87,10 @@ impl RateLimiter {
         }
     }
 
-    /// Whether `addr` has no token left now (without taking one).
+    /// Whether `addr` (its /64, for IPv6) has no token left now (without taking one).
     pub fn exhausted(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
         let buckets = self.lock();
-        let bucket = buckets.get(&addr)?;
+        let bucket = buckets.get(&address_key(addr))?;
         let tokens = refilled(*bucket, now, self.per_minute);
         (tokens < 1.0)
             .then(|| Duration::from_secs_f64((1.0 - tokens) * 60.0 / f64::from(self.per_minute)))
@@ -82,6 +104,21 @@ impl RateLimiter {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Bucket>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Forgets the [`EVICTED_AT_ONCE`] buckets updated longest ago. An address that is over its
+/// limit and keeps trying stays limited however many new addresses arrive.
+fn evict_least_recent(buckets: &mut HashMap<IpAddr, Bucket>) {
+    let mut by_age: Vec<(Instant, IpAddr)> =
+        buckets.iter().map(|(addr, b)| (b.updated, *addr)).collect();
+    let n = EVICTED_AT_ONCE.min(by_age.len());
+    if n == 0 {
+        return;
+    }
+    by_age.select_nth_unstable(n - 1);
+    for (_, addr) in &by_age[..n] {
+        buckets.remove(addr);
     }
 }
 
@@ -181,6 +218,67 @@ mod tests {
             let _ = limiter.take(addr, t0);
         }
         assert!(limiter.tracked() <= MAX_TRACKED_ADDRESSES);
+    }
+
+    #[test]
+    fn a_limited_address_stays_limited_while_new_addresses_flood_in() {
+        let limiter = RateLimiter::new(1);
+        let t0 = Instant::now();
+        assert!(limiter.take(A, t0).is_ok());
+        // Three tables' worth of new addresses, each using its token (so none is "full" and
+        // free to forget), while A keeps trying now and then.
+        for i in 0..(MAX_TRACKED_ADDRESSES as u32 * 3) {
+            let now = t0 + Duration::from_micros(u64::from(i));
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(limiter.take(addr, now).is_ok(), "a new address has a token");
+            if i % 256 == 0 {
+                assert!(
+                    limiter.take(A, now).is_err(),
+                    "A forgotten after {i} addresses"
+                );
+            }
+            assert!(limiter.tracked() <= MAX_TRACKED_ADDRESSES);
+        }
+        let now = t0 + Duration::from_millis(20);
+        assert!(limiter.exhausted(A, now).is_some());
+        // The newest addresses are still tracked, the oldest were forgotten.
+        let last = IpAddr::V4(std::net::Ipv4Addr::from(
+            0x0a00_0000 + MAX_TRACKED_ADDRESSES as u32 * 3 - 1,
+        ));
+        assert!(limiter.exhausted(last, now).is_some());
+        let first = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001));
+        assert!(limiter.exhausted(first, now).is_none());
+    }
+
+    #[test]
+    fn ipv6_is_limited_per_64_and_mapped_ipv4_as_ipv4() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let limiter = RateLimiter::new(2);
+        let t0 = Instant::now();
+        // Two addresses of one /64 share a bucket.
+        assert!(limiter.take(ip("2001:db8:1:2::1"), t0).is_ok());
+        assert!(limiter
+            .take(ip("2001:db8:1:2:ffff:ffff:ffff:fffe"), t0)
+            .is_ok());
+        assert!(limiter.take(ip("2001:db8:1:2::3"), t0).is_err());
+        assert!(limiter.exhausted(ip("2001:db8:1:2::77"), t0).is_some());
+        // The next /64 has its own.
+        assert!(limiter.take(ip("2001:db8:1:3::1"), t0).is_ok());
+        assert!(limiter.exhausted(ip("2001:db8:1:3::1"), t0).is_none());
+        assert_eq!(limiter.tracked(), 2);
+        // IPv4 stays per address; an IPv4-mapped IPv6 address is that IPv4 address.
+        assert!(limiter.take(A, t0).is_ok());
+        assert!(limiter.take(ip("::ffff:192.0.2.1"), t0).is_ok());
+        assert!(limiter.take(A, t0).is_err());
+        assert!(limiter.take(B, t0).is_ok());
+        assert_eq!(limiter.tracked(), 4);
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:3:4:5:6")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(address_key(ip("::ffff:192.0.2.1")), A);
+        assert_eq!(address_key(A), A);
+        assert_eq!(address_key(ip("::1")), ip("::"));
     }
 
     #[test]

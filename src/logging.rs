@@ -7,11 +7,23 @@
 //! level (`RUST_LOG=debug`) replaces the configured level, and module directives
 //! (`RUST_LOG=info,webrtc=debug`) replace the defaults for those modules. The same rules
 //! apply to both outputs.
+//!
+//! Two guards sit between the filter and the output ([`GuardedLog`]):
+//! - webrtc-rs's ICE agent warns "pingAllCandidates called with no candidate pairs" five
+//!   times a second for every dial whose browser has sent no candidate yet (a dial that never
+//!   connects: until `[limits] ice_timeout_s`). Those records are demoted to `debug`
+//!   (`RUST_LOG=rtc_ice=debug` shows them).
+//! - No record can forge a line or flood one: control characters (newlines, escape
+//!   sequences) are escaped and a message is cut after [`MAX_MESSAGE_CHARS`]. This is the
+//!   backstop for dependencies that log what a peer sent; peercam's own lines quote what a
+//!   client sent through [`client_str`], which cuts much shorter.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::io::Write;
 
-use env_filter::{Builder as FilterBuilder, Filter, FilteredLog};
-use log::LevelFilter;
+use env_filter::{Builder as FilterBuilder, Filter};
+use log::{Level, LevelFilter, Log, Metadata, Record};
 
 /// Log targets (prefixes) of dependencies that are noisy below `warn`.
 const NOISY_TARGETS: &[&str] = &["webrtc", "rtc"];
@@ -26,7 +38,7 @@ pub fn init(level: LevelFilter) {
     let max_level = filter.filter();
     let installed = if systemd_journal_logger::connected_to_journal() {
         match systemd_journal_logger::JournalLog::new() {
-            Ok(journal) => log::set_boxed_logger(Box::new(FilteredLog::new(journal, filter))),
+            Ok(journal) => log::set_boxed_logger(Box::new(GuardedLog::new(journal, filter))),
             Err(e) => {
                 eprintln!("peercam: cannot open the systemd journal ({e}); logging to stderr");
                 log::set_boxed_logger(Box::new(stderr_logger(filter)))
@@ -68,7 +80,7 @@ fn plain_level(spec: &str) -> Option<LevelFilter> {
 
 /// env_logger writing every record to stderr (filtering is done by the wrapper), as
 /// `2025-01-31T12:00:00.123Z INFO  peercam::daemon: message`.
-fn stderr_logger(filter: Filter) -> FilteredLog<env_logger::Logger> {
+fn stderr_logger(filter: Filter) -> GuardedLog<env_logger::Logger> {
     let logger = env_logger::Builder::new()
         .filter_level(LevelFilter::Trace)
         .target(env_logger::Target::Stderr)
@@ -84,13 +96,149 @@ fn stderr_logger(filter: Filter) -> FilteredLog<env_logger::Logger> {
             )
         })
         .build();
-    FilteredLog::new(logger, filter)
+    GuardedLog::new(logger, filter)
+}
+
+/// Characters of a client-supplied string that [`client_str`] writes by default.
+pub const CLIENT_STR_CHARS: usize = 120;
+
+/// Characters of any one log message; the rest is cut (see [`GuardedLog`]).
+pub const MAX_MESSAGE_CHARS: usize = 2000;
+
+/// A string that came from outside (a client, a browser, a peer), ready for a log line:
+/// control characters, other non-printable characters and backslashes escaped as Rust's
+/// `escape_debug` does (`\n`, `\u{1b}`, `\\`), and cut after [`CLIENT_STR_CHARS`]
+/// characters (or [`ClientStr::max`]) with `…(N more)`. A client cannot forge a log line
+/// with it, nor make one huge.
+pub fn client_str(s: &str) -> ClientStr<'_> {
+    ClientStr {
+        s,
+        max: CLIENT_STR_CHARS,
+    }
+}
+
+/// See [`client_str`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientStr<'a> {
+    s: &'a str,
+    max: usize,
+}
+
+impl ClientStr<'_> {
+    /// Writes at most `max` characters instead of [`CLIENT_STR_CHARS`].
+    pub fn max(self, max: usize) -> Self {
+        ClientStr { max, ..self }
+    }
+}
+
+impl fmt::Display for ClientStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_escaped(f, self.s, self.max, true)
+    }
+}
+
+/// Writes `s` with control and non-printable characters escaped (and `\\` too if
+/// `backslash`), cut after `max` characters with `…(N more)`.
+fn write_escaped(out: &mut impl fmt::Write, s: &str, max: usize, backslash: bool) -> fmt::Result {
+    let mut chars = s.chars();
+    for c in chars.by_ref().take(max) {
+        if needs_escape(c) || (backslash && c == '\\') {
+            write!(out, "{}", c.escape_debug())?;
+        } else {
+            out.write_char(c)?;
+        }
+    }
+    let more = chars.count();
+    if more > 0 {
+        write!(out, "…({more} more)")?;
+    }
+    Ok(())
+}
+
+/// Whether `c` is escaped in a log line: control characters (newline, carriage return,
+/// escape), line and paragraph separators, bidirectional overrides and the other characters
+/// Rust's `escape_debug` escapes, but not the quotes or the backslash it also escapes.
+fn needs_escape(c: char) -> bool {
+    !matches!(c, '"' | '\'' | '\\') && c.escape_debug().nth(1).is_some()
+}
+
+/// `message` as it may go into a log line: unchanged when it is short and has nothing to
+/// escape (the usual case), else escaped and cut after [`MAX_MESSAGE_CHARS`].
+fn guarded(message: &str) -> Cow<'_, str> {
+    let mut count = 0;
+    let clean = message.chars().all(|c| {
+        count += 1;
+        count <= MAX_MESSAGE_CHARS && !needs_escape(c)
+    });
+    if clean {
+        return Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE_CHARS * 2));
+    // Writing to a String cannot fail.
+    let _ = write_escaped(&mut out, message, MAX_MESSAGE_CHARS, false);
+    Cow::Owned(out)
+}
+
+/// Whether a record is webrtc-rs's ICE agent saying, five times a second per dial, that it
+/// has no candidate pairs yet (rtc-ice 0.21 `Agent::ping_all_candidates`, at `warn`).
+fn is_ice_noise(target: &str, message: &str) -> bool {
+    target.starts_with("rtc_ice") && message.contains("pingAllCandidates called with no candidate")
+}
+
+/// The filter in front of an output (stderr or the journal), with the two guards of this
+/// module: known noise demoted to `debug`, every message escaped and bounded.
+struct GuardedLog<L> {
+    log: L,
+    filter: Filter,
+}
+
+impl<L: Log> GuardedLog<L> {
+    fn new(log: L, filter: Filter) -> Self {
+        GuardedLog { log, filter }
+    }
+}
+
+impl<L: Log> Log for GuardedLog<L> {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.filter.enabled(metadata) && self.log.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.filter.matches(record) {
+            return;
+        }
+        let message = match record.args().as_str() {
+            Some(s) => Cow::Borrowed(s),
+            None => Cow::Owned(record.args().to_string()),
+        };
+        let mut level = record.level();
+        if level < Level::Debug && is_ice_noise(record.target(), &message) {
+            level = Level::Debug;
+            let demoted = Metadata::builder()
+                .level(level)
+                .target(record.target())
+                .build();
+            if !self.filter.enabled(&demoted) {
+                return;
+            }
+        }
+        let message = guarded(&message);
+        self.log.log(
+            &record
+                .to_builder()
+                .level(level)
+                .args(format_args!("{message}"))
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.log.flush();
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use log::{Level, Metadata};
-
     use super::*;
 
     fn enabled(filter: &Filter, target: &str, level: Level) -> bool {
@@ -128,6 +276,152 @@ mod tests {
         let f = build_filter(LevelFilter::Info, Some("warn,webrtc=debug"));
         assert!(!enabled(&f, "peercam::http", Level::Info));
         assert!(enabled(&f, "webrtc::ice", Level::Debug));
+    }
+
+    #[test]
+    fn client_str_escapes_what_could_break_a_line() {
+        let forged = "x\r\n2026-01-01T00:00:00.000Z INFO  peercam::daemon: forged";
+        assert_eq!(
+            client_str(forged).to_string(),
+            "x\\r\\n2026-01-01T00:00:00.000Z INFO  peercam::daemon: forged"
+        );
+        // Terminal escapes, NUL, tabs, Unicode line separators and bidirectional overrides.
+        assert_eq!(
+            client_str("\u{1b}[31mred\0\t\u{2028}\u{202e}").to_string(),
+            "\\u{1b}[31mred\\0\\t\\u{2028}\\u{202e}"
+        );
+        // A backslash is escaped so that `\n` in the log always means a newline was sent;
+        // quotes and printable Unicode stay as they are.
+        assert_eq!(client_str(r"a\n").to_string(), r"a\\n");
+        assert_eq!(
+            client_str("\"Küche\" 'é' 日本").to_string(),
+            "\"Küche\" 'é' 日本"
+        );
+        assert_eq!(client_str("lab-1_A").to_string(), "lab-1_A");
+        assert_eq!(client_str("").to_string(), "");
+    }
+
+    #[test]
+    fn client_str_cuts_long_strings_and_says_how_much() {
+        let long = "a".repeat(8000);
+        let shown = client_str(&long).to_string();
+        assert_eq!(
+            shown,
+            format!("{}…(7880 more)", "a".repeat(CLIENT_STR_CHARS))
+        );
+        let exact = "b".repeat(CLIENT_STR_CHARS);
+        assert_eq!(
+            client_str(&exact).to_string(),
+            exact,
+            "nothing cut, no suffix"
+        );
+        assert_eq!(client_str("ünïcödé").max(3).to_string(), "ünï…(4 more)");
+        // The bound counts characters as sent; their escapes may be longer.
+        assert_eq!(client_str("\n\n\n").max(2).to_string(), "\\n\\n…(1 more)");
+    }
+
+    /// Records that reach the output: (level, target, message).
+    #[derive(Default)]
+    struct Capture(std::sync::Mutex<Vec<(Level, String, String)>>);
+
+    impl Log for Capture {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &Record<'_>) {
+            let mut records = self.0.lock().expect("lock");
+            records.push((
+                record.level(),
+                record.target().to_owned(),
+                record.args().to_string(),
+            ));
+        }
+        fn flush(&self) {}
+    }
+
+    fn guarded_log(level: LevelFilter, rust_log: Option<&str>) -> GuardedLog<Capture> {
+        GuardedLog::new(Capture::default(), build_filter(level, rust_log))
+    }
+
+    fn emit(log: &GuardedLog<Capture>, level: Level, target: &str, message: &str) {
+        log.log(
+            &Record::builder()
+                .level(level)
+                .target(target)
+                .args(format_args!("{message}"))
+                .build(),
+        );
+    }
+
+    fn taken(log: &GuardedLog<Capture>) -> Vec<(Level, String, String)> {
+        std::mem::take(&mut *log.log.0.lock().expect("lock"))
+    }
+
+    /// rtc-ice 0.21's line, as `Agent::ping_all_candidates` writes it.
+    const PING: &str = "[controlled]: pingAllCandidates called with no candidate pairs. \
+                        Connection is not possible yet.";
+
+    #[test]
+    fn ice_ping_noise_is_demoted_to_debug() {
+        let log = guarded_log(LevelFilter::Info, None);
+        emit(&log, Level::Warn, "rtc_ice::agent", PING);
+        assert!(taken(&log).is_empty(), "dropped at the default level");
+        // Other ICE warnings, and the same words from elsewhere, stay.
+        let discard = "[controlled]: discard message from (192.0.2.1:5000), bad integrity";
+        emit(&log, Level::Warn, "rtc_ice::agent", discard);
+        emit(&log, Level::Warn, "peercam::http", PING);
+        let kept = taken(&log);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(
+            kept[0],
+            (Level::Warn, "rtc_ice::agent".into(), discard.into())
+        );
+        assert_eq!(kept[1].0, Level::Warn);
+
+        // Asked for, it shows, as debug.
+        for spec in ["info,rtc_ice=debug", "rtc_ice::agent=trace"] {
+            let log = guarded_log(LevelFilter::Info, Some(spec));
+            emit(&log, Level::Warn, "rtc_ice::agent", PING);
+            let shown = taken(&log);
+            assert_eq!(
+                shown,
+                vec![(Level::Debug, "rtc_ice::agent".into(), PING.into())],
+                "{spec}"
+            );
+        }
+        let log = guarded_log(LevelFilter::Debug, Some("debug"));
+        emit(&log, Level::Warn, "rtc_ice::agent", PING);
+        assert!(
+            taken(&log).is_empty(),
+            "a plain level keeps the WebRTC stack at warn"
+        );
+    }
+
+    #[test]
+    fn every_record_is_escaped_and_bounded() {
+        let log = guarded_log(LevelFilter::Info, None);
+        // A dependency logging what a peer sent, e.g. a candidate's address.
+        emit(
+            &log,
+            Level::Warn,
+            "rtc_ice::agent",
+            "remote mDNS candidate: (x\n2026-01-01T00:00:00Z ERROR forged.local)",
+        );
+        emit(&log, Level::Info, "peercam::http", &"z".repeat(9000));
+        emit(&log, Level::Info, "peercam::daemon", r"C:\path \ stays");
+        log.log(&Record::builder().args(format_args!("static")).build());
+        let lines = taken(&log);
+        assert_eq!(
+            lines[0].2,
+            "remote mDNS candidate: (x\\n2026-01-01T00:00:00Z ERROR forged.local)"
+        );
+        assert_eq!(
+            lines[1].2,
+            format!("{}…(7000 more)", "z".repeat(MAX_MESSAGE_CHARS))
+        );
+        assert_eq!(lines[2].2, r"C:\path \ stays", "backslashes are kept");
+        assert_eq!(lines[3].2, "static");
+        assert!(matches!(guarded("plain"), Cow::Borrowed("plain")));
     }
 
     #[test]

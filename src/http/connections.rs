@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::limits::LimitLog;
+use crate::limits::{address_key, LimitLog};
 
 /// A request must be read, handled and answered within this (a WebSocket's life after its
 /// upgrade is not a request).
@@ -44,21 +44,6 @@ pub fn limit_hits() -> [(&'static str, u64); 4] {
 /// Counts a request cut by [`REQUEST_DEADLINE`].
 pub fn deadline_hit(remote: std::net::SocketAddr) {
     DEADLINE.hit(|| format!("{remote}: request not finished within {REQUEST_DEADLINE:?}"));
-}
-
-/// The key an address is counted under: IPv4 as it is (IPv4-mapped IPv6 too), IPv6 by its
-/// /64 (one home or LAN gets one /64; single addresses are free to pick within it).
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(prefix.into())
-            }
-        },
-    }
 }
 
 /// The connection caps.

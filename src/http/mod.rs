@@ -209,7 +209,7 @@ async fn known_host(
     if !state.auth.is_open() || state.hosts.knows(authority) {
         return next.run(request).await;
     }
-    let named = client_text(authority.unwrap_or_default());
+    let named = crate::logging::client_str(authority.unwrap_or_default());
     HOST_REFUSED.hit(|| format!("refusing a request from {remote} for the unknown host {named}"));
     (
         StatusCode::FORBIDDEN,
@@ -474,20 +474,6 @@ struct LoginForm {
     password: String,
 }
 
-/// A client-supplied string made safe for one log line: control characters escaped, at most
-/// 120 characters kept.
-fn client_text(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(120)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().count() > 120 {
-        out.push('…');
-    }
-    format!("\"{out}\"")
-}
-
 /// The request's `Origin` (or `Referer`), escaped and cut for the log.
 fn origin_of(headers: &HeaderMap) -> String {
     let origin = headers
@@ -495,7 +481,7 @@ fn origin_of(headers: &HeaderMap) -> String {
         .or_else(|| headers.get(header::REFERER))
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    client_text(&origin)
+    crate::logging::client_str(&origin).to_string()
 }
 
 /// `POST /login`: the right password sets the session cookie and goes back to the page. A
@@ -621,7 +607,7 @@ async fn ws(
         let shutdown = state.shutdown.clone();
         match query.room {
             Some(name) => {
-                let label = format!("room {name}: {remote}");
+                let label = format!("room {}: {remote}", crate::logging::client_str(&name));
                 match room::join(&state, &name, &label) {
                     Ok(member) => socket::run(ws, label, member, shutdown, None).await,
                     Err(body) => room::refuse(ws, body).await,

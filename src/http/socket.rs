@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::LimitLog;
+use crate::logging::client_str;
 use crate::session::machine::Limit;
 use crate::session::protocol::Message;
 
@@ -34,6 +35,10 @@ const MAX_PINGS_PER_SECOND: u32 = 20;
 
 /// A message the browser does not take within this closes the socket: it stopped reading.
 const WRITE_STALL: Duration = Duration::from_secs(10);
+
+/// Characters of an error message written to the log: peercam's own words with what the
+/// browser sent in them, which may be long.
+pub(super) const LOGGED_MESSAGE_CHARS: usize = 300;
 
 /// One throttled log and hit counter per limit a socket's session can hit, in the order of
 /// [`Limit::METRICS`].
@@ -286,12 +291,14 @@ impl Socket {
     pub(super) async fn send(&mut self, message: &Message) {
         if let Message::Error(body) = message {
             self.errors += 1;
+            // The message may quote what the browser sent (a message type, an SDP line).
+            let text = client_str(&body.message).max(LOGGED_MESSAGE_CHARS);
             if self.errors < LOGGED_ERRORS_PER_SOCKET {
-                info!("{}: {}", self.label, body.message);
+                info!("{}: {text}", self.label);
             } else if self.errors == LOGGED_ERRORS_PER_SOCKET {
                 info!(
-                    "{}: {} (further errors on this socket are not logged)",
-                    self.label, body.message
+                    "{}: {text} (further errors on this socket are not logged)",
+                    self.label
                 );
             }
         }

@@ -53,6 +53,14 @@ pub enum TlsError {
     /// rcgen failed.
     #[error("[server] tls = \"self-signed\": cannot generate a certificate: {0}")]
     Generate(String),
+    /// The configured private key may be read (or written) by every user.
+    #[error("[server] tls: the private key {path} is open to every user on this machine (mode {mode:04o}); run `chmod 600 {path}` (or `chmod 640` with a group the service has)")]
+    KeyExposed {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// The state directory: `[server] state_dir`, else `$STATE_DIRECTORY` (the first, when
@@ -76,7 +84,10 @@ pub fn state_dir(server: &ServerSettings) -> PathBuf {
 pub fn acceptor(server: &ServerSettings) -> Result<Option<TlsAcceptor>, TlsError> {
     let (cert, key) = match &server.tls {
         TlsMode::Off => return Ok(None),
-        TlsMode::Files { cert, key } => (cert.clone(), key.clone()),
+        TlsMode::Files { cert, key } => {
+            refuse_exposed_key(key)?;
+            (cert.clone(), key.clone())
+        }
         TlsMode::SelfSigned => self_signed(&state_dir(server).join(SELF_SIGNED_DIR))?,
     };
     let chain = read_chain(&cert)?;
@@ -135,13 +146,14 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
-    if cert.exists() && key.exists() {
-        return Ok((cert, key));
-    }
     let store = |path: &Path| {
         let path = path.to_owned();
         move |source| TlsError::Store { path, source }
     };
+    if cert.exists() && key.exists() {
+        make_private(&key).map_err(store(&key))?;
+        return Ok((cert, key));
+    }
     std::fs::create_dir_all(dir).map_err(store(dir))?;
     let names = subject_names();
     let mut params = rcgen::CertificateParams::new(names.clone())
@@ -194,16 +206,56 @@ fn time_now_year() -> i32 {
     1970 + (secs / 31_556_952) as i32
 }
 
-/// Writes a file only its owner may read.
+/// Writes a file only its owner may read (also when it existed with another mode).
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(contents)
+}
+
+/// The permission bits of `path` (none if it cannot be read: reading the key says why).
+fn mode_of(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
+/// The generated key is peercam's own: if it is open to anyone but its owner (copied, or
+/// restored from a backup), it is made private again, with a warning.
+fn make_private(key: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mode) = mode_of(key) else {
+        return Ok(());
+    };
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600))?;
+        log::warn!(
+            "the self-signed certificate's private key {} was open to other users (mode {mode:04o}); \
+             it is private again (0600), but may have been read",
+            key.display()
+        );
+    }
+    Ok(())
+}
+
+/// A configured key is the administrator's file: peercam does not change it, and refuses to
+/// start while every user may read it. Group access is allowed (e.g. `root:peercam 0640`,
+/// as for the configuration file).
+fn refuse_exposed_key(key: &Path) -> Result<(), TlsError> {
+    match mode_of(key) {
+        Some(mode) if mode & 0o007 != 0 => Err(TlsError::KeyExposed {
+            path: key.to_owned(),
+            mode,
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -282,6 +334,72 @@ mod tests {
         };
         let e = error_of(&settings(mismatched, dir.path()));
         assert!(e.contains("cannot be used together"), "{e}");
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        mode_of(path).expect("mode")
+    }
+
+    #[test]
+    fn a_generated_key_open_to_others_is_made_private_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = settings(TlsMode::SelfSigned, dir.path());
+        acceptor(&s).expect("first start");
+        let key = dir.path().join("tls/key.pem");
+        let pem = std::fs::read(&key).expect("key");
+        for open in [0o644, 0o640, 0o604] {
+            set_mode(&key, open);
+            assert!(acceptor(&s).expect("start").is_some());
+            assert_eq!(mode(&key), 0o600, "after {open:04o}");
+            assert_eq!(std::fs::read(&key).expect("key"), pem, "the same key");
+        }
+        // A key.pem left open without its certificate is written anew, private.
+        std::fs::remove_file(dir.path().join("tls/cert.pem")).expect("rm");
+        set_mode(&key, 0o644);
+        assert!(acceptor(&s).expect("start").is_some());
+        assert_eq!(mode(&key), 0o600);
+        assert_ne!(std::fs::read(&key).expect("key"), pem, "a new key");
+    }
+
+    #[test]
+    fn a_configured_key_readable_by_every_user_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        acceptor(&settings(TlsMode::SelfSigned, dir.path())).expect("make a pair");
+        let cert = dir.path().join("tls/cert.pem");
+        let key = dir.path().join("tls/key.pem");
+        let files = settings(
+            TlsMode::Files {
+                cert,
+                key: key.clone(),
+            },
+            dir.path(),
+        );
+        for open in [0o644, 0o604, 0o602, 0o666] {
+            set_mode(&key, open);
+            let e = error_of(&files);
+            let expected = format!(
+                "the private key {} is open to every user on this machine (mode {open:04o}); \
+                 run `chmod 600 {}`",
+                key.display(),
+                key.display()
+            );
+            assert!(e.contains(&expected), "{e}");
+            assert_eq!(
+                mode(&key),
+                open,
+                "the administrator's file is left as it is"
+            );
+        }
+        // Owner only, or a group (root:peercam 0640): accepted.
+        for private in [0o600, 0o400, 0o640, 0o440] {
+            set_mode(&key, private);
+            assert!(acceptor(&files).expect("start").is_some(), "{private:04o}");
+        }
     }
 
     #[test]

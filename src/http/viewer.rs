@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::media::{Answered, Call, MediaService};
 use super::socket::{self, now, Conversation, Input, Socket};
+use crate::logging::client_str;
 use crate::peer::PEER_EVENT_CAPACITY;
 use crate::session::machine::{self, Output, Session};
 use crate::session::plan::{AnswerPlan, PeerEvent};
@@ -95,7 +96,9 @@ impl Viewer {
                 Ok(answer_sdp)
             }
             Err(body) => {
-                warn!("viewer {remote}: {}", body.message);
+                // webrtc-rs's reason may quote the offer.
+                let text = client_str(&body.message).max(socket::LOGGED_MESSAGE_CHARS);
+                warn!("viewer {remote}: {text}");
                 Err(body)
             }
         }

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::limits::RateLimiter;
+use crate::limits::{address_key, RateLimiter};
 use crate::session::protocol::{ErrorBody, ErrorCode};
 
 /// The limits behind [`Admission`] (from `[limits]`).
@@ -149,7 +149,9 @@ impl Admission {
                 max: self.limits.max_pending_dials,
             });
         }
-        let from = counts.dialing_from.get(&ip).copied().unwrap_or(0);
+        // One home or LAN behind an IPv6 /64 counts as one address.
+        let key = address_key(ip);
+        let from = counts.dialing_from.get(&key).copied().unwrap_or(0);
         if from >= self.limits.pending_dials_per_address {
             return Err(Refusal::PendingDialsFrom {
                 ip,
@@ -158,10 +160,10 @@ impl Admission {
         }
         counts.in_call += 1;
         counts.dialing += 1;
-        counts.dialing_from.insert(ip, from + 1);
+        counts.dialing_from.insert(key, from + 1);
         Ok(Ticket {
             admission: Arc::clone(self),
-            ip,
+            key,
             dialing: true,
         })
     }
@@ -186,7 +188,8 @@ impl Admission {
 #[derive(Debug)]
 pub struct Ticket {
     admission: Arc<Admission>,
-    ip: IpAddr,
+    /// The address (or IPv6 /64) the dial counts against.
+    key: IpAddr,
     dialing: bool,
 }
 
@@ -194,18 +197,18 @@ impl Ticket {
     /// The call connected: its dial slot is free for the next dial.
     pub fn connected(&mut self) {
         if std::mem::take(&mut self.dialing) {
-            self.admission.lock().dial_done(self.ip);
+            self.admission.lock().dial_done(self.key);
         }
     }
 }
 
 impl Counts {
-    fn dial_done(&mut self, ip: IpAddr) {
+    fn dial_done(&mut self, key: IpAddr) {
         self.dialing = self.dialing.saturating_sub(1);
-        if let Some(n) = self.dialing_from.get_mut(&ip) {
+        if let Some(n) = self.dialing_from.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                self.dialing_from.remove(&ip);
+                self.dialing_from.remove(&key);
             }
         }
     }
@@ -216,7 +219,7 @@ impl Drop for Ticket {
         let mut counts = self.admission.lock();
         counts.in_call = counts.in_call.saturating_sub(1);
         if self.dialing {
-            counts.dial_done(self.ip);
+            counts.dial_done(self.key);
         }
     }
 }

@@ -422,7 +422,7 @@ impl Session {
                 log::info!(
                     "viewer {}: the browser reported an error: {}",
                     self.remote,
-                    body.message
+                    crate::logging::client_str(&body.message)
                 );
             }
         }

@@ -16,6 +16,7 @@ mod alsa_capture;
 mod config_cli;
 mod daemon_e2e;
 mod load;
+mod logs;
 mod security;
 mod soak;
 mod watchdog;

@@ -14,7 +14,10 @@ use common::probe::{
     back_to_baseline, frame_rate, offer_message, offer_sdp, rss_kib, serial, steady_resources,
     viewer, RssSampler,
 };
-use common::{closed_within, connect, expect_error, next_json, send_text, test_config, Daemon, Ws};
+use common::{
+    closed_within, connect, expect_error, next_json, send_text, test_config, Daemon, Ws,
+    MANY_CLIENTS,
+};
 use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -67,8 +70,8 @@ async fn flood_of_connections_and_dials_spares_the_viewer_and_leaks_nothing() {
     let daemon = Daemon::start(&test_config(
         "",
         &format!(
-            "max_viewers = 8\nmax_connections = 300\nmax_pending_dials = {PENDING}\n\
-             dials_per_minute = 600"
+            "{MANY_CLIENTS}max_viewers = 8\nmax_connections = 300\n\
+             max_pending_dials = {PENDING}\ndials_per_minute = 600"
         ),
     ));
     let streaming = viewer(&daemon, 30).await;
@@ -181,7 +184,10 @@ async fn browsers_closing_mid_ice_free_their_slots_and_leak_nothing() {
     const ROUNDS: usize = 6;
     let daemon = Daemon::start(&test_config(
         "",
-        "max_viewers = 2\nmax_pending_dials = 2\ndials_per_minute = 600\nice_timeout_s = 5",
+        &format!(
+            "{MANY_CLIENTS}max_viewers = 2\nmax_pending_dials = 2\ndials_per_minute = 600\n\
+             ice_timeout_s = 5"
+        ),
     ));
     // One call first, so one-time setup (encoder start, lazily created state) is not
     // counted as a leak; then the baseline with nobody connected.
@@ -310,7 +316,7 @@ async fn garbage_and_oversize_messages_get_clear_errors_and_leave_no_trace() {
     const BURST: usize = 1000;
     let daemon = Daemon::start(&test_config(
         "",
-        &format!("max_message_bytes = {MAX}\nmax_connections = 16"),
+        &format!("{MANY_CLIENTS}max_message_bytes = {MAX}\nmax_connections = 16"),
     ));
     let streaming = viewer(&daemon, 30).await;
     let baseline = steady_resources(daemon.port).await;
@@ -467,7 +473,7 @@ async fn sigterm_during_dials_exits_zero_promptly() {
     let _serial = serial().await;
     let mut daemon = Daemon::start(&test_config(
         "",
-        "max_viewers = 12\nmax_pending_dials = 8\ndials_per_minute = 600",
+        &format!("{MANY_CLIENTS}max_viewers = 12\nmax_pending_dials = 8\ndials_per_minute = 600"),
     ));
     let url = daemon.ws_url("");
     let streaming = viewer(&daemon, 10).await;

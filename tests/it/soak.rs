@@ -77,7 +77,10 @@ async fn viewers_joining_and_leaving_leak_nothing() {
     );
     let daemon = Daemon::start(&test_config(
         "",
-        "max_viewers = 8\nmax_pending_dials = 4\ndials_per_minute = 600",
+        &format!(
+            "{}max_viewers = 8\nmax_pending_dials = 4\ndials_per_minute = 600",
+            common::MANY_CLIENTS
+        ),
     ));
     let start_rss = rss_kib(daemon.pid());
     let mut rng = Rng(0x5eed_cafe_f00d_1234);

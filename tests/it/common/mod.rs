@@ -26,6 +26,10 @@ pub struct Daemon {
     _dir: tempfile::TempDir,
 }
 
+/// `[limits]` lines for tests where one address plays many clients (load, soak): the
+/// per-address caps are lifted so that the global ones are what is tested.
+pub const MANY_CLIENTS: &str = "connections_per_address = 4096\npending_dials_per_address = 64\n";
+
 /// A config for tests: loopback only, test sources, the given extra TOML appended per table.
 pub fn test_config(video_extra: &str, limits_extra: &str) -> String {
     format!(

@@ -140,7 +140,7 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
     }
 
     let mut server = tokio::spawn(http::serve(listener, state.clone(), tls));
-    let mut watchdog = Watchdog::new(local);
+    let mut watchdog = Watchdog::new(local, scheme);
     watchdog.wait_for_first_frame(&hub).await;
     watchdog.ready(&state, &hub);
     let mut tick = tokio::time::interval(WATCHDOG_TICK);
@@ -197,6 +197,8 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
 /// READY/STATUS/WATCHDOG messages driven by the media pipeline's heartbeat.
 struct Watchdog {
     local: SocketAddr,
+    /// `http` or `https`, for the status line.
+    scheme: &'static str,
     monitor: Monitor,
     /// systemd's `WatchdogSec`, when it asked for pings.
     period: Option<Duration>,
@@ -206,7 +208,7 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    fn new(local: SocketAddr) -> Watchdog {
+    fn new(local: SocketAddr, scheme: &'static str) -> Watchdog {
         let period = systemd::watchdog_period();
         if let Some(p) = period {
             info!(
@@ -216,6 +218,7 @@ impl Watchdog {
         }
         Watchdog {
             local,
+            scheme,
             monitor: Monitor::new(STALL_AFTER),
             period,
             stalled: Vec::new(),
@@ -249,7 +252,8 @@ impl Watchdog {
     /// The `systemctl status` line: address, viewers in a call, video source.
     fn status_of(&self, state: &AppState, hub: &MediaHub) -> String {
         format!(
-            "serving http://{}/ · {} viewer(s) · {}",
+            "serving {}://{}/ · {} viewer(s) · {}",
+            self.scheme,
             self.local,
             state.viewers_in_call(),
             hub.source_description()

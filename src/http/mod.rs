@@ -282,17 +282,10 @@ async fn tls_handshake(
         Ok(Ok(1)) => {}
         _ => return None,
     }
-    // 0x16: a TLS handshake record. Anything else is most likely "GET / HTTP/1.1".
+    // 0x16: a TLS handshake record. Anything else is most likely "GET / HTTP/1.1": send
+    // the browser to the same place over https://.
     if first[0] != 0x16 {
-        let mut stream = stream;
-        let body = "This port speaks HTTPS: open https:// instead of http://\n";
-        let reply = format!(
-            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = stream.write_all(reply.as_bytes()).await;
-        let _ = stream.shutdown().await;
+        redirect_to_https(stream).await;
         return None;
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -306,6 +299,70 @@ async fn tls_handshake(
             None
         }
     }
+}
+
+/// Answers a plain-HTTP request on the HTTPS port with a redirect to its `https://` URL (a
+/// 400 saying to use https:// when the request head is not readable), within
+/// [`HANDSHAKE_TIMEOUT`] and [`MAX_PLAIN_HEAD`] bytes.
+async fn redirect_to_https(mut stream: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let mut buf = [0u8; 1024];
+        while head.len() < MAX_PLAIN_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let reply = match (read, https_url(&head)) {
+        (Ok(()), Some(url)) => format!(
+            "HTTP/1.1 308 Permanent Redirect\r\nLocation: {url}\r\nContent-Type: text/plain; \
+             charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{url}\n",
+            url.len() + 1
+        ),
+        _ => {
+            let body = "This port speaks HTTPS: open https:// instead of http://\n";
+            format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+    };
+    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Most of a plain-HTTP request head read to redirect it.
+const MAX_PLAIN_HEAD: usize = 8 * 1024;
+
+/// The `https://` URL for a plain-HTTP request head that reached the HTTPS port: its `Host`
+/// and path, when both are well-formed (bounded, no spaces or control characters; a path
+/// starting with `//` would make the `Location` point at another host).
+fn https_url(head: &[u8]) -> Option<String> {
+    let head = std::str::from_utf8(head).ok()?;
+    let mut lines = head.split("\r\n");
+    let mut request = lines.next()?.split(' ');
+    let path = request.nth(1)?;
+    let host = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("host")
+            .then(|| value.trim())
+    })?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let path_ok = path.starts_with('/')
+        && !path.starts_with("//")
+        && path.len() <= 2048
+        && path.bytes().all(|b| b.is_ascii_graphic());
+    (host_ok && path_ok).then(|| format!("https://{host}{path}"))
 }
 
 /// HTTP/1.1 (with upgrades, for WebSockets) on one connection until it closes or the daemon

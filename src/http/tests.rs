@@ -337,3 +337,25 @@ async fn pages_and_probes_answer_in_process() {
     let (status, _) = get(&state, "/nothing-here").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[test]
+fn plain_http_on_the_https_port_is_sent_to_the_https_url() {
+    let head = b"GET /app.js?x=1 HTTP/1.1\r\nHost: cam.local:7000\r\nAccept: */*\r\n\r\n";
+    assert_eq!(
+        https_url(head),
+        Some("https://cam.local:7000/app.js?x=1".to_owned())
+    );
+    assert_eq!(
+        https_url(b"GET / HTTP/1.1\r\nhost: [fe80::1]:7000\r\n\r\n"),
+        Some("https://[fe80::1]:7000/".to_owned())
+    );
+    for bad in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"GET //evil.example/ HTTP/1.1\r\nHost: cam\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: cam x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: evil.example/x\r\n\r\n",
+        b"\xff\xfe",
+    ] {
+        assert_eq!(https_url(bad), None, "{:?}", String::from_utf8_lossy(bad));
+    }
+}

@@ -819,10 +819,10 @@ async fn self_signed_tls_serves_https_and_wss_and_keeps_its_certificate() {
         };
         assert_eq!(hello["hello"]["mode"], "viewer");
 
-        // Plain HTTP to the HTTPS port: a readable 400.
-        let plain = http(daemon.port, "GET", "/", &[], "").await;
-        assert_eq!(plain.status, 400);
-        assert!(plain.body.contains("https://"), "{}", plain.body);
+        // Plain HTTP to the HTTPS port: sent to the same place over https://.
+        let plain = http(daemon.port, "GET", "/app.js", &[], "").await;
+        assert_eq!(plain.status, 308, "{}", plain.body);
+        assert_eq!(plain.header("location"), Some("https://localhost/app.js"));
         std::fs::read(&cert_path).expect("certificate kept in state_dir/tls")
     };
     // A restart uses the same certificate (browsers' exceptions stay valid).

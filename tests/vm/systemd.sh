@@ -154,7 +154,7 @@ if [ -z "$FAIL" ]; then
         (cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund)
     fi
     step "node --test tests/vm/systemd.test.mjs"
-    PEERCAM_VM_URL=http://127.0.0.1:$HTTP_PORT/ PEERCAM_VM_CTL=$S/ctl PEERCAM_VM_DEB=$DEBNAME \
+    PEERCAM_VM_URL=https://127.0.0.1:$HTTP_PORT/ PEERCAM_VM_CTL=$S/ctl PEERCAM_VM_DEB=$DEBNAME \
         PEERCAM_VM_UDP_MIN=$UDP_MIN PEERCAM_VM_UDP_MAX=$UDP_MAX PEERCAM_VM_SHARE=$S \
         node --test --test-reporter=spec "${PEERCAM_VM_SD_TEST:-$HERE/systemd.test.mjs}" || fail "tests/vm/systemd.test.mjs"
 fi

@@ -23,8 +23,11 @@ import {
   launchChromium, logIn, openPage, pageState, rawClient, recordPeerConnections, sleep, waitForFrames,
 } from '../browser/helpers.mjs';
 
-const url = process.env.PEERCAM_VM_URL || 'http://127.0.0.1:17100/';
-const wsUrl = `${url.replace(/^http/, 'ws')}ws`;
+// The package's first install serves HTTPS with a self-signed certificate: Node's fetch and
+// the ws client accept it here, and the browser context ignores it.
+process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+const url = process.env.PEERCAM_VM_URL || 'https://127.0.0.1:17100/';
+const wsUrl = `${url.replace(/^http/, 'ws')}ws`; // wss:// for https://
 const ctlDir = process.env.PEERCAM_VM_CTL;
 const share = process.env.PEERCAM_VM_SHARE;
 const deb = process.env.PEERCAM_VM_DEB;
@@ -335,9 +338,9 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
     assert.match(out, /^enabled=enabled$/m);
     assert.match(out, /^conffiles=\s*\/etc\/peercam\/peercam\.toml [0-9a-f]{32}/m, 'peercam.toml is a conffile');
     assert.match(out, /^depends=.*libopus0.*$/m);
-    logged(log, /peercam listening on http:\/\/0\.0\.0\.0:7000\//, 'listening');
+    logged(log, /peercam listening on https:\/\/0\.0\.0\.0:7000\//, 'listening');
     logged(log, /ready \(systemd notified\)/, 'READY=1');
-    assert.match(s.StatusText, /^serving http:\/\/0\.0\.0\.0:7000\/ · 0 viewer\(s\) · /, 'STATUS= from sd_notify');
+    assert.match(s.StatusText, /^serving https:\/\/0\.0\.0\.0:7000\/ · 0 viewer\(s\) · /, 'STATUS= from sd_notify');
     // The package generated a password, said how to read it, and only root and the service
     // may read the file; without the password every endpoint answers 401.
     assert.match(out, /read it with: +sudo grep '\^password' \/etc\/peercam\/peercam\.toml/, 'postinst says where');
@@ -347,7 +350,12 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
     assert.equal((await fetch(`${url}healthz`)).status, 401);
     const health = await fetch(`${url}healthz`, { headers: auth() });
     assert.equal((await health.text()).trim(), 'ok');
-    report(`password: generated on install (20 characters), ${CONF} 0640 root:peercam-config; /healthz 401 without it`);
+    // The first install serves HTTPS (self-signed); plain HTTP is sent there.
+    assert.match(out, /serving HTTPS with a self-signed certificate/, 'postinst says HTTPS');
+    const plain = await fetch(url.replace(/^https:/, 'http:'), { redirect: 'manual' });
+    assert.equal(plain.status, 308, 'plain HTTP on the HTTPS port is redirected');
+    assert.match(plain.headers.get('location') ?? '', /^https:\/\/127\.0\.0\.1:\d+\/$/);
+    report(`password: generated on install (20 characters), ${CONF} 0640 root:peercam-config; /healthz 401 without it; HTTPS (self-signed), plain HTTP redirected`);
     started = true;
   });
 
@@ -394,7 +402,7 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
 
   describe('the browser', () => {
     before(async () => {
-      context = await browser.newContext();
+      context = await browser.newContext({ ignoreHTTPSErrors: true });
       await context.addInitScript(recordPeerConnections);
       page = await openPage(context, url);
       await logIn(page, password);
@@ -584,9 +592,9 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
     // The whole journal of the run: the lines an admin looks for.
     const all = journalAll.join('\n');
     const expected = {
-      listening: /peercam listening on http:\/\/0\.0\.0\.0:7000\//,
+      listening: /peercam listening on https:\/\/0\.0\.0\.0:7000\//,
       media: /media: camera \/dev\/video0 \(640x480@\d+ requested\); video codecs h264; audio opus/,
-      ready: /ready \(systemd notified\): serving http:\/\/0\.0\.0\.0:7000\//,
+      ready: /ready \(systemd notified\): serving https:\/\/0\.0\.0\.0:7000\//,
       started: /Started peercam/,
       reload: new RegExp(`reload: ${CONF} applied`),
       'reload error': new RegExp(`reload: ${CONF}:\\d+:7: `),

@@ -619,5 +619,6 @@ async fn a_ping_flood_from_a_client_that_never_reads_is_cut_off() {
         fps >= MIN_FPS,
         "the viewer got {fps:.1} fps during the flood"
     );
+    crate::security::legit_viewer_is_unharmed(daemon.port, None).await;
     streaming.hang_up().await;
 }

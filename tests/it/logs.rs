@@ -123,6 +123,7 @@ async fn client_strings_can_neither_forge_nor_flood_log_lines() {
             "{what}… is logged, cut: {lines:#?}"
         );
     }
+    crate::security::legit_viewer_is_unharmed(daemon.port, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,4 +157,5 @@ async fn a_dial_that_never_completes_ice_does_not_flood_the_log() {
         "{} log lines in 3 s for one pending dial: {lines:#?}",
         lines.len()
     );
+    crate::security::legit_viewer_is_unharmed(daemon.port, None).await;
 }

@@ -200,28 +200,6 @@ pub async fn connect(url: &str) -> (Ws, Value) {
     (ws, hello)
 }
 
-/// Connects to the daemon's `/ws{query}` from the loopback address `source` (127.0.0.2 is
-/// another machine on the LAN, as far as per-address limits can tell); returns the socket and
-/// the server's hello.
-pub async fn connect_from(source: [u8; 4], port: u16, query: &str) -> (Ws, Value) {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind((std::net::Ipv4Addr::from(source), 0).into())
-        .expect("bind the source address");
-    let stream = socket
-        .connect(([127, 0, 0, 1], port).into())
-        .await
-        .expect("connect");
-    let (mut ws, _) = tokio_tungstenite::client_async(
-        format!("ws://127.0.0.1:{port}/ws{query}"),
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .expect("WebSocket connect");
-    let hello = next_json(&mut ws).await;
-    (ws, hello)
-}
-
 /// The next JSON text message (panics after 10 s).
 pub async fn next_json(ws: &mut Ws) -> Value {
     loop {

@@ -10,7 +10,7 @@ use serde_json::json;
 use webrtc::peer_connection::PeerConnection;
 
 use super::client::{client, dial, h264, Client};
-use super::{connect, connect_from, send_text, Daemon, Ws};
+use super::{connect, send_text, Daemon, Ws};
 
 /// A webrtc-rs viewer in a call with the daemon.
 pub struct Viewer<P: PeerConnection> {
@@ -37,16 +37,6 @@ impl<P: PeerConnection> Viewer<P> {
 /// 15 s, naming what arrived).
 pub async fn viewer(daemon: &Daemon, frames: u64) -> Viewer<impl PeerConnection> {
     let (ws, _) = connect(&daemon.ws_url("")).await;
-    dial_viewer(ws, frames).await
-}
-
-/// [`viewer`] from the loopback address `source` (see [`connect_from`]).
-pub async fn viewer_from(
-    source: [u8; 4],
-    daemon: &Daemon,
-    frames: u64,
-) -> Viewer<impl PeerConnection> {
-    let (ws, _) = connect_from(source, daemon.port, "").await;
     dial_viewer(ws, frames).await
 }
 

@@ -13,6 +13,10 @@
 //!   times a second for every dial whose browser has sent no candidate yet (a dial that never
 //!   connects: until `[limits] ice_timeout_s`). Those records are demoted to `debug`
 //!   (`RUST_LOG=rtc_ice=debug` shows them).
+//! - The WebRTC stack logs per packet in places (a STUN message with a bad integrity, a DTLS
+//!   record that fails): what a peer sends must not decide how many lines the journal gets.
+//!   Each of its targets (`webrtc*`, `rtc*`) gets at most [`STACK_LINES`] lines per
+//!   [`STACK_WINDOW`]; the next line that passes says how many were suppressed.
 //! - No record can forge a line or flood one: control characters (newlines, escape
 //!   sequences) are escaped and a message is cut after [`MAX_MESSAGE_CHARS`]. This is the
 //!   backstop for dependencies that log what a peer sent; peercam's own lines quote what a
@@ -185,16 +189,57 @@ fn is_ice_noise(target: &str, message: &str) -> bool {
     target.starts_with("rtc_ice") && message.contains("pingAllCandidates called with no candidate")
 }
 
-/// The filter in front of an output (stderr or the journal), with the two guards of this
-/// module: known noise demoted to `debug`, every message escaped and bounded.
+/// Lines per [`STACK_WINDOW`] from one target of the WebRTC stack.
+const STACK_LINES: u32 = 10;
+/// The window of [`STACK_LINES`].
+const STACK_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether `target` is the WebRTC stack's (webrtc-rs and its `rtc*` crates).
+fn is_stack(target: &str) -> bool {
+    target.starts_with("webrtc") || target.starts_with("rtc")
+}
+
+/// Per-target line budgets of the WebRTC stack: (window start, lines in it, suppressed).
+/// Targets are module paths of the stack, a fixed set, so the map stays small.
+#[derive(Default)]
+struct StackThrottle {
+    targets: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32, u64)>>,
+}
+
+impl StackThrottle {
+    /// `None`: drop this line. `Some(n)`: log it; `n` lines were suppressed before it.
+    fn admit(&self, target: &str, now: std::time::Instant) -> Option<u64> {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = targets.entry(target.to_owned()).or_insert((now, 0, 0));
+        if now.duration_since(entry.0) >= STACK_WINDOW {
+            entry.0 = now;
+            entry.1 = 0;
+        }
+        if entry.1 >= STACK_LINES {
+            entry.2 += 1;
+            return None;
+        }
+        entry.1 += 1;
+        Some(std::mem::take(&mut entry.2))
+    }
+}
+
+/// The filter in front of an output (stderr or the journal), with the guards of this
+/// module: known noise demoted to `debug`, the WebRTC stack's lines throttled, every message
+/// escaped and bounded.
 struct GuardedLog<L> {
     log: L,
     filter: Filter,
+    stack: StackThrottle,
 }
 
 impl<L: Log> GuardedLog<L> {
     fn new(log: L, filter: Filter) -> Self {
-        GuardedLog { log, filter }
+        GuardedLog {
+            log,
+            filter,
+            stack: StackThrottle::default(),
+        }
     }
 }
 
@@ -222,12 +267,25 @@ impl<L: Log> Log for GuardedLog<L> {
                 return;
             }
         }
+        let suppressed = if is_stack(record.target()) {
+            match self.stack.admit(record.target(), std::time::Instant::now()) {
+                Some(n) => n,
+                None => return,
+            }
+        } else {
+            0
+        };
         let message = guarded(&message);
+        let note = if suppressed > 0 {
+            format!(" ({suppressed} similar lines suppressed)")
+        } else {
+            String::new()
+        };
         self.log.log(
             &record
                 .to_builder()
                 .level(level)
-                .args(format_args!("{message}"))
+                .args(format_args!("{message}{note}"))
                 .build(),
         );
     }
@@ -430,5 +488,36 @@ mod tests {
         assert_eq!(plain_level("webrtc=trace, warn"), Some(LevelFilter::Warn));
         assert_eq!(plain_level("peercam=debug"), None);
         assert_eq!(plain_level("info/foo"), Some(LevelFilter::Info));
+    }
+
+    #[test]
+    fn the_webrtc_stack_cannot_flood_the_log() {
+        let log = guarded_log(LevelFilter::Info, None);
+        for i in 0..100 {
+            emit(
+                &log,
+                Level::Warn,
+                "rtc_ice::agent",
+                &format!("[controlled]: discard message from (192.0.2.1:{i}), bad integrity"),
+            );
+        }
+        assert_eq!(
+            taken(&log).len(),
+            STACK_LINES as usize,
+            "one window's budget"
+        );
+        // peercam's own lines are not throttled here (they have their own, per episode).
+        for _ in 0..100 {
+            emit(&log, Level::Warn, "peercam::http", "a line");
+        }
+        assert_eq!(taken(&log).len(), 100);
+        // The next window's first line says how many were dropped.
+        let t0 = std::time::Instant::now();
+        let throttle = StackThrottle::default();
+        for _ in 0..STACK_LINES + 5 {
+            throttle.admit("rtc_dtls", t0);
+        }
+        assert_eq!(throttle.admit("rtc_dtls", t0 + STACK_WINDOW), Some(5));
+        assert_eq!(throttle.admit("rtc_ice", t0), Some(0), "per target");
     }
 }

@@ -351,30 +351,10 @@ fn close_frame_for(error: axum::Error) -> Option<CloseFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::admission::Refusal;
 
     #[test]
     fn every_limit_is_counted_under_its_own_key() {
-        for limit in [
-            Limit::Refused(Refusal::Viewers { max: 1 }),
-            Limit::Refused(Refusal::PendingDials { max: 1 }),
-            Limit::Refused(Refusal::PendingDialsFrom {
-                ip: std::net::Ipv4Addr::LOCALHOST.into(),
-                max: 1,
-            }),
-            Limit::Refused(Refusal::DialRate {
-                ip: std::net::Ipv4Addr::LOCALHOST.into(),
-                per_minute: 1,
-                wait: Duration::from_secs(1),
-            }),
-            Limit::IceTimeout { seconds: 1 },
-            Limit::IdleTimeout { seconds: 1 },
-            Limit::DtlsTimeout,
-            Limit::RemoteCandidates,
-            Limit::CandidateAddress {
-                reason: "0.0.0.0:9 is the unspecified address".to_owned(),
-            },
-        ] {
+        for limit in Limit::samples() {
             let before: Vec<_> = limit_hits().collect();
             limit_hit("test", &limit);
             let after: Vec<_> = limit_hits().collect();

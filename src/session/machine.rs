@@ -200,6 +200,31 @@ impl Limit {
     }
 }
 
+#[cfg(test)]
+impl Limit {
+    /// One limit of each kind, for the tests of whoever counts them.
+    pub(crate) fn samples() -> Vec<Limit> {
+        let ip = std::net::Ipv4Addr::LOCALHOST.into();
+        vec![
+            Limit::Refused(Refusal::Viewers { max: 1 }),
+            Limit::Refused(Refusal::PendingDials { max: 1 }),
+            Limit::Refused(Refusal::PendingDialsFrom { ip, max: 1 }),
+            Limit::Refused(Refusal::DialRate {
+                ip,
+                per_minute: 1,
+                wait: Duration::from_secs(1),
+            }),
+            Limit::IceTimeout { seconds: 1 },
+            Limit::IdleTimeout { seconds: 1 },
+            Limit::DtlsTimeout,
+            Limit::RemoteCandidates,
+            Limit::CandidateAddress {
+                reason: "0.0.0.0:9 is the unspecified address".to_owned(),
+            },
+        ]
+    }
+}
+
 /// What the transport must do, in order.
 #[derive(Debug, PartialEq)]
 pub enum Output {
@@ -1159,22 +1184,9 @@ mod tests {
 
     #[test]
     fn limits_name_their_keys_and_metrics() {
-        for limit in [
-            Limit::Refused(Refusal::Viewers { max: 1 }),
-            Limit::Refused(Refusal::PendingDials { max: 1 }),
-            Limit::Refused(Refusal::DialRate {
-                ip: remote(1).ip(),
-                per_minute: 6,
-                wait: Duration::from_secs(1),
-            }),
-            Limit::IceTimeout { seconds: 15 },
-            Limit::IdleTimeout { seconds: 120 },
-            Limit::DtlsTimeout,
-            Limit::RemoteCandidates,
-            Limit::CandidateAddress {
-                reason: "x".to_owned(),
-            },
-        ] {
+        let samples = Limit::samples();
+        assert_eq!(samples.len(), Limit::METRICS.len(), "one sample per kind");
+        for limit in samples {
             assert!(Limit::METRICS.contains(&limit.metric()), "{limit:?}");
             assert!(!limit.key().is_empty(), "{limit:?}");
             assert!(!limit.describe().is_empty());

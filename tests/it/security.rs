@@ -589,6 +589,97 @@ async fn stalled_connections_from_one_address_do_not_lock_out_viewers() {
     daemon.wait_for_log("request deadline", Duration::from_secs(5));
 }
 
+/// Finding 2 over HTTPS: TLS handshakes that start and never finish (and silent
+/// connections) from one address cannot starve the others. A viewer on another address
+/// completes its handshakes, loads the page, logs in and gets its wss:// hello.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_from_one_address_do_not_lock_out_viewers() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let server = format!(
+        "tls = \"self-signed\"\nstate_dir = \"{}\"",
+        state.path().display()
+    );
+    let daemon = Daemon::start(&protected(
+        &server,
+        "max_connections = 16\nconnections_per_address = 12",
+    ));
+    let port = daemon.port;
+    let mut held = Vec::new();
+    for i in 0..48 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        // A TLS record header that promises a ClientHello that never comes, or nothing.
+        if i % 2 == 0 {
+            let _ = stream
+                .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+                .await;
+        }
+        held.push(stream);
+    }
+    let mut open = 0;
+    for stream in held.iter_mut() {
+        if closed_by_server(stream, Duration::from_millis(200))
+            .await
+            .is_none()
+        {
+            open += 1;
+        }
+    }
+    assert!(
+        open <= 12,
+        "{open} stalled handshakes held from one address"
+    );
+
+    let connector = tls_connector(&state.path().join("tls/cert.pem"));
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls_from_viewer = || async {
+        let tcp = connect_from([127, 0, 0, 2], port).await;
+        connector
+            .connect(name.clone(), tcp)
+            .await
+            .expect("the viewer's TLS handshake")
+    };
+    let page = exchange(tls_from_viewer().await, "GET", "/", &[], "").await;
+    assert_eq!(page.status, 200);
+    let body = format!("password={}", PASSWORD.replace(' ', "+"));
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let login = exchange(tls_from_viewer().await, "POST", "/login", &form, &body).await;
+    assert_eq!(login.status, 303, "{}", login.body);
+    let cookie = login
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_owned();
+    let mut request = format!("wss://localhost:{port}/ws")
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("Cookie", cookie.parse().expect("cookie header"));
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tls_from_viewer().await)
+        .await
+        .expect("wss upgrade while the handshakes stall");
+    let hello = loop {
+        match ws.next().await.expect("message").expect("ok") {
+            WsMessage::Text(t) => break serde_json::from_str::<Value>(&t).expect("json"),
+            _ => continue,
+        }
+    };
+    assert_eq!(hello["hello"]["mode"], "viewer");
+    // The stalled handshakes end by the handshake deadline (10 s).
+    let mut ended = 0;
+    for stream in held.iter_mut() {
+        if closed_by_server(stream, Duration::from_secs(12))
+            .await
+            .is_some()
+        {
+            ended += 1;
+        }
+    }
+    assert_eq!(ended, 48, "every stalled handshake was closed");
+}
+
 /// Finding: 64 silent room sockets gave every viewer 503 for as long as they stayed. Now one
 /// address holds at most `connections_per_address` of them, a viewer elsewhere dials at
 /// once, and a browser alone in its room is closed after `idle_timeout_s`.

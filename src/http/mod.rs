@@ -98,6 +98,9 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// One permit per open WebSocket (`limits.max_connections`).
     pub connection_slots: Arc<Semaphore>,
+    /// Of those, one permit per room-mode socket: half of `max_connections` (at least 2), so
+    /// browsers paired in rooms (never idle: they may be in a call) leave room for viewers.
+    pub room_slots: Arc<Semaphore>,
     /// The password check and sessions (`[server] password`).
     pub auth: Auth,
     /// The names the daemon answers to, and the same-origin check.
@@ -128,6 +131,7 @@ impl AppState {
                 dials_per_minute: limits.dials_per_minute,
             }),
             connection_slots: Arc::new(Semaphore::new(limits.max_connections)),
+            room_slots: Arc::new(Semaphore::new((limits.max_connections / 2).max(2))),
             auth: Auth::new(
                 settings.server.password.as_ref(),
                 limits.login_failures_per_minute,
@@ -646,6 +650,24 @@ async fn ws(
         )
             .into_response();
     };
+    let room_permit = match &query.room {
+        None => None,
+        Some(_) => {
+            match state.room_slots.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    WS_LIMIT.hit(|| {
+                    format!("refusing a room WebSocket from {remote}: half the connections are rooms")
+                });
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many room connections; try again later\n",
+                    )
+                        .into_response();
+                }
+            }
+        }
+    };
     // Messages up to 4x the limit are read and answered with a clear "too_large" error;
     // beyond that the socket is closed with 1009 (message too big).
     let frame_limit = state.limits.max_message_bytes.saturating_mul(4);
@@ -685,6 +707,7 @@ async fn ws(
             }
         }
         drop(permit);
+        drop(room_permit);
         drop(slot);
         drop(token);
     })

@@ -698,11 +698,8 @@ async fn silent_room_sockets_do_not_lock_viewers_out() {
             rooms.push(ws);
         }
     }
-    assert!(
-        rooms.len() <= 6,
-        "{} room sockets from one address",
-        rooms.len()
-    );
+    // At most half of max_connections are rooms, whoever opens them.
+    assert!(rooms.len() <= 4, "{} room sockets", rooms.len());
     legit_viewer_is_unharmed(port, None).await;
     // Alone and silent: each room socket is told why and closed after idle_timeout_s.
     for ws in rooms.iter_mut() {

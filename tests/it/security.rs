@@ -839,6 +839,77 @@ async fn a_websocket_from_another_sites_page_is_refused() {
     assert!(ws_with(port, &[("Origin", own.as_str())]).await.is_ok());
 }
 
+/// Finding 10 against the real daemon: a private key open to others. The key peercam
+/// generated is made private again (with a warning); a configured key every user may read
+/// stops the start with the fix named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_keys_open_to_others_are_fixed_or_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let state = tempfile::tempdir().expect("tempdir");
+    let server = format!(
+        "tls = \"self-signed\"\nstate_dir = \"{}\"",
+        state.path().display()
+    );
+    let key = state.path().join("tls/key.pem");
+    let cert = state.path().join("tls/cert.pem");
+    drop(Daemon::start(&protected(&server, "")));
+    let open = std::fs::Permissions::from_mode(0o644);
+    std::fs::set_permissions(&key, open.clone()).expect("chmod 644");
+    // The generated key: made private again (a warning says so, before the daemon says
+    // where it listens), and the daemon serves.
+    let daemon = Daemon::start(&protected(&server, ""));
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the generated key is private again");
+    legit_viewer_is_unharmed_over_https(daemon.port, &cert).await;
+    drop(daemon);
+
+    // A configured key every user may read: no start, and the fix is named.
+    std::fs::set_permissions(&key, open).expect("chmod 644");
+    let configured = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        cert.display(),
+        key.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("peercam.toml");
+    std::fs::write(&config, protected(&configured, "")).expect("config");
+    let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+    let (mut child, log) = common::spawn(&args, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon started with a world-readable key"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let lines: Vec<String> = log.try_iter().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("chmod 600") && l.contains("key.pem")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("listening on")),
+        "{lines:#?}"
+    );
+}
+
+/// The page over HTTPS (trusting `cert`) from another address: the daemon serves.
+async fn legit_viewer_is_unharmed_over_https(port: u16, cert: &std::path::Path) {
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tls_connector(cert)
+        .connect(name, connect_from([127, 0, 0, 2], port).await)
+        .await
+        .expect("TLS handshake");
+    assert_eq!(exchange(tls, "GET", "/", &[], "").await.status, 200);
+}
+
 /// A rustls client that trusts exactly `cert_pem` (the daemon's self-signed certificate).
 fn tls_connector(cert_pem: &std::path::Path) -> tokio_rustls::TlsConnector {
     use rustls::pki_types::pem::PemObject;

@@ -17,7 +17,7 @@ use crate::config::{ServerSettings, TlsMode};
 /// The names and scheme the daemon serves.
 #[derive(Debug, Clone)]
 pub struct Hosts {
-    /// Lower-case names besides IP addresses.
+    /// Names besides IP addresses (compared ignoring case).
     names: Vec<String>,
     trust_forwarded: bool,
     /// `http` or `https`: what a same-origin page's `Origin` starts with.
@@ -27,16 +27,7 @@ pub struct Hosts {
 impl Hosts {
     /// The names for `server`, with this machine's host name.
     pub fn new(server: &ServerSettings) -> Hosts {
-        let mut names = vec!["localhost".to_owned()];
-        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-            let host = host.trim().to_ascii_lowercase();
-            if !host.is_empty() && host != "localhost" {
-                if !host.contains('.') {
-                    names.push(format!("{host}.local"));
-                }
-                names.push(host);
-            }
-        }
+        let mut names = local_names();
         names.extend(server.hosts.iter().cloned());
         Hosts {
             names,
@@ -101,6 +92,23 @@ impl Hosts {
         let origin_authority = rest.split('/').next().unwrap_or_default();
         authority.is_some_and(|a| a.eq_ignore_ascii_case(origin_authority)) && self.knows(authority)
     }
+}
+
+/// The names this machine goes by: its host name (and its mDNS `.local` name, when the host
+/// name has no domain) and `localhost`. The self-signed certificate is made for these too.
+pub fn local_names() -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() && host != "localhost" {
+            names.push(host.to_owned());
+            if !host.contains('.') {
+                names.push(format!("{host}.local"));
+            }
+        }
+    }
+    names.push("localhost".to_owned());
+    names
 }
 
 /// The host part of `host[:port]` (IPv6 literals in brackets lose them).

@@ -155,7 +155,7 @@ fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
         return Ok((cert, key));
     }
     std::fs::create_dir_all(dir).map_err(store(dir))?;
-    let names = subject_names();
+    let names = super::hosts::local_names();
     let mut params = rcgen::CertificateParams::new(names.clone())
         .map_err(|e| TlsError::Generate(e.to_string()))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -177,23 +177,6 @@ fn self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
         dir.display()
     );
     Ok((cert, key))
-}
-
-/// The names the generated certificate is for: the host name (and its mDNS `.local` name)
-/// and localhost.
-fn subject_names() -> Vec<String> {
-    let mut names = Vec::new();
-    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        let host = host.trim();
-        if !host.is_empty() && host != "localhost" {
-            names.push(host.to_owned());
-            if !host.contains('.') {
-                names.push(format!("{host}.local"));
-            }
-        }
-    }
-    names.push("localhost".to_owned());
-    names
 }
 
 /// The current year (UTC), good enough for a validity window that starts a year earlier.

@@ -123,17 +123,41 @@ async fn log_in(port: u16) -> String {
     cookie.split(';').next().expect("pair").to_owned()
 }
 
-/// A WebSocket upgrade with these extra headers; the HTTP status when it is refused.
-async fn ws_with(port: u16, headers: &[(&str, &str)]) -> Result<(common::Ws, Value), u16> {
-    let mut request = format!("ws://127.0.0.1:{port}/ws")
-        .into_client_request()
-        .expect("request");
+/// A WebSocket upgrade request for `url` with these extra headers.
+fn ws_request(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut request = url.into_client_request().expect("request");
     for (name, value) in headers {
         request.headers_mut().insert(
             axum::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
             value.parse().expect("value"),
         );
     }
+    request
+}
+
+/// The first JSON text message on a WebSocket over any stream (the server's hello).
+async fn first_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("message")
+            .expect("ok");
+        if let WsMessage::Text(t) = message {
+            return serde_json::from_str(&t).expect("json");
+        }
+    }
+}
+
+/// A WebSocket upgrade with these extra headers; the HTTP status when it is refused.
+async fn ws_with(port: u16, headers: &[(&str, &str)]) -> Result<(common::Ws, Value), u16> {
+    let request = ws_request(&format!("ws://127.0.0.1:{port}/ws"), headers);
     match tokio_tungstenite::connect_async(request).await {
         Ok((mut ws, _)) => {
             let hello = next_json(&mut ws).await;
@@ -438,15 +462,7 @@ async fn a_failed_dtls_handshake_frees_its_dial_slot_at_once() {
 /// A WebSocket to `/ws` from the loopback address `source`, with these headers.
 async fn ws_from(source: [u8; 4], port: u16, headers: &[(&str, &str)]) -> common::Ws {
     let stream = connect_from(source, port).await;
-    let mut request = format!("ws://127.0.0.1:{port}/ws")
-        .into_client_request()
-        .expect("request");
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            axum::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
-            value.parse().expect("value"),
-        );
-    }
+    let request = ws_request(&format!("ws://127.0.0.1:{port}/ws"), headers);
     let (mut ws, _) =
         tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
             .await
@@ -507,9 +523,7 @@ pub(crate) async fn legit_viewer_is_unharmed(port: u16, password: Option<&str>) 
     let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let ws = ws_from([127, 0, 0, 2], port, &headers).await;
     let viewer = common::probe::dial_viewer(ws, 10).await;
-    let (before, start) = (viewer.frames(), Instant::now());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let fps = (viewer.frames() - before) as f64 / start.elapsed().as_secs_f64();
+    let fps = common::probe::frame_rate(&viewer.client, Duration::from_secs(2)).await;
     assert!(fps >= 25.0, "the viewer elsewhere got {fps:.1} fps");
     viewer.hang_up().await;
 }
@@ -651,22 +665,14 @@ async fn stalled_tls_handshakes_from_one_address_do_not_lock_out_viewers() {
         .and_then(|c| c.split(';').next())
         .expect("cookie")
         .to_owned();
-    let mut request = format!("wss://localhost:{port}/ws")
-        .into_client_request()
-        .expect("request");
-    request
-        .headers_mut()
-        .insert("Cookie", cookie.parse().expect("cookie header"));
+    let request = ws_request(
+        &format!("wss://localhost:{port}/ws"),
+        &[("Cookie", &cookie)],
+    );
     let (mut ws, _) = tokio_tungstenite::client_async(request, tls_from_viewer().await)
         .await
         .expect("wss upgrade while the handshakes stall");
-    let hello = loop {
-        match ws.next().await.expect("message").expect("ok") {
-            WsMessage::Text(t) => break serde_json::from_str::<Value>(&t).expect("json"),
-            _ => continue,
-        }
-    };
-    assert_eq!(hello["hello"]["mode"], "viewer");
+    assert_eq!(first_json(&mut ws).await["hello"]["mode"], "viewer");
     // The stalled handshakes end by the handshake deadline (10 s).
     let mut ended = 0;
     for stream in held.iter_mut() {
@@ -968,22 +974,12 @@ async fn self_signed_tls_serves_https_and_wss_and_keeps_its_certificate() {
             .await
             .expect("tcp");
         let tls = connector.connect(name, tcp).await.expect("TLS");
-        let mut request = format!("wss://localhost:{}/ws", daemon.port)
-            .into_client_request()
-            .expect("request");
-        request
-            .headers_mut()
-            .insert("Cookie", cookie.parse().expect("cookie header"));
+        let url = format!("wss://localhost:{}/ws", daemon.port);
+        let request = ws_request(&url, &[("Cookie", &cookie)]);
         let (mut ws, _) = tokio_tungstenite::client_async(request, tls)
             .await
             .expect("wss upgrade");
-        let hello = loop {
-            match ws.next().await.expect("message").expect("ok") {
-                WsMessage::Text(t) => break serde_json::from_str::<Value>(&t).expect("json"),
-                _ => continue,
-            }
-        };
-        assert_eq!(hello["hello"]["mode"], "viewer");
+        assert_eq!(first_json(&mut ws).await["hello"]["mode"], "viewer");
 
         // Plain HTTP to the HTTPS port: sent to the same place over https://.
         let plain = http(daemon.port, "GET", "/app.js", &[], "").await;

@@ -129,6 +129,44 @@ fn refilled(b: Bucket, now: Instant, per_minute: u32) -> f64 {
     (b.tokens + elapsed * capacity / 60.0).min(capacity)
 }
 
+/// How many things (connections, dials) are open per address key ([`address_key`]). An
+/// entry exists only while its count is above zero, so the map is bounded by whatever caps
+/// the things themselves.
+#[derive(Debug, Default)]
+pub struct AddressCounts(HashMap<IpAddr, usize>);
+
+impl AddressCounts {
+    /// How many are open under `key`.
+    pub fn get(&self, key: IpAddr) -> usize {
+        self.0.get(&key).copied().unwrap_or(0)
+    }
+
+    /// One more under `key`.
+    pub fn add(&mut self, key: IpAddr) {
+        *self.0.entry(key).or_insert(0) += 1;
+    }
+
+    /// One fewer under `key` (the entry goes at zero).
+    pub fn remove(&mut self, key: IpAddr) {
+        if let Some(n) = self.0.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(&key);
+            }
+        }
+    }
+
+    /// Keys with something open.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing is open.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// How often a limit that keeps being hit is logged.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 

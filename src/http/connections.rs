@@ -9,14 +9,13 @@
 //!
 //! Each request then has a deadline for its whole life, body included ([`REQUEST_DEADLINE`]).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::limits::{address_key, LimitLog};
+use crate::limits::{address_key, AddressCounts, LimitLog};
 
 /// A request must be read, handled and answered within this (a WebSocket's life after its
 /// upgrade is not a request).
@@ -53,7 +52,7 @@ pub struct Connections {
     total: usize,
     total_slots: Arc<Semaphore>,
     unproven_slots: Arc<Semaphore>,
-    counts: Mutex<HashMap<IpAddr, usize>>,
+    counts: Mutex<AddressCounts>,
 }
 
 /// One admitted connection: its place in the total and per-address counts, and, until its
@@ -74,7 +73,7 @@ impl Connections {
             total,
             total_slots: Arc::new(Semaphore::new(total)),
             unproven_slots: Arc::new(Semaphore::new(unproven)),
-            counts: Mutex::new(HashMap::new()),
+            counts: Mutex::new(AddressCounts::default()),
         })
     }
 
@@ -82,7 +81,7 @@ impl Connections {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Arc<Connection>> {
         let key = address_key(ip);
         let mut counts = self.lock();
-        let count = counts.get(&key).copied().unwrap_or(0);
+        let count = counts.get(key);
         if count >= self.per_address {
             let max = self.per_address;
             PER_ADDRESS.hit(|| format!("closing a connection from {ip}: {max} open from it"));
@@ -99,7 +98,7 @@ impl Connections {
             });
             return None;
         };
-        counts.insert(key, count + 1);
+        counts.add(key);
         Some(Arc::new(Connection {
             connections: Arc::clone(self),
             key,
@@ -110,10 +109,10 @@ impl Connections {
 
     /// Connections open from `ip`'s address (or /64).
     pub fn from_address(&self, ip: IpAddr) -> usize {
-        self.lock().get(&address_key(ip)).copied().unwrap_or(0)
+        self.lock().get(address_key(ip))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AddressCounts> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -130,13 +129,7 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let mut counts = self.connections.lock();
-        if let Some(n) = counts.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.key);
-            }
-        }
+        self.connections.lock().remove(self.key);
     }
 }
 

@@ -8,12 +8,11 @@
 //! [`Ticket::connected`]. Dropping the ticket frees what it holds, so a call that ends in any
 //! way gives its slots back.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::limits::{address_key, RateLimiter};
+use crate::limits::{address_key, AddressCounts, RateLimiter};
 use crate::session::protocol::{ErrorBody, ErrorCode};
 
 /// The limits behind [`Admission`] (from `[limits]`).
@@ -41,9 +40,8 @@ pub struct Admission {
 struct Counts {
     in_call: usize,
     dialing: usize,
-    /// Dials connecting per address; an entry exists only while its count is above zero, so
-    /// the map holds at most `max_pending_dials` entries.
-    dialing_from: HashMap<IpAddr, usize>,
+    /// Dials connecting per address (at most `max_pending_dials` entries).
+    dialing_from: AddressCounts,
 }
 
 /// Why a dial was refused. Each names the limit, so the browser's error and the log say
@@ -151,7 +149,7 @@ impl Admission {
         }
         // One home or LAN behind an IPv6 /64 counts as one address.
         let key = address_key(ip);
-        let from = counts.dialing_from.get(&key).copied().unwrap_or(0);
+        let from = counts.dialing_from.get(key);
         if from >= self.limits.pending_dials_per_address {
             return Err(Refusal::PendingDialsFrom {
                 ip,
@@ -160,7 +158,7 @@ impl Admission {
         }
         counts.in_call += 1;
         counts.dialing += 1;
-        counts.dialing_from.insert(key, from + 1);
+        counts.dialing_from.add(key);
         Ok(Ticket {
             admission: Arc::clone(self),
             key,
@@ -205,12 +203,7 @@ impl Ticket {
 impl Counts {
     fn dial_done(&mut self, key: IpAddr) {
         self.dialing = self.dialing.saturating_sub(1);
-        if let Some(n) = self.dialing_from.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.dialing_from.remove(&key);
-            }
-        }
+        self.dialing_from.remove(key);
     }
 }
 

@@ -87,11 +87,17 @@ impl RateLimiter {
         }
     }
 
-    /// Whether `addr` (its /64, for IPv6) has no token left now (without taking one).
+    /// Whether `addr` (its /64, for IPv6) has no token left now (without taking one). An
+    /// address asked about counts as seen now: one that is refused and keeps trying is the
+    /// last to be forgotten when the table is full.
     pub fn exhausted(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
-        let buckets = self.lock();
-        let bucket = buckets.get(&address_key(addr))?;
-        let tokens = refilled(*bucket, now, self.per_minute);
+        let mut buckets = self.lock();
+        let bucket = buckets.get_mut(&address_key(addr))?;
+        // Refilling is linear, so storing the refilled count at `now` changes nothing but
+        // the time last seen.
+        bucket.tokens = refilled(*bucket, now, self.per_minute);
+        bucket.updated = now;
+        let tokens = bucket.tokens;
         (tokens < 1.0)
             .then(|| Duration::from_secs_f64((1.0 - tokens) * 60.0 / f64::from(self.per_minute)))
     }
@@ -269,9 +275,10 @@ mod tests {
             let now = t0 + Duration::from_micros(u64::from(i));
             let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             assert!(limiter.take(addr, now).is_ok(), "a new address has a token");
+            // A is refused as the daemon refuses it: asked, not charged.
             if i % 256 == 0 {
                 assert!(
-                    limiter.take(A, now).is_err(),
+                    limiter.exhausted(A, now).is_some(),
                     "A forgotten after {i} addresses"
                 );
             }

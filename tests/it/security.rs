@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,14 +94,24 @@ async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bod
 /// A TCP connection to the daemon from another loopback address (a second machine on the
 /// LAN, as far as per-address limits can tell).
 async fn connect_from(source: [u8; 4], port: u16) -> TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    connect_between(
+        Ipv4Addr::from(source).into(),
+        (Ipv4Addr::LOCALHOST, port).into(),
+    )
+    .await
+}
+
+/// A TCP connection to `server` from the local address `source`.
+async fn connect_between(source: IpAddr, server: SocketAddr) -> TcpStream {
+    let socket = match source {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .expect("socket");
     socket
-        .bind((std::net::Ipv4Addr::from(source), 0).into())
+        .bind((source, 0).into())
         .expect("bind the source address");
-    socket
-        .connect(([127, 0, 0, 1], port).into())
-        .await
-        .expect("connect")
+    socket.connect(server).await.expect("connect")
 }
 
 /// Logs in and returns the `peercam_session=...` pair to send as a Cookie.
@@ -460,9 +471,10 @@ async fn a_failed_dtls_handshake_frees_its_dial_slot_at_once() {
 }
 
 /// A WebSocket to `/ws` from the loopback address `source`, with these headers.
-async fn ws_from(source: [u8; 4], port: u16, headers: &[(&str, &str)]) -> common::Ws {
-    let stream = connect_from(source, port).await;
-    let request = ws_request(&format!("ws://127.0.0.1:{port}/ws"), headers);
+/// A WebSocket to `server`'s `/ws` from the local address `source`, after its hello.
+async fn ws_between(source: IpAddr, server: SocketAddr, headers: &[(&str, &str)]) -> common::Ws {
+    let stream = connect_between(source, server).await;
+    let request = ws_request(&format!("ws://{server}/ws"), headers);
     let (mut ws, _) =
         tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
             .await
@@ -490,11 +502,18 @@ async fn closed_by_server(stream: &mut TcpStream, wait: Duration) -> Option<Stri
 /// loads, the login works (when `password` is set), the dial connects and the video comes
 /// at 25 fps or more.
 pub(crate) async fn legit_viewer_is_unharmed(port: u16, password: Option<&str>) {
+    let server = (Ipv4Addr::LOCALHOST, port).into();
+    legit_viewer_between(Ipv4Addr::new(127, 0, 0, 2).into(), server, password).await;
+}
+
+/// [`legit_viewer_is_unharmed`] from the local address `source` to the daemon at `server`
+/// (its UDP too comes from `source`).
+async fn legit_viewer_between(source: IpAddr, server: SocketAddr, password: Option<&str>) {
     let from_viewer = |method: &'static str,
                        path: &'static str,
                        headers: Vec<(&'static str, String)>,
                        body: String| async move {
-        let stream = connect_from([127, 0, 0, 2], port).await;
+        let stream = connect_between(source, server).await;
         let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         exchange(stream, method, path, &headers, &body).await
     };
@@ -521,8 +540,9 @@ pub(crate) async fn legit_viewer_is_unharmed(port: u16, password: Option<&str>) 
         headers.push(("Cookie", cookie));
     }
     let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    let ws = ws_from([127, 0, 0, 2], port, &headers).await;
-    let viewer = common::probe::dial_viewer(ws, 10).await;
+    let ws = ws_between(source, server, &headers).await;
+    let udp = SocketAddr::new(source, 0).to_string();
+    let viewer = common::probe::dial_viewer_on(ws, 10, &udp).await;
     let fps = common::probe::frame_rate(&viewer.client, Duration::from_secs(2)).await;
     assert!(fps >= 25.0, "the viewer elsewhere got {fps:.1} fps");
     viewer.hang_up().await;
@@ -1127,4 +1147,119 @@ async fn silent_sockets_are_closed_and_connections_are_capped() {
     daemon.wait_for_log("[limits] idle_timeout_s", Duration::from_secs(5));
     // Its slot is free again.
     assert!(ws_with(daemon.port, &[]).await.is_ok());
+}
+
+/// A login with a wrong password from `source` to `server`; the status.
+async fn wrong_login(source: IpAddr, server: SocketAddr) -> u16 {
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let stream = connect_between(source, server).await;
+    exchange(stream, "POST", "/login", &form, "password=guess")
+        .await
+        .status
+}
+
+/// Finding 10: a host is given a whole IPv6 /64, so limiting per IPv6 address let one
+/// machine guess and connect without end. Against the daemon in a network namespace of its
+/// own (IPv6 only, across a veth pair): five addresses of one /64 spend that /64's login
+/// budget together and the sixth is refused; they share one `connections_per_address`; a
+/// viewer in another /64 logs in and streams over IPv6 meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_are_limited_per_64() {
+    let v6 = |s: String| -> IpAddr { s.parse().expect("address") };
+    let link = common::netns::Link::new();
+    let attacked = v6("2001:db8:64::100".into());
+    let served = v6("2001:db8:65::100".into());
+    link.ns_addr(attacked, 64);
+    link.ns_addr(served, 64);
+    let attackers: Vec<IpAddr> = (2..=12)
+        .map(|i| v6(format!("2001:db8:64::{i:x}")))
+        .collect();
+    for a in &attackers {
+        link.host_addr(*a, 64);
+    }
+    let viewer = v6("2001:db8:65::1".into());
+    link.host_addr(viewer, 64);
+    let config = protected("", "connections_per_address = 4")
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"[::]:0\"")
+        .replace(
+            "ip_addresses = [\"127.0.0.1\"]",
+            &format!("ip_addresses = [\"{attacked}\", \"{served}\"]"),
+        );
+    let daemon = Daemon::start_in(Some(&link.ns), &config, &[]);
+    let target = SocketAddr::new(attacked, daemon.port);
+
+    // Five wrong passwords, each from a new address of the /64: the budget (5) is spent.
+    for a in &attackers[..5] {
+        assert_eq!(wrong_login(*a, target).await, 401, "from {a}");
+    }
+    for a in [attackers[5], attackers[0]] {
+        assert_eq!(
+            wrong_login(a, target).await,
+            429,
+            "from {a}: the /64 is spent"
+        );
+    }
+    // Four idle connections from four addresses fill the /64's connection cap; a fifth
+    // address of it is closed at once.
+    let mut held = Vec::new();
+    for a in &attackers[6..10] {
+        held.push(connect_between(*a, target).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = connect_between(attackers[10], target).await;
+    assert!(
+        closed_by_server(&mut over, Duration::from_secs(2))
+            .await
+            .is_some(),
+        "a fifth connection from the same /64 was kept"
+    );
+    daemon.wait_for_log("[limits] connections_per_address", Duration::from_secs(5));
+    // Another /64 is another client: it logs in and streams over IPv6 meanwhile.
+    legit_viewer_between(viewer, SocketAddr::new(served, daemon.port), Some(PASSWORD)).await;
+    for stream in &mut held {
+        assert!(
+            closed_by_server(stream, Duration::ZERO).await.is_none(),
+            "the held connections are still open (under their 10 s deadline)"
+        );
+    }
+}
+
+/// Finding 10: the per-address limiter's table was cleared whole once 4,096 addresses were
+/// tracked, so a guesser with a spent budget got it back by having enough other addresses
+/// fail once. Now the least recently seen are forgotten first, and an address that keeps
+/// being refused is seen each time: after 4,200 other addresses, it is still refused, and a
+/// viewer elsewhere logs in and streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_new_addresses_does_not_give_a_guesser_its_budget_back() {
+    let daemon = Daemon::start(&protected("", ""));
+    let server = (Ipv4Addr::LOCALHOST, daemon.port).into();
+    let guesser = IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1));
+    for _ in 0..5 {
+        assert_eq!(wrong_login(guesser, server).await, 401);
+    }
+    assert_eq!(wrong_login(guesser, server).await, 429);
+    let started = Instant::now();
+    for i in 0..4200u32 {
+        // 127.1.0.1 onwards, one wrong password each.
+        let addr = IpAddr::V4(Ipv4Addr::from(0x7f01_0001 + i));
+        assert_eq!(wrong_login(addr, server).await, 401, "from {addr}");
+        if i % 256 == 0 {
+            assert_eq!(
+                wrong_login(guesser, server).await,
+                429,
+                "the guesser got its budget back after {i} new addresses"
+            );
+        }
+    }
+    eprintln!("4,200 addresses in {:?}", started.elapsed());
+    assert_eq!(wrong_login(guesser, server).await, 429);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let body = format!("password={}", PASSWORD.replace(' ', "+"));
+    let stream = connect_between(guesser, server).await;
+    let right = exchange(stream, "POST", "/login", &form, &body).await;
+    assert_eq!(
+        right.status, 429,
+        "a spent budget refuses even the password"
+    );
+    legit_viewer_is_unharmed(daemon.port, Some(PASSWORD)).await;
 }

@@ -101,9 +101,21 @@ pub fn codec(mime: &str, clock: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRt
 pub const H264_PT: u8 = 109;
 pub const OPUS_PT: u8 = 111;
 
-/// Builds a receive-only client offering `video` codecs (and Opus).
+/// Builds a receive-only client offering `video` codecs (and Opus), on loopback.
 pub async fn client(
     video: &[RTCRtpCodecParameters],
+) -> (
+    impl PeerConnection,
+    Arc<Client>,
+    tokio::sync::mpsc::Receiver<Option<RTCIceCandidateInit>>,
+) {
+    client_on(video, "127.0.0.1:0").await
+}
+
+/// [`client`] with its UDP socket bound to `udp_addr` (e.g. `[2001:db8::1]:0`).
+pub async fn client_on(
+    video: &[RTCRtpCodecParameters],
+    udp_addr: &str,
 ) -> (
     impl PeerConnection,
     Arc<Client>,
@@ -151,7 +163,7 @@ pub async fn client(
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler(state.clone())))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .with_udp_addrs(vec![udp_addr.to_owned()])
         .build()
         .await
         .expect("client peer");

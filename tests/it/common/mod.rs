@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod client_peer;
+pub mod netns;
 pub mod probe;
 
 use std::io::{BufRead, BufReader};
@@ -65,7 +66,26 @@ level = "info"
 /// notification socket; `RUST_LOG=info`). Its stderr lines arrive on the receiver, each also
 /// echoed to the test's own stderr (shown when a test fails).
 pub fn spawn(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_peercam"))
+    spawn_in(None, args, env)
+}
+
+/// [`spawn`] inside the network namespace `netns` (`ip netns exec`, which execs peercam:
+/// the child's pid is peercam's).
+pub fn spawn_in(
+    netns: Option<&str>,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) -> (Child, mpsc::Receiver<String>) {
+    let peercam = env!("CARGO_BIN_EXE_peercam");
+    let mut command = match netns {
+        None => Command::new(peercam),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, peercam]);
+            c
+        }
+    };
+    let mut child = command
         .args(args)
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
@@ -97,10 +117,15 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra environment variables.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_in(None, config, env)
+    }
+
+    /// [`Daemon::start_with_env`] inside the network namespace `netns` (see [`netns::Link`]).
+    pub fn start_in(netns: Option<&str>, config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("peercam.toml");
         std::fs::write(&path, config).expect("write config");
-        let (child, rx) = spawn(&["--config".as_ref(), path.as_os_str()], env);
+        let (child, rx) = spawn_in(netns, &["--config".as_ref(), path.as_os_str()], env);
         let deadline = Instant::now() + Duration::from_secs(20);
         let port = loop {
             let left = deadline.saturating_duration_since(Instant::now());

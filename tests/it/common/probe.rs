@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use webrtc::peer_connection::PeerConnection;
 
-use super::client::{client, dial, h264, Client};
+use super::client::{client, client_on, dial, h264, Client};
 use super::{connect, send_text, Daemon, Ws};
 
 /// A webrtc-rs viewer in a call with the daemon.
@@ -41,8 +41,17 @@ pub async fn viewer(daemon: &Daemon, frames: u64) -> Viewer<impl PeerConnection>
 }
 
 /// Dials on an open signaling socket and waits until `frames` video frames arrived.
-pub async fn dial_viewer(mut ws: Ws, frames: u64) -> Viewer<impl PeerConnection> {
-    let (pc, client, mut cands) = client(&[h264()]).await;
+pub async fn dial_viewer(ws: Ws, frames: u64) -> Viewer<impl PeerConnection> {
+    dial_viewer_on(ws, frames, "127.0.0.1:0").await
+}
+
+/// [`dial_viewer`] with the client's UDP socket bound to `udp_addr`.
+pub async fn dial_viewer_on(
+    mut ws: Ws,
+    frames: u64,
+    udp_addr: &str,
+) -> Viewer<impl PeerConnection> {
+    let (pc, client, mut cands) = client_on(&[h264()], udp_addr).await;
     let answer = dial(&mut ws, &pc, &mut cands, Duration::from_secs(15), || {
         client.video_frames.load(Ordering::Relaxed) >= frames
     })

@@ -149,23 +149,6 @@ fn ws_request(
     request
 }
 
-/// The first JSON text message on a WebSocket over any stream (the server's hello).
-async fn first_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("message")
-            .expect("ok");
-        if let WsMessage::Text(t) = message {
-            return serde_json::from_str(&t).expect("json");
-        }
-    }
-}
-
 /// A WebSocket upgrade with these extra headers; the HTTP status when it is refused.
 async fn ws_with(port: u16, headers: &[(&str, &str)]) -> Result<(common::Ws, Value), u16> {
     let request = ws_request(&format!("ws://127.0.0.1:{port}/ws"), headers);
@@ -471,18 +454,6 @@ async fn a_failed_dtls_handshake_frees_its_dial_slot_at_once() {
 }
 
 /// A WebSocket to `/ws` from the loopback address `source`, with these headers.
-/// A WebSocket to `server`'s `/ws` from the local address `source`, after its hello.
-async fn ws_between(source: IpAddr, server: SocketAddr, headers: &[(&str, &str)]) -> common::Ws {
-    let stream = connect_between(source, server).await;
-    let request = ws_request(&format!("ws://{server}/ws"), headers);
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
-            .await
-            .expect("WebSocket from the other address");
-    next_json(&mut ws).await; // hello
-    ws
-}
-
 /// Whether the server closed `stream` within `wait` (EOF or reset); anything it sends first
 /// is returned.
 async fn closed_by_server(stream: &mut TcpStream, wait: Duration) -> Option<String> {
@@ -502,50 +473,122 @@ async fn closed_by_server(stream: &mut TcpStream, wait: Duration) -> Option<Stri
 /// loads, the login works (when `password` is set), the dial connects and the video comes
 /// at 25 fps or more.
 pub(crate) async fn legit_viewer_is_unharmed(port: u16, password: Option<&str>) {
-    let server = (Ipv4Addr::LOCALHOST, port).into();
-    legit_viewer_between(Ipv4Addr::new(127, 0, 0, 2).into(), server, password).await;
+    let source = Ipv4Addr::new(127, 0, 0, 2).into();
+    Visitor::new(source, (Ipv4Addr::LOCALHOST, port).into())
+        .is_unharmed(password)
+        .await;
 }
 
-/// [`legit_viewer_is_unharmed`] from the local address `source` to the daemon at `server`
-/// (its UDP too comes from `source`).
-async fn legit_viewer_between(source: IpAddr, server: SocketAddr, password: Option<&str>) {
-    let from_viewer = |method: &'static str,
-                       path: &'static str,
-                       headers: Vec<(&'static str, String)>,
-                       body: String| async move {
-        let stream = connect_between(source, server).await;
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        exchange(stream, method, path, &headers, &body).await
-    };
-    let page = from_viewer("GET", "/", Vec::new(), String::new()).await;
-    assert_eq!(page.status, 200, "the page: {}", page.body);
-    let mut headers = Vec::new();
-    if let Some(password) = password {
-        let login = from_viewer(
-            "POST",
-            "/login",
-            vec![(
-                "Content-Type",
-                "application/x-www-form-urlencoded".to_owned(),
-            )],
-            format!("password={}", password.replace(' ', "+")),
-        )
-        .await;
+/// A client of the daemon at `server` from the local address `source` (its UDP too), over
+/// HTTP and ws://, or HTTPS and wss:// trusting one certificate.
+struct Visitor {
+    source: IpAddr,
+    server: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Visitor {
+    fn new(source: IpAddr, server: SocketAddr) -> Visitor {
+        Visitor {
+            source,
+            server,
+            tls: None,
+        }
+    }
+
+    /// Over TLS, trusting exactly the certificate in `cert_pem` (for the name `localhost`).
+    fn over_tls(source: IpAddr, server: SocketAddr, cert_pem: &std::path::Path) -> Visitor {
+        Visitor {
+            tls: Some(tls_config(cert_pem)),
+            ..Visitor::new(source, server)
+        }
+    }
+
+    /// One HTTP(S) exchange on a new connection.
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        let tcp = connect_between(self.source, self.server).await;
+        match &self.tls {
+            None => exchange(tcp, method, path, headers, body).await,
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .expect("TLS handshake, verified");
+                exchange(tls, method, path, headers, body).await
+            }
+        }
+    }
+
+    /// Logs in with `password`; the `peercam_session=...` pair to send as a Cookie.
+    async fn log_in(&self, password: &str) -> String {
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let body = format!("password={}", password.replace(' ', "+"));
+        let login = self.exchange("POST", "/login", &form, &body).await;
         assert_eq!(login.status, 303, "the login: {}", login.body);
-        let cookie = login
+        login
             .header("set-cookie")
             .and_then(|c| c.split(';').next())
             .expect("a session cookie")
-            .to_owned();
-        headers.push(("Cookie", cookie));
+            .to_owned()
     }
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    let ws = ws_between(source, server, &headers).await;
-    let udp = SocketAddr::new(source, 0).to_string();
-    let viewer = common::probe::dial_viewer_on(ws, 10, &udp).await;
-    let fps = common::probe::frame_rate(&viewer.client, Duration::from_secs(2)).await;
-    assert!(fps >= 25.0, "the viewer elsewhere got {fps:.1} fps");
-    viewer.hang_up().await;
+
+    /// A WebSocket to `/ws` (ws:// or wss://), after its hello.
+    async fn ws(&self, headers: &[(&str, &str)]) -> common::Ws {
+        let tcp = connect_between(self.source, self.server).await;
+        let (mut ws, _) = match &self.tls {
+            None => {
+                let request = ws_request(&format!("ws://{}/ws", self.server), headers);
+                let plain = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+                tokio_tungstenite::client_async(request, plain).await
+            }
+            Some(config) => {
+                let url = format!("wss://localhost:{}/ws", self.server.port());
+                let connector = tokio_tungstenite::Connector::Rustls(config.clone());
+                tokio_tungstenite::client_async_tls_with_config(
+                    ws_request(&url, headers),
+                    tcp,
+                    None,
+                    Some(connector),
+                )
+                .await
+            }
+        }
+        .expect("WebSocket upgrade");
+        assert!(
+            next_json(&mut ws).await.get("hello").is_some(),
+            "a hello first"
+        );
+        ws
+    }
+
+    /// The page loads, the login works (when `password` is set), the dial connects and the
+    /// video comes at 25 fps or more.
+    async fn is_unharmed(&self, password: Option<&str>) {
+        let page = self.exchange("GET", "/", &[], "").await;
+        assert_eq!(page.status, 200, "the page: {}", page.body);
+        let cookie = match password {
+            Some(password) => Some(self.log_in(password).await),
+            None => None,
+        };
+        let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("Cookie", c.as_str())).collect();
+        let ws = self.ws(&headers).await;
+        let udp = SocketAddr::new(self.source, 0).to_string();
+        let viewer = common::probe::dial_viewer_on(ws, 10, &udp).await;
+        let fps = common::probe::frame_rate(&viewer.client, Duration::from_secs(2)).await;
+        assert!(
+            fps >= 25.0,
+            "the viewer at {} got {fps:.1} fps",
+            self.source
+        );
+        viewer.hang_up().await;
+    }
 }
 
 /// Finding: 48 connections that stall (a login body that never comes, headers at one byte a
@@ -625,7 +668,7 @@ async fn stalled_connections_from_one_address_do_not_lock_out_viewers() {
 
 /// Finding 2 over HTTPS: TLS handshakes that start and never finish (and silent
 /// connections) from one address cannot starve the others. A viewer on another address
-/// completes its handshakes, loads the page, logs in and gets its wss:// hello.
+/// completes its handshakes, loads the page, logs in and streams over wss:// at 25 fps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_tls_handshakes_from_one_address_do_not_lock_out_viewers() {
     let state = tempfile::tempdir().expect("tempdir");
@@ -665,34 +708,7 @@ async fn stalled_tls_handshakes_from_one_address_do_not_lock_out_viewers() {
         "{open} stalled handshakes held from one address"
     );
 
-    let connector = tls_connector(&state.path().join("tls/cert.pem"));
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let tls_from_viewer = || async {
-        let tcp = connect_from([127, 0, 0, 2], port).await;
-        connector
-            .connect(name.clone(), tcp)
-            .await
-            .expect("the viewer's TLS handshake")
-    };
-    let page = exchange(tls_from_viewer().await, "GET", "/", &[], "").await;
-    assert_eq!(page.status, 200);
-    let body = format!("password={}", PASSWORD.replace(' ', "+"));
-    let form = [("Content-Type", "application/x-www-form-urlencoded")];
-    let login = exchange(tls_from_viewer().await, "POST", "/login", &form, &body).await;
-    assert_eq!(login.status, 303, "{}", login.body);
-    let cookie = login
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .expect("cookie")
-        .to_owned();
-    let request = ws_request(
-        &format!("wss://localhost:{port}/ws"),
-        &[("Cookie", &cookie)],
-    );
-    let (mut ws, _) = tokio_tungstenite::client_async(request, tls_from_viewer().await)
-        .await
-        .expect("wss upgrade while the handshakes stall");
-    assert_eq!(first_json(&mut ws).await["hello"]["mode"], "viewer");
+    legit_viewer_is_unharmed_over_https(port, &state.path().join("tls/cert.pem")).await;
     // The stalled handshakes end by the handshake deadline (10 s).
     let mut ended = 0;
     for stream in held.iter_mut() {
@@ -926,18 +942,17 @@ async fn private_keys_open_to_others_are_fixed_or_refused() {
     );
 }
 
-/// The page over HTTPS (trusting `cert`) from another address: the daemon serves.
+/// [`legit_viewer_is_unharmed`] over HTTPS and wss://, trusting `cert`.
 async fn legit_viewer_is_unharmed_over_https(port: u16, cert: &std::path::Path) {
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let tls = tls_connector(cert)
-        .connect(name, connect_from([127, 0, 0, 2], port).await)
-        .await
-        .expect("TLS handshake");
-    assert_eq!(exchange(tls, "GET", "/", &[], "").await.status, 200);
+    let source = Ipv4Addr::new(127, 0, 0, 2).into();
+    Visitor::over_tls(source, (Ipv4Addr::LOCALHOST, port).into(), cert)
+        .is_unharmed(Some(PASSWORD))
+        .await;
 }
 
-/// A rustls client that trusts exactly `cert_pem` (the daemon's self-signed certificate).
-fn tls_connector(cert_pem: &std::path::Path) -> tokio_rustls::TlsConnector {
+/// A rustls client config that trusts exactly `cert_pem` (the daemon's self-signed
+/// certificate).
+fn tls_config(cert_pem: &std::path::Path) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert_pem).expect("read cert") {
@@ -949,7 +964,12 @@ fn tls_connector(cert_pem: &std::path::Path) -> tokio_rustls::TlsConnector {
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    Arc::new(config)
+}
+
+/// A TLS connector trusting exactly `cert_pem`.
+fn tls_connector(cert_pem: &std::path::Path) -> tokio_rustls::TlsConnector {
+    tokio_rustls::TlsConnector::from(tls_config(cert_pem))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -989,17 +1009,14 @@ async fn self_signed_tls_serves_https_and_wss_and_keeps_its_certificate() {
         assert!(set_cookie.contains("Secure"), "{set_cookie}");
         let cookie = set_cookie.split(';').next().expect("pair").to_owned();
 
-        // wss:// with the session.
-        let tcp = TcpStream::connect(("127.0.0.1", daemon.port))
-            .await
-            .expect("tcp");
-        let tls = connector.connect(name, tcp).await.expect("TLS");
-        let url = format!("wss://localhost:{}/ws", daemon.port);
-        let request = ws_request(&url, &[("Cookie", &cookie)]);
-        let (mut ws, _) = tokio_tungstenite::client_async(request, tls)
-            .await
-            .expect("wss upgrade");
-        assert_eq!(first_json(&mut ws).await["hello"]["mode"], "viewer");
+        // wss:// with the session: the dial streams.
+        let visitor = Visitor::over_tls(
+            Ipv4Addr::LOCALHOST.into(),
+            (Ipv4Addr::LOCALHOST, daemon.port).into(),
+            &cert_path,
+        );
+        let ws = visitor.ws(&[("Cookie", &cookie)]).await;
+        common::probe::dial_viewer(ws, 10).await.hang_up().await;
 
         // Plain HTTP to the HTTPS port: sent to the same place over https://.
         let plain = http(daemon.port, "GET", "/app.js", &[], "").await;
@@ -1215,7 +1232,9 @@ async fn ipv6_clients_are_limited_per_64() {
     );
     daemon.wait_for_log("[limits] connections_per_address", Duration::from_secs(5));
     // Another /64 is another client: it logs in and streams over IPv6 meanwhile.
-    legit_viewer_between(viewer, SocketAddr::new(served, daemon.port), Some(PASSWORD)).await;
+    Visitor::new(viewer, SocketAddr::new(served, daemon.port))
+        .is_unharmed(Some(PASSWORD))
+        .await;
     for stream in &mut held {
         assert!(
             closed_by_server(stream, Duration::ZERO).await.is_none(),

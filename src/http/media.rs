@@ -24,6 +24,9 @@ pub trait Call: Send + Sync {
     async fn add_remote_candidate(&self, candidate: &IceCandidate) -> Result<(), String>;
     /// The browser has no more candidates.
     async fn end_of_remote_candidates(&self) -> Result<(), String>;
+    /// Restarts ICE with `offer_sdp` (the first offer with new credentials); the answer SDP,
+    /// with the daemon's new credentials.
+    async fn restart_ice(&self, offer_sdp: String) -> Result<String, String>;
     /// Hangs up: stops the media and closes the connection.
     async fn close(self: Box<Self>);
 }
@@ -141,6 +144,12 @@ impl Call for ViewerPeer {
 
     async fn end_of_remote_candidates(&self) -> Result<(), String> {
         ViewerPeer::end_of_remote_candidates(self)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn restart_ice(&self, offer_sdp: String) -> Result<String, String> {
+        ViewerPeer::restart_ice(self, offer_sdp)
             .await
             .map_err(|e| e.to_string())
     }

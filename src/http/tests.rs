@@ -106,6 +106,17 @@ impl Call for TestCall {
         self.log.lock().expect("log").push("end".to_owned());
         Ok(())
     }
+    async fn restart_ice(&self, offer_sdp: String) -> Result<String, String> {
+        let (ufrag, _) = crate::session::sdpfrag::ice_credentials(&offer_sdp)
+            .ok_or_else(|| "no credentials".to_owned())?;
+        self.log
+            .lock()
+            .expect("log")
+            .push(format!("restart {ufrag}"));
+        Ok(format!(
+            "{ANSWER}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=ice-ufrag:new{ufrag}\r\na=ice-pwd:newpwd\r\n"
+        ))
+    }
     async fn close(self: Box<Self>) {
         self.log.lock().expect("log").push("close".to_owned());
     }

@@ -126,6 +126,8 @@ impl Viewer {
                         }
                     }
                 }
+                // Only WHEP restarts ICE in place; on the WebSocket a new offer re-dials.
+                Output::RestartIce { .. } => {}
                 Output::EndOfRemoteCandidates => {
                     if let Some(live) = &self.call {
                         if let Err(e) = live.call.end_of_remote_candidates().await {

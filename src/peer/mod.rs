@@ -171,7 +171,13 @@ impl PeerFactory {
             payload_type: video_codec.payload_type,
         };
         let (cancel, tasks) = start_media(plan, &tap, video, audio, feedback_rx, connected_rx);
-        Ok((ViewerPeer { pc, cancel, tasks }, answer_sdp))
+        let peer = ViewerPeer {
+            pc,
+            cancel,
+            tasks,
+            nat_1to1_ips: self.settings.nat_1to1_ips.clone(),
+        };
+        Ok((peer, answer_sdp))
     }
 
     /// A peer connection with exactly `video` and `audio` registered, bound to the first free
@@ -344,6 +350,8 @@ pub struct ViewerPeer {
     pc: Arc<dyn PeerConnection>,
     cancel: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// `[webrtc] nat_1to1_ips`, applied to the answers of ICE restarts.
+    nat_1to1_ips: Vec<crate::config::NatMapping>,
 }
 
 impl ViewerPeer {
@@ -369,6 +377,29 @@ impl ViewerPeer {
             .add_ice_candidate(RTCIceCandidateInit::default())
             .await
             .map_err(|e| PeerError::BadCandidate(e.to_string()))
+    }
+
+    /// Restarts ICE: applies `offer_sdp` (the first offer with the client's new ICE
+    /// credentials) and answers it; the answer carries the daemon's new credentials. Media
+    /// and DTLS go on; new local candidates arrive as events.
+    pub async fn restart_ice(&self, offer_sdp: String) -> Result<String, PeerError> {
+        let offer = RTCSessionDescription::offer(offer_sdp)
+            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        let answer = self.pc.create_answer(None).await.map_err(internal)?;
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(internal)?;
+        let description = self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| PeerError::Internal("no local description after answer".into()))?;
+        Ok(nat::rewrite_sdp(&description.sdp, &self.nat_1to1_ips))
     }
 
     /// Stops the media tasks and closes the connection.

@@ -77,6 +77,15 @@ pub enum State {
 pub enum Input<'a> {
     /// A text message from the browser.
     Text(&'a str),
+    /// A message a transport read itself (WHEP reads SDP and SDP fragments from HTTP
+    /// requests); it counts as a sign of life like a text message.
+    Message(Message),
+    /// The client restarts ICE on the live call with this offer (the first one with its new
+    /// credentials: WHEP's `PATCH`).
+    RestartIce {
+        /// The offer to apply.
+        offer_sdp: String,
+    },
     /// A binary message from the browser (the protocol is JSON text).
     Binary,
     /// Any other sign of life from the browser (a ping or pong).
@@ -240,6 +249,12 @@ pub enum Output {
     },
     /// Give this remote candidate to the peer.
     AddCandidate(IceCandidate),
+    /// Restart ICE on the live peer with this offer; the call has `ice_timeout_s` again to
+    /// connect.
+    RestartIce {
+        /// The offer with the client's new credentials.
+        offer_sdp: String,
+    },
     /// The browser has no more candidates.
     EndOfRemoteCandidates,
     /// Close the current peer (hang up).
@@ -264,11 +279,34 @@ struct Call {
     ice_connected_at: Option<Instant>,
     /// Remote candidates accepted so far.
     remote_candidates: usize,
+    /// ICE is being restarted on the connected call (DTLS stays up: ICE connecting again
+    /// is all it takes).
+    restarting: bool,
+}
+
+/// How a viewer reached the daemon, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The page's WebSocket (`/ws`).
+    WebSocket,
+    /// WHEP (`POST /whep`).
+    Whep,
+}
+
+impl Transport {
+    /// The word that starts this viewer's log lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "viewer",
+            Transport::Whep => "WHEP viewer",
+        }
+    }
 }
 
 /// One browser's signaling conversation.
 pub struct Session {
     state: State,
+    transport: Transport,
     remote: SocketAddr,
     media: Arc<dyn MediaInfo>,
     admission: Arc<Admission>,
@@ -316,6 +354,7 @@ impl Session {
         });
         Session {
             state: State::Idle,
+            transport: Transport::WebSocket,
             remote,
             media,
             admission,
@@ -325,6 +364,12 @@ impl Session {
             pending: Vec::new(),
             out: VecDeque::from([Output::Send(hello)]),
         }
+    }
+
+    /// The same session reached by `transport` (the default is the WebSocket).
+    pub fn with_transport(mut self, transport: Transport) -> Session {
+        self.transport = transport;
+        self
     }
 
     /// The current state.
@@ -410,6 +455,11 @@ impl Session {
                     "binary frames are not supported; send JSON text".to_owned(),
                 );
             }
+            Input::Message(message) => {
+                self.last_heard = now;
+                self.on_message(message, now);
+            }
+            Input::RestartIce { offer_sdp } => self.on_restart(offer_sdp, now),
             Input::Heard => self.last_heard = now,
             Input::PeerReady(result) => self.on_peer_ready(result),
             Input::Peer(event) => self.on_peer_event(event, now),
@@ -430,10 +480,13 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str, now: Instant) {
-        let message = match protocol::parse(text, self.rules.max_message_bytes) {
-            Ok(m) => m,
-            Err(e) => return self.push(Output::Send(Message::Error(ErrorBody::from(&e)))),
-        };
+        match protocol::parse(text, self.rules.max_message_bytes) {
+            Ok(message) => self.on_message(message, now),
+            Err(e) => self.push(Output::Send(Message::Error(ErrorBody::from(&e)))),
+        }
+    }
+
+    fn on_message(&mut self, message: Message, now: Instant) {
         match message {
             Message::Sdp(desc) => self.on_sdp(desc, now),
             Message::Candidate(candidate) => self.on_candidate(candidate),
@@ -445,7 +498,8 @@ impl Session {
             Message::Hello(_) | Message::Bitrate(_) => {}
             Message::Error(body) => {
                 log::info!(
-                    "viewer {}: the browser reported an error: {}",
+                    "{} {}: the browser reported an error: {}",
+                    self.transport.label(),
                     self.remote,
                     crate::logging::client_str(&body.message)
                 );
@@ -504,6 +558,7 @@ impl Session {
             ice_deadline: Some(now + self.rules.ice_timeout),
             ice_connected_at: None,
             remote_candidates: 0,
+            restarting: false,
         });
         self.state = State::Answering;
         self.push(Output::StartPeer {
@@ -513,6 +568,20 @@ impl Session {
                 opus_payload_type,
             },
         });
+    }
+
+    fn on_restart(&mut self, offer_sdp: String, now: Instant) {
+        let Some(call) = self.call.as_mut().filter(|_| self.state == State::Active) else {
+            return self.error(
+                ErrorCode::Unexpected,
+                "ICE restart without a call: make an offer first".to_owned(),
+            );
+        };
+        call.ice_deadline = Some(now + self.rules.ice_timeout);
+        call.ice_connected_at = None;
+        call.remote_candidates = 0;
+        call.restarting = true;
+        self.push(Output::RestartIce { offer_sdp });
     }
 
     fn on_candidate(&mut self, candidate: Option<IceCandidate>) {
@@ -585,6 +654,11 @@ impl Session {
             PeerEvent::EndOfCandidates => self.push(Output::Send(Message::Candidate(None))),
             PeerEvent::IceConnected => {
                 if let Some(call) = self.call.as_mut() {
+                    if std::mem::take(&mut call.restarting) {
+                        call.ice_deadline = None;
+                        log::info!("{} {}: ICE restarted", self.transport.label(), self.remote);
+                        return;
+                    }
                     if let (Some(at), None) = (call.ice_deadline, call.ice_connected_at) {
                         call.ice_connected_at = Some(now);
                         call.ice_deadline = Some(at.min(now + DTLS_TIMEOUT));
@@ -596,7 +670,8 @@ impl Session {
                     if call.ice_deadline.take().is_some() {
                         call.ticket.connected();
                         log::info!(
-                            "viewer {}: connected {} ms after the offer",
+                            "{} {}: connected {} ms after the offer",
+                            self.transport.label(),
                             self.remote,
                             now.saturating_duration_since(call.offered_at).as_millis()
                         );

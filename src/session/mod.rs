@@ -1,7 +1,7 @@
 //! Signaling, sans-IO: the wire protocol ([`protocol`]), reading and editing SDP ([`sdp`]),
 //! codec choice from a browser's offer ([`codec`]), the per-viewer conversation with its
 //! deadlines and limits ([`machine`]), who may start a call ([`admission`]), what the conversation asks of a peer connection and
-//! hears back ([`plan`]), and a browser's conversation in seed mode ([`room`]). No sockets,
+//! hears back ([`plan`]), ICE in SDP fragments for WHEP ([`sdpfrag`]), and a browser's conversation in seed mode ([`room`]). No sockets,
 //! no clocks, no webrtc-rs: time is an input, the next deadline an output.
 
 pub mod admission;
@@ -11,3 +11,4 @@ pub mod plan;
 pub mod protocol;
 pub mod room;
 pub mod sdp;
+pub mod sdpfrag;

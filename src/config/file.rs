@@ -42,6 +42,7 @@ pub(crate) struct RawServer {
     pub state_dir: Value<String>,
     pub hosts: Value<Vec<Spanned<String>>>,
     pub trust_forwarded_host: Value<bool>,
+    pub cors_origins: Value<Vec<Spanned<String>>>,
 }
 
 /// `[video]`. Integers are read as `i64` so that a negative or huge number gets a range
@@ -147,6 +148,7 @@ const SERVER: &[Field] = &[
     value("state_dir"),
     value("hosts"),
     value("trust_forwarded_host"),
+    value("cors_origins"),
 ];
 const VIDEO: &[Field] = &[
     value("source"),

@@ -47,6 +47,9 @@ pub struct ServerSettings {
     /// Take the host from `X-Forwarded-Host` (set by a reverse proxy in front of peercam)
     /// rather than `Host`. Off: the header is ignored.
     pub trust_forwarded_host: bool,
+    /// Origins (`scheme://host[:port]`, lower case) whose pages may use WHEP from the
+    /// browser (CORS); empty: only tools and the daemon's own page.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -58,6 +61,7 @@ impl Default for ServerSettings {
             state_dir: None,
             hosts: Vec::new(),
             trust_forwarded_host: false,
+            cors_origins: Vec::new(),
         }
     }
 }

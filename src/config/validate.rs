@@ -120,7 +120,56 @@ fn server(raw: RawServer, src: Source<'_>) -> Result<ServerSettings, ConfigError
     if let Some(v) = raw.trust_forwarded_host {
         s.trust_forwarded_host = v.into_inner();
     }
+    for (i, origin) in raw
+        .cors_origins
+        .map(|v| v.into_inner())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let Some(value) = cors_origin(origin.get_ref()) else {
+            let key = format!("[server] cors_origins[{i}]");
+            let expected = "expected an origin such as \"https://player.example.org\" or \
+                            \"http://192.168.1.20:8080\" (scheme, host and port only; no path, \
+                            no wildcard)";
+            return Err(src.bad_value(origin.span(), &key, expected));
+        };
+        s.cors_origins.push(value);
+    }
     Ok(s)
+}
+
+/// An origin as browsers send it in `Origin`: `http` or `https`, `://`, a host name, IPv4
+/// address or bracketed IPv6 address, and an optional port; lower case.
+fn cors_origin(text: &str) -> Option<String> {
+    let origin = text.trim().to_ascii_lowercase();
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))?;
+    let (host_ok, port) = match rest.strip_prefix('[') {
+        Some(v6) => {
+            let (address, after) = v6.split_once(']')?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':')?),
+            };
+            (address.parse::<std::net::Ipv6Addr>().is_ok(), port)
+        }
+        None => {
+            let (host, port) = match rest.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            };
+            let name_ok = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            (name_ok, port)
+        }
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    (host_ok && port_ok).then_some(origin)
 }
 
 /// `[server] tls`: `"off"`, `"self-signed"` or `{ cert = "/path", key = "/path" }`.
@@ -936,6 +985,38 @@ level = "DEBUG"
              \"0.0.0.0:7000\" or \"[::]:7000\""
         );
         assert!(error_of("[server]\nlisten = \"0.0.0.0\"\n").contains("[server] listen"));
+    }
+
+    #[test]
+    fn cors_origins_are_origins() {
+        let text = "[server]\ncors_origins = [\"https://Player.example.org\", \
+                    \"http://192.168.1.20:8080\", \"http://[fd00::1]:80\"]\n";
+        let s = crate::config::parse_str(text, "t.toml").expect("valid");
+        assert_eq!(
+            s.server.cors_origins,
+            [
+                "https://player.example.org",
+                "http://192.168.1.20:8080",
+                "http://[fd00::1]:80"
+            ]
+        );
+        for bad in [
+            "*",
+            "player.example.org",
+            "https://player.example.org/",
+            "https://player.example.org:0",
+            "https://player.example.org:99999",
+            "ftp://x",
+            "https://[fd00::1",
+            "https://a b",
+        ] {
+            let text = format!("[server]\ncors_origins = [\"{bad}\"]\n");
+            assert!(
+                error_of(&text).contains("[server] cors_origins[0]"),
+                "{bad}: {}",
+                error_of(&text)
+            );
+        }
     }
 
     #[test]

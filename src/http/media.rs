@@ -42,6 +42,26 @@ pub struct Answered {
     pub bitrate: Option<watch::Receiver<u32>>,
 }
 
+/// The answer's media for the log: "H264 (payload type 109) and opus", naming passthrough.
+pub fn describe(plan: &AnswerPlan) -> String {
+    let video = &plan.video;
+    format!(
+        "{}{} (payload type {}){}",
+        video.codec,
+        if video.passthrough {
+            format!(" passed through from the camera ({})", video.fmtp)
+        } else {
+            String::new()
+        },
+        video.payload_type,
+        if plan.opus_payload_type.is_some() {
+            " and opus"
+        } else {
+            ""
+        }
+    )
+}
+
 /// The media side of the server.
 #[async_trait]
 pub trait MediaService: MediaInfo {

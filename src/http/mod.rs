@@ -2,6 +2,7 @@
 //!
 //! `/ws` serves viewers: each browser's offer is auto-answered by a peer of the daemon.
 //! `/ws?room=NAME` is the seed tutorial's relay: it links exactly two browsers to each other.
+//! `/whep` serves other software the same way (WHEP: SDP over HTTP, see [`whep`]).
 
 pub mod auth;
 pub mod connections;
@@ -11,6 +12,7 @@ mod room;
 mod socket;
 pub mod tls;
 mod viewer;
+pub mod whep;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -111,6 +113,12 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every connection's task, so a stop can wait for them to finish.
     pub tasks: TaskTracker,
+    /// The WHEP sessions alive.
+    pub whep: whep::WhepSessions,
+    /// `[server] cors_origins`: pages that may use WHEP from other origins.
+    cors_origins: Vec<String>,
+    /// `[webrtc] ice_servers`, offered to WHEP clients in `Link` headers.
+    ice_servers: Vec<crate::config::IceServer>,
 }
 
 impl AppState {
@@ -143,6 +151,9 @@ impl AppState {
             loopback_candidates: serves_only_loopback(settings),
             shutdown,
             tasks: TaskTracker::new(),
+            whep: whep::WhepSessions::default(),
+            cors_origins: settings.server.cors_origins.clone(),
+            ice_servers: settings.webrtc.ice_servers.clone(),
         })
     }
 
@@ -187,6 +198,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_login));
+    // WHEP checks the page's origin (CORS) and the password itself: a CORS preflight comes
+    // without the password.
+    let whep = Router::new()
+        .route("/whep", post(whep::post).options(whep::options))
+        .route(
+            "/whep/{id}",
+            axum::routing::patch(whep::patch)
+                .delete(whep::delete)
+                .options(whep::options),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), whep::gate));
     Router::new()
         .route("/", get(index))
         .route("/style.css", get(style_css))
@@ -196,6 +218,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/logout", post(logout))
         .merge(protected)
+        .merge(whep)
         .layer(middleware::from_fn_with_state(state.clone(), known_host))
         .with_state(state)
 }
@@ -434,6 +457,16 @@ async fn require_login(
     request: Request,
     next: Next,
 ) -> Response {
+    match login_refusal(&state, remote, request.headers()) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    }
+}
+
+/// The refusal for a request without a session or the right Bearer password (when a
+/// password is set): 401, or 429 once the address spent its failure budget; `None`: it may
+/// pass.
+fn login_refusal(state: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Option<Response> {
     let text = |status, body: &'static str| {
         (
             status,
@@ -445,19 +478,20 @@ async fn require_login(
         )
             .into_response()
     };
-    match state.auth.check(remote.ip(), request.headers()) {
-        Access::Allowed => next.run(request).await,
-        Access::Refused => text(
+    match state.auth.check(remote.ip(), headers) {
+        Access::Allowed => None,
+        Access::Refused => Some(text(
             StatusCode::UNAUTHORIZED,
-            "401 Unauthorized: log in on the page first\n",
-        ),
-        Access::TooMany(wait) => with_retry_after(
+            "401 Unauthorized: log in on the page first, or send Authorization: Bearer \
+             <password>\n",
+        )),
+        Access::TooMany(wait) => Some(with_retry_after(
             text(
                 StatusCode::TOO_MANY_REQUESTS,
                 "429 Too Many Requests: too many wrong passwords from your address\n",
             ),
             wait,
-        ),
+        )),
     }
 }
 
@@ -734,6 +768,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             ("unknown_host", HOST_REFUSED.hits()),
             ("login_failures", state.auth.limit_hits()),
             ("wrong_password", state.auth.failures()),
+            ("cors_origins", whep::cors_refused()),
         ])
         .chain(socket::limit_hits())
     {
@@ -741,6 +776,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "peercam_limit_hits_total{{limit=\"{name}\"}} {hits}\n"
         ));
     }
+    out.push_str(&state.whep.metrics_text());
     out.push_str(&process_metrics());
     out.push_str(&state.media().await.media.metrics_text());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

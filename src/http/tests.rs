@@ -22,6 +22,11 @@ use crate::session::protocol::{ErrorBody, IceCandidate};
 
 const CHROMIUM: &str = include_str!("../../tests/fixtures/offers/chromium-156.sdp");
 const ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=test answer\r\n";
+/// The media section of a gathering [`TestMedia`]'s answer.
+const MEDIA_SECTION: &str =
+    "m=video 9 UDP/TLS/RTP/SAVPF 108\r\na=mid:0\r\na=ice-ufrag:local\r\na=ice-pwd:localpwd\r\n";
+/// The candidate a gathering [`TestMedia`] reports.
+const LOCAL_CANDIDATE: &str = "candidate:2 1 udp 1 127.0.0.1 40000 typ host";
 
 /// Media without capture or peers: every offer is answered with [`ANSWER`]; what the calls
 /// are asked to do is written to `log`, and each call's event sender is kept in `events`.
@@ -30,6 +35,8 @@ struct TestMedia {
     log: Arc<Mutex<Vec<String>>>,
     events: Mutex<Vec<mpsc::Sender<PeerEvent>>>,
     bitrate: Mutex<Option<watch::Sender<u32>>>,
+    /// Each call reports a local candidate and the end of gathering right away.
+    gathers: bool,
 }
 
 impl TestMedia {
@@ -71,6 +78,18 @@ impl MediaService for TestMedia {
             "answer {} pt {}",
             plan.video.codec, plan.video.payload_type
         ));
+        if self.gathers {
+            let host = IceCandidate {
+                candidate: LOCAL_CANDIDATE.to_owned(),
+                sdp_mid: Some("0".into()),
+                sdp_m_line_index: Some(0),
+                username_fragment: None,
+            };
+            events
+                .try_send(PeerEvent::LocalCandidate(host))
+                .expect("room");
+            events.try_send(PeerEvent::EndOfCandidates).expect("room");
+        }
         self.events.lock().expect("events").push(events);
         let (tx, mut rx) = watch::channel(1500);
         rx.mark_changed();
@@ -79,7 +98,11 @@ impl MediaService for TestMedia {
             call: Box::new(TestCall {
                 log: self.log.clone(),
             }),
-            answer_sdp: ANSWER.to_owned(),
+            answer_sdp: if self.gathers {
+                format!("{ANSWER}{MEDIA_SECTION}")
+            } else {
+                ANSWER.to_owned()
+            },
             bitrate: Some(rx),
         })
     }
@@ -124,9 +147,13 @@ impl Call for TestCall {
 
 /// A server on a loopback port with `limits` appended to `[limits]`.
 async fn start(limits: &str) -> (Arc<AppState>, Arc<TestMedia>, SocketAddr) {
-    let text = format!("[limits]\n{limits}\n");
-    let settings = crate::config::parse_str(&text, "test.toml").expect("test config");
-    let media = Arc::new(TestMedia::default());
+    start_with(&format!("[limits]\n{limits}\n"), TestMedia::default()).await
+}
+
+/// A server on a loopback port with the config `text` and `media`.
+async fn start_with(text: &str, media: TestMedia) -> (Arc<AppState>, Arc<TestMedia>, SocketAddr) {
+    let settings = crate::config::parse_str(text, "test.toml").expect("test config");
+    let media = Arc::new(media);
     let state = AppState::new(&settings, media.clone(), CancellationToken::new());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -368,5 +395,234 @@ fn plain_http_on_the_https_port_is_sent_to_the_https_url() {
         b"\xff\xfe",
     ] {
         assert_eq!(https_url(bad), None, "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+/// A request through the router from `remote`: (status, headers, body).
+async fn call(
+    state: &Arc<AppState>,
+    remote: [u8; 4],
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, HeaderMap, String) {
+    let mut builder = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let mut request = builder.body(Body::from(body.to_owned())).expect("request");
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from((remote, 40_000))));
+    let response = router(state.clone())
+        .oneshot(request)
+        .await
+        .expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+const HERE: [u8; 4] = [127, 0, 0, 1];
+const SDP: (&str, &str) = ("Content-Type", "application/sdp");
+const FRAG: (&str, &str) = ("Content-Type", "application/trickle-ice-sdpfrag");
+
+fn gathering() -> TestMedia {
+    TestMedia {
+        gathers: true,
+        ..TestMedia::default()
+    }
+}
+
+#[tokio::test]
+async fn whep_answers_trickles_restarts_and_deletes() {
+    let config = "[webrtc]\nice_servers = [{ urls = [\"stun:stun.example.org\"] }]\n";
+    let (state, media, _) = start_with(config, gathering()).await;
+    let (status, headers, answer) = call(&state, HERE, "POST", "/whep", &[SDP], CHROMIUM).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "application/sdp");
+    let location = header("location");
+    assert!(
+        location.starts_with("/whep/") && location.len() == 6 + 32,
+        "{location}"
+    );
+    assert_eq!(
+        header("link"),
+        "<stun:stun.example.org>; rel=\"ice-server\""
+    );
+    assert_eq!(header("accept-patch"), "application/trickle-ice-sdpfrag");
+    // The daemon's candidates are in the answer (it cannot trickle to a WHEP client).
+    assert_eq!(
+        answer,
+        format!("{ANSWER}{MEDIA_SECTION}a={LOCAL_CANDIDATE}\r\na=end-of-candidates\r\n")
+    );
+    assert_eq!(header("etag"), "\"local\"");
+    assert_eq!(media.log(), ["answer h264 pt 108"]);
+    assert_eq!(state.viewers_in_call(), 1);
+    assert_eq!(
+        state.whep.metrics_text(),
+        "peercam_whep_sessions 1\npeercam_whep_sessions_total 1\n"
+    );
+
+    // Trickle: one candidate and the end.
+    let trickle = "a=ice-ufrag:\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n\
+        a=candidate:1 1 udp 2122260223 192.0.2.1 61764 typ host\r\na=end-of-candidates\r\n";
+    let trickle = trickle.replace("a=ice-ufrag:\r\n", "");
+    let (status, _, body) = call(&state, HERE, "PATCH", &location, &[FRAG], &trickle).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(media.log()[1..], ["candidate", "end"]);
+    // A bad address is refused by the session's checks, named in the reply.
+    let bad = "a=candidate:1 1 udp 1 0.0.0.0 9 typ host\r\n";
+    let (status, _, body) = call(&state, HERE, "PATCH", &location, &[FRAG], bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body.contains("0.0.0.0:9 is the unspecified address"),
+        "{body}"
+    );
+
+    // An ICE restart: new credentials, the daemon's new ones back with a new ETag.
+    let etag = header("etag");
+    let restart = "a=ice-ufrag:fresh\r\na=ice-pwd:freshpasswordfreshpassword\r\n";
+    let stale = [FRAG, ("If-Match", "\"not-it\"")];
+    let (status, _, _) = call(&state, HERE, "PATCH", &location, &stale, restart).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let current = [FRAG, ("If-Match", etag.as_str())];
+    let (status, headers, body) = call(&state, HERE, "PATCH", &location, &current, restart).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.starts_with("a=ice-ufrag:newfresh\r\na=ice-pwd:newpwd\r\n"),
+        "{body}"
+    );
+    assert_eq!(headers.get("etag").expect("etag"), "\"newfresh\"");
+    assert_eq!(
+        media.log().last().map(String::as_str),
+        Some("restart fresh")
+    );
+
+    // Another address may not end it; its owner may, once.
+    let (status, _, _) = call(&state, [127, 0, 0, 9], "DELETE", &location, &[], "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = call(&state, HERE, "DELETE", &location, &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(media.log().last().map(String::as_str), Some("close"));
+    wait_for("the session gone", || {
+        state
+            .whep
+            .metrics_text()
+            .starts_with("peercam_whep_sessions 0")
+    })
+    .await;
+    let (status, _, _) = call(&state, HERE, "DELETE", &location, &[], "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(state.viewers_in_call(), 0);
+}
+
+#[tokio::test]
+async fn whep_refuses_bad_requests_with_a_status_that_names_the_problem() {
+    let (state, media, _) = start_with("[limits]\nmax_viewers = 1\n", gathering()).await;
+    let post = |headers: Vec<(&'static str, &'static str)>, body: String| {
+        let state = state.clone();
+        async move { call(&state, HERE, "POST", "/whep", &headers, &body).await }
+    };
+    let (status, _, body) = post(vec![("Content-Type", "application/json")], CHROMIUM.into()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(body.contains("application/sdp"), "{body}");
+    let (status, _, body) = post(vec![SDP], "{\"sdp\": 1}".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("not an SDP offer"), "{body}");
+    let (status, _, body) = post(vec![SDP], format!("v=0\r\n{}", "a=x\r\n".repeat(20_000))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body.contains("65536"), "{body}");
+    let vp8_only = CHROMIUM.replace("H264", "H265");
+    let (status, _, body) = post(vec![SDP], vp8_only).await;
+    assert_eq!(status, StatusCode::NOT_ACCEPTABLE, "{body}");
+    for (method, path) in [("PATCH", "/whep/0123"), ("DELETE", "/whep/0123")] {
+        let (status, _, _) = call(&state, HERE, method, path, &[FRAG], "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method}");
+    }
+    assert!(
+        media.log().is_empty(),
+        "no peer was built: {:?}",
+        media.log()
+    );
+
+    // The viewer limit counts WHEP viewers: the second gets 503 and a Retry-After.
+    let (status, _, _) = post(vec![SDP], CHROMIUM.into()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, headers, body) = post(vec![SDP], CHROMIUM.into()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("viewer limit 1"), "{body}");
+    assert!(headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn whep_from_another_origin_needs_cors_origins() {
+    let config = "[server]\npassword = \"correct horse\"\n\
+                  cors_origins = [\"https://player.example.org\"]\n";
+    let (state, _media, _) = start_with(config, gathering()).await;
+    let allowed = ("Origin", "https://player.example.org");
+    // The preflight needs no password and says what may be sent.
+    let (status, headers, _) = call(&state, HERE, "OPTIONS", "/whep", &[allowed], "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        headers.get("access-control-allow-origin").expect("ACAO"),
+        "https://player.example.org"
+    );
+    let allow = headers
+        .get("access-control-allow-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        allow.contains("authorization") && allow.contains("content-type"),
+        "{allow}"
+    );
+    // Without the password: 401, readable by the page (CORS headers on errors too).
+    let (status, headers, _) = call(&state, HERE, "POST", "/whep", &[allowed, SDP], CHROMIUM).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers.contains_key("access-control-allow-origin"));
+    let bearer = ("Authorization", "Bearer correct horse");
+    let (status, headers, _) = call(
+        &state,
+        HERE,
+        "POST",
+        "/whep",
+        &[allowed, SDP, bearer],
+        CHROMIUM,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let exposed = headers
+        .get("access-control-expose-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        exposed.contains("location") && exposed.contains("etag"),
+        "{exposed}"
+    );
+    // Any other site's page is refused before the password is looked at.
+    let foreign = ("Origin", "https://evil.example.net");
+    for method in ["OPTIONS", "POST"] {
+        let (status, _, body) = call(
+            &state,
+            HERE,
+            method,
+            "/whep",
+            &[foreign, SDP, bearer],
+            CHROMIUM,
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method}");
+        assert!(body.contains("cors_origins"), "{body}");
     }
 }

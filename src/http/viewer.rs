@@ -76,21 +76,9 @@ impl Viewer {
                 answer_sdp,
                 bitrate,
             }) => {
-                let video = &plan.video;
                 info!(
-                    "viewer {remote}: answering with {}{} (payload type {}){}",
-                    video.codec,
-                    if video.passthrough {
-                        format!(" passed through from the camera ({})", video.fmtp)
-                    } else {
-                        String::new()
-                    },
-                    video.payload_type,
-                    if plan.opus_payload_type.is_some() {
-                        " and opus"
-                    } else {
-                        ""
-                    }
+                    "viewer {remote}: answering with {}",
+                    super::media::describe(plan)
                 );
                 self.call = Some(LiveCall { call, bitrate });
                 Ok(answer_sdp)

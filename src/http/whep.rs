@@ -97,20 +97,20 @@ impl WhepSessions {
         )
     }
 
-    /// The command queue of resource `id`, if `remote` may use it.
-    fn commands(&self, id: &str, remote: IpAddr) -> Result<mpsc::Sender<Command>, Response> {
+    /// The command queue of resource `id`, if `remote` may use it; else the refusal.
+    fn commands(&self, id: &str, remote: IpAddr) -> Result<mpsc::Sender<Command>, Box<Response>> {
         let live = self.lock();
         let Some(handle) = live.get(id) else {
-            return Err(text(
+            return Err(Box::new(text(
                 StatusCode::NOT_FOUND,
                 "404 Not Found: no such WHEP session (it ended, or never existed)",
-            ));
+            )));
         };
         if handle.owner != address_key(remote) {
-            return Err(text(
+            return Err(Box::new(text(
                 StatusCode::FORBIDDEN,
                 "403 Forbidden: this WHEP session was opened from another address",
-            ));
+            )));
         }
         Ok(handle.commands.clone())
     }
@@ -157,7 +157,7 @@ fn allowed_origin(state: &AppState, headers: &HeaderMap) -> Result<Option<Header
         return Ok(None);
     };
     let text = origin.to_str().unwrap_or_default().to_ascii_lowercase();
-    if state.cors_origins.iter().any(|o| *o == text) {
+    if state.cors_origins.contains(&text) {
         return Ok(Some(origin.clone()));
     }
     if state.hosts.same_origin(headers) {
@@ -303,7 +303,7 @@ pub(super) async fn patch(
 ) -> Response {
     let commands = match state.whep.commands(&id, remote.ip()) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if !has_content_type(request.headers(), SDPFRAG) {
         return text(
@@ -349,7 +349,7 @@ pub(super) async fn delete(
 ) -> Response {
     let commands = match state.whep.commands(&id, remote.ip()) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let (reply, answer) = oneshot::channel();
     send(&commands, Command::Delete { reply }, answer).await

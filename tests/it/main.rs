@@ -20,3 +20,4 @@ mod logs;
 mod security;
 mod soak;
 mod watchdog;
+mod whep;

@@ -8,11 +8,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::http::{exchange, http, Reply};
 use common::probe::{metrics_text, offer_message, offer_sdp, value};
 use common::{connect, next_json, send_text, Daemon};
 use futures_util::StreamExt;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -25,70 +26,6 @@ fn protected(server_extra: &str, limits_extra: &str) -> String {
         "[server]\n",
         &format!("[server]\npassword = \"{PASSWORD}\"\n{server_extra}\n"),
     )
-}
-
-/// One HTTP/1.1 exchange: (status, headers as lowercase "name: value" lines, body).
-struct Reply {
-    status: u16,
-    headers: Vec<String>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        let prefix = format!("{name}: ");
-        self.headers.iter().find_map(|h| {
-            h.to_ascii_lowercase()
-                .starts_with(&prefix)
-                .then(|| &h[prefix.len()..])
-        })
-    }
-}
-
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Reply {
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .expect("reply within 10 s");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    Reply {
-        status,
-        headers: lines.map(str::to_owned).collect(),
-        body: body.to_owned(),
-    }
-}
-
-async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    exchange(stream, method, path, headers, body).await
 }
 
 /// A TCP connection to the daemon from another loopback address (a second machine on the

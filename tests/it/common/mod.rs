@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod client_peer;
+pub mod http;
 pub mod netns;
 pub mod probe;
 

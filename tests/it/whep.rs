@@ -1,0 +1,124 @@
+//! WHEP against the real daemon with a webrtc-rs client: SDP over HTTP, trickle by PATCH,
+//! DELETE; and the same encoder serving a WHEP viewer and a page viewer at once.
+
+use crate::common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::client::{client, h264};
+use common::http::http;
+use common::probe::{metrics_text, value};
+use common::Daemon;
+use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
+
+/// A webrtc-rs WHEP client: POSTs its offer, applies the answer (which must carry the
+/// daemon's candidates), then trickles its own by PATCH and watches. A page viewer at the
+/// same time: both are fed by the one H.264 encoder. DELETE ends it. (The password, CORS
+/// and bad requests: `http::tests` in-process, and the aiortc test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webrtc_rs_client_watches_over_whep_beside_a_page_viewer() {
+    let daemon = Daemon::start(&common::test_config("", ""));
+    let port = daemon.port;
+    let (pc, watcher, mut candidates) = client(&[h264()]).await;
+    let offer = pc.create_offer(None).await.expect("offer");
+    pc.set_local_description(offer).await.expect("local");
+    let offer_sdp = pc.local_description().await.expect("offer").sdp;
+    let sdp = [("Content-Type", "application/sdp")];
+    let started = Instant::now();
+    let reply = http(port, "POST", "/whep", &sdp, &offer_sdp).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), Some("application/sdp"));
+    let location = reply.header("location").expect("Location").to_owned();
+    assert!(reply.header("etag").is_some());
+    assert!(
+        reply.body.contains("a=candidate:") && reply.body.contains("a=end-of-candidates"),
+        "the answer carries the daemon's candidates: {}",
+        reply.body
+    );
+    pc.set_remote_description(RTCSessionDescription::answer(reply.body).expect("answer"))
+        .await
+        .expect("apply the answer");
+
+    // Trickle the client's candidates as they come.
+    let (ufrag, _) = ice_credentials(&offer_sdp);
+    let frag = [("Content-Type", "application/trickle-ice-sdpfrag")];
+    let mut trickled = 0;
+    while watcher.video_frames.load(Ordering::Relaxed) < 30 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{} frames within 15 s",
+            watcher.video_frames.load(Ordering::Relaxed)
+        );
+        let Ok(Some(Some(c))) =
+            tokio::time::timeout(Duration::from_millis(100), candidates.recv()).await
+        else {
+            continue;
+        };
+        let body = format!(
+            "a=ice-ufrag:{ufrag}\r\nm=audio 9 RTP/AVP 0\r\na=mid:{}\r\na={}\r\n",
+            c.sdp_mid.unwrap_or_else(|| "0".to_owned()),
+            c.candidate.trim_start_matches("a=")
+        );
+        let patched = http(port, "PATCH", &location, &frag, &body).await;
+        assert_eq!(patched.status, 204, "{}", patched.body);
+        trickled += 1;
+    }
+    eprintln!(
+        "WHEP: 30 frames {} ms after the POST; {trickled} candidates trickled",
+        started.elapsed().as_millis()
+    );
+    assert!(
+        watcher.audio_packets.load(Ordering::Relaxed) > 0,
+        "Opus too"
+    );
+
+    // A page viewer beside it: one encoder, two subscribers.
+    let page = common::probe::viewer(&daemon, 10).await;
+    let metrics = metrics_text(port).await;
+    assert_eq!(
+        value(&metrics, "peercam_whep_sessions"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(value(&metrics, "peercam_viewers"), Some(2.0), "{metrics}");
+    assert_eq!(
+        value(&metrics, "peercam_fanout_subscribers{codec=\"h264\"}"),
+        Some(2.0),
+        "{metrics}"
+    );
+    let encoded = |m: &str| value(m, "peercam_frames_encoded_total{codec=\"h264\"}").unwrap_or(0.0);
+    let before = encoded(&metrics);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rate = (encoded(&metrics_text(port).await) - before) / 2.0;
+    assert!(
+        (20.0..=36.0).contains(&rate),
+        "two viewers, one encoder at the camera's 30 fps: {rate:.1} frames/s"
+    );
+    page.hang_up().await;
+
+    // DELETE ends it; the resource is gone after.
+    let deleted = http(port, "DELETE", &location, &[], "").await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert_eq!(http(port, "DELETE", &location, &[], "").await.status, 404);
+    let _ = pc.close().await;
+    daemon.wait_for_log("WHEP viewer 127.0.0.1", Duration::from_secs(1));
+    let metrics = metrics_text(port).await;
+    assert_eq!(
+        value(&metrics, "peercam_whep_sessions"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(value(&metrics, "peercam_whep_sessions_total"), Some(1.0));
+}
+
+/// An SDP's ice-ufrag and ice-pwd.
+fn ice_credentials(sdp: &str) -> (String, String) {
+    let find = |name: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim_end().strip_prefix(name))
+            .expect("credentials in the offer")
+            .to_owned()
+    };
+    (find("a=ice-ufrag:"), find("a=ice-pwd:"))
+}

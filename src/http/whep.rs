@@ -495,6 +495,9 @@ struct WhepCall {
     offer: String,
     /// The current `ETag`.
     etag: String,
+    /// The daemon's candidates as last sent (an ICE restart keeps them when webrtc-rs
+    /// gathers none anew).
+    local_candidates: Vec<String>,
 }
 
 impl WhepCall {
@@ -515,6 +518,7 @@ impl WhepCall {
             label: format!("{} {remote}", Transport::Whep.label()),
             offer,
             etag: String::new(),
+            local_candidates: Vec::new(),
         }
     }
 
@@ -540,9 +544,10 @@ impl WhepCall {
         let mut said = Said::default();
         self.gather(&mut said).await;
         self.etag = etag_of(&answer);
+        self.local_candidates = said.candidates;
         Ok(sdpfrag::with_candidates(
             &answer,
-            &said.candidates,
+            &self.local_candidates,
             said.gathered,
         ))
     }
@@ -643,13 +648,21 @@ impl WhepCall {
             }
             return StatusCode::NO_CONTENT.into_response();
         };
-        // The restart's candidates (gathered again), and its credentials in the reply.
+        // The restart's candidates: new ones if webrtc-rs gathers again, else the ones it
+        // keeps. Then its credentials in the reply.
         let mut gathered = Said::default();
         self.gather(&mut gathered).await;
+        if !gathered.candidates.is_empty() {
+            self.local_candidates = gathered.candidates;
+        }
         self.etag = etag_of(&answer);
         let (ufrag, pwd) = sdpfrag::ice_credentials(&answer).unwrap_or_default();
-        let body =
-            sdpfrag::restart_reply(&ufrag, &pwd, &sdpfrag::mids(&answer), &gathered.candidates);
+        let body = sdpfrag::restart_reply(
+            &ufrag,
+            &pwd,
+            &sdpfrag::mids(&answer),
+            &self.local_candidates,
+        );
         info!("{}: ICE restart", self.label);
         (
             StatusCode::OK,

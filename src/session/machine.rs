@@ -652,13 +652,19 @@ impl Session {
         match event {
             PeerEvent::LocalCandidate(c) => self.push(Output::Send(Message::Candidate(Some(c)))),
             PeerEvent::EndOfCandidates => self.push(Output::Send(Message::Candidate(None))),
+            // A restarted ICE that connects again (or a connection state that says so
+            // first) ends the restart: DTLS and the media never stopped.
+            PeerEvent::IceConnected | PeerEvent::Connected
+                if self.call.as_ref().is_some_and(|c| c.restarting) =>
+            {
+                if let Some(call) = self.call.as_mut() {
+                    call.restarting = false;
+                    call.ice_deadline = None;
+                }
+                log::info!("{} {}: ICE restarted", self.transport.label(), self.remote);
+            }
             PeerEvent::IceConnected => {
                 if let Some(call) = self.call.as_mut() {
-                    if std::mem::take(&mut call.restarting) {
-                        call.ice_deadline = None;
-                        log::info!("{} {}: ICE restarted", self.transport.label(), self.remote);
-                        return;
-                    }
                     if let (Some(at), None) = (call.ice_deadline, call.ice_connected_at) {
                         call.ice_connected_at = Some(now);
                         call.ice_deadline = Some(at.min(now + DTLS_TIMEOUT));
@@ -864,6 +870,68 @@ mod tests {
         );
         feed(s, Input::PeerReady(Ok("v=0 answer".into())), now);
         assert_eq!(s.state(), State::Active);
+    }
+
+    #[test]
+    fn an_ice_restart_rearms_the_deadline_until_ice_connects_again() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        // Without a call there is nothing to restart.
+        let outputs = feed(
+            &mut s,
+            Input::RestartIce {
+                offer_sdp: "v=0 x".into(),
+            },
+            t0,
+        );
+        assert_eq!(error_code(&outputs), Some(ErrorCode::Unexpected));
+        // A WHEP offer read by the transport, connected.
+        let offer = Message::Sdp(SessionDescription {
+            kind: SdpKind::Offer,
+            sdp: CHROMIUM.to_owned(),
+        });
+        let outputs = feed(&mut s, Input::Message(offer), t0);
+        assert!(
+            matches!(outputs.as_slice(), [Output::StartPeer { .. }]),
+            "{outputs:?}"
+        );
+        feed(&mut s, Input::PeerReady(Ok("v=0 answer".into())), t0);
+        feed(&mut s, Input::Peer(PeerEvent::Connected), t0);
+        assert_eq!(drain(&mut s).1, None, "connected: no deadline");
+
+        let t1 = t0 + Duration::from_secs(60);
+        let outputs = feed(
+            &mut s,
+            Input::RestartIce {
+                offer_sdp: "v=0 new".into(),
+            },
+            t1,
+        );
+        assert_eq!(
+            outputs,
+            [Output::RestartIce {
+                offer_sdp: "v=0 new".into()
+            }]
+        );
+        assert_eq!(drain(&mut s).1, Some(t1 + ICE));
+        // Connected again: the restart is over, the call goes on.
+        feed(&mut s, Input::Peer(PeerEvent::IceConnected), t1);
+        assert_eq!(drain(&mut s).1, None);
+        assert_eq!(s.state(), State::Active);
+
+        // A restart that never connects ends the call at the ICE deadline.
+        let t2 = t1 + Duration::from_secs(60);
+        feed(
+            &mut s,
+            Input::RestartIce {
+                offer_sdp: "v=0 again".into(),
+            },
+            t2,
+        );
+        s.handle_timeout(t2 + ICE);
+        let (outputs, _) = drain(&mut s);
+        assert!(outputs.contains(&Output::ClosePeer), "{outputs:?}");
+        assert_eq!(s.state(), State::Idle);
     }
 
     #[test]

@@ -10,11 +10,13 @@ use common::client::{client, h264};
 use common::http::http;
 use common::probe::{metrics_text, value};
 use common::Daemon;
+use peercam::session::sdpfrag;
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 /// A webrtc-rs WHEP client: POSTs its offer, applies the answer (which must carry the
 /// daemon's candidates), then trickles its own by PATCH and watches. A page viewer at the
-/// same time: both are fed by the one H.264 encoder. DELETE ends it. (The password, CORS
+/// same time: both are fed by the one H.264 encoder. An ICE restart by PATCH keeps the
+/// video going. DELETE ends it. (The password, CORS
 /// and bad requests: `http::tests` in-process, and the aiortc test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webrtc_rs_client_watches_over_whep_beside_a_page_viewer() {
@@ -30,13 +32,14 @@ async fn a_webrtc_rs_client_watches_over_whep_beside_a_page_viewer() {
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.header("content-type"), Some("application/sdp"));
     let location = reply.header("location").expect("Location").to_owned();
-    assert!(reply.header("etag").is_some());
+    let etag = reply.header("etag").expect("ETag").to_owned();
     assert!(
         reply.body.contains("a=candidate:") && reply.body.contains("a=end-of-candidates"),
         "the answer carries the daemon's candidates: {}",
         reply.body
     );
-    pc.set_remote_description(RTCSessionDescription::answer(reply.body).expect("answer"))
+    let answer_sdp = reply.body;
+    pc.set_remote_description(RTCSessionDescription::answer(answer_sdp.clone()).expect("answer"))
         .await
         .expect("apply the answer");
 
@@ -96,6 +99,54 @@ async fn a_webrtc_rs_client_watches_over_whep_beside_a_page_viewer() {
         "two viewers, one encoder at the camera's 30 fps: {rate:.1} frames/s"
     );
     page.hang_up().await;
+
+    // An ICE restart by PATCH: the client's new credentials, the daemon's back; the video
+    // goes on over the same DTLS session.
+    pc.restart_ice().await.expect("restart");
+    let offer = pc.create_offer(None).await.expect("restart offer");
+    pc.set_local_description(offer).await.expect("local");
+    let (ufrag, pwd) = ice_credentials(&pc.local_description().await.expect("offer").sdp);
+    let restart = [
+        ("Content-Type", "application/trickle-ice-sdpfrag"),
+        ("If-Match", etag.as_str()),
+    ];
+    let body = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+    let patched = Instant::now();
+    let reply = http(port, "PATCH", &location, &restart, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    eprintln!(
+        "WHEP: the restart's PATCH took {} ms",
+        patched.elapsed().as_millis()
+    );
+    assert_ne!(
+        reply.header("etag"),
+        Some(etag.as_str()),
+        "a new ICE session"
+    );
+    let frag = sdpfrag::parse(&reply.body).expect("an sdpfrag");
+    let (Some(new_ufrag), Some(new_pwd)) = (frag.ice_ufrag, frag.ice_pwd) else {
+        panic!("no credentials in {}", reply.body);
+    };
+    let candidates: Vec<String> = frag.candidates.into_iter().map(|c| c.candidate).collect();
+    assert!(!candidates.is_empty(), "{}", reply.body);
+    let answer = sdpfrag::with_candidates(
+        &sdpfrag::with_ice_credentials(&answer_sdp, &new_ufrag, &new_pwd),
+        &candidates,
+        true,
+    );
+    pc.set_remote_description(RTCSessionDescription::answer(answer).expect("answer"))
+        .await
+        .expect("apply the restart's answer");
+    let frames = watcher.video_frames.load(Ordering::Relaxed);
+    daemon.wait_for_log("ICE restarted", Duration::from_secs(10));
+    let restarted = Instant::now();
+    while watcher.video_frames.load(Ordering::Relaxed) < frames + 30 {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(5),
+            "the video goes on after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // DELETE ends it; the resource is gone after.
     let deleted = http(port, "DELETE", &location, &[], "").await;

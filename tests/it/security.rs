@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::http::{exchange, http, Reply};
+use common::http::{connect_between, exchange, http, Reply};
 use common::probe::{metrics_text, offer_message, offer_sdp, value};
 use common::{connect, next_json, send_text, Daemon};
 use futures_util::StreamExt;
@@ -36,19 +36,6 @@ async fn connect_from(source: [u8; 4], port: u16) -> TcpStream {
         (Ipv4Addr::LOCALHOST, port).into(),
     )
     .await
-}
-
-/// A TCP connection to `server` from the local address `source`.
-async fn connect_between(source: IpAddr, server: SocketAddr) -> TcpStream {
-    let socket = match source {
-        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-    }
-    .expect("socket");
-    socket
-        .bind((source, 0).into())
-        .expect("bind the source address");
-    socket.connect(server).await.expect("connect")
 }
 
 /// Logs in and returns the `peercam_session=...` pair to send as a Cookie.

@@ -3,12 +3,13 @@
 
 use crate::common;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::client::{client, h264};
-use common::http::http;
-use common::probe::{metrics_text, value};
+use common::http::{connect_between, exchange, http};
+use common::probe::{metrics_text, offer_sdp, value};
 use common::Daemon;
 use peercam::session::sdpfrag;
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
@@ -161,6 +162,87 @@ async fn a_webrtc_rs_client_watches_over_whep_beside_a_page_viewer() {
         "{metrics}"
     );
     assert_eq!(value(&metrics, "peercam_whep_sessions_total"), Some(1.0));
+}
+
+/// Bad input and a flood on WHEP from one address (non-SDP bodies, wrong content types,
+/// oversize bodies, PATCH and DELETE on made-up resources, and real offers that never
+/// connect, as fast as it can for 5 s): each request gets its clear status, the offers are
+/// held to `pending_dials_per_address` and `dials_per_minute`, and a viewer on another
+/// address loads the page and streams at 25 fps meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_flood_from_one_address_costs_other_viewers_nothing() {
+    let daemon = Daemon::start(&common::test_config("", ""));
+    let port = daemon.port;
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let attacker = IpAddr::from([127, 0, 0, 3]);
+    let offer = offer_sdp().await;
+    let big = format!("v=0\r\n{}", "a=x\r\n".repeat(20_000));
+    let sdp = ("Content-Type", "application/sdp");
+    let frag = ("Content-Type", "application/trickle-ice-sdpfrag");
+    // (method, path, headers, body, the statuses it may get)
+    type Bad<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        &'a str,
+        &'a [u16],
+    );
+    let requests: Vec<Bad> = vec![
+        ("POST", "/whep", vec![sdp], offer.as_str(), &[201, 429, 503]),
+        ("POST", "/whep", vec![sdp], "{\"sdp\": 1}", &[400]),
+        (
+            "POST",
+            "/whep",
+            vec![("Content-Type", "text/plain")],
+            offer.as_str(),
+            &[415],
+        ),
+        ("POST", "/whep", vec![sdp], big.as_str(), &[413]),
+        (
+            "PATCH",
+            "/whep/00000000000000000000000000000000",
+            vec![frag],
+            "a=end-of-candidates\r\n",
+            &[404],
+        ),
+        ("DELETE", "/whep/0123", vec![], "", &[404]),
+    ];
+    let flood = async {
+        let mut counts = std::collections::BTreeMap::new();
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut sent = 0;
+        while Instant::now() < until {
+            let (method, path, headers, body, expected) = &requests[sent % requests.len()];
+            let stream = connect_between(attacker, server).await;
+            let reply = exchange(stream, method, path, headers, body).await;
+            assert!(
+                expected.contains(&reply.status),
+                "{method} {path}: {} {}",
+                reply.status,
+                reply.body
+            );
+            assert!(!reply.body.trim().is_empty(), "every refusal says why");
+            *counts.entry(reply.status).or_insert(0) += 1;
+            sent += 1;
+        }
+        counts
+    };
+    let viewer = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        crate::security::legit_viewer_is_unharmed(port, None).await;
+    };
+    let (counts, ()) = tokio::join!(flood, viewer);
+    eprintln!("WHEP flood from one address, 5 s: {counts:?}");
+    let created = counts.get(&201).copied().unwrap_or(0);
+    assert!(
+        (1..=4).contains(&created),
+        "offers from one address held to its pending dials: {counts:?}"
+    );
+    let metrics = metrics_text(port).await;
+    assert!(
+        value(&metrics, "peercam_whep_sessions").unwrap_or(99.0) <= 2.0,
+        "{metrics}"
+    );
 }
 
 /// An SDP's ice-ufrag and ice-pwd.

@@ -1,6 +1,7 @@
 //! Plain HTTP/1.1 for the integration tests: one request on its own connection (plain TCP
 //! or TLS), `Connection: close`, the reply read whole.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -74,4 +75,17 @@ pub async fn http(
         .await
         .expect("connect");
     exchange(stream, method, path, headers, body).await
+}
+
+/// A TCP connection to `server` from the local address `source`.
+pub async fn connect_between(source: IpAddr, server: SocketAddr) -> TcpStream {
+    let socket = match source {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .expect("socket");
+    socket
+        .bind((source, 0).into())
+        .expect("bind the source address");
+    socket.connect(server).await.expect("connect")
 }

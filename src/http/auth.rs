@@ -9,8 +9,11 @@
 //!
 //! Bearer grammar (RFC 6750 section 2.1, with RFC 9110's case-insensitive scheme): exactly
 //! `Bearer`, one space, then the password as it is, with no whitespace before or after it.
-//! Any other `Authorization` header (another scheme, two spaces, several headers) is a failed
-//! attempt.
+//! Basic (RFC 7617), for tools that can only put credentials in the URL
+//! (`http://user:password@host/whep`, as go2rtc does): exactly `Basic`, one space, the
+//! standard base64 of `user:password`; the user name is not checked. Any other
+//! `Authorization` header (another scheme, two spaces, bad base64, no colon, several
+//! headers) is a failed attempt.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -107,7 +110,8 @@ impl Auth {
             return Access::TooMany(wait);
         }
         let right = second.is_none()
-            && bearer(first).is_some_and(|token| bool::from(sha256(token).ct_eq(digest)));
+            && presented_password(first)
+                .is_some_and(|password| bool::from(sha256(&password).ct_eq(digest)));
         if right {
             return Access::Allowed;
         }
@@ -225,16 +229,26 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// The token of an `Authorization: Bearer <token>` header (see the module documentation for
-/// the grammar), or `None` for anything else.
-fn bearer(value: &axum::http::HeaderValue) -> Option<&[u8]> {
+/// The password an `Authorization` header presents: the token of `Bearer <token>`, or the
+/// password of `Basic base64(user:password)` (see the module documentation for the
+/// grammar); `None` for anything else.
+fn presented_password(value: &axum::http::HeaderValue) -> Option<Vec<u8>> {
+    use base64::Engine;
     let bytes = value.as_bytes();
+    let (scheme, rest) = bytes.split_at_checked(6)?;
+    if scheme.eq_ignore_ascii_case(b"Basic ") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        let colon = decoded.iter().position(|b| *b == b':')?;
+        return Some(decoded[colon + 1..].to_vec());
+    }
     let (scheme, token) = bytes.split_at_checked(7)?;
     let well_formed = scheme.eq_ignore_ascii_case(b"Bearer ")
         && !token.is_empty()
         && !token.first().is_some_and(u8::is_ascii_whitespace)
         && !token.last().is_some_and(u8::is_ascii_whitespace);
-    well_formed.then_some(token)
+    well_formed.then(|| token.to_vec())
 }
 
 /// The value of our session cookie in the `Cookie` headers, if any.
@@ -317,6 +331,9 @@ mod tests {
             "Bearer correct horse",
             "bearer correct horse",
             "BEARER correct horse",
+            // Basic peercam:correct horse, and with no user name (go2rtc's URL userinfo).
+            "Basic cGVlcmNhbTpjb3JyZWN0IGhvcnNl",
+            "basic OmNvcnJlY3QgaG9yc2U=",
         ] {
             assert!(allowed(&a, &authorization(good)), "{good}");
         }
@@ -328,7 +345,11 @@ mod tests {
             "Bearer correct horse\t",
             "Bearer ",
             "Bearer",
+            // Basic without the user's colon, with bad base64, or the wrong password.
             "Basic Y29ycmVjdCBob3JzZQ==",
+            "Basic cGVlcmNhbTpjb3JyZWN0IGhvcnNl=",
+            "Basic  cGVlcmNhbTpjb3JyZWN0IGhvcnNl",
+            "Basic cGVlcmNhbTp3cm9uZw==",
             "correct horse",
         ] {
             assert_eq!(

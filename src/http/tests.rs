@@ -626,3 +626,34 @@ async fn whep_from_another_origin_needs_cors_origins() {
         assert!(body.contains("cors_origins"), "{body}");
     }
 }
+
+#[tokio::test]
+async fn whep_takes_what_mediamtx_and_go2rtc_send() {
+    let config = "[server]\npassword = \"correct horse\"\n\
+                  [webrtc]\nice_servers = [{ urls = [\"stun:stun.example.org\"] }]\n";
+    let (state, _media, _) = start_with(config, gathering()).await;
+    // MediaMTX asks OPTIONS with its bearer token first: PATCH listed (so it trickles),
+    // and the ICE servers as Link headers; without the password, no ICE servers.
+    let bearer = ("Authorization", "Bearer correct horse");
+    let (status, headers, _) = call(&state, HERE, "OPTIONS", "/whep", &[bearer], "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let methods = headers
+        .get("access-control-allow-methods")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(methods.contains("PATCH"), "{methods}");
+    assert_eq!(
+        headers.get("link").expect("Link"),
+        "<stun:stun.example.org>; rel=\"ice-server\""
+    );
+    let (status, headers, _) = call(&state, HERE, "OPTIONS", "/whep", &[], "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!headers.contains_key("link"));
+    // go2rtc puts the password in the URL (http://peercam:PASSWORD@host/whep): Basic.
+    let basic = ("Authorization", "Basic cGVlcmNhbTpjb3JyZWN0IGhvcnNl");
+    let (status, _, body) = call(&state, HERE, "POST", "/whep", &[SDP, basic], CHROMIUM).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let wrong = ("Authorization", "Basic cGVlcmNhbTp3cm9uZw==");
+    let (status, _, _) = call(&state, HERE, "POST", "/whep", &[SDP, wrong], CHROMIUM).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

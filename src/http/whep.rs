@@ -140,7 +140,14 @@ pub(super) async fn gate(
         }
     };
     let response = if request.method() == Method::OPTIONS {
-        preflight(cors.is_some())
+        // ICE servers only for a client that shows the password (MediaMTX asks here).
+        let authorized = super::login_refusal(&state, remote, request.headers()).is_none();
+        let links = if authorized {
+            ice_server_links(&state.ice_servers)
+        } else {
+            Vec::new()
+        };
+        preflight(cors.is_some(), &links)
     } else {
         match super::login_refusal(&state, remote, request.headers()) {
             Some(refusal) => refusal,
@@ -166,8 +173,10 @@ fn allowed_origin(state: &AppState, headers: &HeaderMap) -> Result<Option<Header
     Err(String::from_utf8_lossy(origin.as_bytes()).into_owned())
 }
 
-/// The answer to `OPTIONS`: what `/whep` takes; the CORS part when `cors`.
-fn preflight(cors: bool) -> Response {
+/// The answer to `OPTIONS`: what `/whep` takes, the ICE server `links`, and the CORS
+/// preflight part when `cors`. `Access-Control-Allow-Methods` is always there: MediaMTX
+/// trickles by `PATCH` when it lists it.
+fn preflight(cors: bool, links: &[String]) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -176,11 +185,12 @@ fn preflight(cors: bool) -> Response {
     );
     headers.insert("accept-post", HeaderValue::from_static(SDP));
     headers.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("OPTIONS, POST, PATCH, DELETE"),
+    );
+    add_links(headers, links);
     if cors {
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("OPTIONS, POST, PATCH, DELETE"),
-        );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("authorization, content-type, if-match"),
@@ -209,7 +219,16 @@ fn with_cors(mut response: Response, origin: Option<HeaderValue>) -> Response {
 
 /// `OPTIONS /whep` and `/whep/{id}` (answered by [`gate`]).
 pub(super) async fn options() -> Response {
-    preflight(false)
+    preflight(false, &[])
+}
+
+/// Adds one `Link` header per entry of `links`.
+fn add_links(headers: &mut HeaderMap, links: &[String]) {
+    for link in links {
+        if let Ok(value) = HeaderValue::from_str(link) {
+            headers.append(header::LINK, value);
+        }
+    }
 }
 
 /// `POST /whep`: answers an offer and opens a session.
@@ -285,11 +304,10 @@ pub(super) async fn post(
         answer,
     )
         .into_response();
-    for link in ice_server_links(&state.ice_servers) {
-        if let Ok(value) = HeaderValue::from_str(&link) {
-            response.headers_mut().append(header::LINK, value);
-        }
-    }
+    add_links(
+        response.headers_mut(),
+        &ice_server_links(&state.ice_servers),
+    );
     response
 }
 

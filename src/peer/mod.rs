@@ -19,6 +19,7 @@ use log::{debug, info, warn};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -114,6 +115,56 @@ impl PeerFactory {
         tap: MediaTap,
         events: mpsc::Sender<PeerEvent>,
     ) -> Result<(ViewerPeer, String), PeerError> {
+        let prepared = self.prepare(plan, &tap, events, &[]).await?;
+        let pc = &prepared.pc;
+        let offer = RTCSessionDescription::offer(offer_sdp)
+            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        if let Err(e) = pc.set_remote_description(offer).await {
+            let _ = pc.close().await;
+            return Err(PeerError::BadOffer(e.to_string()));
+        }
+        // The tracks go on after the offer: webrtc-rs then answers with the browser's
+        // payload types.
+        let (video, audio) = prepared.add_tracks(None).await?;
+        let answer_sdp = self.local_answer(pc.as_ref(), plan).await?;
+        Ok((prepared.start(plan, &tap, video, audio, self), answer_sdp))
+    }
+
+    /// A send-only offer for a WHIP server: video (per `plan`, whose payload types the daemon
+    /// chooses) and Opus tracks, ICE servers `extra_ice_servers` besides `[webrtc]`'s.
+    /// Returns the peer and its offer SDP (candidates come as events); apply the server's
+    /// answer with [`ViewerPeer::apply_answer`].
+    pub async fn offer(
+        &self,
+        plan: &AnswerPlan,
+        tap: MediaTap,
+        events: mpsc::Sender<PeerEvent>,
+        extra_ice_servers: &[crate::config::IceServer],
+    ) -> Result<(ViewerPeer, String), PeerError> {
+        let prepared = self.prepare(plan, &tap, events, extra_ice_servers).await?;
+        let pc = &prepared.pc;
+        let (video, audio) = prepared
+            .add_tracks(Some(RTCRtpTransceiverDirection::Sendonly))
+            .await?;
+        let offer = pc.create_offer(None).await.map_err(internal)?;
+        pc.set_local_description(offer).await.map_err(internal)?;
+        let description = pc
+            .local_description()
+            .await
+            .ok_or_else(|| PeerError::Internal("no local description after offer".into()))?;
+        let sdp = nat::rewrite_sdp(&description.sdp, &self.settings.nat_1to1_ips);
+        Ok((prepared.start(plan, &tap, video, audio, self), sdp))
+    }
+
+    /// The part of a peer both directions share: the event handler, a peer connection with
+    /// exactly the plan's codecs on a free port, and the tracks to add.
+    async fn prepare(
+        &self,
+        plan: &AnswerPlan,
+        tap: &MediaTap,
+        events: mpsc::Sender<PeerEvent>,
+        extra_ice_servers: &[crate::config::IceServer],
+    ) -> Result<Prepared, PeerError> {
         let video_codec = video_codec_parameters(plan);
         let audio_codec = plan.opus_payload_type.map(opus_codec_parameters);
         let (connected_tx, connected_rx) = watch::channel(false);
@@ -134,50 +185,27 @@ impl PeerFactory {
                 handler,
                 video_ssrc,
                 feedback_tx,
+                extra_ice_servers,
             )
             .await?;
-
-        let offer = RTCSessionDescription::offer(offer_sdp)
-            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
-        if let Err(e) = pc.set_remote_description(offer).await {
-            let _ = pc.close().await;
-            return Err(PeerError::BadOffer(e.to_string()));
-        }
-
-        let video = new_track(RtpCodecKind::Video, &video_codec, video_ssrc);
-        pc.add_track(video.clone() as Arc<dyn TrackLocal>)
-            .await
-            .map_err(internal)?;
-        let audio = match &audio_codec {
-            Some(codec) => {
+        Ok(Prepared {
+            pc,
+            video: SendTrack {
+                track: new_track(RtpCodecKind::Video, &video_codec, video_ssrc),
+                ssrc: video_ssrc,
+                payload_type: video_codec.payload_type,
+            },
+            audio: audio_codec.map(|codec| {
                 let ssrc: u32 = rand::random();
-                let track = new_track(RtpCodecKind::Audio, codec, ssrc);
-                pc.add_track(track.clone() as Arc<dyn TrackLocal>)
-                    .await
-                    .map_err(internal)?;
-                Some(SendTrack {
-                    track,
+                SendTrack {
+                    track: new_track(RtpCodecKind::Audio, &codec, ssrc),
                     ssrc,
                     payload_type: codec.payload_type,
-                })
-            }
-            None => None,
-        };
-
-        let answer_sdp = self.local_answer(pc.as_ref(), plan).await?;
-        let video = SendTrack {
-            track: video,
-            ssrc: video_ssrc,
-            payload_type: video_codec.payload_type,
-        };
-        let (cancel, tasks) = start_media(plan, &tap, video, audio, feedback_rx, connected_rx);
-        let peer = ViewerPeer {
-            pc,
-            cancel,
-            tasks,
-            nat_1to1_ips: self.settings.nat_1to1_ips.clone(),
-        };
-        Ok((peer, answer_sdp))
+                }
+            }),
+            feedback_rx,
+            connected_rx,
+        })
     }
 
     /// A peer connection with exactly `video` and `audio` registered, bound to the first free
@@ -189,11 +217,13 @@ impl PeerFactory {
         handler: Arc<Handler>,
         video_ssrc: u32,
         feedback: Option<mpsc::Sender<Feedback>>,
+        extra_ice_servers: &[crate::config::IceServer],
     ) -> Result<Arc<dyn PeerConnection>, PeerError> {
         let ice_servers = self
             .settings
             .ice_servers
             .iter()
+            .chain(extra_ice_servers)
             .map(|s| RTCIceServer {
                 urls: s.urls.clone(),
                 username: s.username.clone().unwrap_or_default(),
@@ -288,7 +318,71 @@ impl PeerFactory {
     }
 }
 
+/// A peer connection being set up, with the tracks it will send.
+struct Prepared {
+    pc: Arc<dyn PeerConnection>,
+    video: SendTrack,
+    audio: Option<SendTrack>,
+    feedback_rx: mpsc::Receiver<Feedback>,
+    connected_rx: watch::Receiver<bool>,
+}
+
+impl Prepared {
+    /// Adds the video and audio tracks: with `direction`, as transceivers of their own (an
+    /// offer); without, to the offer's transceivers (an answer).
+    async fn add_tracks(
+        &self,
+        direction: Option<RTCRtpTransceiverDirection>,
+    ) -> Result<(SendTrack, Option<SendTrack>), PeerError> {
+        for send in std::iter::once(&self.video).chain(&self.audio) {
+            let track = send.track.clone() as Arc<dyn TrackLocal>;
+            match direction {
+                None => {
+                    self.pc.add_track(track).await.map_err(internal)?;
+                }
+                Some(direction) => {
+                    let init = RTCRtpTransceiverInit {
+                        direction,
+                        ..Default::default()
+                    };
+                    self.pc
+                        .add_transceiver_from_track(track, Some(init))
+                        .await
+                        .map_err(internal)?;
+                }
+            }
+        }
+        Ok((self.video.clone(), self.audio.clone()))
+    }
+
+    /// Starts the media tasks: the peer is ready.
+    fn start(
+        self,
+        plan: &AnswerPlan,
+        tap: &MediaTap,
+        video: SendTrack,
+        audio: Option<SendTrack>,
+        factory: &PeerFactory,
+    ) -> ViewerPeer {
+        let (cancel, tasks) = start_media(
+            plan,
+            tap,
+            video,
+            audio,
+            self.feedback_rx,
+            self.connected_rx,
+        );
+        ViewerPeer {
+            pc: self.pc,
+            cancel,
+            tasks,
+            nat_1to1_ips: factory.settings.nat_1to1_ips.clone(),
+        }
+    }
+}
+
 /// A track this peer sends, with its SSRC and payload type.
+#[derive(Clone)]
 struct SendTrack {
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
@@ -400,6 +494,16 @@ impl ViewerPeer {
             .await
             .ok_or_else(|| PeerError::Internal("no local description after answer".into()))?;
         Ok(nat::rewrite_sdp(&description.sdp, &self.nat_1to1_ips))
+    }
+
+    /// Applies a WHIP server's answer to this peer's offer.
+    pub async fn apply_answer(&self, answer_sdp: String) -> Result<(), PeerError> {
+        let answer = RTCSessionDescription::answer(answer_sdp)
+            .map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| PeerError::BadOffer(e.to_string()))
     }
 
     /// Stops the media tasks and closes the connection.

@@ -260,6 +260,19 @@ impl MediaHub {
             .map(|o| (o.fanout.clone(), o.keyframes.clone()))
     }
 
+    /// What a peer sending `video` subscribes to: its output's fan-out and keyframe
+    /// requests, the Opus fan-out, and the adaptive bitrate (not for passthrough); `None`
+    /// when that output does not run.
+    pub fn tap(&self, video: &crate::session::codec::Chosen) -> Option<crate::peer::MediaTap> {
+        let (fanout, keyframes) = self.video(video.codec, video.passthrough)?;
+        Some(crate::peer::MediaTap {
+            video: fanout,
+            audio: self.audio(),
+            keyframes,
+            bitrate: self.bitrate(video.codec, video.passthrough),
+        })
+    }
+
     /// The adaptive bitrate controller of `codec`'s encoding output (`None` for the
     /// passthrough output, which is not adaptive, or a codec that does not run).
     pub fn bitrate(&self, codec: VideoCodec, passthrough: bool) -> Option<Arc<BitrateController>> {

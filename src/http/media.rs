@@ -12,7 +12,7 @@ use crate::config::WebrtcSettings;
 use crate::h264::ProfileLevelId;
 use crate::hub::MediaHub;
 use crate::media::VideoCodec;
-use crate::peer::{MediaTap, PeerError, PeerFactory, ViewerPeer};
+use crate::peer::{PeerError, PeerFactory, ViewerPeer};
 use crate::session::machine::MediaInfo;
 use crate::session::plan::{AnswerPlan, PeerEvent};
 use crate::session::protocol::{ErrorBody, ErrorCode, IceCandidate};
@@ -114,25 +114,17 @@ impl MediaService for LiveMedia {
         plan: &AnswerPlan,
         events: mpsc::Sender<PeerEvent>,
     ) -> Result<Answered, ErrorBody> {
-        let video = &plan.video;
-        let Some((fanout, keyframes)) = self.hub.video(video.codec, video.passthrough) else {
+        let Some(tap) = self.hub.tap(&plan.video) else {
             return Err(ErrorBody {
                 code: ErrorCode::NoCodec,
-                message: format!("the {} encoder is not running", video.codec),
+                message: format!("the {} encoder is not running", plan.video.codec),
             });
         };
-        let bitrate = self.hub.bitrate(video.codec, video.passthrough);
-        let target = bitrate.as_ref().map(|b| {
+        let target = tap.bitrate.as_ref().map(|b| {
             let mut rx = b.subscribe();
             rx.mark_changed();
             rx
         });
-        let tap = MediaTap {
-            video: fanout,
-            audio: self.hub.audio(),
-            keyframes,
-            bitrate,
-        };
         match self.peers.answer(offer_sdp, plan, tap, events).await {
             Ok((peer, answer_sdp)) => Ok(Answered {
                 call: Box::new(peer),

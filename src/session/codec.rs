@@ -229,6 +229,47 @@ fn rank(codec: VideoCodec, offered: &OfferedCodec) -> Option<u8> {
     }
 }
 
+/// Payload types the daemon uses when it makes the offer (WHIP): those of Chromium's offers.
+pub const OFFER_H264_PT: u8 = 102;
+/// AV1's payload type in the daemon's own offers.
+pub const OFFER_AV1_PT: u8 = 45;
+/// Opus's payload type in the daemon's own offers.
+pub const OFFER_OPUS_PT: u8 = 111;
+
+/// What the daemon offers when it is the offerer (publishing by WHIP): the first of
+/// `preferences` that `running` encodes, with the daemon's own payload types; H.264 is the
+/// camera's own stream (its profile and level) when `camera` passes it through and H.264
+/// comes first, else Constrained Baseline `42e01f`. `None`: none of them runs.
+pub fn for_offer(
+    preferences: &[VideoCodec],
+    running: &[VideoCodec],
+    camera: Option<ProfileLevelId>,
+) -> Option<Chosen> {
+    let codec = *preferences.iter().find(|c| running.contains(c))?;
+    Some(match codec {
+        VideoCodec::H264 => {
+            let passthrough = preferences.first() == Some(&VideoCodec::H264) && camera.is_some();
+            let plid = camera
+                .filter(|_| passthrough)
+                .map_or_else(|| "42e01f".to_owned(), |c| c.hex());
+            Chosen {
+                codec,
+                payload_type: OFFER_H264_PT,
+                fmtp: format!(
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={plid}"
+                ),
+                passthrough,
+            }
+        }
+        VideoCodec::Av1 => Chosen {
+            codec,
+            payload_type: OFFER_AV1_PT,
+            fmtp: String::new(),
+            passthrough: false,
+        },
+    })
+}
+
 /// Picks the first codec of `preferences` that the offer contains (its best-fitting entry;
 /// among equals, the browser's first).
 pub fn choose(preferences: &[VideoCodec], offered: &[OfferedCodec]) -> Result<Chosen, NoCodec> {
@@ -306,6 +347,23 @@ mod tests {
             "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF {pts}\r\n{}\r\n",
             lines.join("\r\n")
         )
+    }
+
+    #[test]
+    fn the_daemons_own_offer_takes_the_first_running_codec() {
+        use VideoCodec::{Av1, H264};
+        let h = for_offer(&[H264, Av1], &[H264, Av1], None).expect("h264");
+        assert_eq!((h.codec, h.payload_type, h.passthrough), (H264, 102, false));
+        assert!(h.fmtp.ends_with("profile-level-id=42e01f"), "{}", h.fmtp);
+        let a = for_offer(&[Av1, H264], &[H264, Av1], None).expect("av1");
+        assert_eq!((a.codec, a.payload_type, a.fmtp.as_str()), (Av1, 45, ""));
+        assert_eq!(for_offer(&[Av1], &[H264], None), None);
+        // The camera's High 4.0 stream passes through when H.264 comes first.
+        let camera = ProfileLevelId::parse("640028");
+        let p = for_offer(&[H264], &[H264], camera).expect("passthrough");
+        assert!(p.passthrough && p.fmtp.ends_with("profile-level-id=640028"), "{p:?}");
+        let not = for_offer(&[Av1, H264], &[H264], camera).expect("h264");
+        assert!(!not.passthrough);
     }
 
     #[test]

@@ -28,6 +28,16 @@ pub(crate) struct RawConfig {
     pub webrtc: RawWebrtc,
     pub limits: RawLimits,
     pub log: RawLog,
+    pub publish: Value<Vec<Spanned<RawPublish>>>,
+}
+
+/// One `[[publish]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawPublish {
+    pub url: Value<String>,
+    pub token: Value<String>,
+    pub codecs: Value<Vec<Spanned<String>>>,
 }
 
 /// `[server]`
@@ -188,6 +198,7 @@ const LIMITS: &[Field] = &[
     value("idle_timeout_s"),
 ];
 const LOG: &[Field] = &[value("level")];
+const PUBLISH: &[Field] = &[value("url"), value("token"), value("codecs")];
 
 /// Every table and key the file may contain.
 pub(crate) const SCHEMA: &[Field] = &[
@@ -215,6 +226,10 @@ pub(crate) const SCHEMA: &[Field] = &[
         name: "log",
         shape: Shape::Table(LOG),
     },
+    Field {
+        name: "publish",
+        shape: Shape::TableArray(PUBLISH),
+    },
 ];
 
 /// One step in a key path: a key or an array index.
@@ -230,6 +245,10 @@ fn render_key(path: &[Segment]) -> String {
     let mut out = String::new();
     for (i, segment) in path.iter().enumerate() {
         match (i, segment) {
+            // An array of tables at the top (`[[publish]]`): `publish[0].url`.
+            (0, Segment::Key(k)) if matches!(path.get(1), Some(Segment::Index(_))) => {
+                out.push_str(k)
+            }
             (0, Segment::Key(k)) if path.len() > 1 => out.push_str(&format!("[{k}] ")),
             (1, Segment::Key(k)) | (0, Segment::Key(k)) => out.push_str(k),
             (_, Segment::Key(k)) => out.push_str(&format!(".{k}")),
@@ -402,7 +421,13 @@ fn unknown_key(
 ) -> ConfigError {
     let key = render_key(path);
     let message = if path.len() == 1 {
-        let tables: Vec<_> = fields.iter().map(|f| format!("[{}]", f.name)).collect();
+        let tables: Vec<_> = fields
+            .iter()
+            .map(|f| match f.shape {
+                Shape::TableArray(_) => format!("[[{}]]", f.name),
+                _ => format!("[{}]", f.name),
+            })
+            .collect();
         format!(
             "unknown key {key}; expected one of the tables: {}",
             tables.join(", ")

@@ -32,8 +32,8 @@ mod validate;
 pub use error::{ConfigError, Invalid};
 pub use settings::{
     AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, NatMapping, Password,
-    ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings, VideoSource, WebrtcSettings,
-    MIN_PASSWORD_CHARS,
+    PublishTarget, ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings, VideoSource,
+    WebrtcSettings, MAX_PUBLISH_TARGETS, MIN_PASSWORD_CHARS,
 };
 
 /// The file read when no `--config` is given, if it exists.
@@ -145,8 +145,22 @@ mod tests {
     fn sample_file_lists_every_known_key() {
         let root = toml::de::DeTable::parse(SAMPLE).expect("sample parses");
         for table in file::SCHEMA {
-            let file::Shape::Table(fields) = &table.shape else {
-                panic!("{} is not a table", table.name)
+            let fields = match &table.shape {
+                file::Shape::Table(fields) => fields,
+                // No entries by default: the sample shows one, commented out.
+                file::Shape::TableArray(fields) => {
+                    assert!(SAMPLE.contains(&format!("# [[{}]]\n", table.name)));
+                    for field in *fields {
+                        assert!(
+                            SAMPLE.contains(&format!("# {} = ", field.name)),
+                            "sample file lacks [[{}]] {}",
+                            table.name,
+                            field.name
+                        );
+                    }
+                    continue;
+                }
+                file::Shape::Value => panic!("{} is not a table", table.name),
             };
             let Some(toml::de::DeValue::Table(section)) =
                 root.get_ref().get(table.name).map(|v| v.get_ref())
@@ -182,7 +196,7 @@ mod tests {
 
     #[test]
     fn unknown_key_at_top_level_lists_the_tables() {
-        let expected = "unknown key colour; expected one of the tables: [server], [video], [audio], [webrtc], [limits], [log]";
+        let expected = "unknown key colour; expected one of the tables: [server], [video], [audio], [webrtc], [limits], [log], [[publish]]";
         assert_eq!(error_of("colour = 1\n"), format!("t.toml:1:1: {expected}"));
         assert_eq!(
             error_of("[log]\nlevel = \"info\"\n[colour]\n"),

@@ -25,7 +25,35 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// `[log]`: log level.
     pub log: LogSettings,
+    /// `[[publish]]`: WHIP servers the stream is sent to.
+    pub publish: Vec<PublishTarget>,
 }
+
+/// One `[[publish]]` entry: a WHIP endpoint (RFC 9725) the daemon publishes its stream to.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublishTarget {
+    /// The WHIP endpoint, `http://` or `https://`.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>`; `None`: no `Authorization`.
+    pub token: Option<String>,
+    /// Video codecs to offer, in order (the first the daemon encodes is offered); defaults
+    /// to `[video] codecs`.
+    pub codecs: Vec<VideoCodec>,
+}
+
+impl std::fmt::Debug for PublishTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret.
+        f.debug_struct("PublishTarget")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("codecs", &self.codecs)
+            .finish()
+    }
+}
+
+/// At most this many `[[publish]]` targets (each is an upload of the whole stream).
+pub const MAX_PUBLISH_TARGETS: usize = 8;
 
 /// `[server]`
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,7 @@
 //! From the file to the settings: the check of every config key. [`validate`] turns the
 //! [`RawConfig`] that `file.rs` deserialized into [`Settings`], one function per table
-//! (`server`, `video`, `audio`, `webrtc`, `limits`, `log_settings`), and returns the first
+//! (`server`, `video`, `audio`, `webrtc`, `limits`, `log_settings`, then the `[[publish]]`
+//! targets in `publish_target`), and returns the first
 //! problem as a [`ConfigError`] that names file, line, column, key and what was expected.
 //!
 //! To find where a key is checked, search this file for the key as its errors write it, e.g.
@@ -14,12 +15,13 @@ use std::str::FromStr;
 
 use super::error::{ConfigError, Source};
 use super::file::{
-    RawAudio, RawConfig, RawIceServer, RawLimits, RawLog, RawServer, RawVideo, RawWebrtc, Value,
+    RawAudio, RawConfig, RawIceServer, RawLimits, RawLog, RawPublish, RawServer, RawVideo,
+    RawWebrtc, Value,
 };
 use super::settings::{
     AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, NatMapping, Password,
-    ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings, VideoSource, WebrtcSettings,
-    MIN_PASSWORD_CHARS,
+    PublishTarget, ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings, VideoSource,
+    WebrtcSettings, MAX_PUBLISH_TARGETS, MIN_PASSWORD_CHARS,
 };
 use crate::media::VideoCodec;
 
@@ -32,7 +34,98 @@ pub(crate) fn validate(raw: RawConfig, src: Source<'_>) -> Result<Settings, Conf
         webrtc: webrtc(raw.webrtc, src)?,
         limits: limits(raw.limits, src)?,
         log: log_settings(raw.log, src)?,
-    })
+        publish: Vec::new(),
+    }
+    .with_publish(raw.publish, src)?)
+}
+
+impl Settings {
+    /// Adds the `[[publish]]` targets (their default codecs are `[video] codecs`, read
+    /// first).
+    fn with_publish(
+        mut self,
+        raw: Value<Vec<toml::Spanned<RawPublish>>>,
+        src: Source<'_>,
+    ) -> Result<Settings, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(self);
+        };
+        let span = raw.span();
+        let entries = raw.into_inner();
+        if entries.len() > MAX_PUBLISH_TARGETS {
+            let expected = format!("expected at most {MAX_PUBLISH_TARGETS} [[publish]] targets");
+            return Err(src.bad_value(span, "publish", &expected));
+        }
+        for (i, entry) in entries.into_iter().enumerate() {
+            let target = publish_target(entry, i, &self.video.codecs, src)?;
+            self.publish.push(target);
+        }
+        Ok(self)
+    }
+}
+
+fn publish_target(
+    entry: toml::Spanned<RawPublish>,
+    i: usize,
+    video_codecs: &[VideoCodec],
+    src: Source<'_>,
+) -> Result<PublishTarget, ConfigError> {
+    let span = entry.span();
+    let raw = entry.into_inner();
+    let Some(url) = raw.url else {
+        let expected = "expected a url key: the WHIP endpoint, such as \
+                        url = \"https://sfu.example.org/whip/camera\"";
+        return Err(src.bad_value(span, &format!("publish[{i}]"), expected));
+    };
+    let url_span = url.span();
+    let url = url.into_inner().trim().to_owned();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let url_ok = rest.is_some_and(|r| {
+        let host = r.split(['/', '?', '#']).next().unwrap_or_default();
+        !host.is_empty() && !host.contains('@')
+    }) && url.len() <= 2048
+        && url.bytes().all(|b| b.is_ascii_graphic());
+    if !url_ok {
+        let expected = "expected an http:// or https:// URL with a host and no user info \
+                        (put the secret in token)";
+        return Err(src.bad_value(url_span, &format!("publish[{i}].url"), expected));
+    }
+    let token = match raw.token {
+        None => None,
+        Some(t) => {
+            let token_span = t.span();
+            let token = t.into_inner();
+            let ok = !token.is_empty()
+                && token.len() <= 4096
+                && token.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                && token.trim() == token;
+            if !ok {
+                let expected = "expected the bearer token as printable ASCII, without spaces \
+                                at the start or end";
+                return Err(src.bad_value(token_span, &format!("publish[{i}].token"), expected));
+            }
+            Some(token)
+        }
+    };
+    let codecs = match raw.codecs {
+        None => video_codecs.to_vec(),
+        Some(list) => {
+            let key = format!("publish[{i}].codecs");
+            let list_span = list.span();
+            let parsed = codec_list(list, &key, src)?;
+            if let Some(missing) = parsed.iter().find(|c| !video_codecs.contains(c)) {
+                let expected = format!(
+                    "expected codecs that [video] codecs encodes; {} is not in it",
+                    missing.config_name()
+                );
+                return Err(src.bad_value(list_span, &key, &expected));
+            }
+            parsed
+        }
+    };
+    Ok(PublishTarget { url, token, codecs })
 }
 
 /// An integer in `lo..=hi` (and even, when asked), converted to the settings' type.
@@ -378,14 +471,19 @@ fn codecs(
     value: toml::Spanned<Vec<toml::Spanned<String>>>,
     src: Source<'_>,
 ) -> Result<Vec<VideoCodec>, ConfigError> {
+    codec_list(value, "[video] codecs", src)
+}
+
+/// A list of codec names under `key`: at least one, each known, none twice.
+fn codec_list(
+    value: toml::Spanned<Vec<toml::Spanned<String>>>,
+    key: &str,
+    src: Source<'_>,
+) -> Result<Vec<VideoCodec>, ConfigError> {
     let span = value.span();
     let names = value.into_inner();
     if names.is_empty() {
-        return Err(src.bad_value(
-            span,
-            "[video] codecs",
-            "expected at least one codec: \"h264\", \"av1\"",
-        ));
+        return Err(src.bad_value(span, key, "expected at least one codec: \"h264\", \"av1\""));
     }
     let mut codecs = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -393,12 +491,12 @@ fn codecs(
             "h264" => VideoCodec::H264,
             "av1" => VideoCodec::Av1,
             _ => {
-                let key = format!("[video] codecs[{i}]");
+                let key = format!("{key}[{i}]");
                 return Err(src.bad_value(name.span(), &key, "expected \"h264\" or \"av1\""));
             }
         };
         if codecs.contains(&codec) {
-            let key = format!("[video] codecs[{i}]");
+            let key = format!("{key}[{i}]");
             return Err(src.bad_value(name.span(), &key, "duplicate codec; list each codec once"));
         }
         codecs.push(codec);
@@ -985,6 +1083,56 @@ level = "DEBUG"
              \"0.0.0.0:7000\" or \"[::]:7000\""
         );
         assert!(error_of("[server]\nlisten = \"0.0.0.0\"\n").contains("[server] listen"));
+    }
+
+    #[test]
+    fn publish_targets_are_checked_and_default_to_the_video_codecs() {
+        let text = "[video]\ncodecs = [\"h264\", \"av1\"]\n\
+                    [[publish]]\nurl = \"https://sfu.example.org/whip/cam\"\ntoken = \"s3cret\"\n\
+                    [[publish]]\nurl = \"http://192.168.1.9:8889/cam/whip\"\ncodecs = [\"av1\"]\n";
+        let s = crate::config::parse_str(text, "t.toml").expect("valid");
+        assert_eq!(s.publish.len(), 2);
+        assert_eq!(s.publish[0].token.as_deref(), Some("s3cret"));
+        assert_eq!(s.publish[0].codecs, [VideoCodec::H264, VideoCodec::Av1]);
+        assert_eq!(s.publish[1].codecs, [VideoCodec::Av1]);
+        assert!(
+            !format!("{:?}", s.publish[0]).contains("s3cret"),
+            "the token is not logged"
+        );
+        for (bad, key) in [
+            ("[[publish]]\ntoken = \"x\"\n", "publish[0]"),
+            ("[[publish]]\nurl = \"rtsp://x/y\"\n", "publish[0].url"),
+            (
+                "[[publish]]\nurl = \"https://user:pw@x/y\"\n",
+                "publish[0].url",
+            ),
+            ("[[publish]]\nurl = \"https:///whip\"\n", "publish[0].url"),
+            ("[[publish]]\nurl = \"http://x/a b\"\n", "publish[0].url"),
+            (
+                "[[publish]]\nurl = \"http://x/\"\ntoken = \" x\"\n",
+                "publish[0].token",
+            ),
+            (
+                "[[publish]]\nurl = \"http://x/\"\ncodecs = [\"vp8\"]\n",
+                "publish[0].codecs[0]",
+            ),
+            (
+                "[[publish]]\nurl = \"http://x/\"\nurls = 1\n",
+                "publish[0].urls",
+            ),
+        ] {
+            let error = error_of(bad);
+            assert!(error.contains(key), "{bad}: {error}");
+        }
+        let not_encoded =
+            "[video]\ncodecs = [\"h264\"]\n[[publish]]\nurl = \"http://x/\"\ncodecs = [\"av1\"]\n";
+        assert!(
+            error_of(not_encoded).contains("av1 is not in it"),
+            "{}",
+            error_of(not_encoded)
+        );
+        let many = "[[publish]]\nurl = \"http://x/\"\n".repeat(MAX_PUBLISH_TARGETS + 1);
+        assert!(error_of(&many).contains("at most 8"), "{}", error_of(&many));
     }
 
     #[test]

@@ -19,11 +19,11 @@ use log::{debug, info, warn};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -364,14 +364,8 @@ impl Prepared {
         audio: Option<SendTrack>,
         factory: &PeerFactory,
     ) -> ViewerPeer {
-        let (cancel, tasks) = start_media(
-            plan,
-            tap,
-            video,
-            audio,
-            self.feedback_rx,
-            self.connected_rx,
-        );
+        let (cancel, tasks) =
+            start_media(plan, tap, video, audio, self.feedback_rx, self.connected_rx);
         ViewerPeer {
             pc: self.pc,
             cancel,

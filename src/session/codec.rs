@@ -361,7 +361,10 @@ mod tests {
         // The camera's High 4.0 stream passes through when H.264 comes first.
         let camera = ProfileLevelId::parse("640028");
         let p = for_offer(&[H264], &[H264], camera).expect("passthrough");
-        assert!(p.passthrough && p.fmtp.ends_with("profile-level-id=640028"), "{p:?}");
+        assert!(
+            p.passthrough && p.fmtp.ends_with("profile-level-id=640028"),
+            "{p:?}"
+        );
         let not = for_offer(&[Av1, H264], &[H264], camera).expect("h264");
         assert!(!not.passthrough);
     }

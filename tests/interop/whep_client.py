@@ -179,17 +179,22 @@ async def run(args, r, counter):
         r["answer_end_of_candidates"] = all(m["end_of_candidates"] for m in summary["media"] if m["port"] != 0)
         for kind in ("video", "audio"):
             m = kinds.get(kind)
+            needed = kind == "video" or args.min_audio_frames > 0
             if m is None or m["port"] == 0 or m["codec"] is None:
-                raise Failure(f"the answer has no {kind} (m-line missing or rejected)")
+                if needed:
+                    raise Failure(f"the answer has no {kind} (m-line missing or rejected)")
+                continue
             r[f"{kind}_codec"] = m["codec"]
             r[f"{kind}_fmtp"] = m["codec_fmtp"]
             r[f"{kind}_direction"] = m["direction"]
+            if needed and m["direction"] not in (None, "sendonly", "sendrecv"):
+                raise Failure(f"the answer's {kind} is {m['direction']}: the server sends no {kind}")
         if r["answer_candidates"] == 0:
             raise Failure("the answer carries no a=candidate: WHEP servers do not trickle to "
                           "the client, so the answer must hold them")
         if r["video_codec"].lower() != CODEC_MIME[args.codec]:
             raise Failure(f"the answer chose {r['video_codec']}, only {CODEC_MIME[args.codec]} was offered")
-        if r["audio_codec"].lower() != "audio/opus":
+        if r["audio_codec"] and r["audio_codec"].lower() != "audio/opus":
             raise Failure(f"the answer chose {r['audio_codec']}, only audio/opus was offered")
 
         try:

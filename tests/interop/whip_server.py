@@ -10,7 +10,8 @@
   DELETE /whip/<id>   -> 200, the peer connection is closed
   GET    /stats       -> JSON: sessions (live), posts, deletes, patches, video_frames,
                       audio_frames (decoded, totals over every session), width, height (of the
-                      last decoded video frame), codecs, per-session figures, the last offer
+                      last decoded video frame), codecs, per-session figures (session_list,
+                      last_session = the newest), a summary of the last offer
 
 With --token, POST, PATCH and DELETE need 'Authorization: Bearer TOKEN' (401 otherwise).
 A publisher that reconnects just POSTs again: each POST is a new session; an old one whose
@@ -131,6 +132,8 @@ class WhipServer:
             "decode_errors": self.counter.decode_errors,
             "unknown_payload_type_packets": self.counter.unknown_payload_type,
             "last_offer": self.last_offer,
+            # The newest session: after a publisher reconnects, its figures are the new one's.
+            "last_session": (list(self.sessions.values())[-1].figures() if self.sessions else None),
             "session_list": [s.figures() for s in self.sessions.values()],
         }
 

@@ -22,7 +22,8 @@ import aiortc
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-import interop_common as ic
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree from the next import
+import interop_common as ic  # noqa: E402
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_CODEC = 0, 1, 2, 3
 CODEC_MIME = {"h264": "video/h264", "av1": "video/av1"}

@@ -36,7 +36,8 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
-import interop_common as ic
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree from the next import
+import interop_common as ic  # noqa: E402
 
 CODEC_MIME = {"h264": "video/h264", "vp8": "video/vp8"}
 

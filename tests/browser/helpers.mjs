@@ -75,11 +75,12 @@ ${limits}
  * they set it (TOML forbids a key twice, so it is replaced, not appended). `env`: extra
  * environment variables for the daemon (e.g. ALSA_CONFIG_PATH). `bin`: another binary (a
  * cross build); `wrapper`: argv prefix that runs it (e.g. ['qemu-aarch64-static']).
- * `width`/`height`/`fps`: the test pattern's size and rate.
+ * `width`/`height`/`fps`: the test pattern's size and rate. `server`: extra `[server]` lines
+ * (e.g. `cors_origins = [...]`).
  */
 export async function startDaemon({
   video = '', audio = '', limits = '', env = {}, bin = peercamBin, wrapper = [],
-  width, height, fps, readyTimeoutMs = 20_000, password = '', tls = false,
+  width, height, fps, readyTimeoutMs = 20_000, password = '', tls = false, server = '',
 } = {}) {
   if (!existsSync(bin)) {
     throw new Error(`peercam binary not found at ${bin}: run \`cargo build\` or set PEERCAM_BIN`);
@@ -89,11 +90,12 @@ export async function startDaemon({
   const configPath = path.join(dir, 'peercam.toml');
   let config = testConfig({ port, video, audio, limits, width, height, fps });
   // [server] password, and HTTPS with a self-signed certificate kept in the temporary dir.
-  const server = [
+  const serverLines = [
     password ? `password = "${password}"` : '',
     tls ? `tls = "self-signed"\nstate_dir = "${dir}"` : '',
+    server,
   ].join('\n');
-  config = config.replace(/^listen = .*$/m, (line) => `${line}\n${server}`);
+  config = config.replace(/^listen = .*$/m, (line) => `${line}\n${serverLines}`);
   if (/^\s*max_viewers\s*=/m.test(limits)) config = config.replace('max_viewers = 8\n', '');
   writeFileSync(configPath, config);
   const argv = [...wrapper, bin, '--config', configPath, '--listen', `127.0.0.1:${port}`];

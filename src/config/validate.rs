@@ -27,7 +27,7 @@ use crate::media::VideoCodec;
 
 /// Turns the raw file into settings, checking every value; the first problem is returned.
 pub(crate) fn validate(raw: RawConfig, src: Source<'_>) -> Result<Settings, ConfigError> {
-    Ok(Settings {
+    Settings {
         server: server(raw.server, src)?,
         video: video(raw.video, src)?,
         audio: audio(raw.audio, src)?,
@@ -36,7 +36,7 @@ pub(crate) fn validate(raw: RawConfig, src: Source<'_>) -> Result<Settings, Conf
         log: log_settings(raw.log, src)?,
         publish: Vec::new(),
     }
-    .with_publish(raw.publish, src)?)
+    .with_publish(raw.publish, src)
 }
 
 impl Settings {

@@ -194,7 +194,7 @@ impl Publication {
 
     /// Time passed: starts the due try, or gives up on a peer that did not connect.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if !self.deadline.is_some_and(|at| now >= at) {
+        if self.deadline.is_none_or(|at| now < at) {
             return;
         }
         match self.state {

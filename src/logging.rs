@@ -11,8 +11,8 @@
 //! Two guards sit between the filter and the output ([`GuardedLog`]):
 //! - webrtc-rs's ICE agent warns "pingAllCandidates called with no candidate pairs" five
 //!   times a second for every dial whose browser has sent no candidate yet (a dial that never
-//!   connects: until `[limits] ice_timeout_s`). Those records are demoted to `debug`
-//!   (`RUST_LOG=rtc_ice=debug` shows them).
+//!   connects: until `[limits] ice_timeout_s`). That and the other warnings of
+//!   [`STACK_NOISE`] are demoted to `debug` (`RUST_LOG=rtc_ice=debug` shows them).
 //! - The WebRTC stack logs per packet in places (a STUN message with a bad integrity, a DTLS
 //!   record that fails): what a peer sends must not decide how many lines the journal gets.
 //!   Each of its targets (`webrtc*`, `rtc*`) gets at most [`STACK_LINES`] lines per
@@ -183,10 +183,28 @@ fn guarded(message: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Whether a record is webrtc-rs's ICE agent saying, five times a second per dial, that it
-/// has no candidate pairs yet (rtc-ice 0.21 `Agent::ping_all_candidates`, at `warn`).
+/// Warnings of the WebRTC stack that say nothing wrong, by target prefix and words (rtc 0.21):
+/// - the ICE agent's "no candidate pairs yet", five times a second per dial
+///   (`Agent::ping_all_candidates`);
+/// - the ICE agent's "remote mDNS candidate added, but mDNS is disabled", once per `.local`
+///   candidate a browser trickles (the daemon resolves no mDNS; such browsers connect
+///   peer-reflexive);
+/// - DTLS's "conn.remote_addr is empty", once per call (the server name defaults to
+///   `localhost`, which a DTLS server never uses).
+const STACK_NOISE: [(&str, &str); 3] = [
+    ("rtc_ice", "pingAllCandidates called with no candidate"),
+    (
+        "rtc_ice",
+        "remote mDNS candidate added, but mDNS is disabled",
+    ),
+    ("rtc_dtls", "conn.remote_addr is empty"),
+];
+
+/// Whether a record is one of [`STACK_NOISE`]: it is logged at `debug`.
 fn is_ice_noise(target: &str, message: &str) -> bool {
-    target.starts_with("rtc_ice") && message.contains("pingAllCandidates called with no candidate")
+    STACK_NOISE
+        .iter()
+        .any(|(prefix, words)| target.starts_with(prefix) && message.contains(words))
 }
 
 /// Lines per [`STACK_WINDOW`] from one target of the WebRTC stack.
@@ -453,6 +471,22 @@ mod tests {
             taken(&log).is_empty(),
             "a plain level keeps the WebRTC stack at warn"
         );
+        // The other harmless warnings, as rtc 0.21 writes them.
+        let log = guarded_log(LevelFilter::Info, None);
+        emit(
+            &log,
+            Level::Warn,
+            "rtc_ice::agent",
+            "remote mDNS candidate added, but mDNS is disabled: (61cd5712-aa.local)",
+        );
+        emit(
+            &log,
+            Level::Warn,
+            "rtc_dtls::config",
+            "conn.remote_addr is empty, please set explicitly server_name in Config! Use \
+             default \"localhost\" as server_name now",
+        );
+        assert!(taken(&log).is_empty());
     }
 
     #[test]

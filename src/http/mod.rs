@@ -480,11 +480,20 @@ fn login_refusal(state: &AppState, remote: SocketAddr, headers: &HeaderMap) -> O
     };
     match state.auth.check(remote.ip(), headers) {
         Access::Allowed => None,
-        Access::Refused => Some(text(
-            StatusCode::UNAUTHORIZED,
-            "401 Unauthorized: log in on the page first, or send Authorization: Bearer \
-             <password>\n",
-        )),
+        Access::Refused => {
+            let mut refused = text(
+                StatusCode::UNAUTHORIZED,
+                "401 Unauthorized: log in on the page first, or send Authorization: Bearer \
+                 <password>\n",
+            );
+            // RFC 9110 asks a 401 to name a scheme. Bearer only: a Basic challenge would
+            // make browsers pop up their own password dialog over the page's login form.
+            refused.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"peercam\""),
+            );
+            Some(refused)
+        }
         Access::TooMany(wait) => Some(with_retry_after(
             text(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -591,6 +591,10 @@ async fn whep_from_another_origin_needs_cors_origins() {
     let (status, headers, _) = call(&state, HERE, "POST", "/whep", &[allowed, SDP], CHROMIUM).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(headers.contains_key("access-control-allow-origin"));
+    assert_eq!(
+        headers.get("www-authenticate").expect("a challenge"),
+        "Bearer realm=\"peercam\""
+    );
     let bearer = ("Authorization", "Bearer correct horse");
     let (status, headers, _) = call(
         &state,

@@ -22,7 +22,7 @@ pub struct OfferedCodec {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     /// No `m=video` line.
-    #[error("the offer has no video section (m=video); the page must offer to receive video")]
+    #[error("the offer has no video section (m=video); offer to receive video")]
     NoVideo,
     /// A line that should be `a=rtpmap:<pt> <name>/<clock>` is not.
     #[error(

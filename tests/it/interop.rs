@@ -1,0 +1,145 @@
+//! WHEP and WHIP against an independent WebRTC stack: aiortc from PyPI (ICE, DTLS, SRTP, RTP
+//! depacketizers and FFmpeg's decoders that share no code with peercam or webrtc-rs), run as
+//! child processes from `tests/interop/` (see its README). The first test to need it makes
+//! the venv (about 8 s cold, nothing when warm).
+
+use crate::common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::probe::value;
+use common::Daemon;
+use serde_json::Value;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// The venv's python (tests/interop/setup.sh, once per test binary).
+fn python() -> &'static PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(interop_dir().join("setup.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/interop/setup.sh");
+        assert!(out.status.success(), "tests/interop/setup.sh failed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        PathBuf::from(stdout.lines().last().expect("the python path").trim())
+    })
+}
+
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// Runs `whep_client.py` with `args` (bounded: `--timeout` plus the DELETE and close); its
+/// exit code, its JSON line and its stderr.
+async fn whep_client(args: &[&str]) -> (i32, Value, String) {
+    let mut command = tokio::process::Command::new(python());
+    command
+        .arg(interop_dir().join("whep_client.py"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(45), command.output())
+        .await
+        .expect("whep_client.py finished within 45 s")
+        .expect("run whep_client.py");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON line from whep_client.py; stderr:\n{stderr}"));
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+/// aiortc pulls the stream over WHEP with the password as a bearer token: it decodes 60
+/// H.264 frames at the configured size and Opus audio, then DELETEs its session. A wrong
+/// token gets 401. AV1: aiortc 1.16 has no AV1 (VP8 and H.264 only); the client says so
+/// before any request, which this test checks, so the day aiortc gains it the test fails and
+/// asks for the AV1 run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_pulls_h264_and_opus_over_whep_and_deletes() {
+    let config = common::test_config("", "").replace(
+        "[server]\n",
+        &format!("[server]\npassword = \"{PASSWORD}\"\n"),
+    );
+    let daemon = Daemon::start(&config);
+    let url = format!("http://127.0.0.1:{}/whep", daemon.port);
+    let base = [
+        "--url",
+        &url,
+        "--codec",
+        "h264",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--frames",
+        "60",
+        "--timeout",
+        "20",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--token", PASSWORD]);
+    let (code, json, stderr) = whep_client(&args).await;
+    eprintln!("aiortc WHEP: {json}");
+    assert_eq!(code, 0, "{json}\n{stderr}");
+    assert_eq!(json["ok"], true);
+    assert!(json["video_frames"].as_u64() >= Some(60), "{json}");
+    assert_eq!(
+        (json["width"].as_u64(), json["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    assert_eq!(json["size_mismatches"], 0);
+    assert_eq!(json["video_codec"], "video/H264");
+    assert_eq!(json["audio_codec"], "audio/opus");
+    assert!(json["audio_frames"].as_u64() >= Some(10), "{json}");
+    assert_eq!(json["answer_end_of_candidates"], true);
+    assert_eq!(json["delete_status"], 200);
+    daemon.wait_for_log("WHEP viewer 127.0.0.1", Duration::from_secs(1));
+
+    // The wrong token: 401 and nothing built.
+    let mut args = base.to_vec();
+    args.extend(["--token", "wrong password", "--timeout", "5"]);
+    let (code, json, _) = whep_client(&args).await;
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["http_status"], 401, "{json}");
+
+    // AV1 is not in aiortc 1.16: exit 3 before any request.
+    let mut args = base.to_vec();
+    args.extend(["--token", PASSWORD]);
+    args[3] = "av1";
+    let (code, json, _) = whep_client(&args).await;
+    assert_eq!(
+        code, 3,
+        "aiortc can decode AV1 now: assert the AV1 run instead. {json}"
+    );
+
+    let metrics = metrics_text_with(daemon.port).await;
+    assert_eq!(
+        value(&metrics, "peercam_whep_sessions"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value(&metrics, "peercam_whep_sessions_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+/// `/metrics` with the password.
+async fn metrics_text_with(port: u16) -> String {
+    let bearer = format!("Bearer {PASSWORD}");
+    let reply =
+        common::http::http(port, "GET", "/metrics", &[("Authorization", &bearer)], "").await;
+    assert_eq!(reply.status, 200);
+    reply.body
+}

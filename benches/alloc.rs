@@ -469,6 +469,7 @@ async fn part_b(
         audio: Some(audio_fanout.clone()),
         keyframes,
         bitrate: None,
+        sent_bytes: None,
     };
     let (events_tx, mut events) = tokio::sync::mpsc::channel(64);
     let (peer, answer) = factory

@@ -35,6 +35,7 @@ use crate::http::{self, AppState, Generation};
 use crate::hub::{HubError, MediaHub};
 use crate::pipeline::heartbeat::Monitor;
 use crate::systemd;
+use crate::whip::{self, Publishers};
 
 /// How long connections get to close after a stop signal before they are abandoned.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(600);
@@ -140,6 +141,8 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
     }
 
     let mut server = tokio::spawn(http::serve(listener, state.clone(), tls));
+    let mut publishers = Publishers::start(&running.publish, &hub, &running.webrtc);
+    publish_metrics(&state, &publishers);
     let mut watchdog = Watchdog::new(local, scheme);
     watchdog.wait_for_first_frame(&hub).await;
     watchdog.ready(&state, &hub);
@@ -152,11 +155,17 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
             _ = sighup.recv() => {
                 info!("SIGHUP: reloading the configuration");
                 systemd::reloading();
+                let before = hub.clone();
                 let result = reload(&state, &source, &mut running, &mut hub).await;
                 watchdog.reset();
                 if let Err(e) = result {
                     break Err(e);
                 }
+                let media_changed = !Arc::ptr_eq(&before, &hub);
+                publishers
+                    .reload(&running.publish, &hub, &running.webrtc, media_changed)
+                    .await;
+                publish_metrics(&state, &publishers);
                 watchdog.ready(&state, &hub);
             }
             _ = tick.tick() => watchdog.tick(&state, &hub),
@@ -169,6 +178,8 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
     };
     systemd::stopping();
     shutdown.cancel();
+    // The WHIP sessions are deleted while the media still runs.
+    publishers.stop().await;
     // Every connection task sees the token: viewers get `bye`, peers close. Wait for them.
     state.tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait())
@@ -192,6 +203,12 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
     }
     info!("stopped");
     outcome
+}
+
+/// `/metrics` shows `publishers`' targets.
+fn publish_metrics(state: &AppState, publishers: &Publishers) {
+    let stats = publishers.stats();
+    state.set_extra_metrics(Box::new(move || whip::metrics_text(&stats)));
 }
 
 /// READY/STATUS/WATCHDOG messages driven by the media pipeline's heartbeat.
@@ -339,7 +356,12 @@ async fn reload(
     let media_changed = running.video != wanted.video || running.audio != wanted.audio;
     let webrtc_changed = running.webrtc != wanted.webrtc;
     if !media_changed && !webrtc_changed {
-        info!("reload: {origin} applied (nothing that applies without a restart changed)");
+        if running.publish != wanted.publish {
+            info!("reload: {origin} applied ([[publish]] changed)");
+        } else {
+            info!("reload: {origin} applied (nothing that applies without a restart changed)");
+        }
+        running.publish = wanted.publish;
         return Ok(());
     }
     // New viewers wait for the new media while this guard is held.

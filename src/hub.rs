@@ -270,6 +270,7 @@ impl MediaHub {
             audio: self.audio(),
             keyframes,
             bitrate: self.bitrate(video.codec, video.passthrough),
+            sent_bytes: None,
         })
     }
 

@@ -21,8 +21,9 @@
 //! - entry: `main.rs`, [`cli`], [`daemon`] (start, reload, watchdog and stop; owns the
 //!   running [`config::Settings`] and the [`hub::MediaHub`]).
 //! - transports: [`http`] (the page, login, TLS, `/metrics`; [`http`]'s `socket` module is the
-//!   one WebSocket loop, `viewer` and `room` its adapters, [`http::media`] the interface to
-//!   the media that the router is tested against).
+//!   one WebSocket loop, `viewer` and `room` its adapters, [`http::whep`] WHEP,
+//!   [`http::media`] the interface to the media that the router is tested against); [`whip`]
+//!   (publishing to WHIP servers).
 //! - assembly: [`hub`] (sources and encoders chosen from the settings, their threads, the
 //!   fan-outs).
 //! - peer: [`peer`] (the only module that uses webrtc-rs; carries out the session's plan).
@@ -60,3 +61,4 @@ pub mod peer;
 pub mod pipeline;
 pub mod session;
 pub mod systemd;
+pub mod whip;

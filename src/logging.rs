@@ -190,14 +190,23 @@ fn guarded(message: &str) -> Cow<'_, str> {
 ///   candidate a browser trickles (the daemon resolves no mDNS; such browsers connect
 ///   peer-reflexive);
 /// - DTLS's "conn.remote_addr is empty", once per call (the server name defaults to
-///   `localhost`, which a DTLS server never uses).
-const STACK_NOISE: [(&str, &str); 3] = [
+///   `localhost`, which a DTLS server never uses);
+/// - DTLS's "Unsupported Extension Type", twice per handshake with aiortc (and other
+///   OpenSSL-based stacks) for an extension it then ignores;
+/// - "password is empty" from the ICE handler, when a WHIP server's first connectivity
+///   check arrives before its answer has been applied (the next check succeeds).
+const STACK_NOISE: [(&str, &str); 5] = [
     ("rtc_ice", "pingAllCandidates called with no candidate"),
     (
         "rtc_ice",
         "remote mDNS candidate added, but mDNS is disabled",
     ),
     ("rtc_dtls", "conn.remote_addr is empty"),
+    ("rtc_dtls", "Unsupported Extension Type"),
+    (
+        "rtc::peer_connection",
+        "IceHandler.handle_read got error: password is empty",
+    ),
 ];
 
 /// Whether a record is one of [`STACK_NOISE`]: it is logged at `debug`.

@@ -119,7 +119,13 @@ pub struct AppState {
     cors_origins: Vec<String>,
     /// `[webrtc] ice_servers`, offered to WHEP clients in `Link` headers.
     ice_servers: Vec<crate::config::IceServer>,
+    /// More `/metrics` lines from parts of the daemon outside the HTTP server (the WHIP
+    /// publications), replaced when they change.
+    extra_metrics: std::sync::Mutex<Option<ExtraMetrics>>,
 }
+
+/// Writes `/metrics` lines.
+pub type ExtraMetrics = Box<dyn Fn() -> String + Send + Sync>;
 
 impl AppState {
     /// Shared state for the server: `[server]` and `[limits]` from `settings`, and `media`.
@@ -154,6 +160,7 @@ impl AppState {
             whep: whep::WhepSessions::default(),
             cors_origins: settings.server.cors_origins.clone(),
             ice_servers: settings.webrtc.ice_servers.clone(),
+            extra_metrics: std::sync::Mutex::new(None),
         })
     }
 
@@ -165,6 +172,11 @@ impl AppState {
     /// Exclusive access for a reload: new viewers wait until the guard is dropped.
     pub async fn media_for_reload(&self) -> tokio::sync::RwLockWriteGuard<'_, Generation> {
         self.media.write().await
+    }
+
+    /// Adds `lines` to every `/metrics` answer (replacing what was set before).
+    pub fn set_extra_metrics(&self, lines: ExtraMetrics) {
+        *self.extra_metrics.lock().unwrap_or_else(|e| e.into_inner()) = Some(lines);
     }
 
     /// Viewers currently in a call.
@@ -786,6 +798,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ));
     }
     out.push_str(&state.whep.metrics_text());
+    if let Some(lines) = &*state
+        .extra_metrics
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+    {
+        out.push_str(&lines());
+    }
     out.push_str(&process_metrics());
     out.push_str(&state.media().await.media.metrics_text());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

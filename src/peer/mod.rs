@@ -81,6 +81,9 @@ pub struct MediaTap {
     /// The encoder's adaptive bitrate this viewer's congestion feedback steers; `None` for
     /// camera H.264 passthrough (not adaptive).
     pub bitrate: Option<Arc<BitrateController>>,
+    /// Counts the RTP bytes this peer writes (video and audio), when someone wants to know
+    /// (a WHIP publication's `/metrics`).
+    pub sent_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Builds one peer connection per viewer from the `[webrtc]` settings.
@@ -406,6 +409,7 @@ fn start_media(
             tap.video.clone(),
             connected.clone(),
             cancel.clone(),
+            tap.sent_bytes.clone(),
         )),
         tokio::spawn(forward_keyframe_requests(
             video.track,
@@ -427,6 +431,7 @@ fn start_media(
             fanout,
             connected,
             cancel.clone(),
+            tap.sent_bytes.clone(),
         )));
     }
     (cancel, tasks)
@@ -631,6 +636,7 @@ async fn forward_media(
     fanout: Arc<Fanout>,
     mut connected: watch::Receiver<bool>,
     cancel: CancellationToken,
+    sent_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) {
     tokio::select! {
         _ = cancel.cancelled() => return,
@@ -652,6 +658,11 @@ async fn forward_media(
             continue;
         }
         for packet in packets.drain(..) {
+            if let Some(sent) = &sent_bytes {
+                // The RTP header (12 bytes, no extensions or CSRCs here) and the payload.
+                let bytes = 12 + packet.payload.len() as u64;
+                sent.fetch_add(bytes, Ordering::Relaxed);
+            }
             if let Err(e) = track.write_rtp(packet).await {
                 debug!("RTP write stopped: {e}");
                 return;
@@ -750,7 +761,7 @@ impl PeerConnectionEventHandler for Handler {
             RTCPeerConnectionState::Closed => PeerEvent::Closed,
             RTCPeerConnectionState::Disconnected => {
                 info!("peer disconnected; waiting for ICE to recover");
-                return;
+                PeerEvent::Disconnected
             }
             _ => return,
         };

@@ -692,6 +692,8 @@ impl Session {
                 self.hang_up();
                 self.push(Output::Send(Message::Bye(Bye::default())));
             }
+            // A viewer's browser may come back (a Wi-Fi hiccup); ICE gives up by itself.
+            PeerEvent::Disconnected => {}
         }
     }
 

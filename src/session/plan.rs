@@ -27,6 +27,9 @@ pub enum PeerEvent {
     IceConnected,
     /// ICE and DTLS are up; media flows.
     Connected,
+    /// Nothing heard from the other side for a while (webrtc-rs: about 5 s); ICE may still
+    /// recover, or fail later (about 25 s more).
+    Disconnected,
     /// The connection failed or was lost for good.
     Failed(String),
     /// The connection closed.

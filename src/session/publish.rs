@@ -20,6 +20,10 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 pub const MAX_RETRY: Duration = Duration::from_secs(30);
 /// A published peer must connect (ICE and DTLS) within this after the answer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A live peer that stays disconnected this long is given up and published again: a server
+/// that restarted has forgotten the session, so waiting for ICE to fail (half a minute)
+/// only keeps the viewers waiting.
+pub const DISCONNECTED_GRACE: Duration = Duration::from_secs(2);
 
 /// Where the publication stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +215,10 @@ impl Publication {
                 ),
                 now,
             ),
+            State::Live => self.fail(
+                "the server went silent (the connection stayed disconnected)".to_owned(),
+                now,
+            ),
             _ => self.deadline = None,
         }
     }
@@ -261,6 +269,8 @@ impl Publication {
                 self.patch(Some(c));
             }
             (State::Connecting | State::Live, PeerEvent::EndOfCandidates) => self.patch(None),
+            // Back before the grace ran out.
+            (State::Live, PeerEvent::Connected) => self.deadline = None,
             (State::Connecting, PeerEvent::Connected) => {
                 self.state = State::Live;
                 self.deadline = None;
@@ -270,6 +280,9 @@ impl Publication {
                 self.failures = 0;
                 self.attempts = 0;
                 self.reported = false;
+            }
+            (State::Live, PeerEvent::Disconnected) => {
+                self.deadline = Some(now + DISCONNECTED_GRACE);
             }
             (State::Connecting | State::Live, PeerEvent::Failed(reason)) => {
                 self.fail(format!("the connection failed: {reason}"), now);
@@ -483,6 +496,33 @@ mod tests {
         );
         assert!(matches!(outputs[2], Output::Report(Report::Down { .. })));
         assert!(deadline.expect("retry") - now <= FIRST_RETRY.mul_f64(1.2));
+    }
+
+    #[test]
+    fn a_live_peer_disconnected_past_the_grace_is_published_again() {
+        let t0 = Instant::now();
+        let mut p = Publication::new(t0, 5);
+        go_live(&mut p, t0, "http://sfu/whip/4");
+        drain(&mut p);
+        // A hiccup: back within the grace, nothing happens.
+        p.handle_input(Input::Peer(PeerEvent::Disconnected), t0);
+        assert_eq!(drain(&mut p).1, Some(t0 + DISCONNECTED_GRACE));
+        p.handle_input(
+            Input::Peer(PeerEvent::Connected),
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(drain(&mut p), (vec![], None));
+        // Silent for good: given up at the grace, deleted, tried again soon.
+        let t1 = t0 + Duration::from_secs(60);
+        p.handle_input(Input::Peer(PeerEvent::Disconnected), t1);
+        p.handle_timeout(t1 + DISCONNECTED_GRACE);
+        let (outputs, deadline) = drain(&mut p);
+        assert_eq!(outputs[0], Output::ClosePeer);
+        assert!(
+            matches!(&outputs[2], Output::Report(Report::Down { reason, .. }) if reason.contains("silent"))
+        );
+        assert!(deadline.expect("a retry") <= t1 + DISCONNECTED_GRACE + FIRST_RETRY.mul_f64(1.2));
+        assert_eq!(p.state(), State::Waiting);
     }
 
     #[test]

@@ -143,3 +143,150 @@ async fn metrics_text_with(port: u16) -> String {
     assert_eq!(reply.status, 200);
     reply.body
 }
+
+/// `whip_server.py` running as a child; killed on drop.
+struct WhipServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl WhipServer {
+    /// Starts it on `port` (0: any) with `token`; waits for its "listening" line.
+    fn start(port: u16, token: &str) -> WhipServer {
+        use std::io::BufRead;
+        let port_arg = port.to_string();
+        let mut child = Command::new(python())
+            .arg(interop_dir().join("whip_server.py"))
+            .args([
+                "--port",
+                &port_arg,
+                "--status-interval",
+                "0",
+                "--token",
+                token,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start whip_server.py");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the listening line");
+        let json: Value = serde_json::from_str(&line).expect("JSON listening line");
+        let port = json["listening"].as_u64().expect("port") as u16;
+        WhipServer { child, port }
+    }
+
+    /// Its `/stats`.
+    async fn stats(&self) -> Value {
+        let reply = common::http::http(self.port, "GET", "/stats", &[], "").await;
+        serde_json::from_str(&reply.body).unwrap_or(Value::Null)
+    }
+
+    /// Polls `/stats` until `done` holds (panics after `wait`, with the last stats).
+    async fn wait_for(&self, what: &str, wait: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            let stats = self.stats().await;
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{what} within {wait:?}; the server's stats: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for WhipServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// aiortc as a WHIP server: peercam publishes to it (bearer token), and aiortc decodes the
+/// H.264 frames at the configured size and the Opus audio. The server is killed mid-stream
+/// and started again on its port: peercam publishes again within 10 s, logging the episode
+/// once. A stop DELETEs the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_receives_the_published_stream_and_peercam_comes_back_after_a_restart() {
+    let server = WhipServer::start(0, "whip-token");
+    let config = format!(
+        "{}\n[[publish]]\nurl = \"http://127.0.0.1:{}/whip\"\ntoken = \"whip-token\"\n",
+        common::test_config("", ""),
+        server.port
+    );
+    let mut daemon = Daemon::start(&config);
+    let live = |s: &Value| {
+        let last = &s["last_session"];
+        last["video_frames"].as_u64() >= Some(60)
+            && last["audio_frames"].as_u64() >= Some(10)
+            && last["width"] == 320
+            && last["height"] == 240
+    };
+    let stats = server
+        .wait_for(
+            "60 frames decoded from the published stream",
+            Duration::from_secs(20),
+            live,
+        )
+        .await;
+    eprintln!("aiortc WHIP server: {stats}");
+    assert_eq!(
+        stats["last_session"]["video_codec"], "video/H264",
+        "{stats}"
+    );
+    daemon.wait_for_log("publish: live at", Duration::from_secs(5));
+    let metrics = common::probe::metrics_text(daemon.port).await;
+    let target = format!("{{target=\"http://127.0.0.1:{}/whip\"}}", server.port);
+    assert_eq!(
+        value(&metrics, &format!("peercam_publish_state{target}")),
+        Some(4.0),
+        "{metrics}"
+    );
+    assert!(
+        value(
+            &metrics,
+            &format!("peercam_publish_sent_bytes_total{target}")
+        ) > Some(10_000.0),
+        "{metrics}"
+    );
+
+    // The server dies mid-stream and comes back on the same port.
+    let port = server.port;
+    drop(server);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarted = std::time::Instant::now();
+    let server = WhipServer::start(port, "whip-token");
+    let stats = server
+        .wait_for("the stream published again", Duration::from_secs(10), |s| {
+            s["last_session"]["video_frames"].as_u64() >= Some(30)
+        })
+        .await;
+    eprintln!(
+        "republished and 30 frames decoded {} ms after the server came back",
+        restarted.elapsed().as_millis()
+    );
+    assert_eq!(stats["last_session"]["width"], 320);
+    daemon.wait_for_log("trying again in", Duration::from_secs(1));
+    daemon.wait_for_log("publish: live at", Duration::from_secs(5));
+    let metrics = common::probe::metrics_text(daemon.port).await;
+    assert!(
+        value(
+            &metrics,
+            &format!("peercam_publish_reconnects_total{target}")
+        ) >= Some(1.0),
+        "{metrics}"
+    );
+
+    // A stop deletes the session.
+    let (status, _) = daemon.terminate();
+    assert!(status.success());
+    let stats = server.stats().await;
+    assert!(stats["deletes"].as_u64() >= Some(1), "{stats}");
+}

@@ -35,6 +35,8 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// How long a stop waits for the DELETEs.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Redirects followed for one POST.
+const MAX_REDIRECTS: usize = 5;
 
 /// What `/metrics` shows of one target.
 #[derive(Debug)]
@@ -172,8 +174,10 @@ pub fn metrics_text(targets: &[Arc<TargetStats>]) -> String {
     out
 }
 
-/// The HTTP client for every target: rustls with ring and the system's certificates,
-/// redirects followed (a WHIP server may send 307), every request bounded.
+/// The HTTP client for every target: rustls with ring and the system's certificates, every
+/// request bounded. Redirects are followed by [`Task::post`] itself: reqwest drops the
+/// `Authorization` header when a redirect leaves the host, and a WHIP server that sends a
+/// publisher to another node expects its token there.
 fn http_client() -> Option<reqwest::Client> {
     // reqwest's rustls takes the process's default provider; the daemon uses ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -181,6 +185,7 @@ fn http_client() -> Option<reqwest::Client> {
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(REQUEST_TIMEOUT)
         .user_agent(concat!("peercam/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(client) => Some(client),
@@ -224,6 +229,7 @@ impl Task {
                 .reconnects
                 .store(publication.reconnects(), Ordering::Relaxed);
             if publication.state() == State::Stopped {
+                info!("publish: stopped sending to {}", self.target.url);
                 return;
             }
             tokio::select! {
@@ -347,13 +353,42 @@ impl Task {
         }
     }
 
-    /// POSTs the offer; the session, or why not (in words for the log).
+    /// POSTs the offer, following 307 and 308 redirects (with the token, but never from
+    /// https:// to http://); the session, or why not (in words for the log).
     async fn post(&mut self, offer_sdp: String) -> Result<Posted, String> {
-        let request = self
-            .authorized(self.client.post(&self.target.url))
-            .header(header::CONTENT_TYPE, "application/sdp")
-            .body(offer_sdp);
-        let response = request.send().await.map_err(|e| plain_error(&e))?;
+        let mut url = reqwest::Url::parse(&self.target.url).map_err(|e| e.to_string())?;
+        let mut redirects = 0;
+        let response = loop {
+            let request = self
+                .authorized(self.client.post(url.clone()))
+                .header(header::CONTENT_TYPE, "application/sdp")
+                .body(offer_sdp.clone());
+            let response = request.send().await.map_err(|e| plain_error(&e))?;
+            let status = response.status();
+            if status != reqwest::StatusCode::TEMPORARY_REDIRECT
+                && status != reqwest::StatusCode::PERMANENT_REDIRECT
+            {
+                break response;
+            }
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            let next = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| url.join(l).ok())
+                .ok_or_else(|| format!("the server answered {status} without a usable Location"))?;
+            if url.scheme() == "https" && next.scheme() != "https" {
+                return Err(format!(
+                    "the server redirected from https:// to {}; not sending the token there",
+                    client_str(next.as_str()).max(200)
+                ));
+            }
+            debug!("publish: {status}: {url} sends the offer to {next}");
+            url = next;
+        };
         let status = response.status();
         let url = response.url().clone();
         let headers = response.headers().clone();

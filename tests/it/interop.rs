@@ -290,3 +290,95 @@ async fn aiortc_receives_the_published_stream_and_peercam_comes_back_after_a_res
     let stats = server.stats().await;
     assert!(stats["deletes"].as_u64() >= Some(1), "{stats}");
 }
+
+/// Answers every request on a loopback port with `307 Temporary Redirect` to `to` (a WHIP
+/// endpoint moved elsewhere); the port.
+async fn redirector(to: String) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let to = to.clone();
+            tokio::spawn(async move {
+                // Read the head and the body it announces, then redirect.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+                    else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            break;
+                        }
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {to}\r\nContent-Length: 0\r\n\
+                     Connection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// A WHIP endpoint that redirects (307) is followed to the aiortc server; a reload that
+/// points the target at another server ends the first session (DELETE) and publishes to the
+/// new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peercam_follows_a_whip_redirect_and_a_reload_moves_the_stream() {
+    let first = WhipServer::start(0, "t");
+    let moved = redirector(format!("http://127.0.0.1:{}/whip", first.port)).await;
+    let publish = |port: u16| {
+        format!(
+            "{}\n[[publish]]\nurl = \"http://127.0.0.1:{port}/whip\"\ntoken = \"t\"\n",
+            common::test_config("", "")
+        )
+    };
+    let daemon = Daemon::start(&publish(moved));
+    let flowing = |s: &Value| s["last_session"]["video_frames"].as_u64() >= Some(30);
+    first
+        .wait_for(
+            "the stream, through the redirect",
+            Duration::from_secs(20),
+            flowing,
+        )
+        .await;
+
+    let second = WhipServer::start(0, "t");
+    std::fs::write(&daemon.config_path, publish(second.port)).expect("rewrite the config");
+    daemon.signal("HUP");
+    daemon.wait_for_log("[[publish]] changed", Duration::from_secs(5));
+    second
+        .wait_for(
+            "the stream at the new target",
+            Duration::from_secs(20),
+            flowing,
+        )
+        .await;
+    first
+        .wait_for("the first session deleted", Duration::from_secs(5), |s| {
+            s["deletes"].as_u64() >= Some(1)
+        })
+        .await;
+}

@@ -31,7 +31,7 @@
 //!   with its deadlines), [`pipeline`] (queues, fan-out, keyframe requests, bitrate policy),
 //!   [`capture`] (sources), [`encode`] (encoders), [`config`] (file, validation, settings).
 //! - ground: [`media`] (frame types, the frame pool), [`h264`] (NAL units,
-//!   profile-level-id), [`limits`] (rate limits, throttled limit logs), [`logging`],
+//!   profile-level-id), [`limits`] (rate limits, throttled limit logs), [`deadline`], [`logging`],
 //!   [`systemd`], [`devices`].
 //!
 //! ## Where things happen
@@ -49,6 +49,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod deadline;
 pub mod devices;
 pub mod encode;
 pub mod h264;

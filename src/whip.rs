@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{IceServer, PublishTarget, WebrtcSettings};
+use crate::deadline::sleep_until;
 use crate::hub::MediaHub;
 use crate::logging::client_str;
 use crate::peer::{PeerFactory, ViewerPeer, PEER_EVENT_CAPACITY};
@@ -561,14 +562,6 @@ fn ice_server_link(link: &str) -> Option<IceServer> {
         username,
         credential,
     })
-}
-
-/// Waits for `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use self::media::MediaService;
 use crate::config::{LimitSettings, Settings};
 use crate::limits::LimitLog;
 use crate::session::admission::{Admission, AdmissionLimits};
-use crate::session::machine::{Rules, Session};
+use crate::session::machine::{Rules, Session, Transport};
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const LOGIN_HTML: &str = include_str!("assets/login.html");
@@ -182,6 +182,23 @@ impl AppState {
     /// Viewers currently in a call.
     pub fn viewers_in_call(&self) -> usize {
         self.admission.viewers_in_call()
+    }
+
+    /// A new viewer session for `remote` on `generation`'s media, reached by `transport`.
+    fn session(
+        &self,
+        generation: &Generation,
+        remote: SocketAddr,
+        transport: Transport,
+    ) -> Session {
+        Session::new(
+            generation.media.clone(),
+            self.admission.clone(),
+            self.rules(),
+            remote,
+            socket::now(),
+        )
+        .with_transport(transport)
     }
 
     /// The per-connection rules of a viewer's session.
@@ -749,13 +766,7 @@ async fn ws(
             }
             None => {
                 let generation = state.media().await;
-                let session = Session::new(
-                    generation.media.clone(),
-                    state.admission.clone(),
-                    state.rules(),
-                    remote,
-                    socket::now(),
-                );
+                let session = state.session(&generation, remote, Transport::WebSocket);
                 let viewer = viewer::Viewer::new(session, generation.media, remote);
                 let label = format!("viewer {remote}");
                 socket::run(ws, label, viewer, shutdown, Some(generation.retired)).await;

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::deadline::sleep_until;
 use crate::limits::LimitLog;
 use crate::logging::client_str;
 use crate::session::machine::Limit;
@@ -163,14 +164,6 @@ pub(super) async fn run<C: Conversation>(
 /// The current time, from tokio's clock (so paused-time tests move it).
 pub(super) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
-}
-
-/// Waits for `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Waits for `token` to be cancelled, or forever without one.

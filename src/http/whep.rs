@@ -27,6 +27,7 @@ use super::media::{self, Answered, Call, MediaService};
 use super::socket::{self, now};
 use super::AppState;
 use crate::config::IceServer;
+use crate::deadline::sleep_until;
 use crate::limits::{address_key, LimitLog};
 use crate::logging::client_str;
 use crate::peer::PEER_EVENT_CAPACITY;
@@ -255,14 +256,7 @@ pub(super) async fn post(
         );
     }
     let generation = state.media().await;
-    let session = Session::new(
-        generation.media.clone(),
-        state.admission.clone(),
-        state.rules(),
-        remote,
-        now(),
-    )
-    .with_transport(Transport::Whep);
+    let session = state.session(&generation, remote, Transport::Whep);
     let mut whep = WhepCall::new(session, generation.media, remote, offer.clone());
     let answer = match whep.open(offer).await {
         Ok(answer) => answer,
@@ -803,14 +797,6 @@ impl WhepCall {
             call.close().await;
             info!("{}: call ended", self.label);
         }
-    }
-}
-
-/// Waits for `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

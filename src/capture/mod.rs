@@ -8,6 +8,7 @@ pub mod convert;
 pub mod formats;
 pub mod placeholder;
 pub mod recover;
+pub mod rpicam;
 pub mod test_h264;
 pub mod test_pattern;
 pub mod test_tone;

@@ -5,7 +5,7 @@
 //
 //   startJanus()            janus on a free loopback WebSocket port, VideoRoom and WebSockets only
 //   startWhipFront({...})   POST offer -> VideoRoom "joinandconfigure" as publisher -> 201 + answer;
-//                           PATCH (trickle-ice-sdpfrag) -> Janus trickle; DELETE -> leave, detach
+//                           PATCH (trickle-ice-sdpfrag) -> Janus trickle; DELETE -> leave, destroy
 //   watchInPage(page, ...)  a VideoRoom subscriber: Janus's offer answered by the page's
 //                           RTCPeerConnection; the page keeps getStats() figures in window.sfuStats
 //
@@ -34,8 +34,9 @@ export const ICE_ADDRESS = process.env.SFU_ICE_ADDRESS || '';
 /** The room of janus/janus.plugin.videoroom.jcfg. */
 export const ROOM = 1234;
 
-// janode logs every transaction at "info"; warnings and errors are enough here.
-Janode.Logger.setLevel(process.env.JANODE_LOG || 'warning');
+// janode logs every transaction at "info", and warns of acks it no longer waits for (after
+// leave); errors are enough here (JANODE_LOG=info for more).
+Janode.Logger.setLevel(process.env.JANODE_LOG || 'error');
 
 // --- children that must not outlive this process ------------------------------------------
 const children = new Set();
@@ -45,12 +46,18 @@ function killChildren() {
   }
   children.clear();
 }
-process.once('exit', killChildren);
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.once(signal, () => {
-    killChildren();
-    process.exit(128 + os.constants.signals[signal]);
-  });
+let guarded = false;
+/** From the first child on: kill the children when this process exits or is signalled. */
+function guardChildren() {
+  if (guarded) return;
+  guarded = true;
+  process.once('exit', killChildren);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.once(signal, () => {
+      killChildren();
+      process.exit(128 + os.constants.signals[signal]);
+    });
+  }
 }
 
 /** Returns a TCP port that was free a moment ago on 127.0.0.1. */
@@ -127,6 +134,7 @@ export async function startJanus({ iceAddress = ICE_ADDRESS, readyTimeoutMs = 20
 
   const argv = ['--config', path.join(dir, 'janus.jcfg'), '--configs-folder', dir,
     '--disable-colors', '--debug-timestamps'];
+  guardChildren();
   const child = spawn(JANUS_BIN, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir });
   children.add(child);
   const log = [];
@@ -229,7 +237,8 @@ function parseSdpFrag(body) {
 }
 
 /**
- * A WHIP endpoint (RFC 9725) in front of Janus's VideoRoom, on a free port of 127.0.0.1:
+ * A WHIP endpoint (RFC 9725) in front of Janus's VideoRoom, on `host`:`port` (default a free
+ * port of 127.0.0.1; whip-front.mjs runs it alone):
  *
  * - `POST /whip` (`Content-Type: application/sdp`, `Authorization: Bearer TOKEN` when `token`
  *   is set): a Janus session and VideoRoom handle per POST, `joinandconfigure` as publisher
@@ -239,11 +248,13 @@ function parseSdpFrag(body) {
  * - `POST /ingest` answers `307` to `/whip` (the test points peercam there: redirects followed).
  * - `PATCH /whip/ID` (`application/trickle-ice-sdpfrag`): the candidates and end of candidates
  *   trickled to Janus; `204`. An ICE restart (another ufrag) gets `422`.
- * - `DELETE /whip/ID`: `leave`, detach, session destroyed; `200`. Unknown: `404`.
+ * - `DELETE /whip/ID`: `leave`, the session destroyed (its handle with it); `200`. Unknown: `404`.
  * - `GET /stats`: JSON counts (no token), with the last offer's and answer's SDP summaries and
  *   the publisher's feed id.
  */
-export async function startWhipFront({ janusUrl, room = ROOM, token = '' }) {
+export async function startWhipFront({
+  janusUrl, room = ROOM, token = '', host = '127.0.0.1', port = 0,
+}) {
   const connection = await Janode.connect({ address: { url: janusUrl } });
   const sessions = new Map(); // id -> { session, handle, feed, etag }
   const stats = {
@@ -300,7 +311,7 @@ export async function startWhipFront({ janusUrl, room = ROOM, token = '' }) {
       }, joined.jsep.sdp);
     } catch (error) {
       stats.lastError = error.message;
-      await handle?.detach().catch(() => {});
+      // Destroying the session detaches its handles (Janus does it).
       await session.destroy().catch(() => {});
       return reject(response, 400, `Janus refused the offer: ${error.message}`);
     }
@@ -331,7 +342,6 @@ export async function startWhipFront({ janusUrl, room = ROOM, token = '' }) {
     stats.live = sessions.size;
     stats.deleted.push(id);
     await entry.handle.leave().catch(() => {});
-    await entry.handle.detach().catch(() => {});
     await entry.session.destroy().catch(() => {});
     return reply(response, 200);
   }
@@ -366,8 +376,11 @@ export async function startWhipFront({ janusUrl, room = ROOM, token = '' }) {
       if (!response.headersSent) reject(response, 500, error.message);
     });
   });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const origin = `http://127.0.0.1:${server.address().port}`;
+  await new Promise((resolve, reject_) => {
+    server.once('error', reject_);
+    server.listen(port, host, resolve);
+  });
+  const origin = `http://${host.includes(':') ? `[${host}]` : host}:${server.address().port}`;
   return {
     origin,
     /** The endpoint itself. */
@@ -378,10 +391,7 @@ export async function startWhipFront({ janusUrl, room = ROOM, token = '' }) {
     async close() {
       server.closeAllConnections?.();
       await new Promise((resolve) => server.close(resolve));
-      for (const [, entry] of sessions) {
-        await entry.handle.detach().catch(() => {});
-        await entry.session.destroy().catch(() => {});
-      }
+      for (const [, entry] of sessions) await entry.session.destroy().catch(() => {});
       sessions.clear();
       await connection.close().catch(() => {});
     },
@@ -441,7 +451,7 @@ async function answerInPage(offerSdp) {
 /**
  * A VideoRoom subscriber to `feed` on `connection` (a janode connection to Janus) whose
  * media goes to `page`: Janus's offer is answered by the page. Returns the handle's state
- * and `close()` (leave, detach, session destroyed).
+ * and `close()` (leave, the session destroyed).
  */
 export async function watchInPage(page, { connection, feed, room = ROOM }) {
   const session = await connection.create();
@@ -455,7 +465,6 @@ export async function watchInPage(page, { connection, feed, room = ROOM }) {
     answer: sdpSummary(answer),
     async close() {
       await handle.leave().catch(() => {});
-      await handle.detach().catch(() => {});
       await session.destroy().catch(() => {});
     },
   };

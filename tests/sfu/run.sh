@@ -27,6 +27,7 @@ if [ "${1:-}" = "--inside" ]; then
     export SFU_ICE_ADDRESS="$ADDRESS"
     if [ "${1:-}" = "--exec" ]; then
         shift
+        cd "$SFU_CALLER_DIR"
         exec "$@"
     fi
     if [ "$#" -eq 0 ]; then
@@ -35,6 +36,8 @@ if [ "${1:-}" = "--inside" ]; then
     exec node --test --test-concurrency=1 --test-reporter=spec "$@"
 fi
 
+SFU_CALLER_DIR=$(pwd)
+export SFU_CALLER_DIR
 cd "$(dirname "$0")"
 here=$(pwd)
 root=$(cd ../.. && pwd)

@@ -184,8 +184,15 @@ export async function startJanus({ iceAddress = ICE_ADDRESS, readyTimeoutMs = 20
     plugins: Object.keys(info.plugins || {}),
     startupMs: Date.now() - started,
     get exited() { return exited; },
+    /** SIGKILL, as a crash would end it; `stop()` still removes its directory. */
+    async kill() {
+      if (exited) return;
+      const gone = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await gone;
+    },
     async stop() {
-      await connection.close().catch(() => {});
+      if (!exited) await connection.close().catch(() => {});
       if (!exited) {
         const gone = new Promise((resolve) => child.once('exit', resolve));
         child.kill('SIGTERM');
@@ -256,6 +263,10 @@ export async function startWhipFront({
   janusUrl, room = ROOM, token = '', host = '127.0.0.1', port = 0,
 }) {
   const connection = await Janode.connect({ address: { url: janusUrl } });
+  // Janus gone (killed): nothing left to destroy there.
+  let janusGone = false;
+  connection.once(Janode.EVENT.CONNECTION_ERROR, () => { janusGone = true; });
+  connection.once(Janode.EVENT.CONNECTION_CLOSED, () => { janusGone = true; });
   const sessions = new Map(); // id -> { session, handle, feed, etag }
   const stats = {
     posts: 0, created: 0, redirects: 0, patches: 0, patchCandidates: 0, deletes: 0,
@@ -391,9 +402,11 @@ export async function startWhipFront({
     async close() {
       server.closeAllConnections?.();
       await new Promise((resolve) => server.close(resolve));
-      for (const [, entry] of sessions) await entry.session.destroy().catch(() => {});
+      if (!janusGone) {
+        for (const [, entry] of sessions) await entry.session.destroy().catch(() => {});
+        await connection.close().catch(() => {});
+      }
       sessions.clear();
-      await connection.close().catch(() => {});
     },
   };
 }

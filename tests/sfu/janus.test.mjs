@@ -4,7 +4,8 @@
 // RTCPeerConnection.getStats(), peercam's /metrics and Janus's own API.
 //
 // peercam is pointed at the front's /ingest, which answers 307 to /whip: the redirect is
-// followed, and the session's relative Location resolves against /whip.
+// followed, and the session's relative Location resolves against /whip. Then Janus crashes
+// and comes back behind the same URL (peercam publishes again), and peercam stops (DELETE).
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -168,6 +169,36 @@ test(`${VIEWERS} Chromium viewers watch through Janus: ${FRAMES} H.264 frames at
     const list = await participants();
     assert.equal(list.length, 1, JSON.stringify(list));
   });
+
+test('Janus killed and started again behind the same WHIP URL: peercam publishes again', async () => {
+  const port = Number(new URL(front.url).port);
+  const state = `peercam_publish_state{target="${publishUrl}"}`;
+  const reconnects = `peercam_publish_reconnects_total{target="${publishUrl}"}`;
+  // The SFU crashes; its viewers and the WHIP front go with it.
+  viewers.length = 0;
+  await browser.close();
+  browser = null;
+  await janus.kill();
+  await front.close();
+  await janus.stop();
+  const t = Date.now();
+  janus = await startJanus();
+  front = await startWhipFront({ janusUrl: janus.url, token: TOKEN, port });
+  const m = await until(() => daemon.metrics(), (v) => v[state] === 4 && v[reconnects] >= 1,
+    30_000, explain);
+  timings.republishMs = Date.now() - t;
+  const stats = front.stats();
+  assert.equal(stats.created, 1, JSON.stringify(stats.requests));
+  assert.ok(m[reconnects] >= 1);
+  // A new viewer of the new Janus sees the camera.
+  browser = await launchChromium({ fakeMedia: false });
+  const page = await browser.newPage();
+  viewers.push(await watchInPage(page, { connection: janus.connection, feed: stats.feed }));
+  const s = await waitForMedia(page, { frames: 30, audioPackets: 20 }, 20_000)
+    .catch(async (error) => { throw new Error(`${error.message}\n${await explain()}`); });
+  assert.equal(s.videoCodec, 'video/H264', JSON.stringify(s));
+  assert.equal(s.frameWidth, 320, JSON.stringify(s));
+});
 
 test('stopping peercam DELETEs the WHIP session and Janus drops the publisher', async () => {
   await daemon.stop();

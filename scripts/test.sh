@@ -8,8 +8,10 @@
 #                                 build, its .deb and a Chromium dial of it under qemu-user
 #   bash scripts/test.sh --full   all of that, then: the x86_64 and armv7 release builds and
 #                                 their .debs, the systemd VM on the x86_64 release .deb, the
-#                                 armv7 smoke dial, 5 minutes of fuzzing per target with every
-#                                 crate instrumented, the 600 s soak. Must pass before a release.
+#                                 armv7 smoke dial, WHIP publishing to Janus (an SFU) watched by
+#                                 four Chromium viewers, 5 minutes of fuzzing per target with
+#                                 every crate instrumented, the 600 s soak. Must pass before a
+#                                 release.
 #
 # tests/README.md says what each step covers and where the time goes. Each step prints its
 # elapsed time when it ends; the end prints every step's time and the total.
@@ -112,6 +114,10 @@ tests/cross/smoke.sh --targets "x86_64 armv7" --deb
 
 step "systemd in a qemu VM: the x86_64 release .deb"
 tests/vm/systemd.sh --deb "$(ls -1t target/x86_64-unknown-linux-gnu/debian/peercam_*_amd64.deb | sed -n 1p)"
+
+# Janus from Debian in a network and PID namespace of the test's own (tests/sfu/README.md).
+step "SFU: WHIP publish to Janus (VideoRoom), four Chromium viewers through Janus"
+PEERCAM_BIN="$PWD/target/debug/peercam" tests/sfu/run.sh
 
 step "fuzz: 5 min per target, every crate instrumented"
 bash scripts/fuzz.sh --seconds 300 --instrument all

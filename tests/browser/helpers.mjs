@@ -38,10 +38,12 @@ export function freePort() {
 /**
  * A config with the test pattern and tone at `width`x`height`@`fps`, loopback only.
  * `video`/`audio`/`limits`: extra TOML lines; `audio` lines that set `source` replace the test
- * tone.
+ * tone. `extra`: TOML appended at the end (e.g. `[[publish]]` tables). `ipAddresses`: the
+ * host candidates' addresses (`[webrtc] ip_addresses`).
  */
 export function testConfig({
-  port, video = '', audio = '', limits = '', width = 640, height = 480, fps = 30,
+  port, video = '', audio = '', limits = '', width = 640, height = 480, fps = 30, extra = '',
+  ipAddresses = ['127.0.0.1'],
 }) {
   const audioSource = /^\s*source\s*=/m.test(audio) ? '' : 'source = "test"';
   return `
@@ -60,13 +62,14 @@ ${audioSource}
 ${audio}
 
 [webrtc]
-ip_addresses = ["127.0.0.1"]
+ip_addresses = ${JSON.stringify(ipAddresses)}
 udp_port_min = 0
 udp_port_max = 0
 
 [limits]
 max_viewers = 8
 ${limits}
+${extra}
 `;
 }
 
@@ -76,11 +79,13 @@ ${limits}
  * environment variables for the daemon (e.g. ALSA_CONFIG_PATH). `bin`: another binary (a
  * cross build); `wrapper`: argv prefix that runs it (e.g. ['qemu-aarch64-static']).
  * `width`/`height`/`fps`: the test pattern's size and rate. `server`: extra `[server]` lines
- * (e.g. `cors_origins = [...]`).
+ * (e.g. `cors_origins = [...]`). `extra`: TOML appended at the end (e.g. `[[publish]]`).
+ * `ipAddresses`: `[webrtc] ip_addresses` (default 127.0.0.1).
  */
 export async function startDaemon({
   video = '', audio = '', limits = '', env = {}, bin = peercamBin, wrapper = [],
-  width, height, fps, readyTimeoutMs = 20_000, password = '', tls = false, server = '',
+  width, height, fps, readyTimeoutMs = 20_000, password = '', tls = false, server = '', extra = '',
+  ipAddresses,
 } = {}) {
   if (!existsSync(bin)) {
     throw new Error(`peercam binary not found at ${bin}: run \`cargo build\` or set PEERCAM_BIN`);
@@ -88,7 +93,9 @@ export async function startDaemon({
   const port = await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'peercam-browser-'));
   const configPath = path.join(dir, 'peercam.toml');
-  let config = testConfig({ port, video, audio, limits, width, height, fps });
+  let config = testConfig({
+    port, video, audio, limits, width, height, fps, extra, ipAddresses,
+  });
   // [server] password, and HTTPS with a self-signed certificate kept in the temporary dir.
   const serverLines = [
     password ? `password = "${password}"` : '',
@@ -149,6 +156,8 @@ export async function startDaemon({
   }
   return {
     pid: child.pid,
+    /** How it exited (`exit code N` or the signal), null while it runs. */
+    get exited() { return exited; },
     port,
     url,
     wsUrl: `${tls ? 'wss' : 'ws'}://127.0.0.1:${port}/ws`,

@@ -3,15 +3,14 @@
 #
 #   bash scripts/test.sh          every change (CI): fmt; clippy, unit and integration tests
 #                                 (security, load and the 45 s soak included) in one build;
-#                                 a short fuzz pass; Chromium and Firefox; the V4L2 VM; the
-#                                 systemd VM on a .deb of the test build; the aarch64 release
-#                                 build, its .deb and a Chromium dial of it under qemu-user
+#                                 a short fuzz pass; Chromium and Firefox; WHIP publishing to
+#                                 Janus (an SFU) watched by four Chromium viewers; the V4L2 VM;
+#                                 the systemd VM on a .deb of the test build; the aarch64
+#                                 release build, its .deb and a Chromium dial of it under qemu-user
 #   bash scripts/test.sh --full   all of that, then: the x86_64 and armv7 release builds and
 #                                 their .debs, the systemd VM on the x86_64 release .deb, the
-#                                 armv7 smoke dial, WHIP publishing to Janus (an SFU) watched by
-#                                 four Chromium viewers, 5 minutes of fuzzing per target with
-#                                 every crate instrumented, the 600 s soak. Must pass before a
-#                                 release.
+#                                 armv7 smoke dial, 5 minutes of fuzzing per target with every
+#                                 crate instrumented, the 600 s soak. Must pass before a release.
 #
 # tests/README.md says what each step covers and where the time goes. Each step prints its
 # elapsed time when it ends; the end prints every step's time and the total.
@@ -94,6 +93,11 @@ bash scripts/fuzz.sh --seconds 10
 step "browser tests (headless Chromium and Firefox ESR)"
 PEERCAM_BIN="$PWD/target/debug/peercam" tests/browser/run.sh
 
+# Janus from Debian in a network and PID namespace of the test's own (tests/sfu/README.md):
+# about 26 s cold (apt and npm included), 15 s warm.
+step "SFU: WHIP publish to Janus (VideoRoom), four Chromium viewers through Janus"
+PEERCAM_BIN="$PWD/target/debug/peercam" tests/sfu/run.sh
+
 step "V4L2 capture in a qemu VM (vivid, snd-aloop)"
 tests/vm/run.sh --binary "$PWD/target/debug/peercam"
 
@@ -114,10 +118,6 @@ tests/cross/smoke.sh --targets "x86_64 armv7" --deb
 
 step "systemd in a qemu VM: the x86_64 release .deb"
 tests/vm/systemd.sh --deb "$(ls -1t target/x86_64-unknown-linux-gnu/debian/peercam_*_amd64.deb | sed -n 1p)"
-
-# Janus from Debian in a network and PID namespace of the test's own (tests/sfu/README.md).
-step "SFU: WHIP publish to Janus (VideoRoom), four Chromium viewers through Janus"
-PEERCAM_BIN="$PWD/target/debug/peercam" tests/sfu/run.sh
 
 step "fuzz: 5 min per target, every crate instrumented"
 bash scripts/fuzz.sh --seconds 300 --instrument all

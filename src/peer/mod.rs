@@ -689,7 +689,7 @@ async fn forward_keyframe_requests(
                     .iter()
                     .any(|p| rtcp::is_keyframe_request(p.as_ref()))
                 {
-                    debug!("browser asked for a keyframe");
+                    debug!("the viewer (a browser or an SFU) asked for a keyframe");
                     keyframes.request();
                 }
             }

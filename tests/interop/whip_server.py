@@ -102,6 +102,7 @@ class WhipServer:
         self.posts = 0
         self.deletes = 0
         self.patches = 0
+        self.trickled_candidates = 0
         self.video_frames = 0
         self.audio_frames = 0
         self.width = None
@@ -126,6 +127,7 @@ class WhipServer:
             "sessions_connected": sum(1 for s in self.sessions.values() if s.live and s.state == "connected"),
             "sessions_total": len(self.sessions),
             "posts": self.posts, "deletes": self.deletes, "patches": self.patches,
+            "trickled_candidates": self.trickled_candidates,
             "rejected": self.rejected,
             "video_frames": self.video_frames, "audio_frames": self.audio_frames,
             "width": self.width, "height": self.height,
@@ -213,7 +215,9 @@ class WhipServer:
         return web.Response(
             status=201, body=answer.encode(),
             headers={"Location": f"/whip/{sid}", "Content-Type": "application/sdp",
-                     "ETag": f'"{sid}"'})
+                     "ETag": f'"{sid}"',
+                     # RFC 9725 4.3.1: a resource that takes trickled candidates says so.
+                     "Accept-Patch": "application/trickle-ice-sdpfrag"})
 
     async def patch(self, request):
         self.patches += 1
@@ -239,6 +243,7 @@ class WhipServer:
                     cand = candidate_from_sdp(line[len("a=candidate:"):])
                     cand.sdpMid = mid if mid is not None else "0"
                     await session.pc.addIceCandidate(cand)
+                    self.trickled_candidates += 1
                 elif line == "a=end-of-candidates":
                     await session.pc.addIceCandidate(None)
         except Exception as exc:

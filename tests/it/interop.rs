@@ -382,3 +382,70 @@ async fn peercam_follows_a_whip_redirect_and_a_reload_moves_the_stream() {
         })
         .await;
 }
+
+/// A STUN server on loopback that answers Binding requests only after `delay` (RFC 8489:
+/// a Binding success response with XOR-MAPPED-ADDRESS): a server-reflexive candidate that
+/// comes after the offer went out. The port.
+async fn slow_stun_server(delay: Duration) -> u16 {
+    let socket = std::sync::Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    let port = socket.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            // A Binding request: type 0x0001, the magic cookie, a 12-byte transaction id.
+            if n < 20 || buf[0..2] != [0x00, 0x01] || buf[4..8] != [0x21, 0x12, 0xA4, 0x42] {
+                continue;
+            }
+            let transaction: [u8; 12] = buf[8..20].try_into().expect("12 bytes");
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let std::net::SocketAddr::V4(v4) = from else {
+                    return;
+                };
+                let mut reply = vec![0x01, 0x01, 0x00, 12, 0x21, 0x12, 0xA4, 0x42];
+                reply.extend_from_slice(&transaction);
+                // XOR-MAPPED-ADDRESS: IPv4, port and address XORed with the cookie.
+                reply.extend_from_slice(&[0x00, 0x20, 0x00, 8, 0x00, 0x01]);
+                reply.extend_from_slice(&(v4.port() ^ 0x2112).to_be_bytes());
+                let address = u32::from(*v4.ip()) ^ 0x2112_A442;
+                reply.extend_from_slice(&address.to_be_bytes());
+                let _ = socket.send_to(&reply, from).await;
+            });
+        }
+    });
+    port
+}
+
+/// A candidate found after the offer went out (a STUN server that answers after 3 s, later
+/// than the 2 s the offer waits) is trickled to the WHIP server by PATCH, since its 201 said
+/// `Accept-Patch: application/trickle-ice-sdpfrag`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_candidate_is_trickled_to_the_whip_server_by_patch() {
+    let server = WhipServer::start(0, "t");
+    let stun = slow_stun_server(Duration::from_secs(3)).await;
+    let config = format!(
+        "{}\n[[publish]]\nurl = \"http://127.0.0.1:{}/whip\"\ntoken = \"t\"\n",
+        common::test_config("", "").replace(
+            "[webrtc]\n",
+            &format!("[webrtc]\nice_servers = [{{ urls = [\"stun:127.0.0.1:{stun}\"] }}]\n"),
+        ),
+        server.port
+    );
+    let _daemon = Daemon::start(&config);
+    let stats = server
+        .wait_for(
+            "a PATCH with the late candidate",
+            Duration::from_secs(15),
+            |s| {
+                s["trickled_candidates"].as_u64() >= Some(1)
+                    && s["last_session"]["video_frames"].as_u64() >= Some(30)
+            },
+        )
+        .await;
+    assert_eq!(stats["rejected"], serde_json::json!({}), "{stats}");
+}

@@ -4,6 +4,7 @@
 use crate::media::{AudioChunk, VideoFrame};
 
 pub mod alsa;
+pub mod classify;
 pub mod convert;
 pub mod formats;
 pub mod placeholder;

@@ -1,5 +1,9 @@
 //! USB webcam capture through V4L2 (memory-mapped streaming), with unplug recovery.
 //!
+//! [`list_devices`] reads every `/dev/video*` node and sorts cameras from codec, ISP, Camera
+//! Module and metadata nodes ([`classify`]); [`find_camera`] picks the camera for
+//! `source = "auto"`.
+//!
 //! [`V4l2Source`] opens the device, picks the closest mode ([`formats::choose_mode`]),
 //! converts each buffer to I420 ([`convert`]) and stamps it with the driver's monotonic
 //! buffer time. When the camera goes away (ENODEV, read errors, no frame for
@@ -19,6 +23,7 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, Format, FourCC};
 
+use super::classify::{self, cap, NodeInfo, NodeKind, NotCamera};
 use super::convert;
 use super::formats::{self, CameraMode, Capabilities, FourCc, Request};
 use super::placeholder::Placeholder;
@@ -46,38 +51,148 @@ const CID_REPEAT_SEQ_HEADER: u32 = 0x0099_0900 + 226;
 const FRAME_POOL_SPARE: usize = 8;
 /// Most frame sizes listed per format for stepwise-size cameras.
 const MAX_STEPWISE_SIZES: usize = 32;
+/// Most formats read from one node (a guard against a driver that never ends its list).
+const MAX_FORMATS: u32 = 256;
+
+/// What `VIDIOC_QUERYCAP` reports for one node.
+struct QueryCap {
+    driver: String,
+    card: String,
+    bus_info: String,
+    /// The node's own capabilities ([`cap::node_caps`]).
+    caps: u32,
+}
+
+/// `VIDIOC_QUERYCAP`, read here rather than with the v4l crate's `query_caps`: that returns
+/// `device_caps` without the device's `capabilities` (so whether the driver set
+/// `V4L2_CAP_DEVICE_CAPS` cannot be told) and panics on a card name that is not UTF-8 (the
+/// kernel cuts names at 31 bytes, possibly inside a character).
+fn query_cap(dev: &Device) -> io::Result<QueryCap> {
+    // SAFETY: v4l2_capability is plain data, for which all zeroes is a valid value.
+    let mut raw: v4l::v4l_sys::v4l2_capability = unsafe { std::mem::zeroed() };
+    // SAFETY: VIDIOC_QUERYCAP writes one v4l2_capability to the pointer, which points to
+    // `raw` (owned here, of that type), on the device's open file descriptor.
+    unsafe {
+        v4l::v4l2::ioctl(
+            dev.handle().fd(),
+            v4l::v4l2::vidioc::VIDIOC_QUERYCAP,
+            &mut raw as *mut v4l::v4l_sys::v4l2_capability as *mut std::os::raw::c_void,
+        )?;
+    }
+    Ok(QueryCap {
+        driver: c_string(&raw.driver),
+        card: c_string(&raw.card),
+        bus_info: c_string(&raw.bus_info),
+        caps: cap::node_caps(raw.capabilities, raw.device_caps),
+    })
+}
+
+/// A NUL-terminated name from a fixed-size kernel field, invalid UTF-8 replaced.
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).trim().to_owned()
+}
+
+/// The pixel formats (raw fourcc codes) a node captures: `VIDIOC_ENUM_FMT` on its capture
+/// buffer type, single-planar if it has one, else multi-planar; none for other nodes.
+fn capture_formats(dev: &Device, caps: u32) -> Vec<u32> {
+    let buf_type = if caps & cap::VIDEO_CAPTURE != 0 {
+        Type::VideoCapture
+    } else if caps & cap::VIDEO_CAPTURE_MPLANE != 0 {
+        Type::VideoCaptureMplane
+    } else {
+        return Vec::new();
+    };
+    let mut codes = Vec::new();
+    for index in 0..MAX_FORMATS {
+        // SAFETY: v4l2_fmtdesc is plain data, for which all zeroes is a valid value.
+        let mut desc: v4l::v4l_sys::v4l2_fmtdesc = unsafe { std::mem::zeroed() };
+        desc.index = index;
+        desc.type_ = buf_type as u32;
+        // SAFETY: VIDIOC_ENUM_FMT reads `index` and `type` and fills the rest of the
+        // v4l2_fmtdesc the pointer points to (`desc`, owned here, of that type).
+        let listed = unsafe {
+            v4l::v4l2::ioctl(
+                dev.handle().fd(),
+                v4l::v4l2::vidioc::VIDIOC_ENUM_FMT,
+                &mut desc as *mut v4l::v4l_sys::v4l2_fmtdesc as *mut std::os::raw::c_void,
+            )
+        };
+        // EINVAL past the last format ends the list.
+        if listed.is_err() {
+            break;
+        }
+        codes.push(desc.pixelformat);
+    }
+    codes
+}
+
+/// A fourcc code as `v4l2-ctl` prints it, e.g. `YUYV`, `pRAA`, `Y10` (padding dropped).
+fn fourcc_text(code: u32) -> String {
+    String::from_utf8_lossy(&code.to_le_bytes())
+        .trim_end_matches([' ', '\0'])
+        .to_owned()
+}
+
+/// Reads what [`classify::classify`] needs of the open node `path`: names, the node's
+/// capabilities and the formats it captures.
+fn inspect(dev: &Device, path: &Path) -> Result<NodeInfo, String> {
+    let q = query_cap(dev)
+        .map_err(|e| format!("{}: cannot query capabilities: {e}", path.display()))?;
+    let formats = capture_formats(dev, q.caps)
+        .into_iter()
+        .map(fourcc_text)
+        .collect();
+    Ok(NodeInfo {
+        path: path.display().to_string(),
+        driver: q.driver,
+        card: q.card,
+        bus_info: q.bus_info,
+        device_caps: q.caps,
+        formats,
+    })
+}
 
 /// Reads the capture modes of `path`: formats, sizes and frame rates.
 pub fn probe(path: &Path) -> Result<Capabilities, String> {
     let dev = Device::with_path(path).map_err(|e| open_error(path, &e))?;
-    let caps = dev
-        .query_caps()
-        .map_err(|e| format!("{}: cannot query capabilities: {e}", path.display()))?;
-    let flags = caps.capabilities;
-    if !flags.contains(v4l::capability::Flags::VIDEO_CAPTURE) {
-        return Err(format!(
-            "{} ({}) is not a video capture device (a metadata or output node?)",
-            path.display(),
-            caps.card
-        ));
+    let info = inspect(&dev, path)?;
+    probe_open(&dev, path, &info)
+}
+
+/// The modes of a camera already opened and inspected.
+fn probe_open(dev: &Device, path: &Path, info: &NodeInfo) -> Result<Capabilities, String> {
+    let caps = info.device_caps;
+    if caps & cap::VIDEO_CAPTURE == 0 {
+        return Err(if caps & cap::VIDEO_CAPTURE_MPLANE != 0 {
+            format!(
+                "{} ({}) captures multi-planar video only, which peercam does not read",
+                path.display(),
+                info.card
+            )
+        } else {
+            format!(
+                "{} ({}) is not a video capture device (a metadata or output node?)",
+                path.display(),
+                info.card
+            )
+        });
     }
-    if !flags.contains(v4l::capability::Flags::STREAMING) {
+    if caps & cap::STREAMING == 0 {
         return Err(format!(
             "{} ({}) does not support streaming I/O",
             path.display(),
-            caps.card
+            info.card
         ));
     }
     let mut modes = Vec::new();
-    let descriptions = dev
-        .enum_formats()
-        .map_err(|e| format!("{}: cannot list formats: {e}", path.display()))?;
-    for description in descriptions {
-        let fourcc = fourcc_of(description.fourcc);
-        let sizes = dev.enum_framesizes(description.fourcc).unwrap_or_default();
+    for code in capture_formats(dev, cap::VIDEO_CAPTURE) {
+        let fourcc = FourCc::parse(&fourcc_text(code));
+        let v4l_code = FourCC::from(code);
+        let sizes = dev.enum_framesizes(v4l_code).unwrap_or_default();
         for size in sizes {
             for d in size.size.to_discrete().into_iter().take(MAX_STEPWISE_SIZES) {
-                let fps = frame_rates(&dev, description.fourcc, d.width, d.height);
+                let fps = frame_rates(dev, v4l_code, d.width, d.height);
                 modes.push(CameraMode {
                     fourcc: fourcc.clone(),
                     width: d.width,
@@ -89,7 +204,7 @@ pub fn probe(path: &Path) -> Result<Capabilities, String> {
     }
     Ok(Capabilities {
         device: path.display().to_string(),
-        card: caps.card,
+        card: info.card.clone(),
         modes,
     })
 }
@@ -119,17 +234,6 @@ fn frame_rates(dev: &Device, fourcc: FourCC, width: u32, height: u32) -> Vec<f32
     fps
 }
 
-fn fourcc_of(code: FourCC) -> FourCc {
-    match code.str().unwrap_or("") {
-        "YUYV" => FourCc::Yuyv,
-        "NV12" => FourCc::Nv12,
-        "YU12" => FourCc::Yu12,
-        "MJPG" => FourCc::Mjpg,
-        "H264" => FourCc::H264,
-        other => FourCc::Other(other.to_owned()),
-    }
-}
-
 fn v4l_fourcc(f: &FourCc) -> Option<FourCC> {
     Some(FourCC::new(match f {
         FourCc::Yuyv => b"YUYV",
@@ -156,32 +260,113 @@ fn open_error(path: &Path, e: &io::Error) -> String {
     }
 }
 
-/// Every `/dev/video*` node that can capture, with its modes (or why it can't be used).
-pub fn list_devices() -> Vec<(PathBuf, Result<Capabilities, String>)> {
-    let mut nodes: Vec<PathBuf> = v4l::context::enum_devices()
+/// One `/dev/video*` node, as `--list-devices` reports it and `source = "auto"` chooses
+/// among them.
+#[derive(Debug, Clone)]
+pub enum Node {
+    /// A camera ([`classify::classify`]), with its modes or why they could not be read.
+    Camera {
+        /// What the node reported.
+        info: NodeInfo,
+        /// Its modes ([`probe`]), or why not.
+        caps: Result<Capabilities, String>,
+    },
+    /// Not a camera, and why.
+    NotCamera {
+        /// What the node reported.
+        info: NodeInfo,
+        /// Why it is not a camera.
+        reason: NotCamera,
+    },
+    /// Could not be opened or queried (permissions, unplugged meanwhile).
+    Unreadable {
+        /// Device path.
+        path: PathBuf,
+        /// Why, naming the path.
+        error: String,
+    },
+}
+
+impl Node {
+    /// Opens, inspects, classifies and (for a camera) probes `path`.
+    pub fn read(path: &Path) -> Node {
+        let unreadable = |error| Node::Unreadable {
+            path: path.to_path_buf(),
+            error,
+        };
+        let dev = match Device::with_path(path) {
+            Ok(dev) => dev,
+            Err(e) => return unreadable(open_error(path, &e)),
+        };
+        let info = match inspect(&dev, path) {
+            Ok(info) => info,
+            Err(e) => return unreadable(e),
+        };
+        match classify::classify(&info) {
+            NodeKind::Camera => {
+                let caps = probe_open(&dev, path, &info);
+                Node::Camera { info, caps }
+            }
+            NodeKind::NotCamera(reason) => Node::NotCamera { info, reason },
+        }
+    }
+
+    /// The device path.
+    pub fn path(&self) -> &Path {
+        match self {
+            Node::Camera { info, .. } | Node::NotCamera { info, .. } => Path::new(&info.path),
+            Node::Unreadable { path, .. } => path,
+        }
+    }
+}
+
+/// `/dev/videoN` sorts by N (video2 before video10); other names after, by name.
+fn node_order(path: &Path) -> (u32, String) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let number = name
+        .strip_prefix("video")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX);
+    (number, name)
+}
+
+/// Every `/dev/video*` node in number order: cameras with their modes, the other nodes with
+/// why they are not cameras.
+pub fn list_devices() -> Vec<Node> {
+    let mut paths: Vec<PathBuf> = v4l::context::enum_devices()
         .iter()
         .map(|n| n.path().to_path_buf())
         .collect();
-    nodes.sort();
-    nodes
-        .into_iter()
-        .map(|p| {
-            let caps = probe(&p);
-            (p, caps)
-        })
-        .collect()
+    paths.sort_by_key(|p| node_order(p));
+    paths.iter().map(|p| Node::read(p)).collect()
 }
 
-/// The first device that can capture in a format peercam converts, for `source = "auto"`.
-/// With `h264_ok`, a camera offering only H.264 counts too (it will be passed through).
-pub fn find_camera(h264_ok: bool) -> Option<(PathBuf, Capabilities)> {
-    list_devices().into_iter().find_map(|(path, caps)| {
-        let caps = caps.ok()?;
-        caps.modes
+/// The camera `source = "auto"` uses among `nodes`: the first camera with a mode in a
+/// format peercam captures ([`classify::is_usable_format`]; with `h264_ok` a camera
+/// offering only H.264 counts too: it will be passed through). `None`: no V4L2 camera.
+pub fn auto_choice(nodes: &[Node], h264_ok: bool) -> Option<(PathBuf, Capabilities)> {
+    nodes.iter().find_map(|node| match node {
+        Node::Camera {
+            info,
+            caps: Ok(caps),
+        } if caps
+            .modes
             .iter()
-            .any(|m| m.fourcc.is_convertible() || (h264_ok && m.fourcc == FourCc::H264))
-            .then_some((path, caps))
+            .any(|m| classify::is_usable_format(&m.fourcc, h264_ok)) =>
+        {
+            Some((PathBuf::from(&info.path), caps.clone()))
+        }
+        _ => None,
     })
+}
+
+/// The camera for `source = "auto"` ([`auto_choice`] over [`list_devices`]): codec, ISP,
+/// Camera Module and metadata nodes are never chosen. `None`: no V4L2 camera here.
+pub fn find_camera(h264_ok: bool) -> Option<(PathBuf, Capabilities)> {
+    auto_choice(&list_devices(), h264_ok)
 }
 
 /// An open, streaming camera.
@@ -699,5 +884,97 @@ mod tests {
     fn a_non_camera_path_is_a_clear_error() {
         let e = probe(Path::new("/dev/null")).expect_err("not a camera");
         assert!(e.contains("/dev/null"), "{e}");
+        match Node::read(Path::new("/dev/null")) {
+            Node::Unreadable { path, error } => {
+                assert_eq!(path, Path::new("/dev/null"));
+                assert!(error.contains("cannot query capabilities"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nodes_sort_by_number() {
+        let mut paths: Vec<PathBuf> = ["/dev/video10", "/dev/video2", "/dev/video0", "/dev/videox"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        paths.sort_by_key(|p| node_order(p));
+        let names: Vec<_> = paths.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(
+            names,
+            ["/dev/video0", "/dev/video2", "/dev/video10", "/dev/videox"]
+        );
+    }
+
+    #[test]
+    fn kernel_names_and_fourccs_become_text() {
+        assert_eq!(fourcc_text(u32::from_le_bytes(*b"YUYV")), "YUYV");
+        assert_eq!(fourcc_text(u32::from_le_bytes(*b"Y10 ")), "Y10");
+        assert_eq!(fourcc_text(u32::from_le_bytes(*b"pRAA")), "pRAA");
+        assert_eq!(c_string(b"uvcvideo\0\0\0\0\0\0\0\0"), "uvcvideo");
+        // A card name cut by the kernel inside a UTF-8 character: replaced, not a panic.
+        assert_eq!(c_string(b"Kamera \xc3\0"), "Kamera \u{fffd}");
+        assert_eq!(c_string(b"no terminator"), "no terminator");
+    }
+
+    fn camera(path: &str, fourcc: FourCc) -> Node {
+        Node::Camera {
+            info: NodeInfo {
+                path: path.into(),
+                driver: "uvcvideo".into(),
+                card: "cam".into(),
+                bus_info: "usb-1".into(),
+                device_caps: cap::VIDEO_CAPTURE | cap::STREAMING,
+                formats: vec![fourcc.code().to_owned()],
+            },
+            caps: Ok(Capabilities {
+                device: path.into(),
+                card: "cam".into(),
+                modes: vec![CameraMode {
+                    fourcc,
+                    width: 640,
+                    height: 480,
+                    fps: vec![30.0],
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn auto_takes_the_first_camera_with_a_usable_mode() {
+        let isp = Node::NotCamera {
+            info: NodeInfo {
+                path: "/dev/video14".into(),
+                driver: "bcm2835-isp".into(),
+                card: "bcm2835-isp".into(),
+                bus_info: "platform:bcm2835-isp".into(),
+                device_caps: cap::VIDEO_CAPTURE | cap::STREAMING,
+                formats: vec!["YUYV".into()],
+            },
+            reason: NotCamera::Isp,
+        };
+        let broken = Node::Camera {
+            info: NodeInfo {
+                path: "/dev/video1".into(),
+                driver: "uvcvideo".into(),
+                card: "cam".into(),
+                bus_info: "usb-1".into(),
+                device_caps: cap::VIDEO_CAPTURE,
+                formats: vec!["YUYV".into()],
+            },
+            caps: Err("/dev/video1 (cam) does not support streaming I/O".into()),
+        };
+        let nodes = [
+            isp,
+            broken,
+            camera("/dev/video2", FourCc::H264),
+            camera("/dev/video3", FourCc::Other("GREY".into())),
+            camera("/dev/video4", FourCc::Mjpg),
+        ];
+        let path = |h264_ok| auto_choice(&nodes, h264_ok).map(|(p, _)| p);
+        assert_eq!(path(false), Some(PathBuf::from("/dev/video4")));
+        assert_eq!(path(true), Some(PathBuf::from("/dev/video2")));
+        assert_eq!(auto_choice(&nodes[..2], true).map(|(p, _)| p), None);
     }
 }

@@ -23,6 +23,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Janode from 'janode';
 import VideoRoomPlugin from 'janode/plugins/videoroom';
+import { freePort } from '../browser/helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const JANUS_BIN = process.env.JANUS_BIN || '/usr/bin/janus';
@@ -60,17 +61,6 @@ function guardChildren() {
   }
 }
 
-/** Returns a TCP port that was free a moment ago on 127.0.0.1. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** Whether something accepts TCP connections on 127.0.0.1:`port`. */
 function canConnect(port) {

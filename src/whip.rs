@@ -34,7 +34,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest answer read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// How long a stop waits for the DELETEs.
+/// How long a stop waits for the DELETEs, all targets together.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Redirects followed for one POST.
 const MAX_REDIRECTS: usize = 5;
@@ -143,12 +143,15 @@ impl Publishers {
     }
 }
 
+/// Stops `running` together: every session is deleted in parallel, and the wait for all of
+/// them ends [`STOP_GRACE`] after the start (a dead server cannot hold up a stop).
 async fn stop_all(running: Vec<Running>) {
     for r in &running {
         r.stop.cancel();
     }
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
     for r in running {
-        if tokio::time::timeout(STOP_GRACE, r.task).await.is_err() {
+        if tokio::time::timeout_at(deadline, r.task).await.is_err() {
             warn!(
                 "publish: {} did not end its session within {STOP_GRACE:?}",
                 r.target.url

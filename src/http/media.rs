@@ -42,6 +42,28 @@ pub struct Answered {
     pub bitrate: Option<watch::Receiver<u32>>,
 }
 
+/// Answers `offer_sdp` on `media` per `plan` and logs the outcome under `label` (e.g.
+/// `viewer ADDR`): the media answered with, or why not (cut: webrtc-rs's reason may quote the
+/// offer). Every viewer transport answers through here.
+pub(super) async fn answer_logged(
+    media: &dyn MediaService,
+    label: &str,
+    offer_sdp: String,
+    plan: &AnswerPlan,
+    events: mpsc::Sender<PeerEvent>,
+) -> Result<Answered, ErrorBody> {
+    let answered = media.answer(offer_sdp, plan, events).await;
+    match &answered {
+        Ok(_) => log::info!("{label}: answering with {}", describe(plan)),
+        Err(body) => {
+            let text =
+                crate::logging::client_str(&body.message).max(super::socket::LOGGED_MESSAGE_CHARS);
+            log::warn!("{label}: {text}");
+        }
+    }
+    answered
+}
+
 /// The answer's media for the log: "H264 (payload type 109) and opus", naming passthrough.
 pub fn describe(plan: &AnswerPlan) -> String {
     let video = &plan.video;

@@ -6,12 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use tokio::sync::{mpsc, watch};
 
-use super::media::{Answered, Call, MediaService};
+use super::media::{answer_logged, Answered, Call, MediaService};
 use super::socket::{self, now, Conversation, Input, Socket};
-use crate::logging::client_str;
 use crate::peer::PEER_EVENT_CAPACITY;
 use crate::session::machine::{self, Output, Session};
 use crate::session::plan::{AnswerPlan, PeerEvent};
@@ -65,31 +64,14 @@ impl Viewer {
         offer_sdp: String,
         plan: &AnswerPlan,
     ) -> Result<String, ErrorBody> {
-        let remote = self.remote;
-        match self
-            .media
-            .answer(offer_sdp, plan, self.peer_tx.clone())
-            .await
-        {
-            Ok(Answered {
-                call,
-                answer_sdp,
-                bitrate,
-            }) => {
-                info!(
-                    "viewer {remote}: answering with {}",
-                    super::media::describe(plan)
-                );
-                self.call = Some(LiveCall { call, bitrate });
-                Ok(answer_sdp)
-            }
-            Err(body) => {
-                // webrtc-rs's reason may quote the offer.
-                let text = client_str(&body.message).max(socket::LOGGED_MESSAGE_CHARS);
-                warn!("viewer {remote}: {text}");
-                Err(body)
-            }
-        }
+        let label = format!("viewer {}", self.remote);
+        let Answered {
+            call,
+            answer_sdp,
+            bitrate,
+        } = answer_logged(&*self.media, &label, offer_sdp, plan, self.peer_tx.clone()).await?;
+        self.call = Some(LiveCall { call, bitrate });
+        Ok(answer_sdp)
     }
 
     /// Performs the session's outputs until it waits for a deadline or an input.

@@ -19,11 +19,11 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use log::{debug, info, warn};
+use log::{debug, info};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::media::{self, Answered, Call, MediaService};
+use super::media::{self, Call, MediaService};
 use super::socket::{self, now};
 use super::AppState;
 use crate::config::IceServer;
@@ -772,24 +772,16 @@ impl WhepCall {
         offer_sdp: String,
         plan: &AnswerPlan,
     ) -> Result<String, ErrorBody> {
-        match self
-            .media
-            .answer(offer_sdp, plan, self.peer_tx.clone())
-            .await
-        {
-            Ok(Answered {
-                call, answer_sdp, ..
-            }) => {
-                info!("{}: answering with {}", self.label, media::describe(plan));
-                self.call = Some(call);
-                Ok(answer_sdp)
-            }
-            Err(body) => {
-                let text = client_str(&body.message).max(socket::LOGGED_MESSAGE_CHARS);
-                warn!("{}: {text}", self.label);
-                Err(body)
-            }
-        }
+        let answered = media::answer_logged(
+            &*self.media,
+            &self.label,
+            offer_sdp,
+            plan,
+            self.peer_tx.clone(),
+        )
+        .await?;
+        self.call = Some(answered.call);
+        Ok(answered.answer_sdp)
     }
 
     async fn hang_up(&mut self) {

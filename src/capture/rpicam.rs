@@ -3,6 +3,9 @@
 //! command line peercam runs it with. Everything here is plain text in and out, tested
 //! against the output rpicam-apps prints (`tests/fixtures/rpicam/`).
 
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
 /// The program names tried, newest first.
 pub const PROGRAMS: [&str; 2] = ["rpicam-vid", "libcamera-vid"];
 
@@ -120,6 +123,155 @@ pub fn has_hardware_h264(model: &str) -> bool {
     let rest = rest.strip_prefix("Compute Module ").unwrap_or(rest);
     let generation = rest.split_whitespace().next().unwrap_or_default();
     !matches!(generation, "5" | "500" | "500+")
+}
+
+/// How long `--list-cameras` may take before peercam gives up on it (libcamera starts in well
+/// under a second on a Pi; a hung camera stack must not hold the daemon's start).
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At most this much of a child's output is read (the listing is a few hundred bytes).
+const LIST_OUTPUT_LIMIT: u64 = 64 * 1024;
+
+/// The first of [`PROGRAMS`] found on `PATH`, with its full path.
+pub fn find_program() -> Option<(&'static str, PathBuf)> {
+    let path = std::env::var_os("PATH")?;
+    PROGRAMS.into_iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| is_executable(candidate))
+            .map(|found| (name, found))
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// What `rpicam-vid --list-cameras` says on this machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// Neither `rpicam-vid` nor `libcamera-vid` is on `PATH`.
+    NotInstalled,
+    /// `program` listed these cameras (none when it printed "No cameras available!").
+    Listed {
+        /// The program that ran, e.g. `rpicam-vid`.
+        program: &'static str,
+        /// The cameras, by `--camera` index.
+        cameras: Vec<RpiCamera>,
+    },
+    /// `program` could not be run, or did not answer within [`LIST_TIMEOUT`].
+    Failed {
+        /// The program that was tried.
+        program: &'static str,
+        /// Why, for the log.
+        reason: String,
+    },
+}
+
+impl Probe {
+    /// The cameras listed (empty unless [`Probe::Listed`]).
+    pub fn cameras(&self) -> &[RpiCamera] {
+        match self {
+            Probe::Listed { cameras, .. } => cameras,
+            _ => &[],
+        }
+    }
+}
+
+/// Runs `rpicam-vid --list-cameras` (or `libcamera-vid`), waiting at most `timeout`.
+pub fn probe(timeout: Duration) -> Probe {
+    let Some((program, path)) = find_program() else {
+        return Probe::NotInstalled;
+    };
+    match run_bounded(&path, &["--list-cameras"], timeout) {
+        Ok(output) => Probe::Listed {
+            program,
+            cameras: parse_list_cameras(&output),
+        },
+        Err(reason) => Probe::Failed { program, reason },
+    }
+}
+
+/// Runs `program args`, returns its stdout and stderr together (at most
+/// [`LIST_OUTPUT_LIMIT`] bytes of each), and kills it if it has not finished by `timeout`.
+fn run_bounded(program: &Path, args: &[&str], timeout: Duration) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = r.take(LIST_OUTPUT_LIMIT).read_to_string(&mut text);
+            text
+        })
+    })
+    .collect();
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} --list-cameras did not finish within {} s",
+                    program.display(),
+                    timeout.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("waiting for {}: {e}", program.display())),
+        }
+    };
+    let output: String = readers
+        .into_iter()
+        .map(|t| t.join().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    // "No cameras available!" comes with exit status 0; a broken camera stack exits non-zero.
+    if !status.success() && parse_list_cameras(&output).is_empty() {
+        let first = output
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(format!(
+            "{} --list-cameras failed ({status}): {}",
+            program.display(),
+            crate::logging::client_str(first).max(200)
+        ));
+    }
+    Ok(output)
+}
+
+/// The board's model (`/proc/device-tree/model`), e.g. `Raspberry Pi 4 Model B Rev 1.4`;
+/// `None` off device-tree boards (x86).
+pub fn board_model() -> Option<String> {
+    let raw = std::fs::read("/proc/device-tree/model").ok()?;
+    let model = String::from_utf8_lossy(&raw)
+        .trim_end_matches('\0')
+        .trim()
+        .to_owned();
+    (!model.is_empty()).then_some(model)
 }
 
 /// How rpicam-vid hands frames to peercam.

@@ -25,6 +25,8 @@ use log::{debug, error, info, warn};
 use crate::capture::alsa::{self, AlsaSource};
 use crate::capture::formats::{FourCc, Request};
 use crate::capture::recover::{Reconnect, RecoveringAudio};
+use crate::capture::rpicam::{self, Output as RpicamOutput};
+use crate::capture::rpicam_source::RpicamSource;
 use crate::capture::test_h264::TestH264Camera;
 use crate::capture::test_pattern::TestPattern;
 use crate::capture::test_tone::TestTone;
@@ -405,7 +407,11 @@ fn video_source(settings: &Settings) -> Result<(Box<dyn VideoSource>, bool), Hub
     };
     let path = match &v.source {
         VideoSourceSetting::Test => None,
+        VideoSourceSetting::Rpicam => return Ok(rpicam_source(settings, None)),
         VideoSourceSetting::Auto => {
+            if let Some(camera) = auto_rpicam(settings.rpicam.camera) {
+                return Ok(rpicam_source(settings, Some(camera)));
+            }
             match v4l2::find_camera(passthrough_ok) {
                 Some((path, caps)) => {
                     info!(
@@ -431,6 +437,91 @@ fn video_source(settings: &Settings) -> Result<(Box<dyn VideoSource>, bool), Hub
         }
         None => (Box::new(TestPattern::new(v.width, v.height, v.fps)), false),
     })
+}
+
+/// With `source = "auto"`: the Camera Module rpicam-vid lists (`preferred`, the configured
+/// `[rpicam] camera`, if listed, else the first), or `None` when there is none (or no
+/// rpicam-vid: nothing is run then).
+fn auto_rpicam(preferred: u32) -> Option<rpicam::RpiCamera> {
+    rpicam::find_program()?;
+    match rpicam::probe(rpicam::LIST_TIMEOUT) {
+        rpicam::Probe::Listed { cameras, .. } => {
+            let camera = cameras
+                .iter()
+                .find(|c| c.index == preferred)
+                .or(cameras.first())
+                .cloned();
+            if camera.is_none() {
+                info!("video.source = \"auto\": rpicam-vid lists no Camera Module");
+            }
+            camera
+        }
+        rpicam::Probe::Failed { reason, .. } => {
+            warn!("video.source = \"auto\": {reason}; looking for a V4L2 camera instead");
+            None
+        }
+        rpicam::Probe::NotInstalled => None,
+    }
+}
+
+/// How rpicam-vid delivers frames: `[video] format` "h264" or "yu12" say; "auto" takes the
+/// Pi's H.264 where the board (`model`) has the hardware encoder and H.264 is the first
+/// codec, else raw frames for peercam's encoders.
+fn rpicam_output(v: &VideoSettings, model: Option<&str>) -> RpicamOutput {
+    match v.format {
+        VideoFormat::H264 => RpicamOutput::H264,
+        VideoFormat::Auto
+            if v.codecs.first() == Some(&VideoCodec::H264)
+                && model.is_some_and(rpicam::has_hardware_h264) =>
+        {
+            RpicamOutput::H264
+        }
+        _ => RpicamOutput::Yuv420,
+    }
+}
+
+/// The rpicam-vid source for `settings` (`found`: the camera `auto` found), and whether its
+/// H.264 is passed through.
+fn rpicam_source(
+    settings: &Settings,
+    found: Option<rpicam::RpiCamera>,
+) -> (Box<dyn VideoSource>, bool) {
+    let v = &settings.video;
+    let r = &settings.rpicam;
+    let model = rpicam::board_model();
+    let output = rpicam_output(v, model.as_deref());
+    let request = rpicam::Request {
+        camera: found.as_ref().map_or(r.camera, |c| c.index),
+        width: v.width,
+        height: v.height,
+        fps: v.fps,
+        output,
+        // A keyframe every second: keyframe requests cannot reach the Pi's encoder.
+        keyframe_interval_frames: v.fps,
+        bitrate_kbps: v.bitrate_kbps,
+        rotation: r.rotation,
+        hflip: r.hflip,
+        vflip: r.vflip,
+        extra_args: r.extra_args.clone(),
+    };
+    let how = match output {
+        RpicamOutput::H264 => "the Pi's H.264 encoder, passed through",
+        RpicamOutput::Yuv420 => "raw frames encoded by peercam",
+    };
+    let board = model.unwrap_or_else(|| "not a Raspberry Pi".to_owned());
+    match &found {
+        Some(camera) => info!(
+            "video.source = \"auto\": using the Camera Module {} ({}) through rpicam-vid, {how} \
+             (board: {board})",
+            camera.index, camera.sensor
+        ),
+        None => info!(
+            "video.source = \"rpicam\": camera {} through rpicam-vid, {how} (board: {board})",
+            request.camera
+        ),
+    }
+    let passthrough = output == RpicamOutput::H264 && v.codecs.first() == Some(&VideoCodec::H264);
+    (Box::new(RpicamSource::new(request)), passthrough)
 }
 
 /// The adaptive bitrate limits of `[video]`.

@@ -10,6 +10,7 @@ pub mod formats;
 pub mod placeholder;
 pub mod recover;
 pub mod rpicam;
+pub mod rpicam_source;
 pub mod test_h264;
 pub mod test_pattern;
 pub mod test_tone;

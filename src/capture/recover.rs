@@ -45,6 +45,11 @@ impl Reconnect {
         }
     }
 
+    /// Later attempts come `interval` apart (a backoff); the one already due stays.
+    pub fn set_interval(&mut self, interval: Duration) {
+        self.interval = interval;
+    }
+
     /// Whether the next attempt is due at `now`.
     pub fn is_due(&self, now: Instant) -> bool {
         now >= self.next_attempt

@@ -28,6 +28,7 @@ pub(crate) struct RawConfig {
     pub webrtc: RawWebrtc,
     pub limits: RawLimits,
     pub log: RawLog,
+    pub rpicam: RawRpicam,
     pub publish: Value<Vec<Spanned<RawPublish>>>,
 }
 
@@ -71,6 +72,17 @@ pub(crate) struct RawVideo {
     pub max_bitrate_kbps: Value<i64>,
     pub multi_viewer_floor_kbps: Value<i64>,
     pub keyframe_interval_s: Value<i64>,
+}
+
+/// `[rpicam]`: the Camera Module through rpicam-vid.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRpicam {
+    pub camera: Value<i64>,
+    pub rotation: Value<i64>,
+    pub hflip: Value<bool>,
+    pub vflip: Value<bool>,
+    pub extra_args: Value<Vec<Spanned<String>>>,
 }
 
 /// `[audio]`
@@ -198,6 +210,13 @@ const LIMITS: &[Field] = &[
     value("idle_timeout_s"),
 ];
 const LOG: &[Field] = &[value("level")];
+const RPICAM: &[Field] = &[
+    value("camera"),
+    value("rotation"),
+    value("hflip"),
+    value("vflip"),
+    value("extra_args"),
+];
 const PUBLISH: &[Field] = &[value("url"), value("token"), value("codecs")];
 
 /// Every table and key the file may contain.
@@ -225,6 +244,10 @@ pub(crate) const SCHEMA: &[Field] = &[
     Field {
         name: "log",
         shape: Shape::Table(LOG),
+    },
+    Field {
+        name: "rpicam",
+        shape: Shape::Table(RPICAM),
     },
     Field {
         name: "publish",

@@ -32,8 +32,8 @@ mod validate;
 pub use error::{ConfigError, Invalid};
 pub use settings::{
     AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, NatMapping, Password,
-    PublishTarget, ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings, VideoSource,
-    WebrtcSettings, MAX_PUBLISH_TARGETS, MIN_PASSWORD_CHARS,
+    PublishTarget, RpicamSettings, ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings,
+    VideoSource, WebrtcSettings, MAX_PUBLISH_TARGETS, MIN_PASSWORD_CHARS,
 };
 
 /// The file read when no `--config` is given, if it exists.
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn unknown_key_at_top_level_lists_the_tables() {
-        let expected = "unknown key colour; expected one of the tables: [server], [video], [audio], [webrtc], [limits], [log], [[publish]]";
+        let expected = "unknown key colour; expected one of the tables: [server], [video], [audio], [webrtc], [limits], [log], [rpicam], [[publish]]";
         assert_eq!(error_of("colour = 1\n"), format!("t.toml:1:1: {expected}"));
         assert_eq!(
             error_of("[log]\nlevel = \"info\"\n[colour]\n"),

@@ -25,8 +25,27 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// `[log]`: log level.
     pub log: LogSettings,
+    /// `[rpicam]`: how rpicam-vid runs the Camera Module.
+    pub rpicam: RpicamSettings,
     /// `[[publish]]`: WHIP servers the stream is sent to.
     pub publish: Vec<PublishTarget>,
+}
+
+/// `[rpicam]`: the Camera Module through rpicam-vid (`video.source = "rpicam"`, or `"auto"`
+/// when rpicam-vid lists a camera).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RpicamSettings {
+    /// `--camera N`: which camera of `rpicam-vid --list-cameras` (0..=7).
+    pub camera: u32,
+    /// `--rotation`: 0 or 180 (the Pi's pipeline flips; it cannot turn by 90).
+    pub rotation: u32,
+    /// `--hflip`: mirror left and right.
+    pub hflip: bool,
+    /// `--vflip`: upside down.
+    pub vflip: bool,
+    /// More arguments for rpicam-vid, e.g. `["--denoise", "cdn_off"]` (the escape hatch);
+    /// the ones peercam sets itself are refused.
+    pub extra_args: Vec<String>,
 }
 
 /// One `[[publish]]` entry: a WHIP endpoint (RFC 9725) the daemon publishes its stream to.
@@ -154,6 +173,8 @@ pub enum VideoSource {
     Test,
     /// A V4L2 device path such as `/dev/video0`.
     Device(PathBuf),
+    /// `"rpicam"`: the Raspberry Pi Camera Module through `rpicam-vid` (`[rpicam]`).
+    Rpicam,
 }
 
 impl fmt::Display for VideoSource {
@@ -162,6 +183,7 @@ impl fmt::Display for VideoSource {
             VideoSource::Auto => f.write_str("auto"),
             VideoSource::Test => f.write_str("test"),
             VideoSource::Device(path) => write!(f, "{}", path.display()),
+            VideoSource::Rpicam => f.write_str("rpicam"),
         }
     }
 }

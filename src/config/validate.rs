@@ -15,13 +15,13 @@ use std::str::FromStr;
 
 use super::error::{ConfigError, Source};
 use super::file::{
-    RawAudio, RawConfig, RawIceServer, RawLimits, RawLog, RawPublish, RawServer, RawVideo,
-    RawWebrtc, Value,
+    RawAudio, RawConfig, RawIceServer, RawLimits, RawLog, RawPublish, RawRpicam, RawServer,
+    RawVideo, RawWebrtc, Value,
 };
 use super::settings::{
     AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, NatMapping, Password,
-    PublishTarget, ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings, VideoSource,
-    WebrtcSettings, MAX_PUBLISH_TARGETS, MIN_PASSWORD_CHARS,
+    PublishTarget, RpicamSettings, ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings,
+    VideoSource, WebrtcSettings, MAX_PUBLISH_TARGETS, MIN_PASSWORD_CHARS,
 };
 use crate::media::VideoCodec;
 
@@ -34,6 +34,7 @@ pub(crate) fn validate(raw: RawConfig, src: Source<'_>) -> Result<Settings, Conf
         webrtc: webrtc(raw.webrtc, src)?,
         limits: limits(raw.limits, src)?,
         log: log_settings(raw.log, src)?,
+        rpicam: rpicam(raw.rpicam, src)?,
         publish: Vec::new(),
     }
     .with_publish(raw.publish, src)
@@ -316,9 +317,10 @@ fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
         Some(v) => match v.get_ref().as_str() {
             "auto" => VideoSource::Auto,
             "test" => VideoSource::Test,
+            "rpicam" => VideoSource::Rpicam,
             path if path.starts_with('/') => VideoSource::Device(PathBuf::from(path)),
             _ => {
-                let expected = "expected \"auto\", \"test\" or a device path starting with / such as \"/dev/video0\"";
+                let expected = "expected \"auto\", \"test\", \"rpicam\" or a device path starting with / such as \"/dev/video0\"";
                 return Err(src.bad_value(v.span(), "[video] source", expected));
             }
         },
@@ -354,6 +356,22 @@ fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
                 format!(
                     "{key} = {written} passes the camera's H.264 through: put \"h264\" first in \
                      [video] codecs"
+                ),
+            ));
+        }
+        if source == VideoSource::Rpicam
+            && !matches!(
+                format,
+                VideoFormat::Auto | VideoFormat::H264 | VideoFormat::Yu12
+            )
+        {
+            return Err(src.error(
+                span,
+                Some(key.to_owned()),
+                format!(
+                    "{key} = {written} is not something rpicam-vid gives: with source = \"rpicam\" \
+                     use \"auto\", \"h264\" (the Pi's hardware encoder, passed through) or \
+                     \"yu12\" (raw frames peercam encodes)"
                 ),
             ));
         }
@@ -395,6 +413,83 @@ fn video(raw: RawVideo, src: Source<'_>) -> Result<VideoSettings, ConfigError> {
             d.keyframe_interval_s,
         )?,
     })
+}
+
+/// The arguments `[rpicam] extra_args` may not repeat: peercam sets them from the config.
+const RPICAM_OWN_ARGS: &[&str] = &[
+    "-t",
+    "--timeout",
+    "-n",
+    "--nopreview",
+    "--camera",
+    "--width",
+    "--height",
+    "--framerate",
+    "--codec",
+    "--inline",
+    "--intra",
+    "-g",
+    "--profile",
+    "-b",
+    "--bitrate",
+    "--flush",
+    "-o",
+    "--output",
+    "--rotation",
+    "--hflip",
+    "--vflip",
+    "--list-cameras",
+];
+
+/// Most entries in `[rpicam] extra_args`.
+const MAX_RPICAM_EXTRA_ARGS: usize = 32;
+
+fn rpicam(raw: RawRpicam, src: Source<'_>) -> Result<RpicamSettings, ConfigError> {
+    let mut s = RpicamSettings {
+        camera: ranged(src, raw.camera, "[rpicam] camera", (0, 7), false, 0)?,
+        rotation: 0,
+        hflip: raw.hflip.is_some_and(|v| v.into_inner()),
+        vflip: raw.vflip.is_some_and(|v| v.into_inner()),
+        extra_args: Vec::new(),
+    };
+    if let Some(v) = raw.rotation {
+        match *v.get_ref() {
+            0 => {}
+            180 => s.rotation = 180,
+            _ => {
+                let expected = "expected 0 or 180 (the Pi's camera pipeline flips but cannot \
+                                turn by 90 degrees)";
+                return Err(src.bad_value(v.span(), "[rpicam] rotation", expected));
+            }
+        }
+    }
+    if let Some(args) = raw.extra_args {
+        let span = args.span();
+        let args = args.into_inner();
+        if args.len() > MAX_RPICAM_EXTRA_ARGS {
+            let expected = format!("expected at most {MAX_RPICAM_EXTRA_ARGS} arguments");
+            return Err(src.bad_value(span, "[rpicam] extra_args", &expected));
+        }
+        for (i, arg) in args.into_iter().enumerate() {
+            let key = format!("[rpicam] extra_args[{i}]");
+            let text = arg.get_ref();
+            if text.is_empty() || text.len() > 256 || text.chars().any(char::is_control) {
+                let expected = "expected an argument of 1 to 256 characters without control \
+                                characters, such as \"--denoise\"";
+                return Err(src.bad_value(arg.span(), &key, expected));
+            }
+            let flag = text.split('=').next().unwrap_or_default();
+            if RPICAM_OWN_ARGS.contains(&flag) {
+                let expected = format!(
+                    "{flag} is set by peercam from [video] and [rpicam] (size, rate, codec, \
+                     camera, flips); set it there instead"
+                );
+                return Err(src.bad_value(arg.span(), &key, &expected));
+            }
+            s.extra_args.push(text.clone());
+        }
+    }
+    Ok(s)
 }
 
 /// The four `[video]` bitrates, each in 50..=20000 kbit/s.
@@ -1133,6 +1228,66 @@ level = "DEBUG"
         );
         let many = "[[publish]]\nurl = \"http://x/\"\n".repeat(MAX_PUBLISH_TARGETS + 1);
         assert!(error_of(&many).contains("at most 8"), "{}", error_of(&many));
+    }
+
+    #[test]
+    fn the_camera_module_keys_are_checked() {
+        let text = "[video]\nsource = \"rpicam\"\nformat = \"h264\"\n\
+                    [rpicam]\ncamera = 1\nrotation = 180\nvflip = true\n\
+                    extra_args = [\"--denoise\", \"cdn_off\", \"--awb=indoor\"]\n";
+        let s = crate::config::parse_str(text, "t.toml").expect("valid");
+        assert_eq!(s.video.source, VideoSource::Rpicam);
+        assert_eq!(
+            s.rpicam,
+            RpicamSettings {
+                camera: 1,
+                rotation: 180,
+                hflip: false,
+                vflip: true,
+                extra_args: vec!["--denoise".into(), "cdn_off".into(), "--awb=indoor".into()],
+            }
+        );
+        assert_eq!(
+            crate::config::parse_str("", "t.toml")
+                .expect("defaults")
+                .rpicam,
+            RpicamSettings::default()
+        );
+        for (bad, says) in [
+            (
+                "[video]\nsource = \"rpicam\"\nformat = \"mjpeg\"\n",
+                "is not something rpicam-vid gives",
+            ),
+            ("[rpicam]\ncamera = 8\n", "[rpicam] camera"),
+            ("[rpicam]\nrotation = 90\n", "cannot turn by 90 degrees"),
+            ("[rpicam]\nhflip = 1\n", "[rpicam] hflip"),
+            (
+                "[rpicam]\nextra_args = [\"--width\", \"100\"]\n",
+                "--width is set by peercam",
+            ),
+            (
+                "[rpicam]\nextra_args = [\"-o=/tmp/x\"]\n",
+                "-o is set by peercam",
+            ),
+            ("[rpicam]\nextra_args = [\"\"]\n", "[rpicam] extra_args[0]"),
+            (
+                "[rpicam]\nextra_args = [\"a\\nb\"]\n",
+                "without control characters",
+            ),
+            ("[rpicam]\ncolour = 1\n", "colour"),
+        ] {
+            let error = error_of(bad);
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+        let many = format!(
+            "[rpicam]\nextra_args = [{}]\n",
+            vec!["\"--x\""; MAX_RPICAM_EXTRA_ARGS + 1].join(", ")
+        );
+        assert!(
+            error_of(&many).contains("at most 32"),
+            "{}",
+            error_of(&many)
+        );
     }
 
     #[test]

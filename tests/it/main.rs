@@ -18,6 +18,7 @@ mod daemon_e2e;
 mod interop;
 mod load;
 mod logs;
+mod rpicam;
 mod security;
 mod soak;
 mod watchdog;

@@ -25,6 +25,8 @@ pub struct Daemon {
     pub log: mpsc::Receiver<String>,
     /// The config file the daemon was started with (rewrite it and [`Daemon::signal`] HUP).
     pub config_path: std::path::PathBuf,
+    /// The lines logged up to and including the listening address (read by `start`).
+    pub startup_log: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -128,11 +130,13 @@ impl Daemon {
         std::fs::write(&path, config).expect("write config");
         let (child, rx) = spawn_in(netns, &["--config".as_ref(), path.as_os_str()], env);
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut startup_log = Vec::new();
         let port = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
                 .recv_timeout(left)
                 .expect("peercam did not log its listening address in time");
+            startup_log.push(line.clone());
             // "listening on http://ADDR/" or, with [server] tls, "https://ADDR/".
             let rest = ["listening on http://", "listening on https://"]
                 .iter()
@@ -152,6 +156,7 @@ impl Daemon {
             port,
             log: rx,
             config_path: path,
+            startup_log,
             _dir: dir,
         }
     }

@@ -1,4 +1,5 @@
-//! `peercam --list-devices`: every V4L2 camera with its formats, sizes and frame rates, the
+//! `peercam --list-devices`: the Raspberry Pi Camera Modules `rpicam-vid --list-cameras`
+//! lists, every V4L2 camera with its formats, sizes and frame rates, the
 //! other `/dev/video*` nodes (codecs, ISPs, the Camera Module's raw nodes, metadata nodes) each
 //! with why it is not a camera, which node `video.source = "auto"` uses, and every ALSA
 //! capture device, as a readable table.
@@ -8,17 +9,60 @@ use std::fmt::Write as _;
 use crate::capture::alsa::{list_capture_devices, AlsaDevice};
 use crate::capture::classify::NotCamera;
 use crate::capture::formats::CameraMode;
+use crate::capture::rpicam::{self, Probe};
 use crate::capture::v4l2::{self, Node};
 
 /// The whole report, as printed.
 pub fn report() -> String {
-    render(&v4l2::list_devices(), &list_capture_devices())
+    render(
+        &rpicam::probe(rpicam::LIST_TIMEOUT),
+        &v4l2::list_devices(),
+        &list_capture_devices(),
+    )
 }
 
 /// Formats the report from already-gathered lists (testable without devices).
-pub fn render(nodes: &[Node], microphones: &[AlsaDevice]) -> String {
+pub fn render(camera_modules: &Probe, nodes: &[Node], microphones: &[AlsaDevice]) -> String {
     let mut out = String::new();
-    out.push_str("Cameras (V4L2)\n");
+    out.push_str("Camera Modules (rpicam-vid)\n");
+    match camera_modules {
+        Probe::NotInstalled => out.push_str(
+            "  not looked for: rpicam-vid is not installed (Raspberry Pi OS has it in \
+             rpicam-apps)\n",
+        ),
+        Probe::Failed { reason, .. } => {
+            let _ = writeln!(out, "  not usable: {reason}");
+        }
+        Probe::Listed { cameras, .. } if cameras.is_empty() => {
+            out.push_str("  none: rpicam-vid lists no camera\n")
+        }
+        Probe::Listed { program, cameras } => {
+            for camera in cameras {
+                let size = camera
+                    .size
+                    .map(|(w, h)| format!("  {w}x{h}"))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "  {}  {}{size}", camera.index, camera.sensor);
+                let modes: Vec<String> = camera
+                    .modes
+                    .iter()
+                    .map(|m| format!("{}x{} up to {:.0} fps", m.width, m.height, m.fps))
+                    .collect();
+                if !modes.is_empty() {
+                    let _ = writeln!(out, "     sensor modes: {}", modes.join(", "));
+                }
+            }
+            let first = &cameras[0];
+            let _ = writeln!(
+                out,
+                "  video.source = \"auto\" uses camera {} ({}) through {program} (the first \
+                 listed, or [rpicam] camera)",
+                first.index, first.sensor
+            );
+        }
+    }
+    let camera_module = !camera_modules.cameras().is_empty();
+    out.push_str("\nCameras (V4L2)\n");
     if nodes.is_empty() {
         out.push_str("  none found (no /dev/video* nodes): video.source = \"auto\" streams the test pattern\n");
     }
@@ -58,7 +102,7 @@ pub fn render(nodes: &[Node], microphones: &[AlsaDevice]) -> String {
         if cameras == 0 {
             out.push_str("  none: no /dev/video* node here is a camera\n");
         }
-        out.push_str(&auto_line(nodes));
+        out.push_str(&auto_line(nodes, camera_module));
     }
     if !others.is_empty() {
         out.push_str("\nNot cameras (other /dev/video* nodes; \"auto\" skips them)\n");
@@ -80,7 +124,12 @@ pub fn render(nodes: &[Node], microphones: &[AlsaDevice]) -> String {
 
 /// Which node `video.source = "auto"` uses, or that it finds no V4L2 camera (and, when a
 /// Camera Module's receiver is there, how to use the Camera Module instead).
-fn auto_line(nodes: &[Node]) -> String {
+fn auto_line(nodes: &[Node], camera_module: bool) -> String {
+    if camera_module {
+        return "  video.source = \"auto\" uses the Camera Module (above); a camera here is \
+                used with source = \"/dev/videoN\"\n"
+            .to_owned();
+    }
     if let Some((path, _)) = v4l2::auto_choice(nodes, false) {
         return format!("  video.source = \"auto\" uses {}\n", path.display());
     }
@@ -101,8 +150,8 @@ fn auto_line(nodes: &[Node]) -> String {
         )
     });
     if camera_module {
-        "  video.source = \"auto\": no V4L2 camera; a Camera Module is attached: use [video] \
-         source = \"rpicam\"\n"
+        "  video.source = \"auto\": no V4L2 camera; a Camera Module is attached: install \
+         rpicam-apps (it provides rpicam-vid) and \"auto\" uses it\n"
             .to_owned()
     } else {
         "  video.source = \"auto\": no V4L2 camera found\n".to_owned()
@@ -177,6 +226,7 @@ mod tests {
     #[test]
     fn report_lists_cameras_modes_other_nodes_and_microphones() {
         let text = render(
+            &Probe::NotInstalled,
             &[
                 Node::Camera {
                     info: info("/dev/video0", "uvcvideo", "HD Webcam C270", 0x0420_0001),
@@ -226,7 +276,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hw:CARD=U0x46d0x825,DEV=0"), "{text}");
-        let empty = render(&[], &[]);
+        let empty = render(&Probe::NotInstalled, &[], &[]);
         assert!(
             empty.contains("test pattern") && empty.contains("test tone"),
             "{empty}"
@@ -236,6 +286,7 @@ mod tests {
     #[test]
     fn report_without_a_v4l2_camera_says_so_and_points_to_the_camera_module() {
         let text = render(
+            &Probe::NotInstalled,
             &[
                 Node::NotCamera {
                     info: info("/dev/video0", "unicam", "unicam", 0x0520_0001),
@@ -269,6 +320,7 @@ mod tests {
             m.fourcc = FourCc::H264;
         }
         let text = render(
+            &Probe::NotInstalled,
             &[Node::Camera {
                 info: info("/dev/video0", "uvcvideo", "H264 USB Camera", 0x0420_0001),
                 caps: Ok(h264),
@@ -276,5 +328,48 @@ mod tests {
             &[],
         );
         assert!(text.contains("when \"h264\" is first"), "{text}");
+    }
+
+    #[test]
+    fn report_lists_camera_modules_and_auto_takes_them_first() {
+        let listing = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/rpicam/two-cameras.txt"
+        ))
+        .expect("fixture");
+        let probe = Probe::Listed {
+            program: "rpicam-vid",
+            cameras: rpicam::parse_list_cameras(&listing),
+        };
+        let text = render(
+            &probe,
+            &[Node::Camera {
+                info: info("/dev/video0", "uvcvideo", "HD Webcam C270", 0x0420_0001),
+                caps: Ok(c270()),
+            }],
+            &[],
+        );
+        assert!(text.contains("  0  ov5647  2592x1944\n"), "{text}");
+        assert!(text.contains("  1  imx708"), "{text}");
+        assert!(
+            text.contains("video.source = \"auto\" uses camera 0 (ov5647) through rpicam-vid"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"auto\" uses the Camera Module (above)"),
+            "{text}"
+        );
+        let none = Probe::Listed {
+            program: "rpicam-vid",
+            cameras: Vec::new(),
+        };
+        let text = render(&none, &[], &[]);
+        assert!(text.contains("none: rpicam-vid lists no camera"), "{text}");
+        let failed = Probe::Failed {
+            program: "rpicam-vid",
+            reason: "rpicam-vid --list-cameras did not finish within 5 s".into(),
+        };
+        assert!(render(&failed, &[], &[])
+            .contains("not usable: rpicam-vid --list-cameras did not finish"));
     }
 }

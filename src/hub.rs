@@ -1025,6 +1025,27 @@ mod tests {
     }
 
     #[test]
+    fn the_camera_module_passes_h264_through_only_from_a_hardware_encoder() {
+        let pi4 = Some("Raspberry Pi 4 Model B Rev 1.4");
+        let pi5 = Some("Raspberry Pi 5 Model B Rev 1.0");
+        let video = |format, codecs: &[VideoCodec]| VideoSettings {
+            format,
+            codecs: codecs.to_vec(),
+            ..VideoSettings::default()
+        };
+        let h264_first = video(VideoFormat::Auto, &[VideoCodec::H264, VideoCodec::Av1]);
+        assert_eq!(rpicam_output(&h264_first, pi4), RpicamOutput::H264);
+        assert_eq!(rpicam_output(&h264_first, pi5), RpicamOutput::Yuv420);
+        assert_eq!(rpicam_output(&h264_first, None), RpicamOutput::Yuv420);
+        let av1_first = video(VideoFormat::Auto, &[VideoCodec::Av1, VideoCodec::H264]);
+        assert_eq!(rpicam_output(&av1_first, pi4), RpicamOutput::Yuv420);
+        let forced = video(VideoFormat::H264, &[VideoCodec::H264]);
+        assert_eq!(rpicam_output(&forced, pi5), RpicamOutput::H264);
+        let raw = video(VideoFormat::Yu12, &[VideoCodec::H264]);
+        assert_eq!(rpicam_output(&raw, pi4), RpicamOutput::Yuv420);
+    }
+
+    #[test]
     fn the_config_format_names_the_v4l2_format() {
         assert_eq!(forced_fourcc(VideoFormat::Auto), None);
         assert_eq!(forced_fourcc(VideoFormat::Mjpeg), Some(FourCc::Mjpg));

@@ -427,3 +427,24 @@ async fn auto_picks_the_camera_module_when_rpicam_vid_lists_one() {
     assert!(none.streaming_runs().is_empty());
     assert_eq!(none.runs().len(), 1, "one --list-cameras run");
 }
+
+/// `--list-devices` shows the Camera Module rpicam-vid lists, and that `auto` takes it.
+#[test]
+fn list_devices_shows_the_camera_module() {
+    let standin = Standin::new();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_peercam"))
+        .arg("--list-devices")
+        .env("PATH", standin.path_var())
+        .output()
+        .expect("run peercam --list-devices");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("Camera Modules (rpicam-vid)\n  0  imx219  3280x2464"),
+        "{text}"
+    );
+    assert!(
+        text.contains("video.source = \"auto\" uses camera 0 (imx219) through rpicam-vid"),
+        "{text}"
+    );
+}

@@ -126,9 +126,14 @@ pub fn render(camera_modules: &Probe, nodes: &[Node], microphones: &[AlsaDevice]
 /// Camera Module's receiver is there, how to use the Camera Module instead).
 fn auto_line(nodes: &[Node], camera_module: bool) -> String {
     if camera_module {
-        return "  video.source = \"auto\" uses the Camera Module (above); a camera here is \
-                used with source = \"/dev/videoN\"\n"
-            .to_owned();
+        return match v4l2::auto_choice(nodes, true) {
+            Some((path, _)) => format!(
+                "  video.source = \"auto\" uses the Camera Module (above); set source = \"{}\" \
+                 for this camera\n",
+                path.display()
+            ),
+            None => "  video.source = \"auto\" uses the Camera Module (above)\n".to_owned(),
+        };
     }
     if let Some((path, _)) = v4l2::auto_choice(nodes, false) {
         return format!("  video.source = \"auto\" uses {}\n", path.display());
@@ -356,7 +361,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("\"auto\" uses the Camera Module (above)"),
+            text.contains(
+                "\"auto\" uses the Camera Module (above); set source = \"/dev/video0\" for this \
+                 camera"
+            ),
             "{text}"
         );
         let none = Probe::Listed {

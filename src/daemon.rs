@@ -353,7 +353,9 @@ async fn reload(
     wanted.server = running.server.clone();
     wanted.limits = running.limits.clone();
     wanted.log = running.log.clone();
-    let media_changed = running.video != wanted.video || running.audio != wanted.audio;
+    let media_changed = running.video != wanted.video
+        || running.audio != wanted.audio
+        || running.rpicam != wanted.rpicam;
     let webrtc_changed = running.webrtc != wanted.webrtc;
     if !media_changed && !webrtc_changed {
         if running.publish != wanted.publish {
@@ -385,6 +387,7 @@ async fn reload(
             let changed: Vec<&str> = [
                 ("[video]", running.video != wanted.video),
                 ("[audio]", running.audio != wanted.audio),
+                ("[rpicam]", running.rpicam != wanted.rpicam),
                 ("[webrtc]", webrtc_changed),
             ]
             .into_iter()

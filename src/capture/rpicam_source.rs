@@ -278,7 +278,13 @@ impl VideoSource for RpicamSource {
                     self.next_placeholder.saturating_duration_since(now)
                 };
                 match running.frames.recv_timeout(wait) {
-                    Ok(Ok(frame)) => {
+                    Ok(Ok(mut frame)) => {
+                        // One count across runs and placeholders: a new run after a gap
+                        // reads as lost frames, and the stream starts over at its IDR.
+                        match &mut frame {
+                            VideoFrame::H264(h264) => h264.sequence = self.sequence,
+                            VideoFrame::Raw(raw) => raw.sequence = self.sequence,
+                        }
                         if !running.delivered {
                             running.delivered = true;
                             self.failed_starts = 0;

@@ -364,12 +364,16 @@ async fn a_camera_that_cannot_start_backs_off_and_the_daemon_keeps_serving() {
     v.hang_up().await;
 }
 
-/// A reload that changes the size stops the old rpicam-vid before the new one starts (the
-/// camera can be opened by one process at a time).
+/// A reload that changes `[rpicam]` stops the old rpicam-vid and starts one with the new
+/// arguments (the camera can be opened by one process at a time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_restarts_rpicam_vid_with_the_new_settings() {
     let standin = Standin::new();
-    let daemon = standin.daemon("source = \"rpicam\"\nformat = \"yu12\"", "", &[]);
+    let daemon = standin.daemon(
+        "source = \"rpicam\"\nformat = \"yu12\"",
+        "[rpicam]\nrotation = 0",
+        &[],
+    );
     wait_until("a first rpicam-vid", Duration::from_secs(5), || {
         children(daemon.pid()).len() == 1
     })
@@ -378,7 +382,7 @@ async fn a_reload_restarts_rpicam_vid_with_the_new_settings() {
     let config = std::fs::read_to_string(&daemon.config_path).expect("config");
     std::fs::write(
         &daemon.config_path,
-        config.replace("width = 320\nheight = 240", "width = 640\nheight = 480"),
+        config.replace("rotation = 0", "rotation = 180"),
     )
     .expect("rewrite config");
     daemon.signal("HUP");
@@ -388,7 +392,11 @@ async fn a_reload_restarts_rpicam_vid_with_the_new_settings() {
     .await;
     assert!(!alive(first), "the old rpicam-vid {first} still runs");
     let runs = standin.streaming_runs();
-    assert!(runs[1].contains("--width 640 --height 480"), "{runs:?}");
+    assert!(
+        runs[1].contains("--flush --rotation 180 --output -"),
+        "{runs:?}"
+    );
+    daemon.wait_for_log("([rpicam] changed;", Duration::from_secs(5));
     let v = viewer(&daemon, 30).await;
     v.hang_up().await;
 }

@@ -32,7 +32,7 @@
 //!   [`capture`] (sources), [`encode`] (encoders), [`config`] (file, validation, settings).
 //! - ground: [`media`] (frame types, the frame pool), [`h264`] (NAL units,
 //!   profile-level-id), [`limits`] (rate limits, throttled limit logs), [`deadline`], [`logging`],
-//!   [`systemd`], [`devices`].
+//!   [`systemd`], [`devices`], [`doctor`] (`peercam doctor`: checks and the encode benchmark).
 //!
 //! ## Where things happen
 //! - A viewer's offer becomes an answer: `http::socket::run` reads it, `http::viewer` feeds it
@@ -51,6 +51,7 @@ pub mod config;
 pub mod daemon;
 pub mod deadline;
 pub mod devices;
+pub mod doctor;
 pub mod encode;
 pub mod h264;
 pub mod http;

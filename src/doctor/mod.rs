@@ -29,6 +29,7 @@ use crate::media::VideoCodec;
 pub mod bench;
 pub mod checks;
 pub mod facts;
+pub mod permissions;
 #[cfg(test)]
 mod tests;
 

@@ -304,7 +304,7 @@ fn permissions_follow_the_service_groups_and_the_user() {
         device("/dev/snd/controlC0", 29, 0o660),
         device("/dev/snd/pcmC0D0c", 29, 0o660),
     ];
-    let ok = checks::permissions(
+    let ok = super::permissions::permissions(
         &Settings::default(),
         &checks::resolve_video(&Settings::default().video, &f.rpicam, None, &f.nodes),
         &f,

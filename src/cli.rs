@@ -196,6 +196,41 @@ mod tests {
     }
 
     #[test]
+    fn parses_doctor_with_its_flags_and_caps_the_benchmark_at_20_s() {
+        let cli = Cli::try_parse_from([
+            "peercam",
+            "--config",
+            "x.toml",
+            "doctor",
+            "--json",
+            "--no-bench",
+        ])
+        .expect("parse");
+        assert_eq!(cli.config.as_deref(), Some(Path::new("x.toml")));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Doctor {
+                json: true,
+                no_bench: true,
+                bench_seconds: 20
+            })
+        ));
+        let cli =
+            Cli::try_parse_from(["peercam", "doctor", "--bench-seconds", "5"]).expect("parse");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Doctor {
+                json: false,
+                no_bench: false,
+                bench_seconds: 5
+            })
+        ));
+        for bad in ["0", "21"] {
+            assert!(Cli::try_parse_from(["peercam", "doctor", "--bench-seconds", bad]).is_err());
+        }
+    }
+
+    #[test]
     fn listen_flag_overrides_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("p.toml");

@@ -18,7 +18,8 @@
 //!
 //! ## Module map, top to bottom (each imports only what is below it;
 //! `scripts/module-deps.sh` prints who imports whom)
-//! - entry: `main.rs`, [`cli`], [`daemon`] (start, reload, watchdog and stop; owns the
+//! - entry: `main.rs`, [`cli`], [`doctor`] (`peercam doctor`: checks and the encode
+//!   benchmark), [`daemon`] (start, reload, watchdog and stop; owns the
 //!   running [`config::Settings`] and the [`hub::MediaHub`]).
 //! - transports: [`http`] (the page, login, TLS, `/metrics`; [`http`]'s `socket` module is the
 //!   one WebSocket loop, `viewer` and `room` its adapters, [`http::whep`] WHEP,
@@ -32,7 +33,7 @@
 //!   [`capture`] (sources), [`encode`] (encoders), [`config`] (file, validation, settings).
 //! - ground: [`media`] (frame types, the frame pool), [`h264`] (NAL units,
 //!   profile-level-id), [`limits`] (rate limits, throttled limit logs), [`deadline`], [`logging`],
-//!   [`systemd`], [`devices`], [`doctor`] (`peercam doctor`: checks and the encode benchmark).
+//!   [`systemd`], [`devices`].
 //!
 //! ## Where things happen
 //! - A viewer's offer becomes an answer: `http::socket::run` reads it, `http::viewer` feeds it

@@ -1,5 +1,7 @@
 //! Command line: `peercam [--config PATH] [--listen ADDR:PORT]` runs the daemon;
-//! `peercam check-config [PATH]` only checks a config file.
+//! `peercam check-config [PATH]` only checks a config file; `peercam doctor [--json]
+//! [--no-bench]` checks this board (devices, permissions, ports, config) and benchmarks the
+//! encoders.
 //!
 //! Exit codes: 0 success, 1 the daemon failed, 2 bad command line or configuration (the
 //! daemon never starts half-configured).
@@ -47,6 +49,21 @@ pub enum Command {
         /// File to check [default: --config, else /etc/peercam/peercam.toml].
         path: Option<PathBuf>,
     },
+    /// Check this board: cameras, microphones, permissions, ports and the config, each with
+    /// PASS/WARN/FAIL and a fix, then a short encode benchmark (at most 20 s) recommending a
+    /// [video] size and rate. Exit 0 when the daemon would run, 1 otherwise.
+    Doctor {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Skip the encode benchmark (a quick check).
+        #[arg(long)]
+        no_bench: bool,
+        /// The benchmark's time budget in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 20,
+              value_parser = clap::value_parser!(u64).range(1..=20))]
+        bench_seconds: u64,
+    },
 }
 
 /// Runs what the command line asks for and returns the process exit code.
@@ -59,6 +76,17 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::CheckConfig { path }) => {
             check_config(path.as_deref().or(cli.config.as_deref()))
         }
+        Some(Command::Doctor {
+            json,
+            no_bench,
+            bench_seconds,
+        }) => crate::doctor::run(
+            cli.config.as_deref(),
+            &crate::doctor::Options {
+                json,
+                bench: (!no_bench).then(|| std::time::Duration::from_secs(bench_seconds)),
+            },
+        ),
         None => run_daemon(cli.config.as_deref(), cli.listen),
     }
 }
@@ -165,6 +193,41 @@ mod tests {
             Some(Command::CheckConfig { path: None })
         ));
         assert!(Cli::try_parse_from(["peercam", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn parses_doctor_with_its_flags_and_caps_the_benchmark_at_20_s() {
+        let cli = Cli::try_parse_from([
+            "peercam",
+            "--config",
+            "x.toml",
+            "doctor",
+            "--json",
+            "--no-bench",
+        ])
+        .expect("parse");
+        assert_eq!(cli.config.as_deref(), Some(Path::new("x.toml")));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Doctor {
+                json: true,
+                no_bench: true,
+                bench_seconds: 20
+            })
+        ));
+        let cli =
+            Cli::try_parse_from(["peercam", "doctor", "--bench-seconds", "5"]).expect("parse");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Doctor {
+                json: false,
+                no_bench: false,
+                bench_seconds: 5
+            })
+        ));
+        for bad in ["0", "21"] {
+            assert!(Cli::try_parse_from(["peercam", "doctor", "--bench-seconds", bad]).is_err());
+        }
     }
 
     #[test]

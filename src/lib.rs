@@ -18,7 +18,8 @@
 //!
 //! ## Module map, top to bottom (each imports only what is below it;
 //! `scripts/module-deps.sh` prints who imports whom)
-//! - entry: `main.rs`, [`cli`], [`daemon`] (start, reload, watchdog and stop; owns the
+//! - entry: `main.rs`, [`cli`], [`doctor`] (`peercam doctor`: checks and the encode
+//!   benchmark), [`daemon`] (start, reload, watchdog and stop; owns the
 //!   running [`config::Settings`] and the [`hub::MediaHub`]).
 //! - transports: [`http`] (the page, login, TLS, `/metrics`; [`http`]'s `socket` module is the
 //!   one WebSocket loop, `viewer` and `room` its adapters, [`http::whep`] WHEP,
@@ -51,6 +52,7 @@ pub mod config;
 pub mod daemon;
 pub mod deadline;
 pub mod devices;
+pub mod doctor;
 pub mod encode;
 pub mod h264;
 pub mod http;

@@ -291,4 +291,6 @@ pub fn pick_auto(nodes: &[NodeInfo], h264_ok: bool) -> Option<&NodeInfo> {
 }
 
 #[cfg(test)]
+pub(crate) mod fixture;
+#[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ mod adaptive_bitrate;
 mod alsa_capture;
 mod config_cli;
 mod daemon_e2e;
+mod doctor;
 mod interop;
 mod load;
 mod logs;

@@ -446,11 +446,7 @@ fn auto_rpicam(preferred: u32) -> Option<rpicam::RpiCamera> {
     rpicam::find_program()?;
     match rpicam::probe(rpicam::LIST_TIMEOUT) {
         rpicam::Probe::Listed { cameras, .. } => {
-            let camera = cameras
-                .iter()
-                .find(|c| c.index == preferred)
-                .or(cameras.first())
-                .cloned();
+            let camera = rpicam::pick(&cameras, preferred).cloned();
             if camera.is_none() {
                 info!("video.source = \"auto\": rpicam-vid lists no Camera Module");
             }
@@ -466,8 +462,8 @@ fn auto_rpicam(preferred: u32) -> Option<rpicam::RpiCamera> {
 
 /// How rpicam-vid delivers frames: `[video] format` "h264" or "yu12" say; "auto" takes the
 /// Pi's H.264 where the board (`model`) has the hardware encoder and H.264 is the first
-/// codec, else raw frames for peercam's encoders.
-fn rpicam_output(v: &VideoSettings, model: Option<&str>) -> RpicamOutput {
+/// codec, else raw frames for peercam's encoders. (`peercam doctor` reports the same.)
+pub fn rpicam_output(v: &VideoSettings, model: Option<&str>) -> RpicamOutput {
     match v.format {
         VideoFormat::H264 => RpicamOutput::H264,
         VideoFormat::Auto

@@ -263,6 +263,15 @@ fn run_bounded(program: &Path, args: &[&str], timeout: Duration) -> Result<Strin
     Ok(output)
 }
 
+/// The camera `auto` takes among `cameras`: `preferred` (`[rpicam] camera`) when listed,
+/// else the first.
+pub fn pick(cameras: &[RpiCamera], preferred: u32) -> Option<&RpiCamera> {
+    cameras
+        .iter()
+        .find(|c| c.index == preferred)
+        .or(cameras.first())
+}
+
 /// The board's model (`/proc/device-tree/model`), e.g. `Raspberry Pi 4 Model B Rev 1.4`;
 /// `None` off device-tree boards (x86).
 pub fn board_model() -> Option<String> {

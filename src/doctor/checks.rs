@@ -8,6 +8,7 @@ use crate::capture::classify::NotCamera;
 use crate::capture::rpicam::{self, Probe};
 use crate::capture::v4l2::{self, Node};
 use crate::config::{AudioSource, Settings, VideoFormat, VideoSettings, VideoSource};
+use crate::hub;
 use crate::media::VideoCodec;
 
 use super::facts::{origin_text, Facts};
@@ -88,6 +89,7 @@ pub fn judge(facts: &Facts) -> Vec<Check> {
     let settings = facts.settings();
     let video = resolve_video(
         &settings.video,
+        settings.rpicam.camera,
         &facts.rpicam,
         facts.board_model.as_deref(),
         &facts.nodes,
@@ -124,9 +126,9 @@ pub enum VideoChoice {
         index: u32,
         /// e.g. `imx708`.
         sensor: String,
-        /// H.264 comes from the Pi's hardware encoder (and is passed through); otherwise
-        /// raw frames are encoded by peercam.
-        hardware_h264: bool,
+        /// H.264 from rpicam-vid (passed through), or raw frames encoded by peercam, as
+        /// [`hub::rpicam_output`] decides.
+        output: rpicam::Output,
     },
     /// A V4L2 camera.
     V4l2 {
@@ -145,6 +147,12 @@ pub enum VideoChoice {
         /// Why it is not used now.
         reason: String,
     },
+    /// `source = "rpicam"`, but rpicam-vid is missing or does not list the camera: the
+    /// daemon streams a placeholder and starts rpicam-vid again and again.
+    CameraModuleMissing {
+        /// Why.
+        reason: String,
+    },
     /// The built-in test pattern.
     TestPattern,
 }
@@ -159,6 +167,7 @@ fn passthrough_ok(video: &VideoSettings) -> bool {
 /// else the first V4L2 camera ([`v4l2::auto_choice`]), else the test pattern.
 pub fn resolve_video(
     video: &VideoSettings,
+    rpicam_camera: u32,
     probe: &Probe,
     board_model: Option<&str>,
     nodes: &[Node],
@@ -166,15 +175,49 @@ pub fn resolve_video(
     let passthrough = passthrough_ok(video);
     match &video.source {
         VideoSource::Test => VideoChoice::TestPattern,
+        VideoSource::Rpicam => match probe {
+            Probe::Listed { program, cameras } => {
+                match cameras.iter().find(|c| c.index == rpicam_camera) {
+                    Some(camera) => VideoChoice::CameraModule {
+                        program,
+                        index: camera.index,
+                        sensor: camera.sensor.clone(),
+                        output: hub::rpicam_output(video, board_model),
+                    },
+                    None => VideoChoice::CameraModuleMissing {
+                        reason: format!(
+                            "{program} --list-cameras does not list camera {rpicam_camera}{}",
+                            if cameras.is_empty() {
+                                " (it lists none)".to_owned()
+                            } else {
+                                format!(
+                                    " (it lists {})",
+                                    cameras
+                                        .iter()
+                                        .map(|c| format!("{} {}", c.index, c.sensor))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            }
+                        ),
+                    },
+                }
+            }
+            Probe::NotInstalled => VideoChoice::CameraModuleMissing {
+                reason: "rpicam-vid is not installed (nor libcamera-vid)".to_owned(),
+            },
+            Probe::Failed { reason, .. } => VideoChoice::CameraModuleMissing {
+                reason: reason.clone(),
+            },
+        },
         VideoSource::Auto => {
             if let Probe::Listed { program, cameras } = probe {
-                if let Some(camera) = cameras.first() {
+                if let Some(camera) = rpicam::pick(cameras, rpicam_camera) {
                     return VideoChoice::CameraModule {
                         program,
                         index: camera.index,
                         sensor: camera.sensor.clone(),
-                        hardware_h264: passthrough
-                            && board_model.is_some_and(rpicam::has_hardware_h264),
+                        output: hub::rpicam_output(video, board_model),
                     };
                 }
             }
@@ -232,18 +275,29 @@ pub fn camera(video: &VideoSettings, choice: &VideoChoice, facts: &Facts) -> Che
             program,
             index,
             sensor,
-            hardware_h264,
+            output,
         } => {
-            let how = if *hardware_h264 {
-                "H.264 from the Pi's hardware encoder, passed through".to_owned()
-            } else {
-                let why = match facts.board_model.as_deref() {
-                    Some(m) if !rpicam::has_hardware_h264(m) => {
-                        " (this board has no H.264 encoder)"
-                    }
-                    _ => "",
-                };
-                format!("raw frames, encoded by peercam{why}")
+            let hardware = facts
+                .board_model
+                .as_deref()
+                .is_some_and(rpicam::has_hardware_h264);
+            let how = match (output, hardware) {
+                (rpicam::Output::H264, true) => {
+                    "H.264 from the Pi's hardware encoder, passed through".to_owned()
+                }
+                (rpicam::Output::H264, false) => "H.264 from rpicam-vid's software encoder \
+                                                  (format = \"h264\"; this board has no H.264 \
+                                                  encoder), passed through"
+                    .to_owned(),
+                (rpicam::Output::Yuv420, _) => {
+                    let why = match facts.board_model.as_deref() {
+                        Some(m) if !rpicam::has_hardware_h264(m) => {
+                            " (this board has no H.264 encoder)"
+                        }
+                        _ => "",
+                    };
+                    format!("raw frames, encoded by peercam{why}")
+                }
             };
             Check::pass(
                 "camera",
@@ -278,6 +332,12 @@ pub fn camera(video: &VideoSettings, choice: &VideoChoice, facts: &Facts) -> Che
                  --list-devices` lists (or \"auto\")",
                 path.display()
             ),
+        ),
+        VideoChoice::CameraModuleMissing { reason } => Check::warn(
+            "camera",
+            format!("{source}: {reason}; the daemon streams a placeholder and keeps trying"),
+            "connect the Camera Module and install rpicam-apps (`rpicam-hello --list-cameras` \
+             lists it), or set [video] source = \"auto\"",
         ),
         VideoChoice::TestPattern if video.source == VideoSource::Test => {
             Check::pass("camera", with_others(format!("{source}: the test pattern")))

@@ -63,7 +63,7 @@ pub fn permissions(settings: &Settings, video: &VideoChoice, facts: &Facts) -> C
                 p.starts_with("/dev/video") || p.starts_with("/dev/media")
             })
             .collect(),
-        VideoChoice::TestPattern => Vec::new(),
+        VideoChoice::TestPattern | VideoChoice::CameraModuleMissing { .. } => Vec::new(),
     };
     if matches!(
         settings.audio.source,

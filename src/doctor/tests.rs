@@ -306,7 +306,7 @@ fn permissions_follow_the_service_groups_and_the_user() {
     ];
     let ok = super::permissions::permissions(
         &Settings::default(),
-        &checks::resolve_video(&Settings::default().video, &f.rpicam, None, &f.nodes),
+        &checks::resolve_video(&Settings::default().video, 0, &f.rpicam, None, &f.nodes),
         &f,
     );
     assert_eq!(ok.status, Status::Pass, "{ok:?}");
@@ -552,5 +552,57 @@ fn proc_status_and_etc_group_parse() {
     assert_eq!(
         facts::parse_groups("video:x:44:pi,peercam\n# comment\nbroken\naudio:x:29:\n"),
         [("video".to_owned(), 44), ("audio".to_owned(), 29)]
+    );
+}
+
+#[test]
+fn source_rpicam_names_what_is_missing_and_a_forced_h264_on_a_pi_5() {
+    let with = |source: VideoSource, format: crate::config::VideoFormat, camera: u32| {
+        let mut s = Settings::default();
+        s.video.source = source;
+        s.video.format = format;
+        s.rpicam.camera = camera;
+        Ok(Loaded {
+            settings: s,
+            origin: ConfigOrigin::BuiltInDefaults,
+        })
+    };
+    let mut f = facts();
+    f.config = with(VideoSource::Rpicam, crate::config::VideoFormat::Auto, 0);
+    let report = Report::new(&f, None);
+    let camera = check(&report, "camera");
+    assert_eq!(camera.status, Status::Warn, "{camera:?}");
+    assert!(
+        camera
+            .summary
+            .contains("rpicam-vid is not installed (nor libcamera-vid)"),
+        "{}",
+        camera.summary
+    );
+    assert!(
+        report.would_run(),
+        "a missing camera does not stop the daemon"
+    );
+
+    f.rpicam = listed("two-cameras.txt");
+    f.config = with(VideoSource::Rpicam, crate::config::VideoFormat::Auto, 3);
+    let report = Report::new(&f, None);
+    assert!(
+        check(&report, "camera")
+            .summary
+            .contains("does not list camera 3 (it lists 0 ov5647, 1 imx708)"),
+        "{}",
+        check(&report, "camera").summary
+    );
+
+    // [rpicam] camera = 1 is what auto takes too, when listed.
+    f.board_model = Some(PI5.into());
+    f.config = with(VideoSource::Auto, crate::config::VideoFormat::H264, 1);
+    let report = Report::new(&f, None);
+    let summary = &check(&report, "camera").summary;
+    assert!(
+        summary.contains("(imx708, camera 1)")
+            && summary.contains("H.264 from rpicam-vid's software encoder"),
+        "{summary}"
     );
 }

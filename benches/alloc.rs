@@ -446,6 +446,7 @@ async fn part_b(
         }
     };
     let factory = PeerFactory::new(WebrtcSettings {
+        udp_port: 0,
         udp_port_min: 0,
         udp_port_max: 0,
         ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],

@@ -99,6 +99,7 @@ pub(crate) struct RawAudio {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawWebrtc {
     pub ice_servers: Value<Vec<Spanned<RawIceServer>>>,
+    pub udp_port: Value<i64>,
     pub udp_port_min: Value<i64>,
     pub udp_port_max: Value<i64>,
     pub ip_addresses: Value<Vec<Spanned<String>>>,
@@ -192,6 +193,7 @@ const WEBRTC: &[Field] = &[
         name: "ice_servers",
         shape: Shape::TableArray(ICE_SERVER),
     },
+    value("udp_port"),
     value("udp_port_min"),
     value("udp_port_max"),
     value("ip_addresses"),

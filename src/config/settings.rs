@@ -315,7 +315,11 @@ pub struct IceServer {
 pub struct WebrtcSettings {
     /// STUN/TURN servers; empty means host candidates only (fine on a LAN).
     pub ice_servers: Vec<IceServer>,
-    /// Lowest local UDP port for ICE; 0 together with `udp_port_max = 0` means any port.
+    /// The one UDP port every call uses (ICE UDP mux; default 8555); 0: each call gets a
+    /// port of its own from `udp_port_min..=udp_port_max`.
+    pub udp_port: u16,
+    /// With `udp_port = 0`: lowest local UDP port for ICE; 0 together with
+    /// `udp_port_max = 0` means any port.
     pub udp_port_min: u16,
     /// Highest local UDP port for ICE (inclusive).
     pub udp_port_max: u16,
@@ -359,10 +363,14 @@ impl NatMapping {
     }
 }
 
+/// `[webrtc] udp_port` by default (go2rtc's WebRTC port, so one router rule serves both).
+pub const DEFAULT_UDP_PORT: u16 = 8555;
+
 impl Default for WebrtcSettings {
     fn default() -> Self {
         WebrtcSettings {
             ice_servers: Vec::new(),
+            udp_port: DEFAULT_UDP_PORT,
             udp_port_min: 50000,
             udp_port_max: 50100,
             ip_addresses: Vec::new(),

@@ -647,6 +647,17 @@ fn webrtc(raw: RawWebrtc, src: Source<'_>) -> Result<WebrtcSettings, ConfigError
     {
         ice_servers.push(ice_server(server, i, src)?);
     }
+    let udp_port = match raw.udp_port {
+        None => d.udp_port,
+        Some(v) => match u16::try_from(*v.get_ref()) {
+            Ok(port) if port == 0 || port >= 1024 => port,
+            _ => {
+                let expected = "expected a port from 1024 to 65535 (every call on that one UDP \
+                                port), or 0 (a port per call from udp_port_min..udp_port_max)";
+                return Err(src.bad_value(v.span(), "[webrtc] udp_port", expected));
+            }
+        },
+    };
     let (min, max) = udp_ports(
         &raw.udp_port_min,
         &raw.udp_port_max,
@@ -692,6 +703,7 @@ fn webrtc(raw: RawWebrtc, src: Source<'_>) -> Result<WebrtcSettings, ConfigError
     }
     Ok(WebrtcSettings {
         ice_servers,
+        udp_port,
         udp_port_min: min,
         udp_port_max: max,
         ip_addresses,

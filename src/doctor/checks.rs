@@ -520,7 +520,24 @@ pub fn ports(settings: &Settings, facts: &Facts) -> Check {
         ));
         fixes.push("use a port from 1024 up (put a reverse proxy on 80/443)".to_owned());
     }
-    if let Some((min, max)) = p.udp_range {
+    if let Some((port, bound)) = &p.udp_port {
+        match bound {
+            Ok(()) => parts.push(format!("UDP {port} (every call) is free")),
+            Err(e) if e.contains("in use") => {
+                parts.push(format!("UDP {port} (every call) is in use (by {running})"));
+                if facts.peercam_pids.is_empty() {
+                    fixes.push(format!(
+                        "stop the program on UDP port {port} (`ss -lunp` names it) or set \
+                         [webrtc] udp_port to a free port"
+                    ));
+                }
+            }
+            Err(e) => {
+                parts.push(format!("UDP {port} cannot be bound: {e}"));
+                fixes.push("set [webrtc] udp_port to a free port from 1024 up".to_owned());
+            }
+        }
+    } else if let Some((min, max)) = p.udp_range {
         let total = usize::from(max - min) + 1;
         parts.push(format!("UDP {min}-{max}: {} of {total} free", p.udp_free));
         if p.udp_free < settings.limits.max_viewers.min(total) && facts.peercam_pids.is_empty() {

@@ -89,7 +89,11 @@ pub struct PortFacts {
     pub listen: SocketAddr,
     /// `Ok` when it could be bound, else the error (e.g. "Address already in use").
     pub tcp: Result<(), String>,
-    /// `[webrtc] udp_port_min..=udp_port_max`; `None` for any port (0, 0).
+    /// `[webrtc] udp_port` (every call on it) and whether it can be bound now; `None` with
+    /// `udp_port = 0`.
+    pub udp_port: Option<(u16, Result<(), String>)>,
+    /// `[webrtc] udp_port_min..=udp_port_max` (used with `udp_port = 0`); `None` for any
+    /// port (0, 0) or with a `udp_port`.
     pub udp_range: Option<(u16, u16)>,
     /// How many ports of the range could be bound.
     pub udp_free: usize,
@@ -239,8 +243,14 @@ pub fn parse_status(text: &str) -> Option<User> {
 fn port_facts(settings: &Settings) -> PortFacts {
     let listen = settings.server.listen;
     let w = &settings.webrtc;
-    let udp_range =
-        (w.udp_port_min != 0 || w.udp_port_max != 0).then_some((w.udp_port_min, w.udp_port_max));
+    let udp_port = (w.udp_port != 0).then(|| {
+        let bound = UdpSocket::bind(SocketAddr::new(listen.ip(), w.udp_port))
+            .map(drop)
+            .map_err(|e| e.to_string());
+        (w.udp_port, bound)
+    });
+    let udp_range = (w.udp_port == 0 && (w.udp_port_min != 0 || w.udp_port_max != 0))
+        .then_some((w.udp_port_min, w.udp_port_max));
     // Every port of the range at once (held until counted), as the daemon would hold them.
     let udp_free = match udp_range {
         Some((min, max)) => {
@@ -256,6 +266,7 @@ fn port_facts(settings: &Settings) -> PortFacts {
         tcp: TcpListener::bind(listen)
             .map(drop)
             .map_err(|e| e.to_string()),
+        udp_port,
         udp_range,
         udp_free,
         unprivileged_port_start: std::fs::read_to_string(

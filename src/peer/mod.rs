@@ -10,6 +10,7 @@
 pub mod nat;
 mod rtcp;
 pub mod rtp;
+pub mod udp_mux;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -42,6 +43,7 @@ use crate::pipeline::keyframe::KeyframeRequests;
 use crate::session::plan::{AnswerPlan, PeerEvent};
 use crate::session::protocol::IceCandidate;
 use rtp::{RtpPacketizer, StreamKind};
+use udp_mux::{MuxPeer, UdpMux};
 
 /// Why a peer could not be set up or driven.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,37 @@ pub struct MediaTap {
 pub struct PeerFactory {
     settings: WebrtcSettings,
     next_port: AtomicU32,
+    /// `[webrtc] udp_port`: every call on one port; `None`: a port per call from the range.
+    mux: Option<Arc<UdpMux>>,
+}
+
+/// How a peer's local candidates are shown to the other side: the shared port in place of
+/// the peer's own (`udp_port`), then external addresses in place of local ones
+/// (`nat_1to1_ips`). Local descriptions pass through here, which also tells the mux the
+/// peer's ICE username fragments.
+#[derive(Clone)]
+struct Advertise {
+    mux: Option<Arc<MuxPeer>>,
+    nat: Vec<crate::config::NatMapping>,
+}
+
+impl Advertise {
+    fn candidate(&self, candidate: &str) -> String {
+        match &self.mux {
+            Some(mux) => nat::rewrite_candidate(&mux.rewrite_candidate(candidate), &self.nat),
+            None => nat::rewrite_candidate(candidate, &self.nat),
+        }
+    }
+
+    fn local_description(&self, sdp: &str) -> String {
+        match &self.mux {
+            Some(mux) => {
+                mux.register_sdp(sdp);
+                nat::rewrite_sdp(&mux.rewrite_sdp(sdp), &self.nat)
+            }
+            None => nat::rewrite_sdp(sdp, &self.nat),
+        }
+    }
 }
 
 /// Capacity of the channel that carries [`PeerEvent`]s to the session.
@@ -99,6 +132,7 @@ impl PeerFactory {
     /// A factory using the `[webrtc]` settings (ICE servers, UDP ports, addresses).
     pub fn new(settings: WebrtcSettings) -> Self {
         PeerFactory {
+            mux: (settings.udp_port != 0).then(|| UdpMux::shared(settings.udp_port)),
             settings,
             next_port: AtomicU32::new(0),
         }
@@ -129,8 +163,10 @@ impl PeerFactory {
         // The tracks go on after the offer: webrtc-rs then answers with the browser's
         // payload types.
         let (video, audio) = prepared.add_tracks(None).await?;
-        let answer_sdp = self.local_answer(pc.as_ref(), plan).await?;
-        Ok((prepared.start(plan, &tap, video, audio, self), answer_sdp))
+        let answer_sdp = self
+            .local_answer(pc.as_ref(), plan, &prepared.advertise)
+            .await?;
+        Ok((prepared.start(plan, &tap, video, audio), answer_sdp))
     }
 
     /// A send-only offer for a WHIP server: video (per `plan`, whose payload types the daemon
@@ -155,8 +191,8 @@ impl PeerFactory {
             .local_description()
             .await
             .ok_or_else(|| PeerError::Internal("no local description after offer".into()))?;
-        let sdp = nat::rewrite_sdp(&description.sdp, &self.settings.nat_1to1_ips);
-        Ok((prepared.start(plan, &tap, video, audio, self), sdp))
+        let sdp = prepared.advertise.local_description(&description.sdp);
+        Ok((prepared.start(plan, &tap, video, audio), sdp))
     }
 
     /// The part of a peer both directions share: the event handler, a peer connection with
@@ -171,10 +207,14 @@ impl PeerFactory {
         let video_codec = video_codec_parameters(plan);
         let audio_codec = plan.opus_payload_type.map(opus_codec_parameters);
         let (connected_tx, connected_rx) = watch::channel(false);
+        let advertise = Advertise {
+            mux: self.mux.as_ref().map(|m| m.peer()),
+            nat: self.settings.nat_1to1_ips.clone(),
+        };
         let handler = Arc::new(Handler {
             events,
             connected: connected_tx,
-            nat_1to1_ips: self.settings.nat_1to1_ips.clone(),
+            advertise: advertise.clone(),
         });
         // Chosen before the interceptors are built: the RTCP forwarder picks this stream's
         // receiver reports by SSRC.
@@ -185,14 +225,18 @@ impl PeerFactory {
             .connect(
                 &video_codec,
                 audio_codec.as_ref(),
-                handler,
-                video_ssrc,
-                feedback_tx,
-                extra_ice_servers,
+                Wiring {
+                    handler,
+                    video_ssrc,
+                    feedback: feedback_tx,
+                    extra_ice_servers,
+                    mux: advertise.mux.as_ref(),
+                },
             )
             .await?;
         Ok(Prepared {
             pc,
+            advertise,
             video: SendTrack {
                 track: new_track(RtpCodecKind::Video, &video_codec, video_ssrc),
                 ssrc: video_ssrc,
@@ -217,11 +261,15 @@ impl PeerFactory {
         &self,
         video: &RTCRtpCodecParameters,
         audio: Option<&RTCRtpCodecParameters>,
-        handler: Arc<Handler>,
-        video_ssrc: u32,
-        feedback: Option<mpsc::Sender<Feedback>>,
-        extra_ice_servers: &[crate::config::IceServer],
+        wiring: Wiring<'_>,
     ) -> Result<Arc<dyn PeerConnection>, PeerError> {
+        let Wiring {
+            handler,
+            video_ssrc,
+            feedback,
+            extra_ice_servers,
+            mux,
+        } = wiring;
         let ice_servers = self
             .settings
             .ice_servers
@@ -242,14 +290,23 @@ impl PeerFactory {
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .build();
         let mut last_error = String::new();
-        for port in self.port_candidates() {
+        // With the mux, the peer's own sockets (ephemeral ports) carry only TURN.
+        let ports = match mux {
+            Some(_) => vec![0],
+            None => self.port_candidates(),
+        };
+        for port in ports {
             // The interceptor registry is consumed by each build attempt: make a fresh one.
             let (media_engine, registry) = media_setup(
                 video,
                 audio,
                 rtcp::RtcpForwarder::new(video_ssrc, feedback.clone()),
             )?;
-            let built = PeerConnectionBuilder::new()
+            let mut builder = PeerConnectionBuilder::new();
+            if let Some(mux) = mux {
+                builder = builder.with_runtime(mux.runtime());
+            }
+            let built = builder
                 .with_configuration(configuration.clone())
                 .with_media_engine(media_engine)
                 .with_interceptor_registry(registry)
@@ -277,6 +334,7 @@ impl PeerFactory {
         &self,
         pc: &dyn PeerConnection,
         plan: &AnswerPlan,
+        advertise: &Advertise,
     ) -> Result<String, PeerError> {
         let answer = pc.create_answer(None).await.map_err(internal)?;
         pc.set_local_description(answer).await.map_err(internal)?;
@@ -284,7 +342,7 @@ impl PeerFactory {
             .local_description()
             .await
             .ok_or_else(|| PeerError::Internal("no local description after answer".into()))?;
-        let sdp = nat::rewrite_sdp(&description.sdp, &self.settings.nat_1to1_ips);
+        let sdp = advertise.local_description(&description.sdp);
         Ok(if plan.video.passthrough {
             // webrtc-rs copies the offer's fmtp; announce the camera's level.
             crate::session::sdp::replace_fmtp(&sdp, plan.video.payload_type, &plan.video.fmtp)
@@ -321,9 +379,20 @@ impl PeerFactory {
     }
 }
 
+/// What a peer connection is connected to besides its codecs: its event handler, the RTCP
+/// forwarder's stream and channel, extra ICE servers, and the UDP mux.
+struct Wiring<'a> {
+    handler: Arc<Handler>,
+    video_ssrc: u32,
+    feedback: Option<mpsc::Sender<Feedback>>,
+    extra_ice_servers: &'a [crate::config::IceServer],
+    mux: Option<&'a Arc<MuxPeer>>,
+}
+
 /// A peer connection being set up, with the tracks it will send.
 struct Prepared {
     pc: Arc<dyn PeerConnection>,
+    advertise: Advertise,
     video: SendTrack,
     audio: Option<SendTrack>,
     feedback_rx: mpsc::Receiver<Feedback>,
@@ -365,7 +434,6 @@ impl Prepared {
         tap: &MediaTap,
         video: SendTrack,
         audio: Option<SendTrack>,
-        factory: &PeerFactory,
     ) -> ViewerPeer {
         let (cancel, tasks) =
             start_media(plan, tap, video, audio, self.feedback_rx, self.connected_rx);
@@ -373,7 +441,7 @@ impl Prepared {
             pc: self.pc,
             cancel,
             tasks,
-            nat_1to1_ips: factory.settings.nat_1to1_ips.clone(),
+            advertise: self.advertise,
         }
     }
 }
@@ -443,8 +511,8 @@ pub struct ViewerPeer {
     pc: Arc<dyn PeerConnection>,
     cancel: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// `[webrtc] nat_1to1_ips`, applied to the answers of ICE restarts.
-    nat_1to1_ips: Vec<crate::config::NatMapping>,
+    /// Applied to the answers of ICE restarts.
+    advertise: Advertise,
 }
 
 impl ViewerPeer {
@@ -492,7 +560,7 @@ impl ViewerPeer {
             .local_description()
             .await
             .ok_or_else(|| PeerError::Internal("no local description after answer".into()))?;
-        Ok(nat::rewrite_sdp(&description.sdp, &self.nat_1to1_ips))
+        Ok(self.advertise.local_description(&description.sdp))
     }
 
     /// Applies a WHIP server's answer to this peer's offer.
@@ -709,8 +777,8 @@ async fn forward_keyframe_requests(
 struct Handler {
     events: mpsc::Sender<PeerEvent>,
     connected: watch::Sender<bool>,
-    /// `[webrtc] nat_1to1_ips`, applied to every local candidate sent to the browser.
-    nat_1to1_ips: Vec<crate::config::NatMapping>,
+    /// Applied to every local candidate sent to the browser.
+    advertise: Advertise,
 }
 
 #[async_trait::async_trait]
@@ -719,13 +787,10 @@ impl PeerConnectionEventHandler for Handler {
         match event.candidate.to_json() {
             Ok(init) => {
                 let candidate = IceCandidate {
-                    candidate: nat::rewrite_candidate(
-                        &format!(
-                            "candidate:{}",
-                            init.candidate.trim_start_matches("candidate:")
-                        ),
-                        &self.nat_1to1_ips,
-                    ),
+                    candidate: self.advertise.candidate(&format!(
+                        "candidate:{}",
+                        init.candidate.trim_start_matches("candidate:")
+                    )),
                     sdp_mid: init.sdp_mid,
                     sdp_m_line_index: init.sdp_mline_index,
                     username_fragment: init.username_fragment,

@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import {
-  dialAndWaitForFrames, launchChromium, openPage, pageState, rawClient, screenshot, sleep,
-  startDaemon, stats, waitForFrames,
+  dialAndWaitForFrames, freeUdpPort, launchChromium, openPage, pageState, rawClient,
+  recordPeerConnections, screenshot, sleep, startDaemon, stats, waitForFrames,
 } from './helpers.mjs';
 
 let browser;
@@ -61,6 +61,34 @@ describe('chromium', () => {
       assert.deepEqual(page.errors, []);
       await context.close();
     }));
+
+  test('[webrtc] udp_port: two pages stream at once through the one UDP port',
+    { timeout: 60_000 }, async () => {
+      const udpPort = await freeUdpPort();
+      await withDaemon({ video: 'codecs = ["h264"]', udpPort }, async (daemon) => {
+        const context = await browser.newContext();
+        await context.addInitScript(recordPeerConnections);
+        const pages = [await openPage(context, daemon.url), await openPage(context, daemon.url)];
+        for (const page of pages) await dialAndWaitForFrames(page, 60);
+        for (const page of pages) {
+          // The selected pair's remote end (the daemon) is the one port.
+          const remote = await page.evaluate(async () => {
+            const report = await window.testPeers.at(-1).getStats();
+            const all = [...report.values()];
+            const pair = all.find((s) => s.type === 'candidate-pair' && s.nominated
+              && s.state === 'succeeded');
+            const candidate = pair && all.find((s) => s.id === pair.remoteCandidateId);
+            return candidate ? { port: candidate.port, type: candidate.candidateType } : null;
+          });
+          assert.deepEqual(remote, { port: udpPort, type: 'host' });
+          const before = (await stats(page)).framesDecoded;
+          await sleep(1000);
+          assert.ok((await stats(page)).framesDecoded >= before + 20, 'both keep streaming');
+        }
+        assert.deepEqual(pages.flatMap((p) => p.errors), []);
+        await context.close();
+      });
+    });
 
   test('reload with a new frame size: the page dials again by itself', { timeout: 60_000 }, () =>
     withDaemon({ video: 'codecs = ["h264"]' }, async (daemon) => {

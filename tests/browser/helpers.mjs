@@ -2,6 +2,7 @@
 // launch Debian's Chromium or Firefox ESR through playwright-core, and read the numbers the
 // Dial page exposes (window.peercamStats etc., all taken from RTCPeerConnection.getStats()).
 
+import dgram from 'node:dgram';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -23,6 +24,18 @@ export const peercamBin = process.env.PEERCAM_BIN
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const FIREFOX = process.env.FIREFOX_BIN || '/usr/bin/firefox-esr';
 
+/** Returns a UDP port that was free a moment ago on 127.0.0.1. */
+export function freeUdpPort() {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket('udp4');
+    socket.once('error', reject);
+    socket.bind(0, '127.0.0.1', () => {
+      const { port } = socket.address();
+      socket.close(() => resolve(port));
+    });
+  });
+}
+
 /** Returns a TCP port that was free a moment ago on 127.0.0.1. */
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -39,11 +52,12 @@ export function freePort() {
  * A config with the test pattern and tone at `width`x`height`@`fps`, loopback only.
  * `video`/`audio`/`limits`: extra TOML lines; `audio` lines that set `source` replace the test
  * tone. `extra`: TOML appended at the end (e.g. `[[publish]]` tables). `ipAddresses`: the
- * host candidates' addresses (`[webrtc] ip_addresses`).
+ * host candidates' addresses (`[webrtc] ip_addresses`). `udpPort`: `[webrtc] udp_port` (0, a
+ * port per call, by default: tests run side by side).
  */
 export function testConfig({
   port, video = '', audio = '', limits = '', width = 640, height = 480, fps = 30, extra = '',
-  ipAddresses = ['127.0.0.1'],
+  ipAddresses = ['127.0.0.1'], udpPort = 0,
 }) {
   const audioSource = /^\s*source\s*=/m.test(audio) ? '' : 'source = "test"';
   return `
@@ -63,6 +77,7 @@ ${audio}
 
 [webrtc]
 ip_addresses = ${JSON.stringify(ipAddresses)}
+udp_port = ${udpPort}
 udp_port_min = 0
 udp_port_max = 0
 
@@ -80,12 +95,12 @@ ${extra}
  * cross build); `wrapper`: argv prefix that runs it (e.g. ['qemu-aarch64-static']).
  * `width`/`height`/`fps`: the test pattern's size and rate. `server`: extra `[server]` lines
  * (e.g. `cors_origins = [...]`). `extra`: TOML appended at the end (e.g. `[[publish]]`).
- * `ipAddresses`: `[webrtc] ip_addresses` (default 127.0.0.1).
+ * `ipAddresses`: `[webrtc] ip_addresses` (default 127.0.0.1). `udpPort`: `[webrtc] udp_port`.
  */
 export async function startDaemon({
   video = '', audio = '', limits = '', env = {}, bin = peercamBin, wrapper = [],
   width, height, fps, readyTimeoutMs = 20_000, password = '', tls = false, server = '', extra = '',
-  ipAddresses,
+  ipAddresses, udpPort,
 } = {}) {
   if (!existsSync(bin)) {
     throw new Error(`peercam binary not found at ${bin}: run \`cargo build\` or set PEERCAM_BIN`);
@@ -94,7 +109,7 @@ export async function startDaemon({
   const dir = mkdtempSync(path.join(os.tmpdir(), 'peercam-browser-'));
   const configPath = path.join(dir, 'peercam.toml');
   let config = testConfig({
-    port, video, audio, limits, width, height, fps, extra, ipAddresses,
+    port, video, audio, limits, width, height, fps, extra, ipAddresses, udpPort,
   });
   // [server] password, and HTTPS with a self-signed certificate kept in the temporary dir.
   const serverLines = [

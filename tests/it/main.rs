@@ -22,5 +22,6 @@ mod logs;
 mod rpicam;
 mod security;
 mod soak;
+mod udp_mux;
 mod watchdog;
 mod whep;

@@ -91,6 +91,7 @@ codecs = ["h264"]
 source = "test"
 
 [webrtc]
+udp_port = 0
 udp_port_min = $UDP_MIN
 udp_port_max = $UDP_MAX
 $WEBRTC_EXTRA

@@ -362,7 +362,8 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
   test('2. the VM config; systemctl stop + start reaches active via READY=1 (timed)', { timeout: 90_000 }, async () => {
     assert.ok(started, 'not installed and started');
     // An admin's edit of the conffile: vivid, snd-aloop's capture side (a tone is played into
-    // the playback side), H.264 only, the forwarded UDP ports, and 127.0.0.1 advertised for the
+    // the playback side), H.264 only, every call on one forwarded UDP port (udp_port = the first
+    // forwarded port), and 127.0.0.1 advertised for the
     // guest's 10.0.2.15 (qemu user networking; see tests/vm/README.md).
     const { out, s, log } = await step(`
       c=${CONF}
@@ -370,10 +371,11 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
              -e '/^\\[video\\]/,/^\\[/ s|^fps = .*|fps = ${FPS}|' \\
              -e '/^\\[video\\]/,/^\\[/ s|^codecs = .*|codecs = ["h264"]|' \\
              -e '/^\\[audio\\]/,/^\\[/ s|^source = .*|source = "plughw:CARD=Loopback,DEV=1"|' \\
+             -e 's|^udp_port = .*|udp_port = ${udpMin}|' \\
              -e 's|^udp_port_min = .*|udp_port_min = ${udpMin}|' \\
              -e 's|^udp_port_max = .*|udp_port_max = ${udpMax}|' \\
              -e 's|^nat_1to1_ips = .*|nat_1to1_ips = ["127.0.0.1/10.0.2.15"]|' "$c"
-      grep -n -E '^(source|fps|codecs|udp_port_m..|nat_1to1_ips) =' "$c"
+      grep -n -E '^(source|fps|codecs|udp_port|udp_port_m..|nat_1to1_ips) =' "$c"
       peercam check-config "$c"
       setsid sh -c 'while :; do aplay -q -D hw:Loopback,0,0 -f S16_LE -r 48000 -c 1 -t raw /host/tone.s16le; done' \\
         >/dev/null 2>&1 &

@@ -1,0 +1,93 @@
+//! `[webrtc] udp_port`: every call on one UDP port (ICE UDP mux).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::common::client::{client, dial, h264};
+use crate::common::http::http;
+use crate::common::{self, connect, send_text, Daemon};
+use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
+
+/// A UDP port free on 127.0.0.1 now.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// The ports of the host candidates in `sdp`.
+fn host_ports(sdp: &str) -> Vec<u16> {
+    sdp.lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" typ host"))
+        .filter_map(|l| l.split(' ').nth(5)?.parse().ok())
+        .collect()
+}
+
+/// Two page viewers and a WHEP viewer at once: the WHEP answer's candidates (the only ones
+/// not trickled) name the one port, and every viewer gets video through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_uses_the_one_udp_port() {
+    let port = free_udp_port();
+    let config = common::test_config("", "").replace("udp_port = 0", &format!("udp_port = {port}"));
+    let daemon = Daemon::start(&config);
+    let mut calls = Vec::new();
+    for _ in 0..2 {
+        let (mut ws, _) = connect(&daemon.ws_url("")).await;
+        let (pc, client, mut cands) = client(&[h264()]).await;
+        dial(&mut ws, &pc, &mut cands, Duration::from_secs(15), || {
+            client.video_frames.load(Ordering::Relaxed) >= 30
+        })
+        .await;
+        assert!(client.video_frames.load(Ordering::Relaxed) >= 30);
+        calls.push((client, ws, pc));
+    }
+    // WHEP, without trickle: the client reaches the daemon only at the answer's candidates.
+    let (pc, watcher, _candidates) = client(&[h264()]).await;
+    let offer = pc.create_offer(None).await.expect("offer");
+    pc.set_local_description(offer).await.expect("local");
+    let offer_sdp = pc.local_description().await.expect("offer").sdp;
+    let reply = http(
+        daemon.port,
+        "POST",
+        "/whep",
+        &[("Content-Type", "application/sdp")],
+        &offer_sdp,
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let ports = host_ports(&reply.body);
+    assert!(
+        !ports.is_empty() && ports.iter().all(|p| *p == port),
+        "host candidates on {ports:?}, not only {port}: {}",
+        reply.body
+    );
+    pc.set_remote_description(RTCSessionDescription::answer(reply.body).expect("answer"))
+        .await
+        .expect("apply the answer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while watcher.video_frames.load(Ordering::Relaxed) < 30 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WHEP viewer got no video"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // All three stream at once.
+    let all: Vec<&std::sync::Arc<crate::common::client::Client>> =
+        calls.iter().map(|c| &c.0).chain([&watcher]).collect();
+    let before: Vec<u64> = all
+        .iter()
+        .map(|c| c.video_frames.load(Ordering::Relaxed))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (c, b) in all.iter().zip(before) {
+        let now = c.video_frames.load(Ordering::Relaxed);
+        assert!(now >= b + 20, "a viewer stalled: {b} -> {now}");
+    }
+    for (_, mut ws, pc) in calls {
+        send_text(&mut ws, r#"{"bye": {}}"#).await;
+        let _ = pc.close().await;
+    }
+    let _ = pc.close().await;
+}

@@ -4,7 +4,7 @@
 // rpicam-vid (tests/standin/rpicam_vid.rs), with one headless Chromium viewer.
 //
 //   PEERCAM_BIN=target/release/peercam \
-//     node benches/browser/rpicam.mjs [--runs N] [--seconds S] [--out DIR] [CASE...]
+//     node benches/browser/rpicam.mjs [--runs N] [--seconds S] [--audio none|test] [--out DIR] [CASE...]
 //
 // CASE: h264-640x480, yu12-640x480, h264-1280x720, yu12-1280x720 (default: all four), 30 fps.
 // The stand-in is `<dir of PEERCAM_BIN>/examples/rpicam_vid_standin` (build it with
@@ -14,8 +14,10 @@
 // process that plays the camera, whose CPU is reported apart) is read over S seconds
 // (default 20). CPU per frame = that CPU time ÷ frames captured from the camera in the window
 // (`peercam_frames_captured_total`). Runs are interleaved (every case once, then again) and
-// the table gives each figure's median over the runs (min–max beside it). Writes rpicam.json
-// into DIR (default target/bench).
+// the table gives each figure's median over the runs (min–max beside it). No audio track by
+// default (`[audio] source = "none"`), so the figures are the video's; `--audio test` adds the
+// test tone (Opus), a cost the same in both modes. Writes rpicam.json into DIR (default
+// target/bench).
 
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -29,7 +31,7 @@ const CLOCK_TICKS = 100; // USER_HZ on Linux
 const ALL_CASES = ['h264-640x480', 'yu12-640x480', 'h264-1280x720', 'yu12-1280x720'];
 
 function parseArgs(argv) {
-  const options = { runs: 3, seconds: 20, out: path.join(repoRoot, 'target', 'bench'), cases: [] };
+  const options = { runs: 3, seconds: 20, audio: 'none', out: path.join(repoRoot, 'target', 'bench'), cases: [] };
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i];
     if (arg === '--runs') {
@@ -38,6 +40,9 @@ function parseArgs(argv) {
     } else if (arg === '--seconds') {
       options.seconds = Number(argv[++i]);
       if (!(options.seconds > 0)) throw new Error('--seconds: more than 0');
+    } else if (arg === '--audio') {
+      options.audio = argv[++i];
+      if (!['none', 'test'].includes(options.audio)) throw new Error('--audio: none or test');
     } else if (arg === '--out') {
       options.out = path.resolve(argv[++i] ?? '');
     } else if (/^(h264|yu12)-\d+x\d+$/.test(arg)) {
@@ -79,7 +84,7 @@ function childTicks(pid) {
   return sum;
 }
 
-async function run(name, seconds) {
+async function run(name, seconds, audio) {
   const [, format, width, height] = /^(h264|yu12)-(\d+)x(\d+)$/.exec(name);
   const standin = rpicamStandin();
   let daemon;
@@ -87,6 +92,7 @@ async function run(name, seconds) {
   try {
     daemon = await startDaemon({
       video: `source = "rpicam"\nformat = "${format}"\ncodecs = ["h264"]`,
+      audio: `source = "${audio}"`,
       width: Number(width), height: Number(height), fps: 30, env: standin.env,
     });
     browser = await launchChromium({ fakeMedia: false });
@@ -139,7 +145,7 @@ mkdirSync(options.out, { recursive: true });
 const results = [];
 for (let i = 0; i < options.runs; i += 1) {
   for (const name of options.cases) {
-    const r = await run(name, options.seconds);
+    const r = await run(name, options.seconds, options.audio);
     results.push({ run: i + 1, ...r });
     console.log(JSON.stringify(results.at(-1)));
   }
@@ -151,7 +157,7 @@ const figure = (rows, key) => {
   return rows.length > 1 ? `${m} (${Math.min(...values)}–${Math.max(...values)})` : `${m}`;
 };
 console.log(`\nmedian (min–max) over ${options.runs} run(s), ${options.seconds} s each after a `
-  + `${WARMUP_MS / 1000} s warm-up, one Chromium viewer:\n`);
+  + `${WARMUP_MS / 1000} s warm-up, one Chromium viewer, audio ${options.audio}:\n`);
 console.log('| mode | size | daemon CPU (% of one core) | daemon CPU ms per frame | captured fps | '
   + 'frames sent as | viewer decoded fps | viewer kbit/s | stand-in CPU (% of one core, not counted) |');
 console.log('|---|---|---|---|---|---|---|---|---|');
@@ -166,6 +172,7 @@ for (const name of options.cases) {
 }
 const file = path.join(options.out, 'rpicam.json');
 writeFileSync(file, `${JSON.stringify({
-  date: new Date().toISOString(), runs: options.runs, seconds: options.seconds, results,
+  date: new Date().toISOString(), runs: options.runs, seconds: options.seconds,
+  audio: options.audio, results,
 }, null, 1)}\n`);
 console.log(`wrote ${file}`);

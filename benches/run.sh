@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): benches/run.sh [encoders] [latency] [daemon] [alloc]
-#                         (default: the first three; alloc only when named)
+# Benchmarks (not tests): benches/run.sh [encoders] [latency] [daemon] [camera] [alloc]
+#                         (default: the first three; camera and alloc only when named)
 #
 #   encoders  peercam's H.264 and AV1 encoders vs ffmpeg's libx264, librav1e and libsvtav1 on
 #             the same test-pattern frames (benches/encode.rs)
@@ -8,6 +8,10 @@
 #             640x480 and 320x240, all at 30 fps (benches/browser/latency.mjs)
 #   daemon    start to READY=1 (benches/ready.py); CPU and RSS with 1, 4 and 8 Chromium
 #             viewers, idle RSS, and the fan-out ratio (benches/browser/viewers.mjs)
+#   camera    the daemon's CPU per frame with the Camera Module played by the stand-in
+#             rpicam-vid, passthrough (format h264) vs raw (format yu12), 640x480 and
+#             1280x720 at 30 fps, one Chromium viewer, medians of 3 runs
+#             (benches/browser/rpicam.mjs)
 #   alloc     heap allocations per RTP packet in steady state: peercam's packetizer alone,
 #             and the whole send path through webrtc-rs on a loopback peer connection
 #             (benches/alloc.rs; dev profile, so --trace can name call sites). Counts,
@@ -27,9 +31,9 @@ what=("$@")
 ((${#what[@]})) || what=(encoders latency daemon)
 for w in "${what[@]}"; do
   case "$w" in
-    encoders|latency|daemon|alloc) ;;
+    encoders|latency|daemon|camera|alloc) ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-    *) echo "benches/run.sh: unknown benchmark '$w' (encoders, latency, daemon, alloc)" >&2; exit 2 ;;
+    *) echo "benches/run.sh: unknown benchmark '$w' (encoders, latency, daemon, camera, alloc)" >&2; exit 2 ;;
   esac
 done
 wants() { [[ " ${what[*]} " == *" $1 "* ]]; }
@@ -41,7 +45,7 @@ out=target/bench
 bin="$target/$triple/release/peercam"
 mkdir -p "$out"
 
-timed() { wants encoders || wants latency || wants daemon; }
+timed() { wants encoders || wants latency || wants daemon || wants camera; }
 
 step "system packages"
 scripts/install-deps.sh --test
@@ -50,7 +54,9 @@ if timed; then
   (cd tests/browser && { [[ -d node_modules/playwright-core ]] || npm ci --no-audit --no-fund; })
 
   step "release build (cargo build --release --target $triple)"
-  cargo build --locked --release --target "$triple" --bin peercam --example bench_encode
+  # rpicam_vid_standin: the stand-in rpicam-vid of `camera`, found beside the binary.
+  cargo build --locked --release --target "$triple" --bin peercam --example bench_encode \
+    --example rpicam_vid_standin
 fi
 if wants alloc; then
   step "dev build of benches/alloc.rs (the test command's debug build is reused)"
@@ -74,6 +80,10 @@ if wants daemon; then
   python3 benches/ready.py "$bin" 10
   step "daemon: CPU and memory with 1, 4 and 8 viewers (H.264 640x480@30)"
   PEERCAM_BIN="$bin" node benches/browser/viewers.mjs --codec h264 --out "$out" 1 4 8
+fi
+if wants camera; then
+  step "camera: daemon CPU per frame, passthrough vs raw (stand-in rpicam-vid)"
+  PEERCAM_BIN="$bin" node benches/browser/rpicam.mjs --out "$out"
 fi
 if wants alloc; then
   step "alloc: heap allocations per RTP packet (packetizer; full send path over loopback)"

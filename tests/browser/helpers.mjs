@@ -4,7 +4,9 @@
 
 import dgram from 'node:dgram';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -50,22 +52,24 @@ export function freePort() {
 
 /**
  * A config with the test pattern and tone at `width`x`height`@`fps`, loopback only.
- * `video`/`audio`/`limits`: extra TOML lines; `audio` lines that set `source` replace the test
- * tone. `extra`: TOML appended at the end (e.g. `[[publish]]` tables). `ipAddresses`: the
- * host candidates' addresses (`[webrtc] ip_addresses`). `udpPort`: `[webrtc] udp_port` (0, a
- * port per call, by default: tests run side by side).
+ * `video`/`audio`/`limits`: extra TOML lines; `video` lines that set `source` replace the test
+ * pattern (e.g. `source = "rpicam"`), `audio` lines that set `source` replace the test tone.
+ * `extra`: TOML appended at the end (e.g. `[[publish]]` tables). `ipAddresses`: the host
+ * candidates' addresses (`[webrtc] ip_addresses`). `udpPort`: `[webrtc] udp_port` (0, a port
+ * per call, by default: tests run side by side).
  */
 export function testConfig({
   port, video = '', audio = '', limits = '', width = 640, height = 480, fps = 30, extra = '',
   ipAddresses = ['127.0.0.1'], udpPort = 0,
 }) {
+  const videoSource = /^\s*source\s*=/m.test(video) ? '' : 'source = "test"';
   const audioSource = /^\s*source\s*=/m.test(audio) ? '' : 'source = "test"';
   return `
 [server]
 listen = "127.0.0.1:${port}"
 
 [video]
-source = "test"
+${videoSource}
 width = ${width}
 height = ${height}
 fps = ${fps}
@@ -202,6 +206,35 @@ export async function startDaemon({
       }
       cleanUp();
     },
+  };
+}
+
+/**
+ * The stand-in `rpicam-vid` (tests/standin/rpicam_vid.rs, the cargo example
+ * `rpicam_vid_standin`) beside `bin`: `<dir of bin>/examples/rpicam_vid_standin`, linked as
+ * `rpicam-vid` into a temporary directory. Returns `env` for startDaemon (that directory first
+ * on PATH, the stand-in's run log in it), `runs()` (the argument lines of its streaming runs)
+ * and `cleanUp()`. Throws, saying how to build it, when the stand-in is missing.
+ */
+export function rpicamStandin(bin = peercamBin) {
+  const binary = path.join(path.dirname(bin), 'examples', 'rpicam_vid_standin');
+  if (!existsSync(binary)) {
+    const release = path.basename(path.dirname(bin)) === 'release' ? ' --release' : '';
+    throw new Error(`the stand-in rpicam-vid is missing at ${binary}: build it with `
+      + `\`cargo build --example rpicam_vid_standin${release}\` (or \`cargo build --all-targets\`)`);
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'peercam-rpicam-'));
+  symlinkSync(binary, path.join(dir, 'rpicam-vid'));
+  const log = path.join(dir, 'runs.log');
+  return {
+    binary,
+    env: { PATH: `${dir}:${process.env.PATH || ''}`, RPICAM_STANDIN_LOG: log },
+    runs() {
+      const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
+      return text.split('\n').filter((l) => l.startsWith('start ') && !l.includes('--list-cameras'))
+        .map((l) => l.slice('start '.length));
+    },
+    cleanUp() { rmSync(dir, { recursive: true, force: true }); },
   };
 }
 

@@ -59,6 +59,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod logging;
+pub mod mdns;
 pub mod media;
 pub mod peer;
 pub mod pipeline;

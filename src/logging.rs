@@ -187,8 +187,8 @@ fn guarded(message: &str) -> Cow<'_, str> {
 /// - the ICE agent's "no candidate pairs yet", five times a second per dial
 ///   (`Agent::ping_all_candidates`);
 /// - the ICE agent's "remote mDNS candidate added, but mDNS is disabled", once per `.local`
-///   candidate a browser trickles (the daemon resolves no mDNS; such browsers connect
-///   peer-reflexive);
+///   candidate that reaches it unresolved (`[webrtc] resolve_mdns` off, or inside a WHEP
+///   offer); such browsers connect peer-reflexive;
 /// - DTLS's "conn.remote_addr is empty", once per call (the server name defaults to
 ///   `localhost`, which a DTLS server never uses);
 /// - DTLS's "Unsupported Extension Type", twice per handshake with aiortc (and other

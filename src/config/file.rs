@@ -104,6 +104,7 @@ pub(crate) struct RawWebrtc {
     pub udp_port_max: Value<i64>,
     pub ip_addresses: Value<Vec<Spanned<String>>>,
     pub nat_1to1_ips: Value<Vec<Spanned<String>>>,
+    pub resolve_mdns: Value<bool>,
 }
 
 /// One `[[webrtc.ice_servers]]` entry.
@@ -198,6 +199,7 @@ const WEBRTC: &[Field] = &[
     value("udp_port_max"),
     value("ip_addresses"),
     value("nat_1to1_ips"),
+    value("resolve_mdns"),
 ];
 const LIMITS: &[Field] = &[
     value("max_viewers"),

@@ -329,6 +329,9 @@ pub struct WebrtcSettings {
     /// Addresses advertised in place of local ones in host candidates (1:1 NAT, port
     /// forwards, qemu user networking); empty means advertise the local addresses.
     pub nat_1to1_ips: Vec<NatMapping>,
+    /// Resolve browsers' `<uuid>.local` candidates by mDNS queries (query only; the daemon
+    /// announces nothing).
+    pub resolve_mdns: bool,
 }
 
 /// One `[webrtc] nat_1to1_ips` entry: `"EXTERNAL"` (every local address of the same IP
@@ -375,6 +378,7 @@ impl Default for WebrtcSettings {
             udp_port_max: 50100,
             ip_addresses: Vec::new(),
             nat_1to1_ips: Vec::new(),
+            resolve_mdns: true,
         }
     }
 }

@@ -708,6 +708,7 @@ fn webrtc(raw: RawWebrtc, src: Source<'_>) -> Result<WebrtcSettings, ConfigError
         udp_port_max: max,
         ip_addresses,
         nat_1to1_ips,
+        resolve_mdns: raw.resolve_mdns.map_or(d.resolve_mdns, |v| v.into_inner()),
     })
 }
 

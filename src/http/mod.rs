@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod connections;
 pub mod hosts;
+mod lookups;
 pub mod media;
 mod room;
 mod socket;
@@ -93,6 +94,8 @@ pub struct AppState {
     pub limits: LimitSettings,
     /// Remote loopback candidates are accepted: the daemon serves only on loopback.
     loopback_candidates: bool,
+    /// Resolves browsers' `.local` candidates (`[webrtc] resolve_mdns`; `None` when off).
+    pub resolver: Option<Arc<crate::mdns::Resolver>>,
     /// The current media; written only by a reload, which holds the lock while it swaps
     /// pipelines so new viewers wait for the new one.
     media: tokio::sync::RwLock<Generation>,
@@ -155,6 +158,10 @@ impl AppState {
             hosts: Hosts::new(&settings.server),
             limits: limits.clone(),
             loopback_candidates: serves_only_loopback(settings),
+            resolver: settings
+                .webrtc
+                .resolve_mdns
+                .then(|| crate::mdns::Resolver::multicast(settings.webrtc.ip_addresses.clone())),
             shutdown,
             tasks: TaskTracker::new(),
             whep: whep::WhepSessions::default(),
@@ -208,6 +215,7 @@ impl AppState {
             ice_timeout: Duration::from_secs(u64::from(self.limits.ice_timeout_s)),
             idle_timeout: Duration::from_secs(u64::from(self.limits.idle_timeout_s)),
             loopback_candidates: self.loopback_candidates,
+            resolve_mdns: self.resolver.is_some(),
         }
     }
 }
@@ -767,7 +775,8 @@ async fn ws(
             None => {
                 let generation = state.media().await;
                 let session = state.session(&generation, remote, Transport::WebSocket);
-                let viewer = viewer::Viewer::new(session, generation.media, remote);
+                let lookups = lookups::NameLookups::new(state.resolver.clone());
+                let viewer = viewer::Viewer::new(session, generation.media, remote, lookups);
                 let label = format!("viewer {remote}");
                 socket::run(ws, label, viewer, shutdown, Some(generation.retired)).await;
             }

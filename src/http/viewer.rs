@@ -9,6 +9,7 @@ use std::time::Instant;
 use log::{debug, info};
 use tokio::sync::{mpsc, watch};
 
+use super::lookups::NameLookups;
 use super::media::{answer_logged, Answered, Call, MediaService};
 use super::socket::{self, now, Conversation, Input, Socket};
 use crate::peer::PEER_EVENT_CAPACITY;
@@ -23,6 +24,8 @@ pub(super) enum ViewerEvent {
     Peer(PeerEvent),
     /// The encoder's adaptive bitrate target changed (kbit/s).
     Bitrate(u32),
+    /// A `.local` name's lookup ended.
+    Resolved(String, Option<std::net::IpAddr>),
 }
 
 /// The call in progress: the peer, and the encoder's bitrate target it follows.
@@ -40,11 +43,17 @@ pub(super) struct Viewer {
     peer_rx: mpsc::Receiver<PeerEvent>,
     deadline: Option<Instant>,
     remote: SocketAddr,
+    lookups: NameLookups,
 }
 
 impl Viewer {
     /// A conversation for the browser at `remote`, on `media`.
-    pub(super) fn new(session: Session, media: Arc<dyn MediaService>, remote: SocketAddr) -> Self {
+    pub(super) fn new(
+        session: Session,
+        media: Arc<dyn MediaService>,
+        remote: SocketAddr,
+        lookups: NameLookups,
+    ) -> Self {
         let (peer_tx, peer_rx) = mpsc::channel(PEER_EVENT_CAPACITY);
         info!("viewer {remote} connected");
         Viewer {
@@ -55,6 +64,7 @@ impl Viewer {
             peer_rx,
             deadline: None,
             remote,
+            lookups,
         }
     }
 
@@ -96,6 +106,7 @@ impl Viewer {
                         }
                     }
                 }
+                Output::Resolve(name) => self.lookups.start(name),
                 // Only WHEP restarts ICE in place; on the WebSocket a new offer re-dials.
                 Output::RestartIce { .. } => {}
                 Output::EndOfRemoteCandidates => {
@@ -136,6 +147,7 @@ impl Conversation for Viewer {
         tokio::select! {
             Some(event) = self.peer_rx.recv() => ViewerEvent::Peer(event),
             target = bitrate => ViewerEvent::Bitrate(target),
+            (name, address) = self.lookups.next() => ViewerEvent::Resolved(name, address),
         }
     }
 
@@ -147,6 +159,9 @@ impl Conversation for Viewer {
             Input::Heard => Some(machine::Input::Heard),
             Input::Event(ViewerEvent::Peer(event)) => Some(machine::Input::Peer(event)),
             Input::Event(ViewerEvent::Bitrate(kbps)) => Some(machine::Input::Bitrate(kbps)),
+            Input::Event(ViewerEvent::Resolved(name, address)) => {
+                Some(machine::Input::Resolved { name, address })
+            }
             Input::Shutdown => Some(machine::Input::Shutdown),
             Input::Reload => Some(machine::Input::Reload),
             Input::Timeout => {

@@ -23,6 +23,7 @@ use log::{debug, info};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::lookups::NameLookups;
 use super::media::{self, Call, MediaService};
 use super::socket::{self, now};
 use super::AppState;
@@ -257,7 +258,8 @@ pub(super) async fn post(
     }
     let generation = state.media().await;
     let session = state.session(&generation, remote, Transport::Whep);
-    let mut whep = WhepCall::new(session, generation.media, remote, offer.clone());
+    let lookups = NameLookups::new(state.resolver.clone());
+    let mut whep = WhepCall::new(session, generation.media, remote, offer.clone(), lookups);
     let answer = match whep.open(offer).await {
         Ok(answer) => answer,
         Err(body) => {
@@ -510,6 +512,8 @@ struct WhepCall {
     /// The daemon's candidates as last sent (an ICE restart keeps them when webrtc-rs
     /// gathers none anew).
     local_candidates: Vec<String>,
+    /// The client's `.local` names being resolved.
+    lookups: NameLookups,
 }
 
 impl WhepCall {
@@ -518,6 +522,7 @@ impl WhepCall {
         media: Arc<dyn MediaService>,
         remote: SocketAddr,
         offer: String,
+        lookups: NameLookups,
     ) -> WhepCall {
         let (peer_tx, peer_rx) = mpsc::channel(PEER_EVENT_CAPACITY);
         WhepCall {
@@ -531,6 +536,7 @@ impl WhepCall {
             offer,
             etag: String::new(),
             local_candidates: Vec::new(),
+            lookups,
         }
     }
 
@@ -596,6 +602,9 @@ impl WhepCall {
                 },
                 Some(event) = self.peer_rx.recv() => {
                     self.session.handle_input(Input::Peer(event), now());
+                }
+                (name, address) = self.lookups.next() => {
+                    self.session.handle_input(Input::Resolved { name, address }, now());
                 }
                 _ = sleep_until(deadline) => self.session.handle_timeout(now()),
             }
@@ -742,6 +751,7 @@ impl WhepCall {
                         }
                     }
                 }
+                Output::Resolve(name) => self.lookups.start(name),
                 Output::EndOfRemoteCandidates => {
                     if let Some(call) = &self.call {
                         if let Err(e) = call.end_of_remote_candidates().await {

@@ -10,7 +10,7 @@
 //! touches a socket, a clock or webrtc-rs.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use crate::h264::ProfileLevelId;
 use crate::media::VideoCodec;
 use crate::session::admission::{Admission, Refusal, Ticket};
 use crate::session::codec;
+use crate::session::mdns::{self, HoldRefused, Lookups};
 use crate::session::plan::{AnswerPlan, PeerEvent};
 use crate::session::protocol::{
     self, BitrateTarget, Bye, ByeReason, ErrorBody, ErrorCode, Hello, IceCandidate, Message,
@@ -49,6 +50,9 @@ pub struct Rules {
     /// development). Otherwise a loopback candidate can only be an attempt to make the daemon
     /// send STUN to its own services.
     pub loopback_candidates: bool,
+    /// Resolve browsers' `<uuid>.local` candidates ([`Output::Resolve`]); otherwise they go
+    /// to the peer as they are, which ignores them (`[webrtc] resolve_mdns`).
+    pub resolve_mdns: bool,
 }
 
 /// Remote ICE candidates accepted per call; more are dropped (browsers send a handful).
@@ -96,6 +100,13 @@ pub enum Input<'a> {
     Peer(PeerEvent),
     /// The browser's candidate was rejected by the peer.
     CandidateRejected(String),
+    /// The answer to [`Output::Resolve`]: the name's address, or `None` if it did not resolve.
+    Resolved {
+        /// The name as asked.
+        name: String,
+        /// Its address.
+        address: Option<IpAddr>,
+    },
     /// The encoder's adaptive bitrate target changed (kbit/s).
     Bitrate(u32),
     /// The daemon is shutting down.
@@ -249,6 +260,9 @@ pub enum Output {
     },
     /// Give this remote candidate to the peer.
     AddCandidate(IceCandidate),
+    /// Resolve this browser's mDNS name (`<uuid>.local`, checked by
+    /// [`mdns::is_browser_name`]) and feed back [`Input::Resolved`]; its candidates wait.
+    Resolve(String),
     /// Restart ICE on the live peer with this offer; the call has `ice_timeout_s` again to
     /// connect.
     RestartIce {
@@ -279,6 +293,10 @@ struct Call {
     ice_connected_at: Option<Instant>,
     /// Remote candidates accepted so far.
     remote_candidates: usize,
+    /// `.local` names being resolved, with their candidates.
+    lookups: Lookups,
+    /// The browser's end-of-candidates, held until the lookups end.
+    end_after_lookups: bool,
     /// ICE is being restarted on the connected call (DTLS stays up: ICE connecting again
     /// is all it takes).
     restarting: bool,
@@ -388,13 +406,26 @@ impl Session {
     fn deadline(&self) -> Option<Instant> {
         match self.state {
             State::Idle => Some(self.last_heard + self.rules.idle_timeout),
-            State::Answering | State::Active => self.call.as_ref().and_then(|c| c.ice_deadline),
+            State::Answering | State::Active => {
+                let call = self.call.as_ref();
+                let ice = call.and_then(|c| c.ice_deadline);
+                let lookup = call.and_then(|c| c.lookups.deadline());
+                ice.into_iter().chain(lookup).min()
+            }
             State::Closed => None,
         }
     }
 
     /// Time passed: applies the deadline that is due at `now`, if any.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(call) = self.call.as_mut() {
+            let dropped = call.lookups.expire(now);
+            if dropped > 0 {
+                let why = format!("no answer within {} ms", mdns::LOOKUP_TIMEOUT.as_millis());
+                self.unresolved(dropped, &why);
+                self.end_if_looked_up();
+            }
+        }
         match self.state {
             State::Idle if now >= self.last_heard + self.rules.idle_timeout => {
                 self.push(Output::LimitHit(Limit::IdleTimeout {
@@ -463,6 +494,7 @@ impl Session {
             Input::Heard => self.last_heard = now,
             Input::PeerReady(result) => self.on_peer_ready(result),
             Input::Peer(event) => self.on_peer_event(event, now),
+            Input::Resolved { name, address } => self.on_resolved(&name, address),
             Input::CandidateRejected(reason) => self.error(
                 ErrorCode::BadCandidate,
                 format!("ICE candidate rejected: {reason}"),
@@ -558,6 +590,8 @@ impl Session {
             ice_deadline: Some(now + self.rules.ice_timeout),
             ice_connected_at: None,
             remote_candidates: 0,
+            lookups: Lookups::default(),
+            end_after_lookups: false,
             restarting: false,
         });
         self.state = State::Answering;
@@ -580,6 +614,8 @@ impl Session {
         call.ice_deadline = Some(now + self.rules.ice_timeout);
         call.ice_connected_at = None;
         call.remote_candidates = 0;
+        call.lookups.clear();
+        call.end_after_lookups = false;
         call.restarting = true;
         self.push(Output::RestartIce { offer_sdp });
     }
@@ -594,6 +630,12 @@ impl Session {
                     ErrorCode::BadCandidate,
                     format!("more than {MAX_REMOTE_CANDIDATES} candidates in one call; dropped"),
                 );
+            }
+            if let (true, Some(sdp::CandidateAddress::Name(name))) = (
+                self.rules.resolve_mdns,
+                sdp::candidate_address(&c.candidate),
+            ) {
+                return self.on_named_candidate(name, c.clone());
             }
             if let Some(reason) = refused_address(&c.candidate, self.rules.loopback_candidates) {
                 self.push(Output::LimitHit(Limit::CandidateAddress {
@@ -611,9 +653,123 @@ impl Session {
                 ErrorCode::Unexpected,
                 "ICE candidate before an offer: send {\"sdp\": offer} first".to_owned(),
             ),
+            State::Answering | State::Active
+                if candidate.is_none()
+                    && self.call.as_ref().is_some_and(|c| !c.lookups.is_empty()) =>
+            {
+                // Resolved candidates must not come after the end of candidates.
+                if let Some(call) = self.call.as_mut() {
+                    call.end_after_lookups = true;
+                }
+            }
             State::Answering => self.pending.push(candidate),
             State::Active => self.push(candidate_output(candidate)),
             State::Closed => {}
+        }
+    }
+
+    /// A candidate whose address is a name: a browser's mDNS name waits for its lookup,
+    /// anything else is dropped (the daemon resolves no other names).
+    fn on_named_candidate(&mut self, name: String, candidate: IceCandidate) {
+        let Some(call) = self.call.as_mut() else {
+            return self.error(
+                ErrorCode::Unexpected,
+                "ICE candidate before an offer: send {\"sdp\": offer} first".to_owned(),
+            );
+        };
+        let refused = if !mdns::is_browser_name(&name) {
+            "its address is a host name but not a browser's mDNS name (<uuid>.local)".to_owned()
+        } else {
+            // The candidate arrived with the message just heard: its time is `last_heard`.
+            match call.lookups.hold(&name, candidate, self.last_heard) {
+                Ok(new) => {
+                    call.remote_candidates += 1;
+                    if new {
+                        self.push(Output::Resolve(name));
+                    }
+                    return;
+                }
+                Err(HoldRefused::TooMany) => format!(
+                    "{} mDNS names are being resolved for this call already",
+                    mdns::MAX_LOOKUPS_PER_CALL
+                ),
+            }
+        };
+        self.push(Output::LimitHit(Limit::CandidateAddress {
+            reason: refused.clone(),
+        }));
+        self.error(
+            ErrorCode::BadCandidate,
+            format!("candidate dropped: {refused}"),
+        );
+    }
+
+    /// A name's lookup ended: its candidates go on with the address put in, through the
+    /// address checks every candidate gets, or are dropped.
+    fn on_resolved(&mut self, name: &str, address: Option<IpAddr>) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let waiting = call.lookups.take(name);
+        if waiting.is_empty() {
+            return; // a call that ended, or a lookup given up on
+        }
+        let Some(ip) = address else {
+            let why = format!("no answer for {}", crate::logging::client_str(name));
+            self.unresolved(waiting.len(), &why);
+            return self.end_if_looked_up();
+        };
+        for c in waiting {
+            let Some(line) = mdns::with_address(&c.candidate, ip) else {
+                continue;
+            };
+            if let Some(reason) = refused_address(&line, self.rules.loopback_candidates) {
+                self.push(Output::LimitHit(Limit::CandidateAddress {
+                    reason: format!("{reason} (resolved from an mDNS name)"),
+                }));
+                continue;
+            }
+            let resolved = IceCandidate {
+                candidate: line,
+                ..c
+            };
+            match self.state {
+                State::Answering => self.pending.push(Some(resolved)),
+                State::Active => self.push(Output::AddCandidate(resolved)),
+                State::Idle | State::Closed => {}
+            }
+        }
+        self.end_if_looked_up();
+    }
+
+    /// The browser's held end-of-candidates, once no name is being resolved.
+    fn end_if_looked_up(&mut self) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        if call.end_after_lookups && call.lookups.is_empty() {
+            call.end_after_lookups = false;
+            match self.state {
+                State::Answering => self.pending.push(None),
+                State::Active => self.push(Output::EndOfRemoteCandidates),
+                State::Idle | State::Closed => {}
+            }
+        }
+    }
+
+    /// Says once per call that `.local` candidates were dropped unresolved.
+    fn unresolved(&mut self, dropped: usize, why: &str) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        call.lookups.unresolved += dropped;
+        if call.lookups.unresolved == dropped {
+            log::info!(
+                "{} {}: dropping the browser's .local candidate(s) that did not resolve ({why}); \
+                 the call connects only if the browser's own checks reach the daemon",
+                self.transport.label(),
+                self.remote
+            );
         }
     }
 
@@ -816,6 +972,7 @@ mod tests {
                 ice_timeout: ICE,
                 idle_timeout: IDLE,
                 loopback_candidates: true,
+                resolve_mdns: false,
             },
             remote(40_000),
             t0,
@@ -949,6 +1106,7 @@ mod tests {
                 ice_timeout: ICE,
                 idle_timeout: IDLE,
                 loopback_candidates: true,
+                resolve_mdns: false,
             },
             remote(1),
             Instant::now(),
@@ -1352,6 +1510,7 @@ mod tests {
                 ice_timeout: ICE,
                 idle_timeout: IDLE,
                 loopback_candidates: false,
+                resolve_mdns: false,
             },
             remote(1),
             t0,
@@ -1402,6 +1561,135 @@ mod tests {
             feed(&mut s, Input::Text(&one_more), t0)[..],
             [Output::AddCandidate(_)]
         ));
+    }
+
+    #[test]
+    fn mdns_candidates_wait_for_their_lookup_then_meet_the_address_checks() {
+        let t0 = Instant::now();
+        let rules = Rules {
+            max_message_bytes: 65_536,
+            ice_timeout: ICE,
+            idle_timeout: IDLE,
+            loopback_candidates: false,
+            resolve_mdns: true,
+        };
+        let media = Arc::new(TestMedia {
+            codecs: vec![H264],
+            audio: true,
+        });
+        let mut s = Session::new(media, admission(4, 4), rules, remote(1), t0);
+        drain(&mut s);
+        dial(&mut s, t0);
+        let name = "557ea1ac-2173-4579-9787-a2e14c2bbd73.local";
+        let udp = format!("candidate:1 1 udp 2113937151 {name} 58601 typ host generation 0");
+        let tcp = format!("candidate:2 1 tcp 1518280447 {name} 9 typ host tcptype active");
+        // One query per name; the candidates wait, and so does the end of candidates.
+        assert_eq!(
+            feed(&mut s, Input::Text(&candidate(&udp)), t0),
+            vec![Output::Resolve(name.to_owned())]
+        );
+        assert_eq!(feed(&mut s, Input::Text(&candidate(&tcp)), t0), vec![]);
+        assert_eq!(
+            feed(&mut s, Input::Text(r#"{"candidate":null}"#), t0),
+            vec![]
+        );
+        // Other names are not queried.
+        let printer = candidate("candidate:3 1 udp 1 printer.local 9 typ host");
+        let outputs = feed(&mut s, Input::Text(&printer), t0);
+        assert!(
+            matches!(&outputs[..], [Output::LimitHit(Limit::CandidateAddress { reason }), Output::Send(Message::Error(_))]
+                if reason.contains("not a browser's mDNS name")),
+            "{outputs:?}"
+        );
+        // The answer: the address put in, the rest of each line as it was, then the end.
+        let resolved = Input::Resolved {
+            name: name.to_uppercase(),
+            address: Some("192.0.2.7".parse().unwrap()),
+        };
+        let outputs = feed(&mut s, resolved, t0);
+        let lines: Vec<&str> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::AddCandidate(c) => Some(c.candidate.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "candidate:1 1 udp 2113937151 192.0.2.7 58601 typ host generation 0",
+                "candidate:2 1 tcp 1518280447 192.0.2.7 9 typ host tcptype active"
+            ]
+        );
+        assert_eq!(outputs.last(), Some(&Output::EndOfRemoteCandidates));
+
+        // A name that resolves to loopback is dropped like a loopback candidate.
+        let other = "0a0b0c0d-2173-4579-9787-a2e14c2bbd73.local";
+        let line = format!("candidate:4 1 udp 1 {other} 5000 typ host");
+        assert_eq!(
+            feed(&mut s, Input::Text(&candidate(&line)), t0),
+            vec![Output::Resolve(other.to_owned())]
+        );
+        let loopback = Input::Resolved {
+            name: other.to_owned(),
+            address: Some("127.0.0.1".parse().unwrap()),
+        };
+        let outputs = feed(&mut s, loopback, t0);
+        assert!(
+            matches!(&outputs[..], [Output::LimitHit(Limit::CandidateAddress { reason })] if reason.contains("loopback")),
+            "{outputs:?}"
+        );
+    }
+
+    #[test]
+    fn mdns_lookups_are_capped_per_call_and_given_up_at_their_deadline() {
+        let t0 = Instant::now();
+        let rules = Rules {
+            max_message_bytes: 65_536,
+            ice_timeout: ICE,
+            idle_timeout: IDLE,
+            loopback_candidates: false,
+            resolve_mdns: true,
+        };
+        let media = Arc::new(TestMedia {
+            codecs: vec![H264],
+            audio: true,
+        });
+        let mut s = Session::new(media, admission(4, 4), rules, remote(1), t0);
+        drain(&mut s);
+        dial(&mut s, t0);
+        let name = |i: usize| format!("{i:08x}-2173-4579-9787-a2e14c2bbd73.local");
+        let line = |i: usize| candidate(&format!("candidate:1 1 udp 1 {} 5000 typ host", name(i)));
+        for i in 0..mdns::MAX_LOOKUPS_PER_CALL {
+            assert_eq!(
+                feed(&mut s, Input::Text(&line(i)), t0),
+                vec![Output::Resolve(name(i))]
+            );
+        }
+        let outputs = feed(&mut s, Input::Text(&line(99)), t0);
+        assert!(
+            matches!(&outputs[..], [Output::LimitHit(Limit::CandidateAddress { reason }), Output::Send(Message::Error(e))]
+                if reason.contains("being resolved") && e.code == ErrorCode::BadCandidate),
+            "{outputs:?}"
+        );
+        // The session wakes at the lookups' deadline (before the ICE deadline) and drops them.
+        let (_, deadline) = drain(&mut s);
+        assert_eq!(deadline, Some(t0 + mdns::LOOKUP_TIMEOUT));
+        s.handle_timeout(t0 + mdns::LOOKUP_TIMEOUT);
+        let (outputs, deadline) = drain(&mut s);
+        assert!(outputs.is_empty(), "{outputs:?}");
+        assert_eq!(deadline, Some(t0 + ICE));
+        // An answer after that finds nothing waiting.
+        let late = Input::Resolved {
+            name: name(0),
+            address: Some("192.0.2.7".parse().unwrap()),
+        };
+        assert_eq!(feed(&mut s, late, t0 + ICE / 2), vec![]);
+        // Places are free again.
+        assert_eq!(
+            feed(&mut s, Input::Text(&line(99)), t0 + ICE / 2),
+            vec![Output::Resolve(name(99))]
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Signaling, sans-IO: the wire protocol ([`protocol`]), reading and editing SDP ([`sdp`]),
-//! codec choice from a browser's offer ([`codec`]), the per-viewer conversation with its
+//! codec choice from a browser's offer ([`codec`]), browsers' `.local` candidates ([`mdns`]), the per-viewer conversation with its
 //! deadlines and limits ([`machine`]), who may start a call ([`admission`]), what the conversation asks of a peer connection and
 //! hears back ([`plan`]), ICE in SDP fragments for WHEP ([`sdpfrag`]), one WHIP publication with its retries
 //! ([`publish`]), and a browser's conversation in seed mode ([`room`]). No sockets,
@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod codec;
 pub mod machine;
+pub mod mdns;
 pub mod plan;
 pub mod protocol;
 pub mod publish;

@@ -66,6 +66,16 @@ pub enum PeerError {
         /// Last error.
         reason: String,
     },
+    /// The shared UDP port (`[webrtc] udp_port`) could not be bound.
+    #[error("cannot use UDP port {port} ([webrtc] udp_port) on {addrs}: {reason}")]
+    MuxPort {
+        /// `webrtc.udp_port`.
+        port: u16,
+        /// Addresses tried.
+        addrs: String,
+        /// Last error.
+        reason: String,
+    },
     /// Anything else the WebRTC stack reported.
     #[error("WebRTC error: {0}")]
     Internal(String),
@@ -319,6 +329,13 @@ impl PeerFactory {
                 Ok(pc) => return Ok(Arc::new(pc)),
                 Err(e) => last_error = e.to_string(),
             }
+        }
+        if mux.is_some() {
+            return Err(PeerError::MuxPort {
+                port: self.settings.udp_port,
+                addrs: self.udp_addrs(0).join(", "),
+                reason: last_error,
+            });
         }
         Err(PeerError::NoPort {
             min: self.settings.udp_port_min,

@@ -68,6 +68,38 @@ pub struct MuxStats {
     pub send_full: AtomicU64,
 }
 
+/// The muxes in use, by port ([`UdpMux::shared`]).
+static MUXES: Mutex<Vec<(u16, std::sync::Weak<UdpMux>)>> = Mutex::new(Vec::new());
+
+/// `/metrics` lines: per shared port, the datagrams dropped and why.
+pub fn metrics_text() -> String {
+    let muxes: Vec<Arc<UdpMux>> = MUXES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(|(_, weak)| weak.upgrade())
+        .collect();
+    let mut out = String::new();
+    if !muxes.is_empty() {
+        out.push_str("# Datagrams the shared UDP port ([webrtc] udp_port) dropped, and why.\n");
+    }
+    for mux in muxes {
+        let stats = mux.stats();
+        for (reason, count) in [
+            ("unroutable", &stats.unroutable),
+            ("queue_full", &stats.inbox_full),
+            ("send_buffer_full", &stats.send_full),
+        ] {
+            out.push_str(&format!(
+                "peercam_udp_mux_dropped_total{{port=\"{}\",reason=\"{reason}\"}} {}\n",
+                mux.port,
+                count.load(Ordering::Relaxed)
+            ));
+        }
+    }
+    out
+}
+
 /// The shared sockets and the routing tables.
 pub struct UdpMux {
     port: u16,
@@ -141,7 +173,6 @@ impl UdpMux {
     /// The process's mux on `port`: factories built on reload and the WHIP publisher share
     /// it (a port can be bound once). Port 0 gets a new mux each time.
     pub fn shared(port: u16) -> Arc<UdpMux> {
-        static MUXES: Mutex<Vec<(u16, std::sync::Weak<UdpMux>)>> = Mutex::new(Vec::new());
         if port == 0 {
             return UdpMux::new(0);
         }

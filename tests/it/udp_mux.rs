@@ -85,9 +85,56 @@ async fn every_call_uses_the_one_udp_port() {
         let now = c.video_frames.load(Ordering::Relaxed);
         assert!(now >= b + 20, "a viewer stalled: {b} -> {now}");
     }
+    // A stranger's datagrams to the port reach no call; they are counted.
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for _ in 0..5 {
+        stranger
+            .send_to(&[0x80; 100], ("127.0.0.1", port))
+            .expect("send");
+    }
+    let metric = format!("peercam_udp_mux_dropped_total{{port=\"{port}\",reason=\"unroutable\"}}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let dropped = crate::common::client::metric(daemon.port, &metric).await;
+        if dropped.unwrap_or(0.0) >= 5.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{metric}: {dropped:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for (_, mut ws, pc) in calls {
         send_text(&mut ws, r#"{"bye": {}}"#).await;
         let _ = pc.close().await;
     }
     let _ = pc.close().await;
+}
+
+/// The port held by another program: the call fails with an error that names the key, the
+/// daemon goes on, and the next call works once the port is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_port_in_use_fails_the_call_clearly_and_recovers() {
+    let blocker = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = blocker.local_addr().expect("addr").port();
+    let config = common::test_config("", "").replace("udp_port = 0", &format!("udp_port = {port}"));
+    let daemon = Daemon::start(&config);
+    let (mut ws, _) = connect(&daemon.ws_url("")).await;
+    let (pc, client, mut cands) = client(&[h264()]).await;
+    let reply = dial(&mut ws, &pc, &mut cands, Duration::from_secs(5), || false).await;
+    assert!(reply.get("sdp").is_none(), "no answer: {reply}");
+    let text = reply.to_string();
+    assert!(text.contains("error"), "{text}");
+    let line = daemon.wait_for_log("([webrtc] udp_port)", Duration::from_secs(5));
+    assert!(
+        line.contains(&format!("cannot use UDP port {port}")),
+        "{line}"
+    );
+    assert_eq!(client.video_frames.load(Ordering::Relaxed), 0);
+    let _ = pc.close().await;
+    drop(ws);
+    drop(blocker);
+    let v = crate::common::probe::viewer(&daemon, 30).await;
+    v.hang_up().await;
 }

@@ -189,6 +189,8 @@ fn check(sdp: &str, preferences: &[VideoCodec], audio: bool, camera: Option<Prof
         ice_timeout: std::time::Duration::from_secs(15),
         idle_timeout: std::time::Duration::from_secs(120),
         loopback_candidates: false,
+        // `.local` candidates become lookups (outputs) the fuzzer's drain leaves unanswered.
+        resolve_mdns: true,
     };
     let remote = std::net::SocketAddr::from(([192, 0, 2, 1], 40_000));
     let mut session = Session::new(media, admission.clone(), rules, remote, now);

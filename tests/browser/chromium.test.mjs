@@ -81,6 +81,13 @@ describe('chromium', () => {
             return candidate ? { port: candidate.port, type: candidate.candidateType } : null;
           });
           assert.deepEqual(remote, { port: udpPort, type: 'host' });
+          // The stats line says how the media travels: here straight over the LAN.
+          const { path } = await stats(page);
+          assert.deepEqual(path, {
+            kind: 'direct', local: 'host', remote: 'host', protocol: 'UDP',
+          });
+          await page.waitForFunction(() => /direct UDP/.test(
+            document.getElementById('stats').textContent), null, { timeout: 3000 });
           const before = (await stats(page)).framesDecoded;
           await sleep(1000);
           assert.ok((await stats(page)).framesDecoded >= before + 20, 'both keep streaming');

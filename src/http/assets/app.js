@@ -386,7 +386,7 @@
     const s = {
       framesDecoded: 0, frameWidth: 0, frameHeight: 0, fps: null, codec: null, videoFmtp: null,
       audioCodec: null, audioSamples: 0, audioEnergy: 0, audioLevel: null,
-      bytesReceived: 0, bitrateKbps: null, targetKbps: null, rttMs: null,
+      bytesReceived: 0, bitrateKbps: null, targetKbps: null, rttMs: null, path: null,
     };
     let selectedPairId = null;
     const pairs = [];
@@ -418,7 +418,28 @@
     if (pair && pair.currentRoundTripTime !== undefined) {
       s.rttMs = Math.round(pair.currentRoundTripTime * 1000);
     }
+    if (pair) s.path = pathOf(report.get(pair.localCandidateId), report.get(pair.remoteCandidateId));
     return s;
+  }
+
+  /**
+   * How the call's media travels, from the selected pair's two candidates: `relayed` when
+   * either end is a TURN relay, `reflexive` when either is a NAT's address (srflx, prflx),
+   * else `direct`; over UDP or TCP (for a relay, how the browser reaches the TURN server).
+   */
+  function pathOf(local, remote) {
+    if (!local || !remote) return null;
+    const types = [local.candidateType, remote.candidateType];
+    const kind = types.includes('relay') ? 'relayed'
+      : types.some((t) => t === 'srflx' || t === 'prflx') ? 'reflexive' : 'direct';
+    const via = local.candidateType === 'relay' && local.relayProtocol
+      ? local.relayProtocol : local.protocol;
+    return {
+      kind,
+      local: local.candidateType || null,
+      remote: remote.candidateType || null,
+      protocol: (via || 'udp').toUpperCase(),
+    };
   }
 
   function codecOf(report, rtp) {
@@ -436,6 +457,7 @@
       parts.push(s.bitrateKbps + ' kbit/s' + target);
     }
     if (s.rttMs !== null) parts.push('rtt ' + s.rttMs + ' ms');
+    if (s.path) parts.push(s.path.kind + ' ' + s.path.protocol);
     if (s.audioCodec) {
       const level = s.audioLevel === null ? '' : ' level ' + s.audioLevel.toFixed(2);
       parts.push(s.audioCodec.replace(/^audio\//, '') + level + ' ' + s.audioSamples + ' samples');

@@ -100,6 +100,7 @@ pub(crate) struct RawAudio {
 pub(crate) struct RawWebrtc {
     pub ice_servers: Value<Vec<Spanned<RawIceServer>>>,
     pub udp_port: Value<i64>,
+    pub tcp_port: Value<i64>,
     pub udp_port_min: Value<i64>,
     pub udp_port_max: Value<i64>,
     pub ip_addresses: Value<Vec<Spanned<String>>>,
@@ -195,6 +196,7 @@ const WEBRTC: &[Field] = &[
         shape: Shape::TableArray(ICE_SERVER),
     },
     value("udp_port"),
+    value("tcp_port"),
     value("udp_port_min"),
     value("udp_port_max"),
     value("ip_addresses"),

@@ -318,6 +318,9 @@ pub struct WebrtcSettings {
     /// The one UDP port every call uses (ICE UDP mux; default 8555); 0: each call gets a
     /// port of its own from `udp_port_min..=udp_port_max`.
     pub udp_port: u16,
+    /// The one TCP port for ICE over TCP (passive; for viewers whose network blocks UDP;
+    /// default 8555); 0: no ICE-TCP. Needs `udp_port` (it shares its mux).
+    pub tcp_port: u16,
     /// With `udp_port = 0`: lowest local UDP port for ICE; 0 together with
     /// `udp_port_max = 0` means any port.
     pub udp_port_min: u16,
@@ -369,11 +372,15 @@ impl NatMapping {
 /// `[webrtc] udp_port` by default (go2rtc's WebRTC port, so one router rule serves both).
 pub const DEFAULT_UDP_PORT: u16 = 8555;
 
+/// `[webrtc] tcp_port` by default (go2rtc's too: TCP and UDP 8555 are one router rule pair).
+pub const DEFAULT_TCP_PORT: u16 = 8555;
+
 impl Default for WebrtcSettings {
     fn default() -> Self {
         WebrtcSettings {
             ice_servers: Vec::new(),
             udp_port: DEFAULT_UDP_PORT,
+            tcp_port: DEFAULT_TCP_PORT,
             udp_port_min: 50000,
             udp_port_max: 50100,
             ip_addresses: Vec::new(),

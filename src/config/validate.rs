@@ -658,6 +658,17 @@ fn webrtc(raw: RawWebrtc, src: Source<'_>) -> Result<WebrtcSettings, ConfigError
             }
         },
     };
+    let tcp_port = match raw.tcp_port {
+        None => d.tcp_port,
+        Some(v) => match u16::try_from(*v.get_ref()) {
+            Ok(port) if port == 0 || port >= 1024 => port,
+            _ => {
+                let expected = "expected a port from 1024 to 65535 (ICE over TCP for every \
+                                call on that port), or 0 (no ICE over TCP)";
+                return Err(src.bad_value(v.span(), "[webrtc] tcp_port", expected));
+            }
+        },
+    };
     let (min, max) = udp_ports(
         &raw.udp_port_min,
         &raw.udp_port_max,
@@ -704,6 +715,7 @@ fn webrtc(raw: RawWebrtc, src: Source<'_>) -> Result<WebrtcSettings, ConfigError
     Ok(WebrtcSettings {
         ice_servers,
         udp_port,
+        tcp_port,
         udp_port_min: min,
         udp_port_max: max,
         ip_addresses,

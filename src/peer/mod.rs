@@ -7,10 +7,10 @@
 //! [`Fanout`]s and writes RTP; browser PLI/FIR become keyframe requests, and its REMB and
 //! receiver reports feed the encoder's adaptive bitrate ([`BitrateController`]).
 
+pub mod ice_mux;
 pub mod nat;
 mod rtcp;
 pub mod rtp;
-pub mod udp_mux;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use log::{debug, info, warn};
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -42,8 +43,8 @@ use crate::pipeline::fanout::Fanout;
 use crate::pipeline::keyframe::KeyframeRequests;
 use crate::session::plan::{AnswerPlan, PeerEvent};
 use crate::session::protocol::IceCandidate;
+use ice_mux::{IceMux, MuxPeer};
 use rtp::{RtpPacketizer, StreamKind};
-use udp_mux::{MuxPeer, UdpMux};
 
 /// Why a peer could not be set up or driven.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +104,7 @@ pub struct PeerFactory {
     settings: WebrtcSettings,
     next_port: AtomicU32,
     /// `[webrtc] udp_port`: every call on one port; `None`: a port per call from the range.
-    mux: Option<Arc<UdpMux>>,
+    mux: Option<Arc<IceMux>>,
 }
 
 /// How a peer's local candidates are shown to the other side: the shared port in place of
@@ -142,7 +143,12 @@ impl PeerFactory {
     /// A factory using the `[webrtc]` settings (ICE servers, UDP ports, addresses).
     pub fn new(settings: WebrtcSettings) -> Self {
         PeerFactory {
-            mux: (settings.udp_port != 0).then(|| UdpMux::shared(settings.udp_port)),
+            mux: (settings.udp_port != 0).then(|| {
+                IceMux::shared(
+                    settings.udp_port,
+                    (settings.tcp_port != 0).then_some(settings.tcp_port),
+                )
+            }),
             settings,
             next_port: AtomicU32::new(0),
         }
@@ -296,9 +302,19 @@ impl PeerFactory {
             .build();
         // mDNS off: host candidates carry IP addresses (query-only mode failed on machines
         // without a multicast route; browsers' .local candidates still connect peer-reflexive).
-        let setting_engine = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .build();
+        // ICE over TCP (passive, through the mux's TCP port) besides UDP, when configured.
+        let ice_tcp = mux.is_some() && self.settings.udp_port != 0 && self.settings.tcp_port != 0;
+        let mut setting_engine =
+            SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
+        if ice_tcp {
+            setting_engine = setting_engine.with_network_types(vec![
+                NetworkType::Udp4,
+                NetworkType::Udp6,
+                NetworkType::Tcp4,
+                NetworkType::Tcp6,
+            ]);
+        }
+        let setting_engine = setting_engine.build();
         let mut last_error = String::new();
         // With the mux, the peer's own sockets (ephemeral ports) carry only TURN.
         let ports = match mux {
@@ -323,6 +339,11 @@ impl PeerFactory {
                 .with_setting_engine(setting_engine.clone())
                 .with_handler(handler.clone() as Arc<dyn PeerConnectionEventHandler>)
                 .with_udp_addrs(self.udp_addrs(port))
+                .with_tcp_addrs(if ice_tcp {
+                    self.udp_addrs(0)
+                } else {
+                    Vec::new()
+                })
                 .build()
                 .await;
             match built {

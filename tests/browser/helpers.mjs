@@ -82,6 +82,7 @@ ${audio}
 [webrtc]
 ip_addresses = ${JSON.stringify(ipAddresses)}
 udp_port = ${udpPort}
+tcp_port = 0
 udp_port_min = 0
 udp_port_max = 0
 

@@ -138,3 +138,98 @@ async fn a_udp_port_in_use_fails_the_call_clearly_and_recovers() {
     let v = crate::common::probe::viewer(&daemon, 30).await;
     v.hang_up().await;
 }
+
+/// A viewer whose network blocks UDP: ICE over TCP to the one TCP port. The WHEP answer names
+/// the shared TCP port (passive); the TCP-only client streams through it, and a connection
+/// that sends nothing is closed after its deadline without holding anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_without_udp_streams_over_ice_tcp_on_the_one_tcp_port() {
+    let udp = free_udp_port();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port");
+    let config = common::test_config("", "")
+        .replace("udp_port = 0", &format!("udp_port = {udp}"))
+        .replace("tcp_port = 0", &format!("tcp_port = {tcp}"));
+    let daemon = Daemon::start(&config);
+    let (pc, watcher, _candidates) = crate::common::client::client_tcp_only(&[h264()]).await;
+    let offer = pc.create_offer(None).await.expect("offer");
+    pc.set_local_description(offer).await.expect("local");
+    let offer_sdp = pc.local_description().await.expect("offer").sdp;
+    let reply = http(
+        daemon.port,
+        "POST",
+        "/whep",
+        &[("Content-Type", "application/sdp")],
+        &offer_sdp,
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let passive: Vec<&str> = reply
+        .body
+        .lines()
+        .filter(|l| l.contains(" tcp ") && l.contains("tcptype passive"))
+        .collect();
+    assert!(
+        !passive.is_empty()
+            && passive
+                .iter()
+                .all(|l| l.contains(&format!(" {tcp} typ host"))),
+        "passive TCP candidates on {tcp}: {}",
+        reply.body
+    );
+    let passive: Vec<String> = passive
+        .iter()
+        .map(|l| l.trim().trim_start_matches("a=").to_owned())
+        .collect();
+    pc.set_remote_description(RTCSessionDescription::answer(reply.body).expect("answer"))
+        .await
+        .expect("apply the answer");
+    // webrtc-rs dials passive TCP candidates only when they are added one by one (browsers
+    // take them from the SDP too).
+    for candidate in passive {
+        pc.add_ice_candidate(webrtc::peer_connection::RTCIceCandidateInit {
+            candidate,
+            sdp_mid: Some("0".to_owned()),
+            sdp_mline_index: Some(0),
+            ..Default::default()
+        })
+        .await
+        .expect("add the daemon's TCP candidate");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while watcher.video_frames.load(Ordering::Relaxed) < 60 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} frames over ICE-TCP within 15 s",
+            watcher.video_frames.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Silent connections to the TCP port are refused after their deadline (counted).
+    let silent: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", tcp)).expect("connect"))
+        .collect();
+    let metric = format!("peercam_udp_mux_dropped_total{{port=\"{udp}\",reason=\"tcp_refused\"}}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = crate::common::client::metric(daemon.port, &metric).await;
+        if refused.unwrap_or(0.0) >= 3.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{metric}: {refused:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(silent);
+    let before = watcher.video_frames.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        watcher.video_frames.load(Ordering::Relaxed) >= before + 20,
+        "still streaming"
+    );
+    let _ = pc.close().await;
+}

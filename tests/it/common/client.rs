@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit, RTCSessionDescription};
 
-pub use super::client_peer::{av1, client, client_on, codec, h264, Client, H264_PT};
+pub use super::client_peer::{
+    av1, client, client_on, client_tcp_only, codec, h264, Client, H264_PT,
+};
 use super::{next_json, send_text, Ws};
 
 /// Dials: sends the offer, applies the answer, trickles candidates both ways until

@@ -121,6 +121,30 @@ pub async fn client_on(
     Arc<Client>,
     tokio::sync::mpsc::Receiver<Option<RTCIceCandidateInit>>,
 ) {
+    build_client(video, Some(udp_addr)).await
+}
+
+/// [`client`] on ICE over TCP only (active, from loopback), as a browser on a network that
+/// blocks UDP.
+pub async fn client_tcp_only(
+    video: &[RTCRtpCodecParameters],
+) -> (
+    impl PeerConnection,
+    Arc<Client>,
+    tokio::sync::mpsc::Receiver<Option<RTCIceCandidateInit>>,
+) {
+    build_client(video, None).await
+}
+
+/// The client: on `udp_addr`, or on ICE-TCP only when `None`.
+async fn build_client(
+    video: &[RTCRtpCodecParameters],
+    udp_addr: Option<&str>,
+) -> (
+    impl PeerConnection,
+    Arc<Client>,
+    tokio::sync::mpsc::Receiver<Option<RTCIceCandidateInit>>,
+) {
     let mut media = MediaEngine::default();
     for c in video {
         // Browsers offer REMB for every video codec (the daemon's adaptive bitrate uses it).
@@ -158,15 +182,23 @@ pub async fn client_on(
         video_track: std::sync::Mutex::new(None),
         candidates: tx,
     });
-    let pc = PeerConnectionBuilder::new()
+    let builder = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media)
         .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler(state.clone())))
-        .with_udp_addrs(vec![udp_addr.to_owned()])
-        .build()
-        .await
-        .expect("client peer");
+        .with_handler(Arc::new(Handler(state.clone())));
+    let builder = match udp_addr {
+        Some(addr) => builder.with_udp_addrs(vec![addr.to_owned()]),
+        None => builder
+            .with_setting_engine(
+                webrtc::peer_connection::SettingEngineBuilder::new()
+                    .with_network_types(vec![rtc::ice::network_type::NetworkType::Tcp4])
+                    .build(),
+            )
+            .with_tcp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .with_udp_addrs(Vec::<String>::new()),
+    };
+    let pc = builder.build().await.expect("client peer");
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         pc.add_transceiver_from_kind(
             kind,

@@ -54,6 +54,7 @@ source = "test"
 [webrtc]
 ip_addresses = ["127.0.0.1"]
 udp_port = 0
+tcp_port = 0
 udp_port_min = 0
 udp_port_max = 0
 

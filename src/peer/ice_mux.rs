@@ -1,10 +1,11 @@
-//! One UDP port for every call (`[webrtc] udp_port`, an ICE UDP mux): a router forwards one
-//! port and every viewer's media flows through it.
+//! One UDP port for every call (`[webrtc] udp_port`, an ICE UDP mux), and one TCP port for
+//! every call that reaches the daemon over ICE-TCP (`[webrtc] tcp_port`): a router forwards
+//! these and every viewer's media flows through them.
 //!
 //! webrtc-rs 0.21 binds its own sockets for each peer connection, but it wraps each one
 //! through the [`Runtime`] it is given. [`MuxRuntime`] is the tokio runtime with one
 //! difference: the socket a peer binds (an ephemeral port on the interface address) is kept
-//! only for TURN, and everything else goes through a [`UdpMux`] socket bound once per
+//! only for TURN, and everything else goes through a [`IceMux`] socket bound once per
 //! interface address on the shared port. Datagrams that arrive there are routed to the peer
 //! they belong to:
 //!
@@ -19,6 +20,12 @@
 //! sharing one would take each other's. The peer's host candidates name the ephemeral port;
 //! [`MuxPeer::rewrite_candidate`] puts the shared port in their place before the browser sees
 //! them. Every table is bounded, per peer and in total.
+//!
+//! ICE-TCP (RFC 6544, passive): webrtc-rs's TCP listeners are wrapped the same way. A
+//! [`IceMux`] listener accepts on the shared TCP port, reads each connection's first frame
+//! (RFC 4571: a 2-byte length, then a STUN binding request naming a call's ufrag) within
+//! [`TCP_FIRST_FRAME`], and hands the connection, first frame included, to that call's
+//! listener. Connections being read are bounded in total and per address.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -52,6 +59,16 @@ const MAX_UFRAGS: usize = 1024;
 const MAX_TRANSACTIONS: usize = 4096;
 const TRANSACTION_TTL: Duration = Duration::from_secs(40);
 
+/// ICE-TCP connections whose first frame is being read, in total and per address.
+const TCP_PENDING: usize = 64;
+const TCP_PENDING_PER_ADDRESS: usize = 8;
+/// How long a new ICE-TCP connection has to send its first frame.
+pub const TCP_FIRST_FRAME: Duration = Duration::from_secs(5);
+/// Connections waiting for a call's listener to take them.
+const TCP_INBOX: usize = 8;
+/// Largest first frame (a STUN binding request is a few hundred bytes).
+const TCP_MAX_FRAME: usize = 1500;
+
 /// STUN's magic cookie (RFC 8489).
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 /// The USERNAME attribute.
@@ -66,14 +83,17 @@ pub struct MuxStats {
     pub inbox_full: AtomicU64,
     /// Datagrams dropped because the socket's send buffer was full.
     pub send_full: AtomicU64,
+    /// ICE-TCP connections closed before reaching a call: over the pending bounds, no
+    /// first frame in time, or not a check naming a call.
+    pub tcp_refused: AtomicU64,
 }
 
-/// The muxes in use, by port ([`UdpMux::shared`]).
-static MUXES: Mutex<Vec<(u16, std::sync::Weak<UdpMux>)>> = Mutex::new(Vec::new());
+/// The muxes in use, by port ([`IceMux::shared`]).
+static MUXES: Mutex<Vec<(u16, std::sync::Weak<IceMux>)>> = Mutex::new(Vec::new());
 
 /// `/metrics` lines: per shared port, the datagrams dropped and why.
 pub fn metrics_text() -> String {
-    let muxes: Vec<Arc<UdpMux>> = MUXES
+    let muxes: Vec<Arc<IceMux>> = MUXES
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
@@ -89,6 +109,7 @@ pub fn metrics_text() -> String {
             ("unroutable", &stats.unroutable),
             ("queue_full", &stats.inbox_full),
             ("send_buffer_full", &stats.send_full),
+            ("tcp_refused", &stats.tcp_refused),
         ] {
             out.push_str(&format!(
                 "peercam_udp_mux_dropped_total{{port=\"{}\",reason=\"{reason}\"}} {}\n",
@@ -101,17 +122,24 @@ pub fn metrics_text() -> String {
 }
 
 /// The shared sockets and the routing tables.
-pub struct UdpMux {
+pub struct IceMux {
     port: u16,
+    /// The ICE-TCP port; `None`: ICE-TCP is off. A reload may change it (new calls use it).
+    tcp_port: Mutex<Option<u16>>,
     sockets: Mutex<HashMap<IpAddr, Arc<SharedSocket>>>,
+    listeners: Mutex<HashMap<(IpAddr, u16), Arc<SharedListener>>>,
+    /// ICE-TCP connections being read, per remote address.
+    tcp_pending: Mutex<HashMap<IpAddr, usize>>,
+    /// The TCP port could not be bound (said once until it can).
+    tcp_failed: std::sync::atomic::AtomicBool,
     routes: Mutex<Routes>,
     next_peer: AtomicU64,
     stats: Arc<MuxStats>,
 }
 
-impl fmt::Debug for UdpMux {
+impl fmt::Debug for IceMux {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UdpMux").field("port", &self.port).finish()
+        f.debug_struct("IceMux").field("port", &self.port).finish()
     }
 }
 
@@ -129,6 +157,19 @@ impl Drop for SharedSocket {
     }
 }
 
+/// The listener on the shared TCP port, for one local address.
+#[derive(Debug)]
+struct SharedListener {
+    local: SocketAddr,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SharedListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
 #[derive(Default)]
 struct Routes {
     by_addr: HashMap<(IpAddr, SocketAddr), u64>,
@@ -136,6 +177,8 @@ struct Routes {
     by_transaction: HashMap<[u8; 12], (u64, Instant)>,
     /// Each peer's queue, per local address.
     inboxes: HashMap<(u64, IpAddr), mpsc::Sender<Datagram>>,
+    /// Each peer's ICE-TCP listener, per local address.
+    tcp_inboxes: HashMap<(u64, IpAddr), mpsc::Sender<MuxStream>>,
 }
 
 impl Routes {
@@ -144,6 +187,7 @@ impl Routes {
         self.by_ufrag.retain(|_, p| *p != peer);
         self.by_transaction.retain(|_, (p, _)| *p != peer);
         self.inboxes.retain(|(p, _), _| *p != peer);
+        self.tcp_inboxes.retain(|(p, _), _| *p != peer);
     }
 
     fn count<K>(map: &HashMap<K, u64>, peer: u64) -> usize {
@@ -157,13 +201,17 @@ struct Datagram {
     data: Vec<u8>,
 }
 
-impl UdpMux {
+impl IceMux {
     /// A mux on `port` (0: an OS-chosen port per local address, for tests). Sockets are
     /// bound when the first call uses an address.
-    pub fn new(port: u16) -> Arc<UdpMux> {
-        Arc::new(UdpMux {
+    pub fn new(port: u16, tcp_port: Option<u16>) -> Arc<IceMux> {
+        Arc::new(IceMux {
             port,
+            tcp_port: Mutex::new(tcp_port),
             sockets: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(HashMap::new()),
+            tcp_pending: Mutex::new(HashMap::new()),
+            tcp_failed: std::sync::atomic::AtomicBool::new(false),
             routes: Mutex::new(Routes::default()),
             next_peer: AtomicU64::new(1),
             stats: Arc::new(MuxStats::default()),
@@ -172,9 +220,9 @@ impl UdpMux {
 
     /// The process's mux on `port`: factories built on reload and the WHIP publisher share
     /// it (a port can be bound once). Port 0 gets a new mux each time.
-    pub fn shared(port: u16) -> Arc<UdpMux> {
+    pub fn shared(port: u16, tcp_port: Option<u16>) -> Arc<IceMux> {
         if port == 0 {
-            return UdpMux::new(0);
+            return IceMux::new(0, tcp_port);
         }
         let mut muxes = MUXES.lock().unwrap_or_else(|e| e.into_inner());
         muxes.retain(|(_, weak)| weak.strong_count() > 0);
@@ -183,9 +231,11 @@ impl UdpMux {
             .find(|(p, _)| *p == port)
             .and_then(|(_, weak)| weak.upgrade())
         {
+            // Calls in progress keep the port; a reload's new tcp_port applies to new calls.
+            *mux.tcp_port.lock().unwrap_or_else(|e| e.into_inner()) = tcp_port;
             return mux;
         }
-        let mux = UdpMux::new(port);
+        let mux = IceMux::new(port, tcp_port);
         muxes.push((port, Arc::downgrade(&mux)));
         mux
     }
@@ -211,6 +261,100 @@ impl UdpMux {
         let socket = Arc::new(SharedSocket { io, local, reader });
         sockets.insert(ip, socket.clone());
         Ok(socket)
+    }
+
+    /// The listener on the shared TCP port for `ip` (bound on first use).
+    fn listener_for(self: &Arc<Self>, ip: IpAddr, port: u16) -> io::Result<Arc<SharedListener>> {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(listener) = listeners.get(&(ip, port)) {
+            return Ok(listener.clone());
+        }
+        let std_listener = std::net::TcpListener::bind(SocketAddr::new(ip, port))
+            .map_err(|e| io::Error::new(e.kind(), format!("TCP {ip}:{port}: {e}")))?;
+        std_listener.set_nonblocking(true)?;
+        let io = tokio::net::TcpListener::from_std(std_listener)?;
+        let local = io.local_addr()?;
+        let acceptor = tokio::spawn(accept_loop(Arc::downgrade(self), io, ip));
+        info!("webrtc: ICE over TCP for every call on {local} (tcp_port)");
+        let listener = Arc::new(SharedListener { local, acceptor });
+        listeners.insert((ip, port), listener.clone());
+        Ok(listener)
+    }
+
+    /// A new ICE-TCP connection from `from` on `ip`: within the pending bounds, read its
+    /// first frame (by [`TCP_FIRST_FRAME`]) and hand it to the call it names.
+    fn admit(self: &Arc<Self>, stream: tokio::net::TcpStream, from: SocketAddr, ip: IpAddr) {
+        {
+            let mut pending = self.tcp_pending.lock().unwrap_or_else(|e| e.into_inner());
+            let total: usize = pending.values().sum();
+            let mine = pending.get(&from.ip()).copied().unwrap_or(0);
+            if total >= TCP_PENDING || mine >= TCP_PENDING_PER_ADDRESS {
+                self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            *pending.entry(from.ip()).or_insert(0) += 1;
+        }
+        let mux = self.clone();
+        tokio::spawn(async move {
+            let first = tokio::time::timeout(TCP_FIRST_FRAME, first_frame(stream)).await;
+            {
+                let mut pending = mux.tcp_pending.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = pending.get_mut(&from.ip()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        pending.remove(&from.ip());
+                    }
+                }
+            }
+            let handed = match first {
+                Ok(Some((stream, frame))) => mux.hand_over(stream, frame, from, ip),
+                _ => false,
+            };
+            log::debug!("ICE-TCP connection from {from}: handed to a call: {handed}");
+            if !handed {
+                mux.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// Gives a connection whose first frame is `frame` to the call the frame names.
+    fn hand_over(
+        &self,
+        stream: tokio::net::TcpStream,
+        frame: Vec<u8>,
+        from: SocketAddr,
+        ip: IpAddr,
+    ) -> bool {
+        let Some(stun) = Stun::parse(&frame[2..]) else {
+            return false;
+        };
+        if stun.class != StunClass::Request {
+            return false;
+        }
+        let inbox = {
+            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(peer) = stun
+                .username
+                .and_then(|u| u.split(':').next())
+                .and_then(|ufrag| routes.by_ufrag.get(ufrag))
+            else {
+                return false;
+            };
+            routes.tcp_inboxes.get(&(*peer, ip)).cloned()
+        };
+        let Some(inbox) = inbox else {
+            return false;
+        };
+        let (read, write) = stream.into_split();
+        inbox
+            .try_send(MuxStream {
+                prefix: Mutex::new(frame),
+                read: tokio::sync::Mutex::new(read),
+                write: tokio::sync::Mutex::new(write),
+                local: None,
+                peer: from,
+            })
+            .is_ok()
     }
 
     /// The port the calls use on `ip` (bound on first use), for tests and logs.
@@ -314,7 +458,7 @@ fn register_ufrag(routes: &mut Routes, peer: u64, ufrag: &str) {
     routes.by_ufrag.insert(ufrag.to_owned(), peer);
 }
 
-async fn read_loop(mux: std::sync::Weak<UdpMux>, io: Arc<tokio::net::UdpSocket>, ip: IpAddr) {
+async fn read_loop(mux: std::sync::Weak<IceMux>, io: Arc<tokio::net::UdpSocket>, ip: IpAddr) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (n, from) = match io.recv_from(&mut buf).await {
@@ -342,13 +486,176 @@ async fn read_loop(mux: std::sync::Weak<UdpMux>, io: Arc<tokio::net::UdpSocket>,
     }
 }
 
+async fn accept_loop(mux: std::sync::Weak<IceMux>, listener: tokio::net::TcpListener, ip: IpAddr) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                warn!("webrtc: ICE-TCP accept on {ip}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(mux) = mux.upgrade() else {
+            return;
+        };
+        mux.admit(stream, from, ip);
+    }
+}
+
+/// Reads the RFC 4571 frame a new ICE-TCP connection starts with: the 2-byte length and
+/// the frame, returned together (the call's ICE reads them again).
+async fn first_frame(
+    mut stream: tokio::net::TcpStream,
+) -> Option<(tokio::net::TcpStream, Vec<u8>)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut length = [0u8; 2];
+    stream.read_exact(&mut length).await.ok()?;
+    let n = usize::from(u16::from_be_bytes(length));
+    if !(20..=TCP_MAX_FRAME).contains(&n) {
+        return None;
+    }
+    let mut frame = vec![0u8; 2 + n];
+    frame[..2].copy_from_slice(&length);
+    stream.read_exact(&mut frame[2..]).await.ok()?;
+    Some((stream, frame))
+}
+
+/// An ICE-TCP connection handed to a call: its first frame, then the socket.
+struct MuxStream {
+    /// Bytes read by the mux that the call has not read yet.
+    prefix: Mutex<Vec<u8>>,
+    read: tokio::sync::Mutex<tokio::net::tcp::OwnedReadHalf>,
+    write: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+    /// The call's own listener address (what its ICE knows as the local candidate); set
+    /// when the call's listener takes the connection.
+    local: Option<SocketAddr>,
+    peer: SocketAddr,
+}
+
+impl fmt::Debug for MuxStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxStream")
+            .field("local", &self.local)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl AsyncTcpStream for MuxStream {
+    fn read<'a, 'b>(
+        &'a self,
+        buf: &'b mut [u8],
+    ) -> Pin<Box<dyn Future<Output = io::Result<usize>> + Send + 'b>>
+    where
+        'a: 'b,
+    {
+        Box::pin(async move {
+            {
+                let mut prefix = self.prefix.lock().unwrap_or_else(|e| e.into_inner());
+                if !prefix.is_empty() {
+                    let n = prefix.len().min(buf.len());
+                    buf[..n].copy_from_slice(&prefix[..n]);
+                    prefix.drain(..n);
+                    return Ok(n);
+                }
+            }
+            use tokio::io::AsyncReadExt as _;
+            self.read.lock().await.read(buf).await
+        })
+    }
+
+    fn write_all<'a, 'b>(
+        &'a self,
+        buf: &'b [u8],
+    ) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'b>>
+    where
+        'a: 'b,
+    {
+        Box::pin(async move {
+            use tokio::io::AsyncWriteExt as _;
+            self.write.lock().await.write_all(buf).await
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.local
+            .ok_or_else(|| io::Error::other("ICE-TCP connection not taken by a call yet"))
+    }
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.peer)
+    }
+}
+
+/// A call's ICE-TCP listener: connections the shared listener routed to it.
+struct MuxListener {
+    peer: Arc<MuxPeer>,
+    own_addr: SocketAddr,
+    inbox: tokio::sync::Mutex<mpsc::Receiver<MuxStream>>,
+}
+
+impl fmt::Debug for MuxListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxListener")
+            .field("own", &self.own_addr)
+            .finish()
+    }
+}
+
+impl Drop for MuxListener {
+    fn drop(&mut self) {
+        let mut routes = self
+            .peer
+            .mux
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        routes
+            .tcp_inboxes
+            .remove(&(self.peer.id, self.own_addr.ip()));
+    }
+}
+
+impl AsyncTcpListener for MuxListener {
+    fn accept<'a>(
+        &'a self,
+    ) -> Pin<Box<dyn Future<Output = io::Result<(Arc<dyn AsyncTcpStream>, SocketAddr)>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let mut inbox = self.inbox.lock().await;
+            match inbox.recv().await {
+                Some(mut stream) => {
+                    stream.local = Some(self.own_addr);
+                    let peer = stream.peer;
+                    Ok((Arc::new(stream) as Arc<dyn AsyncTcpStream>, peer))
+                }
+                // The sender lives in the routes until this listener is dropped.
+                None => std::future::pending().await,
+            }
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.own_addr)
+    }
+}
+
+/// Which of the two shared ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
 /// One peer connection's place in the mux.
 #[derive(Debug)]
 pub struct MuxPeer {
     id: u64,
-    mux: Arc<UdpMux>,
-    /// (the peer's own socket, the shared one) per local address.
-    ports: Mutex<Vec<(SocketAddr, SocketAddr)>>,
+    mux: Arc<IceMux>,
+    /// (transport, the peer's own socket, the shared one) per local address.
+    ports: Mutex<Vec<(Transport, SocketAddr, SocketAddr)>>,
 }
 
 impl MuxPeer {
@@ -381,12 +688,16 @@ impl MuxPeer {
             return candidate.to_owned();
         }
         let mut fields: Vec<String> = candidate.split(' ').map(str::to_owned).collect();
+        let transport = match fields.get(2).map(|t| t.to_ascii_lowercase()).as_deref() {
+            Some("tcp") => Transport::Tcp,
+            _ => Transport::Udp,
+        };
         let replace = |addr: &str, port: &str| -> Option<String> {
             let own = SocketAddr::new(addr.parse().ok()?, port.parse().ok()?);
             ports
                 .iter()
-                .find(|(mine, _)| *mine == own)
-                .map(|(_, shared)| shared.port().to_string())
+                .find(|(t, mine, _)| *t == transport && *mine == own)
+                .map(|(_, _, shared)| shared.port().to_string())
         };
         if fields.len() >= 8 && fields[6] == "typ" && fields[7] == "host" {
             if let Some(port) = replace(&fields[4], &fields[5]) {
@@ -467,8 +778,8 @@ impl Runtime for MuxRuntime {
         }
         {
             let mut ports = self.peer.ports.lock().unwrap_or_else(|e| e.into_inner());
-            ports.retain(|(mine, _)| mine.ip() != own.ip());
-            ports.push((own, shared.local));
+            ports.retain(|(t, mine, _)| *t != Transport::Udp || mine.ip() != own.ip());
+            ports.push((Transport::Udp, own, shared.local));
         }
         Ok(Arc::new(MuxSocket {
             peer: self.peer.clone(),
@@ -483,7 +794,52 @@ impl Runtime for MuxRuntime {
         &self,
         listener: std::net::TcpListener,
     ) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        TokioRuntime.wrap_tcp_listener(listener)
+        let tcp_port = *self
+            .peer
+            .mux
+            .tcp_port
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(port) = tcp_port else {
+            return TokioRuntime.wrap_tcp_listener(listener);
+        };
+        let own = listener.local_addr()?;
+        let shared = match self.peer.mux.listener_for(own.ip(), port) {
+            Ok(shared) => shared,
+            Err(e) => {
+                // UDP still works; ICE-TCP goes to this call's own port, unforwarded.
+                if !self.peer.mux.tcp_failed.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        "webrtc: cannot use TCP port {port} ([webrtc] tcp_port): {e}; calls \
+                         offer ICE over TCP on ports of their own until it is free"
+                    );
+                }
+                return TokioRuntime.wrap_tcp_listener(listener);
+            }
+        };
+        self.peer.mux.tcp_failed.store(false, Ordering::Relaxed);
+        // Nobody learns the own port (candidates name the shared one): close it.
+        drop(listener);
+        let (tx, rx) = mpsc::channel(TCP_INBOX);
+        {
+            let mut routes = self
+                .peer
+                .mux
+                .routes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            routes.tcp_inboxes.insert((self.peer.id, own.ip()), tx);
+        }
+        {
+            let mut ports = self.peer.ports.lock().unwrap_or_else(|e| e.into_inner());
+            ports.retain(|(t, mine, _)| *t != Transport::Tcp || mine.ip() != own.ip());
+            ports.push((Transport::Tcp, own, shared.local));
+        }
+        Ok(Arc::new(MuxListener {
+            peer: self.peer.clone(),
+            own_addr: own,
+            inbox: tokio::sync::Mutex::new(rx),
+        }))
     }
 
     fn connect_tcp<'a>(
@@ -736,7 +1092,7 @@ mod tests {
 
     #[tokio::test]
     async fn datagrams_are_routed_by_ufrag_address_and_transaction() {
-        let mux = UdpMux::new(0);
+        let mux = IceMux::new(0, None);
         let (a, b) = (mux.peer(), mux.peer());
         a.register_ufrag("aaaa");
         b.register_sdp("v=0\r\na=ice-ufrag:bbbb\r\n");
@@ -786,7 +1142,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_tables_are_bounded() {
-        let mux = UdpMux::new(0);
+        let mux = IceMux::new(0, None);
         let a = mux.peer();
         a.register_ufrag("aaaa");
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
@@ -812,12 +1168,27 @@ mod tests {
 
     #[test]
     fn host_candidates_name_the_shared_port() {
-        let mux = UdpMux::new(0);
+        let mux = IceMux::new(0, None);
         let p = mux.peer();
         p.ports.lock().unwrap().push((
+            Transport::Udp,
             "192.168.1.5:41234".parse().unwrap(),
             "192.168.1.5:8555".parse().unwrap(),
         ));
+        p.ports.lock().unwrap().push((
+            Transport::Tcp,
+            "192.168.1.5:41999".parse().unwrap(),
+            "192.168.1.5:8556".parse().unwrap(),
+        ));
+        assert_eq!(
+            p.rewrite_candidate(
+                "candidate:3 1 tcp 1518280447 192.168.1.5 41999 typ host tcptype passive"
+            ),
+            "candidate:3 1 tcp 1518280447 192.168.1.5 8556 typ host tcptype passive"
+        );
+        // A TCP candidate on the UDP socket's port is not the UDP socket.
+        let crossed = "candidate:3 1 tcp 1518280447 192.168.1.5 41234 typ host tcptype passive";
+        assert_eq!(p.rewrite_candidate(crossed), crossed);
         assert_eq!(
             p.rewrite_candidate("candidate:1 1 udp 2130706431 192.168.1.5 41234 typ host"),
             "candidate:1 1 udp 2130706431 192.168.1.5 8555 typ host"

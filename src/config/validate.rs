@@ -1256,6 +1256,27 @@ level = "DEBUG"
     }
 
     #[test]
+    fn the_shared_ports_are_checked() {
+        let d = crate::config::parse_str("", "t.toml").expect("defaults");
+        assert_eq!((d.webrtc.udp_port, d.webrtc.tcp_port), (8555, 8555));
+        let s = crate::config::parse_str("[webrtc]\nudp_port = 0\ntcp_port = 0\n", "t.toml")
+            .expect("valid");
+        assert_eq!((s.webrtc.udp_port, s.webrtc.tcp_port), (0, 0));
+        for (bad, key) in [
+            ("[webrtc]\nudp_port = 80\n", "[webrtc] udp_port"),
+            ("[webrtc]\nudp_port = 70000\n", "[webrtc] udp_port"),
+            ("[webrtc]\ntcp_port = -1\n", "[webrtc] tcp_port"),
+            ("[webrtc]\ntcp_port = 1023\n", "[webrtc] tcp_port"),
+        ] {
+            let error = error_of(bad);
+            assert!(
+                error.contains(key) && error.contains("1024 to 65535"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn the_camera_module_keys_are_checked() {
         let text = "[video]\nsource = \"rpicam\"\nformat = \"h264\"\n\
                     [rpicam]\ncamera = 1\nrotation = 180\nvflip = true\n\

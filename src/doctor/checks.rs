@@ -537,6 +537,20 @@ pub fn ports(settings: &Settings, facts: &Facts) -> Check {
                 fixes.push("set [webrtc] udp_port to a free port from 1024 up".to_owned());
             }
         }
+        if let Some((tcp, bound)) = &p.ice_tcp_port {
+            match bound {
+                Ok(()) => parts.push(format!("TCP {tcp} (ICE over TCP) is free")),
+                Err(e) => {
+                    parts.push(format!("TCP {tcp} (ICE over TCP) cannot be bound: {e}"));
+                    if facts.peercam_pids.is_empty() {
+                        fixes.push(format!(
+                            "free TCP port {tcp} or set [webrtc] tcp_port to a free port (0: \
+                             no ICE over TCP)"
+                        ));
+                    }
+                }
+            }
+        }
     } else if let Some((min, max)) = p.udp_range {
         let total = usize::from(max - min) + 1;
         parts.push(format!("UDP {min}-{max}: {} of {total} free", p.udp_free));

@@ -92,6 +92,8 @@ pub struct PortFacts {
     /// `[webrtc] udp_port` (every call on it) and whether it can be bound now; `None` with
     /// `udp_port = 0`.
     pub udp_port: Option<(u16, Result<(), String>)>,
+    /// `[webrtc] tcp_port` (ICE over TCP, with a `udp_port`) and whether it can be bound now.
+    pub ice_tcp_port: Option<(u16, Result<(), String>)>,
     /// `[webrtc] udp_port_min..=udp_port_max` (used with `udp_port = 0`); `None` for any
     /// port (0, 0) or with a `udp_port`.
     pub udp_range: Option<(u16, u16)>,
@@ -249,6 +251,12 @@ fn port_facts(settings: &Settings) -> PortFacts {
             .map_err(|e| e.to_string());
         (w.udp_port, bound)
     });
+    let ice_tcp_port = (w.udp_port != 0 && w.tcp_port != 0).then(|| {
+        let bound = TcpListener::bind(SocketAddr::new(listen.ip(), w.tcp_port))
+            .map(drop)
+            .map_err(|e| e.to_string());
+        (w.tcp_port, bound)
+    });
     let udp_range = (w.udp_port == 0 && (w.udp_port_min != 0 || w.udp_port_max != 0))
         .then_some((w.udp_port_min, w.udp_port_max));
     // Every port of the range at once (held until counted), as the daemon would hold them.
@@ -267,6 +275,7 @@ fn port_facts(settings: &Settings) -> PortFacts {
             .map(drop)
             .map_err(|e| e.to_string()),
         udp_port,
+        ice_tcp_port,
         udp_range,
         udp_free,
         unprivileged_port_start: std::fs::read_to_string(

@@ -84,6 +84,7 @@ fn facts() -> Facts {
             listen: "0.0.0.0:7000".parse().expect("addr"),
             tcp: Ok(()),
             udp_port: None,
+            ice_tcp_port: None,
             udp_range: Some((50000, 50100)),
             udp_free: 101,
             unprivileged_port_start: Some(1024),

@@ -240,6 +240,11 @@ impl IceMux {
         mux
     }
 
+    /// The routing tables, locked.
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The counters.
     pub fn stats(&self) -> &MuxStats {
         &self.stats
@@ -332,7 +337,7 @@ impl IceMux {
             return false;
         }
         let inbox = {
-            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            let routes = self.routes();
             let Some(peer) = stun
                 .username
                 .and_then(|u| u.split(':').next())
@@ -373,7 +378,7 @@ impl IceMux {
 
     /// Where a datagram that arrived on `local_ip` from `from` goes.
     fn route(&self, local_ip: IpAddr, from: SocketAddr, data: &[u8]) -> Option<u64> {
-        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routes = self.routes();
         if let Some(peer) = routes.by_addr.get(&(local_ip, from)) {
             return Some(*peer);
         }
@@ -402,7 +407,7 @@ impl IceMux {
             return;
         };
         let inbox = {
-            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            let routes = self.routes();
             routes.inboxes.get(&(peer, local_ip)).cloned()
         };
         let datagram = Datagram {
@@ -430,7 +435,7 @@ impl IceMux {
             return;
         }
         let now = Instant::now();
-        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routes = self.routes();
         if routes.by_transaction.len() >= MAX_TRANSACTIONS {
             routes
                 .by_transaction
@@ -606,12 +611,7 @@ impl fmt::Debug for MuxListener {
 
 impl Drop for MuxListener {
     fn drop(&mut self) {
-        let mut routes = self
-            .peer
-            .mux
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut routes = self.peer.mux.routes();
         routes
             .tcp_inboxes
             .remove(&(self.peer.id, self.own_addr.ip()));
@@ -667,7 +667,7 @@ impl MuxPeer {
     /// Routes STUN requests that name `ufrag` (this peer's local ICE username fragment, from
     /// its local description) to this peer.
     pub fn register_ufrag(&self, ufrag: &str) {
-        let mut routes = self.mux.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routes = self.mux.routes();
         register_ufrag(&mut routes, self.id, ufrag);
     }
 
@@ -716,30 +716,23 @@ impl MuxPeer {
 
     /// Every `a=candidate:` line of `sdp` through [`MuxPeer::rewrite_candidate`].
     pub fn rewrite_sdp(&self, sdp: &str) -> String {
-        let mut out = String::with_capacity(sdp.len());
-        for line in sdp.split_inclusive('\n') {
-            let (body, end) = match line.find(['\r', '\n']) {
-                Some(i) => line.split_at(i),
-                None => (line, ""),
-            };
-            if body.starts_with("a=candidate:") {
-                out.push_str(&self.rewrite_candidate(body));
-            } else {
-                out.push_str(body);
-            }
-            out.push_str(end);
-        }
-        out
+        super::nat::map_lines(sdp, |body| {
+            body.starts_with("a=candidate:")
+                .then(|| self.rewrite_candidate(body))
+        })
+    }
+
+    /// Candidates naming `own` (this peer's socket or listener) name `shared` instead.
+    fn map_port(&self, transport: Transport, own: SocketAddr, shared: SocketAddr) {
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        ports.retain(|(t, mine, _)| *t != transport || mine.ip() != own.ip());
+        ports.push((transport, own, shared));
     }
 }
 
 impl Drop for MuxPeer {
     fn drop(&mut self) {
-        self.mux
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget(self.id);
+        self.mux.routes().forget(self.id);
     }
 }
 
@@ -767,20 +760,12 @@ impl Runtime for MuxRuntime {
         let own = socket.local_addr()?;
         let shared = self.peer.mux.socket_for(own.ip())?;
         let (tx, rx) = mpsc::channel(INBOX);
-        {
-            let mut routes = self
-                .peer
-                .mux
-                .routes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            routes.inboxes.insert((self.peer.id, own.ip()), tx);
-        }
-        {
-            let mut ports = self.peer.ports.lock().unwrap_or_else(|e| e.into_inner());
-            ports.retain(|(t, mine, _)| *t != Transport::Udp || mine.ip() != own.ip());
-            ports.push((Transport::Udp, own, shared.local));
-        }
+        self.peer
+            .mux
+            .routes()
+            .inboxes
+            .insert((self.peer.id, own.ip()), tx);
+        self.peer.map_port(Transport::Udp, own, shared.local);
         Ok(Arc::new(MuxSocket {
             peer: self.peer.clone(),
             own_addr: own,
@@ -821,20 +806,12 @@ impl Runtime for MuxRuntime {
         // Nobody learns the own port (candidates name the shared one): close it.
         drop(listener);
         let (tx, rx) = mpsc::channel(TCP_INBOX);
-        {
-            let mut routes = self
-                .peer
-                .mux
-                .routes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            routes.tcp_inboxes.insert((self.peer.id, own.ip()), tx);
-        }
-        {
-            let mut ports = self.peer.ports.lock().unwrap_or_else(|e| e.into_inner());
-            ports.retain(|(t, mine, _)| *t != Transport::Tcp || mine.ip() != own.ip());
-            ports.push((Transport::Tcp, own, shared.local));
-        }
+        self.peer
+            .mux
+            .routes()
+            .tcp_inboxes
+            .insert((self.peer.id, own.ip()), tx);
+        self.peer.map_port(Transport::Tcp, own, shared.local);
         Ok(Arc::new(MuxListener {
             peer: self.peer.clone(),
             own_addr: own,
@@ -893,12 +870,7 @@ impl fmt::Debug for MuxSocket {
 
 impl Drop for MuxSocket {
     fn drop(&mut self) {
-        let mut routes = self
-            .peer
-            .mux
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut routes = self.peer.mux.routes();
         routes.inboxes.remove(&(self.peer.id, self.own_addr.ip()));
     }
 }

@@ -50,32 +50,35 @@ pub fn rewrite_sdp(sdp: &str, mappings: &[NatMapping]) -> String {
     if mappings.is_empty() {
         return sdp.to_owned();
     }
+    map_lines(sdp, |body| {
+        if body.starts_with("a=candidate:") {
+            return Some(rewrite_candidate(body, mappings));
+        }
+        let addr = body
+            .strip_prefix("c=IN IP4 ")
+            .or_else(|| body.strip_prefix("c=IN IP6 "))?;
+        let external = addr
+            .parse::<IpAddr>()
+            .ok()
+            .filter(|ip| !ip.is_unspecified())
+            .and_then(|ip| external_for(ip, mappings))?;
+        let family = if external.is_ipv4() { "IP4" } else { "IP6" };
+        Some(format!("c=IN {family} {external}"))
+    })
+}
+
+/// `sdp` with each line (without its line ending) replaced by what `rewrite` returns for it,
+/// or kept where it returns `None`; line endings are kept as they are.
+pub fn map_lines(sdp: &str, mut rewrite: impl FnMut(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.split_inclusive('\n') {
         let (body, end) = match line.find(['\r', '\n']) {
             Some(i) => line.split_at(i),
             None => (line, ""),
         };
-        if body.starts_with("a=candidate:") {
-            out.push_str(&rewrite_candidate(body, mappings));
-        } else if let Some(addr) = body
-            .strip_prefix("c=IN IP4 ")
-            .or_else(|| body.strip_prefix("c=IN IP6 "))
-        {
-            match addr
-                .parse::<IpAddr>()
-                .ok()
-                .filter(|ip| !ip.is_unspecified())
-                .and_then(|ip| external_for(ip, mappings))
-            {
-                Some(external) => {
-                    let family = if external.is_ipv4() { "IP4" } else { "IP6" };
-                    out.push_str(&format!("c=IN {family} {external}"));
-                }
-                None => out.push_str(body),
-            }
-        } else {
-            out.push_str(body);
+        match rewrite(body) {
+            Some(new) => out.push_str(&new),
+            None => out.push_str(body),
         }
         out.push_str(end);
     }

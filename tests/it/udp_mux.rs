@@ -16,6 +16,23 @@ fn free_udp_port() -> u16 {
         .expect("a free UDP port")
 }
 
+/// POSTs `pc`'s offer to the daemon's /whep (no trickle) and returns the 201 reply.
+async fn whep_post(port: u16, pc: &impl PeerConnection) -> crate::common::http::Reply {
+    let offer = pc.create_offer(None).await.expect("offer");
+    pc.set_local_description(offer).await.expect("local");
+    let offer_sdp = pc.local_description().await.expect("offer").sdp;
+    let reply = http(
+        port,
+        "POST",
+        "/whep",
+        &[("Content-Type", "application/sdp")],
+        &offer_sdp,
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    reply
+}
+
 /// The ports of the host candidates in `sdp`.
 fn host_ports(sdp: &str) -> Vec<u16> {
     sdp.lines()
@@ -44,18 +61,7 @@ async fn every_call_uses_the_one_udp_port() {
     }
     // WHEP, without trickle: the client reaches the daemon only at the answer's candidates.
     let (pc, watcher, _candidates) = client(&[h264()]).await;
-    let offer = pc.create_offer(None).await.expect("offer");
-    pc.set_local_description(offer).await.expect("local");
-    let offer_sdp = pc.local_description().await.expect("offer").sdp;
-    let reply = http(
-        daemon.port,
-        "POST",
-        "/whep",
-        &[("Content-Type", "application/sdp")],
-        &offer_sdp,
-    )
-    .await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
+    let reply = whep_post(daemon.port, &pc).await;
     let ports = host_ports(&reply.body);
     assert!(
         !ports.is_empty() && ports.iter().all(|p| *p == port),
@@ -154,18 +160,7 @@ async fn a_viewer_without_udp_streams_over_ice_tcp_on_the_one_tcp_port() {
         .replace("tcp_port = 0", &format!("tcp_port = {tcp}"));
     let daemon = Daemon::start(&config);
     let (pc, watcher, _candidates) = crate::common::client::client_tcp_only(&[h264()]).await;
-    let offer = pc.create_offer(None).await.expect("offer");
-    pc.set_local_description(offer).await.expect("local");
-    let offer_sdp = pc.local_description().await.expect("offer").sdp;
-    let reply = http(
-        daemon.port,
-        "POST",
-        "/whep",
-        &[("Content-Type", "application/sdp")],
-        &offer_sdp,
-    )
-    .await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
+    let reply = whep_post(daemon.port, &pc).await;
     let passive: Vec<&str> = reply
         .body
         .lines()

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 use webrtc::runtime::{
     AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
     TokioRuntime, Transmit,
@@ -148,26 +149,16 @@ impl fmt::Debug for IceMux {
 struct SharedSocket {
     io: Arc<tokio::net::UdpSocket>,
     local: SocketAddr,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for SharedSocket {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
+    /// The read loop; it stops with the socket.
+    _reader: AbortOnDropHandle<()>,
 }
 
 /// The listener on the shared TCP port, for one local address.
 #[derive(Debug)]
 struct SharedListener {
     local: SocketAddr,
-    acceptor: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for SharedListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
+    /// The accept loop; it stops with the listener.
+    _acceptor: AbortOnDropHandle<()>,
 }
 
 #[derive(Default)]
@@ -192,6 +183,32 @@ impl Routes {
 
     fn count<K>(map: &HashMap<K, u64>, peer: u64) -> usize {
         map.values().filter(|p| **p == peer).count()
+    }
+
+    /// The call a datagram that arrived on `local_ip` from `from` goes to: by its address,
+    /// else by the ufrag a STUN request names (the address is learned then), else by the
+    /// transaction of a STUN response.
+    fn route(&mut self, local_ip: IpAddr, from: SocketAddr, data: &[u8]) -> Option<u64> {
+        if let Some(peer) = self.by_addr.get(&(local_ip, from)) {
+            return Some(*peer);
+        }
+        let stun = Stun::parse(data)?;
+        match stun.class {
+            StunClass::Request | StunClass::Indication => {
+                let username = stun.username?;
+                let local_ufrag = username.split(':').next()?;
+                let peer = *self.by_ufrag.get(local_ufrag)?;
+                let per_peer = Routes::count(&self.by_addr, peer);
+                if per_peer < ADDRS_PER_PEER && self.by_addr.len() < MAX_ADDRS {
+                    self.by_addr.insert((local_ip, from), peer);
+                }
+                Some(peer)
+            }
+            StunClass::Success | StunClass::Error => self
+                .by_transaction
+                .remove(&stun.transaction)
+                .map(|(peer, _)| peer),
+        }
     }
 }
 
@@ -263,7 +280,11 @@ impl IceMux {
         let local = io.local_addr()?;
         let reader = tokio::spawn(read_loop(Arc::downgrade(self), io.clone(), ip));
         info!("webrtc: every call's UDP on {local} (udp_port)");
-        let socket = Arc::new(SharedSocket { io, local, reader });
+        let socket = Arc::new(SharedSocket {
+            io,
+            local,
+            _reader: AbortOnDropHandle::new(reader),
+        });
         sockets.insert(ip, socket.clone());
         Ok(socket)
     }
@@ -281,7 +302,10 @@ impl IceMux {
         let local = io.local_addr()?;
         let acceptor = tokio::spawn(accept_loop(Arc::downgrade(self), io, ip));
         info!("webrtc: ICE over TCP for every call on {local} (tcp_port)");
-        let listener = Arc::new(SharedListener { local, acceptor });
+        let listener = Arc::new(SharedListener {
+            local,
+            _acceptor: AbortOnDropHandle::new(acceptor),
+        });
         listeners.insert((ip, port), listener.clone());
         Ok(listener)
     }
@@ -377,51 +401,29 @@ impl IceMux {
     }
 
     /// Where a datagram that arrived on `local_ip` from `from` goes.
+    #[cfg(test)]
     fn route(&self, local_ip: IpAddr, from: SocketAddr, data: &[u8]) -> Option<u64> {
-        let mut routes = self.routes();
-        if let Some(peer) = routes.by_addr.get(&(local_ip, from)) {
-            return Some(*peer);
-        }
-        let stun = Stun::parse(data)?;
-        match stun.class {
-            StunClass::Request | StunClass::Indication => {
-                let username = stun.username?;
-                let local_ufrag = username.split(':').next()?;
-                let peer = *routes.by_ufrag.get(local_ufrag)?;
-                let per_peer = Routes::count(&routes.by_addr, peer);
-                if per_peer < ADDRS_PER_PEER && routes.by_addr.len() < MAX_ADDRS {
-                    routes.by_addr.insert((local_ip, from), peer);
-                }
-                Some(peer)
-            }
-            StunClass::Success | StunClass::Error => routes
-                .by_transaction
-                .remove(&stun.transaction)
-                .map(|(peer, _)| peer),
-        }
+        self.routes().route(local_ip, from, data)
     }
 
     fn deliver(&self, local_ip: IpAddr, from: SocketAddr, data: &[u8]) {
-        let Some(peer) = self.route(local_ip, from, data) else {
+        // One lock per datagram: the call it goes to, and that call's queue.
+        let inbox = {
+            let mut routes = self.routes();
+            routes
+                .route(local_ip, from, data)
+                .and_then(|peer| routes.inboxes.get(&(peer, local_ip)).cloned())
+        };
+        let Some(inbox) = inbox else {
             self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
             return;
-        };
-        let inbox = {
-            let routes = self.routes();
-            routes.inboxes.get(&(peer, local_ip)).cloned()
         };
         let datagram = Datagram {
             from,
             data: data.to_vec(),
         };
-        match inbox.map(|i| i.try_send(datagram)) {
-            Some(Ok(())) => {}
-            Some(Err(_)) => {
-                self.stats.inbox_full.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {
-                self.stats.unroutable.fetch_add(1, Ordering::Relaxed);
-            }
+        if inbox.try_send(datagram).is_err() {
+            self.stats.inbox_full.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -443,7 +443,6 @@ fn video_source(settings: &Settings) -> Result<(Box<dyn VideoSource>, bool), Hub
 /// `[rpicam] camera`, if listed, else the first), or `None` when there is none (or no
 /// rpicam-vid: nothing is run then).
 fn auto_rpicam(preferred: u32) -> Option<rpicam::RpiCamera> {
-    rpicam::find_program()?;
     match rpicam::probe(rpicam::LIST_TIMEOUT) {
         rpicam::Probe::Listed { cameras, .. } => {
             let camera = rpicam::pick(&cameras, preferred).cloned();

@@ -307,21 +307,20 @@ impl VideoSource for RpicamSource {
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         let now = Instant::now();
-                        if running.delivered {
-                            let reason = format!(
-                                "{} sent no frame for {} s (stalled)",
-                                running.program,
-                                STALL_TIMEOUT.as_secs()
-                            );
-                            self.lose(now, reason);
-                            continue;
-                        }
-                        if now.duration_since(running.started) >= FIRST_FRAME_TIMEOUT {
-                            let reason = format!(
-                                "{} sent no frame within {} s of starting",
-                                running.program,
-                                FIRST_FRAME_TIMEOUT.as_secs()
-                            );
+                        let silence = if running.delivered {
+                            Some(format!("for {} s (stalled)", STALL_TIMEOUT.as_secs()))
+                        } else {
+                            (now.duration_since(running.started) >= FIRST_FRAME_TIMEOUT).then(
+                                || {
+                                    format!(
+                                        "within {} s of starting",
+                                        FIRST_FRAME_TIMEOUT.as_secs()
+                                    )
+                                },
+                            )
+                        };
+                        if let Some(silence) = silence {
+                            let reason = format!("{} sent no frame {silence}", running.program);
                             self.lose(now, reason);
                             continue;
                         }

@@ -1563,9 +1563,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn mdns_candidates_wait_for_their_lookup_then_meet_the_address_checks() {
-        let t0 = Instant::now();
+    /// A session resolving `.local` candidates (loopback refused), dialled at `t0`.
+    fn mdns_session(t0: Instant) -> Session {
         let rules = Rules {
             max_message_bytes: 65_536,
             ice_timeout: ICE,
@@ -1580,6 +1579,13 @@ mod tests {
         let mut s = Session::new(media, admission(4, 4), rules, remote(1), t0);
         drain(&mut s);
         dial(&mut s, t0);
+        s
+    }
+
+    #[test]
+    fn mdns_candidates_wait_for_their_lookup_then_meet_the_address_checks() {
+        let t0 = Instant::now();
+        let mut s = mdns_session(t0);
         let name = "557ea1ac-2173-4579-9787-a2e14c2bbd73.local";
         let udp = format!("candidate:1 1 udp 2113937151 {name} 58601 typ host generation 0");
         let tcp = format!("candidate:2 1 tcp 1518280447 {name} 9 typ host tcptype active");
@@ -1644,20 +1650,7 @@ mod tests {
     #[test]
     fn mdns_lookups_are_capped_per_call_and_given_up_at_their_deadline() {
         let t0 = Instant::now();
-        let rules = Rules {
-            max_message_bytes: 65_536,
-            ice_timeout: ICE,
-            idle_timeout: IDLE,
-            loopback_candidates: false,
-            resolve_mdns: true,
-        };
-        let media = Arc::new(TestMedia {
-            codecs: vec![H264],
-            audio: true,
-        });
-        let mut s = Session::new(media, admission(4, 4), rules, remote(1), t0);
-        drain(&mut s);
-        dial(&mut s, t0);
+        let mut s = mdns_session(t0);
         let name = |i: usize| format!("{i:08x}-2173-4579-9787-a2e14c2bbd73.local");
         let line = |i: usize| candidate(&format!("candidate:1 1 udp 1 {} 5000 typ host", name(i)));
         for i in 0..mdns::MAX_LOOKUPS_PER_CALL {

@@ -52,16 +52,21 @@ async function dial({ video, width, height }) {
   }
 }
 
+/** What both modes show: ≥ 60 H.264 frames decoded at `width`x`height`, one rpicam-vid run. */
+function assertStreamed(r, width, height) {
+  assert.equal(r.stats.codec, 'video/H264');
+  assert.ok(r.stats.framesDecoded >= 60, `frames decoded: ${r.stats.framesDecoded}`);
+  assert.equal(r.stats.frameWidth, width);
+  assert.equal(r.stats.frameHeight, height);
+  assert.equal(r.state.state, 'connected');
+  assert.deepEqual(r.errors, []);
+  assert.equal(r.runs.length, 1, `rpicam-vid runs: ${JSON.stringify(r.runs)}`);
+}
+
 describe('Camera Module (stand-in rpicam-vid) in Chromium', () => {
   test('h264: rpicam-vid\'s H.264 is passed through', { timeout: 30_000 }, async () => {
     const r = await dial({ video: 'format = "h264"\ncodecs = ["h264"]', width: 640, height: 480 });
-    assert.equal(r.stats.codec, 'video/H264');
-    assert.ok(r.stats.framesDecoded >= 60, `frames decoded: ${r.stats.framesDecoded}`);
-    assert.equal(r.stats.frameWidth, 640);
-    assert.equal(r.stats.frameHeight, 480);
-    assert.equal(r.state.state, 'connected');
-    assert.deepEqual(r.errors, []);
-    assert.equal(r.runs.length, 1, `rpicam-vid runs: ${JSON.stringify(r.runs)}`);
+    assertStreamed(r, 640, 480);
     assert.match(r.runs[0], /--width 640 --height 480 --framerate 30 --codec h264 /);
     const passed = encoded(r.metrics, 'h264-camera');
     assert.ok(passed >= 30, `frames passed through: ${counters(r.metrics)}`);
@@ -75,13 +80,7 @@ describe('Camera Module (stand-in rpicam-vid) in Chromium', () => {
   test('yu12: raw frames encoded by peercam, cropped from 640 to 600 wide', { timeout: 30_000 },
     async () => {
       const r = await dial({ video: 'format = "yu12"\ncodecs = ["h264"]', width: 600, height: 480 });
-      assert.equal(r.stats.codec, 'video/H264');
-      assert.ok(r.stats.framesDecoded >= 60, `frames decoded: ${r.stats.framesDecoded}`);
-      assert.equal(r.stats.frameWidth, 600);
-      assert.equal(r.stats.frameHeight, 480);
-      assert.equal(r.state.state, 'connected');
-      assert.deepEqual(r.errors, []);
-      assert.equal(r.runs.length, 1, `rpicam-vid runs: ${JSON.stringify(r.runs)}`);
+      assertStreamed(r, 600, 480);
       assert.match(r.runs[0], /--width 640 --height 480 --framerate 30 --codec yuv420 /);
       assert.match(r.log, /cropped to 600x480/);
       assert.doesNotMatch(r.log, /frame skipped/);

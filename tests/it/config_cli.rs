@@ -1,24 +1,8 @@
 //! The `peercam` binary's command line and config checking, run as a user would.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn peercam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_peercam"))
-        .args(args)
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run peercam")
-}
-
-fn repo_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::common::cli::{peercam, repo_file, text};
 
 #[test]
 fn version_prints_the_crate_version() {

@@ -2,24 +2,9 @@
 //! a broken config, and once the real encode benchmark with `--json`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use crate::common::cli::{peercam, repo_file, text};
 use std::time::{Duration, Instant};
-
-fn peercam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_peercam"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run peercam")
-}
-
-fn repo_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A config with the machine's own sources (`auto`) and a port that is always free.
 fn auto_config(dir: &Path) -> PathBuf {

@@ -33,6 +33,22 @@ async fn whep_post(port: u16, pc: &impl PeerConnection) -> crate::common::http::
     reply
 }
 
+/// Waits until the daemon's `/metrics` line `name` reaches `at_least`; panics after `within`.
+async fn wait_for_metric(port: u16, name: &str, at_least: f64, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let value = crate::common::client::metric(port, name).await;
+        if value.unwrap_or(0.0) >= at_least {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: {value:?}, not {at_least} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The ports of the host candidates in `sdp`.
 fn host_ports(sdp: &str) -> Vec<u16> {
     sdp.lines()
@@ -99,18 +115,7 @@ async fn every_call_uses_the_one_udp_port() {
             .expect("send");
     }
     let metric = format!("peercam_udp_mux_dropped_total{{port=\"{port}\",reason=\"unroutable\"}}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let dropped = crate::common::client::metric(daemon.port, &metric).await;
-        if dropped.unwrap_or(0.0) >= 5.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{metric}: {dropped:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_metric(daemon.port, &metric, 5.0, Duration::from_secs(5)).await;
     for (_, mut ws, pc) in calls {
         send_text(&mut ws, r#"{"bye": {}}"#).await;
         let _ = pc.close().await;
@@ -207,18 +212,7 @@ async fn a_viewer_without_udp_streams_over_ice_tcp_on_the_one_tcp_port() {
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", tcp)).expect("connect"))
         .collect();
     let metric = format!("peercam_udp_mux_dropped_total{{port=\"{udp}\",reason=\"tcp_refused\"}}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let refused = crate::common::client::metric(daemon.port, &metric).await;
-        if refused.unwrap_or(0.0) >= 3.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{metric}: {refused:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_metric(daemon.port, &metric, 3.0, Duration::from_secs(10)).await;
     drop(silent);
     let before = watcher.video_frames.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -2,6 +2,7 @@
 //! find its port from the log, talk to it over WebSocket.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod client;
 pub mod client_peer;
 pub mod http;

@@ -77,6 +77,9 @@ cargo fmt --all -- --check
 lint=(env RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/clippy-rustc.sh")
 step "build and lint: the tests, benchmarks (benches/) and peercam with clippy -D warnings"
 "${lint[@]}" cargo test --locked --all-targets --no-run
+# `cargo test` builds examples as test harnesses (examples/<name>-<hash>); the tests run the
+# stand-in rpicam-vid as a program, found at examples/rpicam_vid_standin, so it is built as one.
+"${lint[@]}" cargo build --locked --example rpicam_vid_standin
 
 step "unit and integration tests (but load and soak)"
 "${lint[@]}" cargo test --locked --all-targets -- --skip load:: --skip soak::

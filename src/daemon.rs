@@ -132,6 +132,9 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
     let mut running = settings;
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!("peercam listening on {scheme}://{local}/");
+    if let Some(line) = crate::peer::ice_servers_summary(&running.webrtc.ice_servers) {
+        info!("{line}");
+    }
     if open {
         warn!(
             "no [server] password is set: anyone who can reach port {} can watch and listen; \
@@ -371,6 +374,10 @@ async fn reload(
     if !media_changed {
         // Calls in progress keep their peers; new calls use the new [webrtc] settings.
         generation.media = LiveMedia::new(hub.clone(), wanted.webrtc.clone());
+        state.set_ice_servers(&wanted.webrtc.ice_servers);
+        if let Some(line) = crate::peer::ice_servers_summary(&wanted.webrtc.ice_servers) {
+            info!("reload: {line}");
+        }
         *running = wanted;
         info!("reload: {origin} applied ([webrtc] changed: new calls use it)");
         return Ok(());
@@ -412,6 +419,7 @@ async fn reload(
         }
     };
     *generation = Generation::new(LiveMedia::new(new_hub.clone(), settings.webrtc.clone()));
+    state.set_ice_servers(&settings.webrtc.ice_servers);
     *hub = new_hub;
     *running = settings;
     Ok(())

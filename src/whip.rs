@@ -564,6 +564,7 @@ fn ice_server_link(link: &str) -> Option<IceServer> {
         urls: vec![url.to_owned()],
         username,
         credential,
+        secret: None,
     })
 }
 

@@ -115,6 +115,7 @@ pub(crate) struct RawIceServer {
     pub urls: Value<Vec<Spanned<String>>>,
     pub username: Value<String>,
     pub credential: Value<String>,
+    pub secret: Value<String>,
 }
 
 /// `[limits]`
@@ -189,7 +190,12 @@ const VIDEO: &[Field] = &[
     value("keyframe_interval_s"),
 ];
 const AUDIO: &[Field] = &[value("source"), value("channels"), value("bitrate_kbps")];
-const ICE_SERVER: &[Field] = &[value("urls"), value("username"), value("credential")];
+const ICE_SERVER: &[Field] = &[
+    value("urls"),
+    value("username"),
+    value("credential"),
+    value("secret"),
+];
 const WEBRTC: &[Field] = &[
     Field {
         name: "ice_servers",

@@ -190,7 +190,7 @@ mod tests {
             error_of("[webrtc]\n[[webrtc.ice_servers]]\nurls = [\"stun:a\"]\nuser = \"x\"\n");
         assert_eq!(
             message,
-            "t.toml:4:1: unknown key [webrtc] ice_servers[0].user; expected one of: urls, username, credential"
+            "t.toml:4:1: unknown key [webrtc] ice_servers[0].user; expected one of: urls, username, credential, secret"
         );
     }
 

@@ -304,10 +304,49 @@ impl Default for AudioSettings {
 pub struct IceServer {
     /// `stun:`, `stuns:`, `turn:` or `turns:` URLs; at least one.
     pub urls: Vec<String>,
-    /// TURN user name (required with `turn:`/`turns:` URLs).
+    /// TURN user name (`turn:`/`turns:` URLs need it, or a `secret`). With a `secret`, the
+    /// name part of the time-limited user names.
     pub username: Option<String>,
-    /// TURN password (required with `turn:`/`turns:` URLs).
+    /// TURN password (`turn:`/`turns:` URLs need it, or a `secret`).
     pub credential: Option<String>,
+    /// The TURN server's shared secret (coturn's `use-auth-secret` and
+    /// `static-auth-secret`): peercam makes time-limited credentials from it for itself and
+    /// for each viewer ([`IceServer::credentials_at`]), and never hands the secret out.
+    pub secret: Option<String>,
+}
+
+/// How long the credentials made from a TURN `secret` stay valid: a day, as coturn's TURN
+/// REST API suggests. A page gets new ones each time it connects.
+pub const TURN_CREDENTIAL_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl IceServer {
+    /// The server as a client uses it at `now`. Without a `secret`, as configured. With one,
+    /// the TURN REST API's credentials (coturn `use-auth-secret`): the user name
+    /// `<expiry>:<username>` (`expiry` in Unix seconds, [`TURN_CREDENTIAL_TTL`] from `now`;
+    /// `username` defaults to `peercam`), and the password base64(HMAC-SHA1(secret, user
+    /// name)).
+    pub fn credentials_at(&self, now: std::time::SystemTime) -> IceServer {
+        let Some(secret) = &self.secret else {
+            return self.clone();
+        };
+        use base64::Engine as _;
+        let expiry = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_add(TURN_CREDENTIAL_TTL)
+            .as_secs();
+        let name = self.username.as_deref().unwrap_or("peercam");
+        let username = format!("{expiry}:{name}");
+        let key =
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+        let tag = ring::hmac::sign(&key, username.as_bytes());
+        IceServer {
+            urls: self.urls.clone(),
+            username: Some(username),
+            credential: Some(base64::engine::general_purpose::STANDARD.encode(tag.as_ref())),
+            secret: None,
+        }
+    }
 }
 
 /// `[webrtc]`
@@ -453,6 +492,47 @@ impl Default for LogSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_turn_secret_gives_the_rest_apis_time_limited_credentials() {
+        // Expected values from Python's hmac module (an implementation peercam does not
+        // share): base64(HMAC-SHA1(b"north-secret", b"1700086400:peercam")).
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let server = IceServer {
+            urls: vec![
+                "turn:t.example.org:3478".into(),
+                "turns:t.example.org:5349".into(),
+            ],
+            username: None,
+            credential: None,
+            secret: Some("north-secret".into()),
+        };
+        let made = server.credentials_at(now);
+        assert_eq!(made.urls, server.urls);
+        assert_eq!(made.username.as_deref(), Some("1700086400:peercam"));
+        assert_eq!(
+            made.credential.as_deref(),
+            Some("SFQfnXPj9TUv3KPRMRu1avH3AXY=")
+        );
+        assert_eq!(made.secret, None, "the secret is never handed out");
+        let named = IceServer {
+            username: Some("lab".into()),
+            ..server
+        };
+        let made = named.credentials_at(now);
+        assert_eq!(made.username.as_deref(), Some("1700086400:lab"));
+        assert_eq!(
+            made.credential.as_deref(),
+            Some("W/MgpzNlexAma03erPgB+FeINZg=")
+        );
+        let fixed = IceServer {
+            urls: vec!["turn:t.example.org".into()],
+            username: Some("u".into()),
+            credential: Some("p".into()),
+            secret: None,
+        };
+        assert_eq!(fixed.credentials_at(now), fixed);
+    }
 
     #[test]
     fn defaults_are_the_documented_values() {

@@ -774,12 +774,39 @@ fn ice_server(
     }
     let username = raw.username.map(|v| v.into_inner());
     let credential = raw.credential.map(|v| v.into_inner());
-    if needs_credentials && (username.is_none() || credential.is_none()) {
+    let secret = match raw.secret {
+        None => None,
+        Some(v) => {
+            // Named, never quoted: the secret is not for logs.
+            let key = format!("[webrtc] ice_servers[{i}].secret");
+            let refuse =
+                |why: &str| src.error(v.span(), Some(key.clone()), format!("{key}: {why}"));
+            if credential.is_some() {
+                return Err(refuse(
+                    "expected either a secret (time-limited credentials, coturn's \
+                     use-auth-secret) or a credential (a fixed password), not both",
+                ));
+            }
+            if !needs_credentials {
+                return Err(refuse(
+                    "a secret is for TURN servers: expected a turn: or turns: URL in urls",
+                ));
+            }
+            if v.get_ref().is_empty() {
+                return Err(refuse(
+                    "expected the TURN server's static-auth-secret, not an empty string",
+                ));
+            }
+            Some(v.into_inner())
+        }
+    };
+    if needs_credentials && secret.is_none() && (username.is_none() || credential.is_none()) {
         let key = format!("[webrtc] ice_servers[{i}]");
         return Err(src.bad_value(
             span,
             &key,
-            "expected username and credential with a turn: or turns: URL",
+            "expected username and credential, or a secret (coturn's static-auth-secret), \
+             with a turn: or turns: URL",
         ));
     }
     Ok(IceServer {
@@ -789,6 +816,7 @@ fn ice_server(
             .collect(),
         username,
         credential,
+        secret,
     })
 }
 
@@ -1382,10 +1410,47 @@ level = "DEBUG"
             .contains("[webrtc] ice_servers[0] = { username = \"u\" }: expected a urls key"));
         assert!(
             error_of("[[webrtc.ice_servers]]\nurls = [\"turn:t.example.org\"]\n")
-                .contains("expected username and credential with a turn: or turns: URL")
+                .contains("expected username and credential, or a secret")
         );
         assert!(error_of("[webrtc]\nice_servers = [\"stun:x\"]\n")
             .contains("[webrtc] ice_servers[0] = \"stun:x\""));
+    }
+
+    #[test]
+    fn a_turn_secret_is_checked_and_never_quoted() {
+        let both = error_of(
+            "[[webrtc.ice_servers]]\nurls = [\"turn:t.example.org\"]\nusername = \"u\"\n\
+             credential = \"p\"\nsecret = \"hunter2-hunter2\"\n",
+        );
+        assert!(
+            both.starts_with(
+                "t.toml:5:10: [webrtc] ice_servers[0].secret: expected either a secret"
+            ),
+            "{both}"
+        );
+        let stun = error_of(
+            "[[webrtc.ice_servers]]\nurls = [\"stun:s.example.org\"]\nsecret = \"hunter2\"\n",
+        );
+        assert!(stun.contains("a secret is for TURN servers"), "{stun}");
+        let empty =
+            error_of("[[webrtc.ice_servers]]\nurls = [\"turn:t.example.org\"]\nsecret = \"\"\n");
+        assert!(
+            empty.contains("static-auth-secret, not an empty string"),
+            "{empty}"
+        );
+        for message in [both, stun, empty] {
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        let s = parse_str(
+            "[[webrtc.ice_servers]]\nurls = [\"turns:t.example.org:5349\"]\nsecret = \"north-secret\"\n",
+            "t.toml",
+        )
+        .expect("valid config");
+        assert_eq!(
+            s.webrtc.ice_servers[0].secret.as_deref(),
+            Some("north-secret")
+        );
+        assert_eq!(s.webrtc.ice_servers[0].username, None);
     }
 
     #[test]

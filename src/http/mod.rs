@@ -44,6 +44,7 @@ use crate::config::{LimitSettings, Settings};
 use crate::limits::LimitLog;
 use crate::session::admission::{Admission, AdmissionLimits};
 use crate::session::machine::{Rules, Session, Transport};
+use crate::session::protocol::IceServerInfo;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const LOGIN_HTML: &str = include_str!("assets/login.html");
@@ -120,8 +121,9 @@ pub struct AppState {
     pub whep: whep::WhepSessions,
     /// `[server] cors_origins`: pages that may use WHEP from other origins.
     cors_origins: Vec<String>,
-    /// `[webrtc] ice_servers`, offered to WHEP clients in `Link` headers.
-    ice_servers: Vec<crate::config::IceServer>,
+    /// `[webrtc] ice_servers`, given to pages in `hello` and to WHEP clients in `Link`
+    /// headers; a reload replaces them ([`AppState::set_ice_servers`]).
+    ice_servers: std::sync::RwLock<Arc<[crate::config::IceServer]>>,
     /// More `/metrics` lines from parts of the daemon outside the HTTP server (the WHIP
     /// publications), replaced when they change.
     extra_metrics: std::sync::Mutex<Option<ExtraMetrics>>,
@@ -166,7 +168,7 @@ impl AppState {
             tasks: TaskTracker::new(),
             whep: whep::WhepSessions::default(),
             cors_origins: settings.server.cors_origins.clone(),
-            ice_servers: settings.webrtc.ice_servers.clone(),
+            ice_servers: std::sync::RwLock::new(settings.webrtc.ice_servers.clone().into()),
             extra_metrics: std::sync::Mutex::new(None),
         })
     }
@@ -216,7 +218,42 @@ impl AppState {
             idle_timeout: Duration::from_secs(u64::from(self.limits.idle_timeout_s)),
             loopback_candidates: self.loopback_candidates,
             resolve_mdns: self.resolver.is_some(),
+            ice_servers: self.page_ice_servers(),
         }
+    }
+
+    /// `[webrtc] ice_servers` as configured now.
+    fn ice_servers(&self) -> Arc<[crate::config::IceServer]> {
+        // A poisoned lock still holds a whole list (it is only ever replaced).
+        self.ice_servers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A reload's new `[webrtc] ice_servers`, for pages and WHEP clients from now on.
+    pub fn set_ice_servers(&self, servers: &[crate::config::IceServer]) {
+        *self
+            .ice_servers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = servers.into();
+    }
+
+    /// `[webrtc] ice_servers` as a page gets them in `hello`, with TURN credentials made now
+    /// from a server's secret.
+    fn page_ice_servers(&self) -> Vec<IceServerInfo> {
+        let now = std::time::SystemTime::now();
+        self.ice_servers()
+            .iter()
+            .map(|server| {
+                let server = server.credentials_at(now);
+                IceServerInfo {
+                    urls: server.urls,
+                    username: server.username,
+                    credential: server.credential,
+                }
+            })
+            .collect()
     }
 }
 

@@ -153,6 +153,7 @@ pub(super) fn join(
                     count,
                     limits.max_message_bytes,
                     std::time::Duration::from_secs(u64::from(limits.idle_timeout_s)),
+                    state.page_ice_servers(),
                     socket::now(),
                 ),
                 state: state.clone(),

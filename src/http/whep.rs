@@ -145,7 +145,7 @@ pub(super) async fn gate(
         // ICE servers only for a client that shows the password (MediaMTX asks here).
         let authorized = super::login_refusal(&state, remote, request.headers()).is_none();
         let links = if authorized {
-            ice_server_links(&state.ice_servers)
+            ice_server_links(&state.ice_servers())
         } else {
             Vec::new()
         };
@@ -302,7 +302,7 @@ pub(super) async fn post(
         .into_response();
     add_links(
         response.headers_mut(),
-        &ice_server_links(&state.ice_servers),
+        &ice_server_links(&state.ice_servers()),
     );
     response
 }
@@ -460,8 +460,9 @@ fn error_response(body: &ErrorBody) -> Response {
 /// `Link` header values offering the daemon's ICE servers (RFC 9725 section 4.6).
 fn ice_server_links(servers: &[IceServer]) -> Vec<String> {
     let quoted = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let now = std::time::SystemTime::now();
     let mut links = Vec::new();
-    for server in servers {
+    for server in servers.iter().map(|s| s.credentials_at(now)) {
         for url in &server.urls {
             let mut link = format!("<{url}>; rel=\"ice-server\"");
             if let (Some(user), Some(credential)) = (&server.username, &server.credential) {
@@ -813,11 +814,13 @@ mod tests {
                 urls: vec!["stun:stun.example.org:3478".to_owned()],
                 username: None,
                 credential: None,
+                secret: None,
             },
             IceServer {
                 urls: vec!["turn:turn.example.org?transport=udp".to_owned()],
                 username: Some("cam".to_owned()),
                 credential: Some("se\"cret".to_owned()),
+                secret: None,
             },
         ]);
         assert_eq!(

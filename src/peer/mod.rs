@@ -286,15 +286,20 @@ impl PeerFactory {
             extra_ice_servers,
             mux,
         } = wiring;
+        let now = std::time::SystemTime::now();
         let ice_servers = self
             .settings
             .ice_servers
             .iter()
             .chain(extra_ice_servers)
-            .map(|s| RTCIceServer {
-                urls: s.urls.clone(),
-                username: s.username.clone().unwrap_or_default(),
-                credential: s.credential.clone().unwrap_or_default(),
+            .filter_map(|s| {
+                let s = s.credentials_at(now);
+                let urls: Vec<String> = s.urls.into_iter().filter(|u| gathers(u)).collect();
+                (!urls.is_empty()).then(|| RTCIceServer {
+                    urls,
+                    username: s.username.unwrap_or_default(),
+                    credential: s.credential.unwrap_or_default(),
+                })
             })
             .collect();
         let configuration = RTCConfigurationBuilder::new()
@@ -869,5 +874,93 @@ impl PeerConnectionEventHandler for Handler {
             _ => return,
         };
         let _ = self.events.send(event).await;
+    }
+}
+
+/// Whether webrtc-rs gathers candidates through this ICE server URL: `stun:`, and `turn:`
+/// over UDP. It skips `stuns:`, `turns:` and TURN over TCP (with a warning per call), so
+/// those are left to the viewers' browsers, which use them all.
+pub fn gathers(url: &str) -> bool {
+    let url = url.trim().to_ascii_lowercase();
+    if url.starts_with("stun:") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("turn:") else {
+        return false;
+    };
+    match rest.split_once("?transport=") {
+        None => true,
+        Some((_, transport)) => transport == "udp",
+    }
+}
+
+/// One line for the start-up log on `[webrtc] ice_servers`: which URLs peercam gathers
+/// through itself and which only the viewers' browsers use; `None` without ICE servers.
+pub fn ice_servers_summary(servers: &[crate::config::IceServer]) -> Option<String> {
+    let urls: Vec<&str> = servers
+        .iter()
+        .flat_map(|s| s.urls.iter().map(String::as_str))
+        .collect();
+    if urls.is_empty() {
+        return None;
+    }
+    let (own, browsers): (Vec<&str>, Vec<&str>) = urls.into_iter().partition(|u| gathers(u));
+    let mut line = format!(
+        "ICE servers: peercam and its viewers use {}",
+        if own.is_empty() {
+            "none".to_owned()
+        } else {
+            own.join(", ")
+        }
+    );
+    if !browsers.is_empty() {
+        line.push_str(&format!(
+            "; only the viewers' browsers use {} (peercam gathers over UDP only: stun: and \
+             turn: with UDP)",
+            browsers.join(", ")
+        ));
+    }
+    Some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peercam_gathers_through_stun_and_turn_over_udp_only() {
+        for url in [
+            "stun:s.example.org",
+            "turn:t.example.org:3478",
+            "turn:t?transport=udp",
+        ] {
+            assert!(gathers(url), "{url}");
+        }
+        for url in [
+            "stuns:s.example.org",
+            "turns:t.example.org",
+            "turn:t?transport=tcp",
+        ] {
+            assert!(!gathers(url), "{url}");
+        }
+        let server = |urls: &[&str]| crate::config::IceServer {
+            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            username: Some("u".into()),
+            credential: Some("p".into()),
+            secret: None,
+        };
+        assert_eq!(ice_servers_summary(&[]), None);
+        assert_eq!(
+            ice_servers_summary(&[
+                server(&["stun:s:3478"]),
+                server(&["turn:t:3478", "turn:t:3478?transport=tcp", "turns:t:5349"])
+            ])
+            .as_deref(),
+            Some(
+                "ICE servers: peercam and its viewers use stun:s:3478, turn:t:3478; only the \
+                 viewers' browsers use turn:t:3478?transport=tcp, turns:t:5349 (peercam \
+                 gathers over UDP only: stun: and turn: with UDP)"
+            )
+        );
     }
 }

@@ -21,8 +21,8 @@ use crate::session::codec;
 use crate::session::mdns::{self, HoldRefused, Lookups};
 use crate::session::plan::{AnswerPlan, PeerEvent};
 use crate::session::protocol::{
-    self, BitrateTarget, Bye, ByeReason, ErrorBody, ErrorCode, Hello, IceCandidate, Message,
-    SdpKind, SessionDescription, PROTOCOL_VERSION,
+    self, BitrateTarget, Bye, ByeReason, ErrorBody, ErrorCode, Hello, IceCandidate, IceServerInfo,
+    Message, SdpKind, SessionDescription, PROTOCOL_VERSION,
 };
 use crate::session::sdp::{self, CandidateAddress, Direction, MediaKind};
 
@@ -37,8 +37,8 @@ pub trait MediaInfo: Send + Sync {
     fn camera_h264(&self) -> Option<ProfileLevelId>;
 }
 
-/// The per-connection rules (from `[limits]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The per-connection rules (from `[limits]`), and the ICE servers the browser is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     /// Largest text message accepted (`max_message_bytes`).
     pub max_message_bytes: usize,
@@ -53,6 +53,8 @@ pub struct Rules {
     /// Resolve browsers' `<uuid>.local` candidates ([`Output::Resolve`]); otherwise they go
     /// to the peer as they are, which ignores them (`[webrtc] resolve_mdns`).
     pub resolve_mdns: bool,
+    /// The STUN and TURN servers `hello` gives the browser (with its TURN credentials).
+    pub ice_servers: Vec<IceServerInfo>,
 }
 
 /// Remote ICE candidates accepted per call; more are dropped (browsers send a handful).
@@ -369,6 +371,7 @@ impl Session {
                     .map(|c| c.config_name().to_owned())
                     .collect(),
             ),
+            ice_servers: rules.ice_servers.clone(),
         });
         Session {
             state: State::Idle,
@@ -973,6 +976,7 @@ mod tests {
                 idle_timeout: IDLE,
                 loopback_candidates: true,
                 resolve_mdns: false,
+                ice_servers: Vec::new(),
             },
             remote(40_000),
             t0,
@@ -1107,6 +1111,7 @@ mod tests {
                 idle_timeout: IDLE,
                 loopback_candidates: true,
                 resolve_mdns: false,
+                ice_servers: Vec::new(),
             },
             remote(1),
             Instant::now(),
@@ -1511,6 +1516,7 @@ mod tests {
                 idle_timeout: IDLE,
                 loopback_candidates: false,
                 resolve_mdns: false,
+                ice_servers: Vec::new(),
             },
             remote(1),
             t0,
@@ -1571,6 +1577,7 @@ mod tests {
             idle_timeout: IDLE,
             loopback_candidates: false,
             resolve_mdns: true,
+            ice_servers: Vec::new(),
         };
         let media = Arc::new(TestMedia {
             codecs: vec![H264],

@@ -5,7 +5,7 @@
 //! {"sdp": {"type": "offer", "sdp": "v=0..."}}
 //! {"candidate": {"candidate": "candidate:...", "sdpMid": "0", "sdpMLineIndex": 0}}
 //! {"candidate": null}                       end of candidates ({"candidate": ""} too)
-//! {"hello": {"version": 1, ...}}            server greeting
+//! {"hello": {"version": 1, ...}}            server greeting (with the page's ICE servers)
 //! {"error": {"code": "bad_json", "message": "..."}}
 //! {"bye": {}}                               hang up
 //! {"bitrate": {"target_kbps": 850}}         the encoder's adaptive bitrate target (server)
@@ -124,6 +124,23 @@ pub struct Hello {
     /// The video codecs the daemon sends, in preference order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codecs: Option<Vec<String>>,
+    /// The STUN and TURN servers the page should use (`[webrtc] ice_servers`, with this
+    /// connection's time-limited TURN credentials where the server has a secret).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ice_servers: Vec<IceServerInfo>,
+}
+
+/// One STUN or TURN server for the page, in the shape of the browser's `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServerInfo {
+    /// `stun:`, `turn:` and `turns:` URLs.
+    pub urls: Vec<String>,
+    /// The TURN user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The TURN password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// An error report.
@@ -428,9 +445,22 @@ mod tests {
             viewers: Some(2),
             max_viewers: Some(8),
             codecs: Some(vec!["h264".into(), "av1".into()]),
+            ice_servers: vec![IceServerInfo {
+                urls: vec!["turn:turn.example.org:3478".into()],
+                username: Some("1700000000:peercam".into()),
+                credential: Some("c2VjcmV0".into()),
+            }],
         });
         assert!(
             full.to_json().contains(r#""max_viewers":8"#),
+            "{}",
+            full.to_json()
+        );
+        // The shape of the browser's RTCIceServer, to pass to RTCPeerConnection as it is.
+        assert!(
+            full.to_json().contains(
+                r#""ice_servers":[{"urls":["turn:turn.example.org:3478"],"username":"1700000000:peercam","credential":"c2VjcmV0"}]"#
+            ),
             "{}",
             full.to_json()
         );

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::session::machine::Limit;
 use crate::session::protocol::{
-    self, Bye, ByeReason, ErrorBody, ErrorCode, Hello, Message, PROTOCOL_VERSION,
+    self, Bye, ByeReason, ErrorBody, ErrorCode, Hello, IceServerInfo, Message, PROTOCOL_VERSION,
 };
 
 /// Browsers per room, as in the tutorial.
@@ -75,12 +75,14 @@ pub struct RoomSession {
 }
 
 impl RoomSession {
-    /// A browser that joined `room` at `now` as member number `members` (1: alone).
+    /// A browser that joined `room` at `now` as member number `members` (1: alone); its
+    /// `hello` gives it `ice_servers`.
     pub fn new(
         room: &str,
         members: usize,
         max_message_bytes: usize,
         idle_timeout: Duration,
+        ice_servers: Vec<IceServerInfo>,
         now: Instant,
     ) -> RoomSession {
         let hello = Message::Hello(Hello {
@@ -90,6 +92,7 @@ impl RoomSession {
             viewers: Some(members),
             max_viewers: Some(ROOM_CAPACITY),
             codecs: None,
+            ice_servers,
         });
         RoomSession {
             room: room.to_owned(),
@@ -217,7 +220,7 @@ mod tests {
     }
 
     fn joined(members: usize, t0: Instant) -> RoomSession {
-        let mut s = RoomSession::new("lab", members, 65_536, IDLE, t0);
+        let mut s = RoomSession::new("lab", members, 65_536, IDLE, Vec::new(), t0);
         let (outputs, _) = drain(&mut s);
         assert!(
             matches!(&outputs[..], [RoomOutput::Send(Message::Hello(h))] if h.viewers == Some(members) && h.mode.as_deref() == Some("room")),

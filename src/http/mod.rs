@@ -856,6 +856,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     }
     out.push_str(&state.whep.metrics_text());
     out.push_str(&crate::peer::ice_mux::metrics_text());
+    out.push_str(&crate::peer::turn_watch::metrics_text());
     if let Some(lines) = &*state
         .extra_metrics
         .lock()

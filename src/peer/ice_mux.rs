@@ -74,6 +74,8 @@ const TCP_MAX_FRAME: usize = 1500;
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 /// The USERNAME attribute.
 const ATTR_USERNAME: u16 = 0x0006;
+/// The ERROR-CODE attribute.
+const ATTR_ERROR_CODE: u16 = 0x0009;
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -770,6 +772,7 @@ impl Runtime for MuxRuntime {
         self.peer.map_port(Transport::Udp, own, shared.local);
         Ok(Arc::new(MuxSocket {
             peer: self.peer.clone(),
+            turn: super::turn_watch::TurnWatch::default(),
             own_addr: own,
             own: tokio::net::UdpSocket::from_std(socket)?,
             shared,
@@ -855,6 +858,8 @@ impl Runtime for MuxRuntime {
 /// A peer's socket: media and ICE through the shared port, TURN through its own.
 struct MuxSocket {
     peer: Arc<MuxPeer>,
+    /// Whether TURN servers accept the call's credentials (said in the log per episode).
+    turn: super::turn_watch::TurnWatch,
     own_addr: SocketAddr,
     own: tokio::net::UdpSocket,
     shared: Arc<SharedSocket>,
@@ -885,6 +890,7 @@ impl AsyncUdpSocket for MuxSocket {
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         let data = transmit.contents;
         if is_turn(data) {
+            self.turn.sent(data);
             return self.own.poll_send_to(cx, data, transmit.destination);
         }
         self.peer.mux.outgoing(self.peer.id, data);
@@ -930,6 +936,7 @@ impl AsyncUdpSocket for MuxSocket {
         match self.own.poll_recv_from(cx, &mut read) {
             Poll::Ready(Ok(from)) => {
                 let n = read.filled().len();
+                self.turn.received(read.filled(), from);
                 *m = RecvMeta::default();
                 m.addr = from;
                 m.len = n;
@@ -953,7 +960,7 @@ fn is_turn(data: &[u8]) -> bool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StunClass {
+pub(super) enum StunClass {
     Request,
     Indication,
     Success,
@@ -962,15 +969,17 @@ enum StunClass {
 
 /// What the mux reads of a STUN message.
 #[derive(Debug)]
-struct Stun<'a> {
-    class: StunClass,
-    method: u16,
-    transaction: [u8; 12],
-    username: Option<&'a str>,
+pub(super) struct Stun<'a> {
+    pub class: StunClass,
+    pub method: u16,
+    pub transaction: [u8; 12],
+    pub username: Option<&'a str>,
+    /// An error response's code (ERROR-CODE: class * 100 + number).
+    pub error_code: Option<u16>,
 }
 
 impl<'a> Stun<'a> {
-    fn parse(data: &'a [u8]) -> Option<Stun<'a>> {
+    pub(super) fn parse(data: &'a [u8]) -> Option<Stun<'a>> {
         if data.len() < 20 || data[0] & 0xc0 != 0 || data[4..8] != MAGIC_COOKIE {
             return None;
         }
@@ -989,14 +998,18 @@ impl<'a> Stun<'a> {
         let mut transaction = [0u8; 12];
         transaction.copy_from_slice(&data[8..20]);
         let mut username = None;
+        let mut error_code = None;
         let mut at = 20;
         while at + 4 <= 20 + length {
             let attr = u16::from_be_bytes([data[at], data[at + 1]]);
             let len = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
             let value = data.get(at + 4..at + 4 + len)?;
-            if attr == ATTR_USERNAME {
-                username = std::str::from_utf8(value).ok();
-                break;
+            match attr {
+                ATTR_USERNAME => username = std::str::from_utf8(value).ok(),
+                ATTR_ERROR_CODE if len >= 4 => {
+                    error_code = Some(u16::from(value[2] & 0x07) * 100 + u16::from(value[3]));
+                }
+                _ => {}
             }
             at += 4 + len.div_ceil(4) * 4;
         }
@@ -1005,6 +1018,7 @@ impl<'a> Stun<'a> {
             method,
             transaction,
             username,
+            error_code,
         })
     }
 }

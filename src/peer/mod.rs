@@ -11,6 +11,7 @@ pub mod ice_mux;
 pub mod nat;
 mod rtcp;
 pub mod rtp;
+pub mod turn_watch;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};

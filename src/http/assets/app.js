@@ -32,6 +32,9 @@
   let localStream = null; // room mode: own camera and microphone
   let statsTimer = null;
   let targetKbps = null; // the daemon's video encoder target ({"bitrate": ...}), if adaptive
+  let helloIceServers = []; // the STUN/TURN servers the daemon's hello named
+  let greeted = null; // resolves `wsReady` when the daemon's hello arrives
+  const iceErrors = new Map(); // TURN/STUN server URL -> what went wrong, this call
 
   // ---- status -------------------------------------------------------------------------
 
@@ -71,12 +74,20 @@
     const socket = new WebSocket(url);
     ws = socket;
     byeEchoes = 0;
+    // Ready once the daemon spoke: its hello names the ICE servers the first call needs (a
+    // refusal, such as a full room, comes instead of hello and is shown first).
     wsReady = new Promise((resolve, reject) => {
-      socket.onopen = () => resolve(socket);
+      greeted = () => resolve(socket);
       socket.onerror = () => reject(new Error('cannot reach the signaling server at ' + url));
+      socket.addEventListener('close', () => reject(new Error('signaling connection closed')));
     });
     socket.onmessage = (event) => {
-      if (socket === ws) onMessage(event.data);
+      if (socket !== ws) return;
+      onMessage(event.data);
+      if (greeted) {
+        greeted();
+        greeted = null;
+      }
     };
     socket.onclose = (event) => {
       if (socket !== ws) return;
@@ -116,6 +127,10 @@
   }
 
   function onHello(hello) {
+    if (Array.isArray(hello.ice_servers)) {
+      helloIceServers = hello.ice_servers.filter((s) => s && (typeof s.urls === 'string' ||
+        Array.isArray(s.urls)));
+    }
     const parts = [hello.server || 'peercam'];
     if (hello.mode === 'room') {
       parts.push('room ' + room);
@@ -160,7 +175,8 @@
       return;
     }
     if (!room && body.reason === 'ice_timeout' && pc) {
-      fail('no connection to the camera in time (ICE): check the firewall for its UDP ports', true);
+      fail('no connection to the camera in time (ICE): check the firewall for its UDP ports' +
+        iceServerTrouble(), true);
       return;
     }
     if (!room && byeEchoes > 0) {
@@ -174,12 +190,30 @@
 
   // ---- peer connection ----------------------------------------------------------------
 
+  /** What went wrong with the STUN/TURN servers in this call, to add to a failure. */
+  function iceServerTrouble() {
+    if (!iceErrors.size) return '';
+    return '; ICE servers: ' + [...iceErrors].map(([url, what]) => url + ' ' + what).join('; ');
+  }
+
   function newPeer() {
     const config = {};
     const ice = params.get('ice'); // optional, e.g. ?ice=stun:stun.example.org:3478
     if (ice) config.iceServers = ice.split(',').map((u) => ({ urls: u }));
+    else if (helloIceServers.length) config.iceServers = helloIceServers;
     const peer = new RTCPeerConnection(config);
     const mine = () => peer === pc;
+    iceErrors.clear();
+    // A STUN/TURN server that refuses or does not answer: said when the call fails, and
+    // kept in window.peercamIceErrors.
+    peer.onicecandidateerror = (event) => {
+      if (!mine() || !event.url) return;
+      let what = event.errorCode + ' ' + (event.errorText || '');
+      if (event.errorCode === 401) what = 'refused the credentials (401 Unauthorized)';
+      else if (event.errorCode === 701) what = 'did not answer';
+      iceErrors.set(event.url, what.trim());
+      window.peercamIceErrors = Object.fromEntries(iceErrors);
+    };
     const remoteStream = new MediaStream();
     peer.onicecandidate = (event) => {
       if (mine()) send({ candidate: event.candidate ? event.candidate.toJSON() : null });
@@ -197,7 +231,7 @@
         case 'disconnected': setState('connecting', 'connection interrupted, waiting…'); break;
         case 'failed': {
           const other = room ? 'the other browser' : 'the camera';
-          fail('ICE connection failed: no network path to ' + other);
+          fail('ICE connection failed: no network path to ' + other + iceServerTrouble());
           break;
         }
         default: break;
@@ -296,6 +330,7 @@
 
   async function dial() {
     window.peercamError = null;
+    window.peercamIceErrors = {};
     window.peercamStats = null; // numbers of this call only
     window.peercamLatency.samples.length = 0;
     window.peercamLatency.p50 = null;

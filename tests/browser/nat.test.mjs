@@ -1,0 +1,288 @@
+// Watching from outside the home (issue 20): peercam behind a home router's NAT, headless
+// Chromium behind a mobile network's symmetric NAT, coturn (Debian's package) on the
+// "internet" between them, all in network namespaces (nat.mjs) built here and deleted at the
+// end. Each case dials from the real page, waits for 60 decoded frames, and asserts from
+// getStats() which candidate pair carried them (the page's window.peercamStats.path):
+//
+//   (a) the home router forwards the one UDP port      -> direct (no relay)
+//   (b) no UDP forward, symmetric NAT                   -> relayed through TURN over UDP
+//   (c) the mobile network blocks UDP                   -> ICE-TCP to the forwarded TCP port,
+//                                                          or TURN over TCP, or over TLS
+//   and: STUN gives peercam a server-reflexive candidate; TURN with coturn's REST-API
+//   (use-auth-secret) credentials; a TURN server that refuses the credentials is named on
+//   the page and in peercam's log.
+//
+// The page itself reaches peercam through a forward of TCP 7000 (signaling). Each case prints
+// its time from Dial to the first decoded frame (BENCHMARKS.md; also appended to the file
+// $PEERCAM_NAT_RESULTS names). Needs root. Default browser tier; about 40 s.
+//
+// When a case fails: NAT_DEBUG=1 prints the browser's candidate pairs and runs coturn with
+// --Verbose; NAT_RUST_LOG sets peercam's RUST_LOG; NAT_CHROMIUM_LOG=turn_port=3,... turns on
+// Chromium's WebRTC logging (with DEBUG=pw:browser to see it).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { peercamBin, recordPeerConnections } from './helpers.mjs';
+import { ADDR, Network } from './nat.mjs';
+
+const FRAMES = 60;
+const TURN_USER = 'viewer';
+const TURN_PASSWORD = 'turn-password-1';
+const TURN_SECRET = 'north-secret-for-tests';
+
+let net;
+let dir;
+
+before(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'peercam-nat-'));
+  // coturn's TLS certificate (the browser is told to accept it: --ignore-certificate-errors).
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt',
+    'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=turn.test',
+    '-keyout', path.join(dir, 'turn.key'), '-out', path.join(dir, 'turn.crt')], { stdio: 'pipe' });
+  net = new Network();
+  net.up(); // after() deletes what up() built even if it fails halfway
+});
+
+after(async () => {
+  await net?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** coturn on the internet: long-term credentials (`auth: 'static'`) or REST API ('secret'). */
+async function startCoturn(auth) {
+  const authArgs = auth === 'secret'
+    ? ['--use-auth-secret', `--static-auth-secret=${TURN_SECRET}`]
+    : ['--lt-cred-mech', `--user=${TURN_USER}:${TURN_PASSWORD}`];
+  const turn = net.spawn('internet', ['turnserver', '-n', '--no-cli', '--no-dtls',
+    `--listening-ip=${ADDR.internet}`, `--relay-ip=${ADDR.internet}`,
+    '--listening-port=3478', '--tls-listening-port=5349', '--realm=peercam.test',
+    '--fingerprint', `--cert=${path.join(dir, 'turn.crt')}`, `--pkey=${path.join(dir, 'turn.key')}`,
+    `--userdb=${path.join(dir, 'turndb')}`, `--pidfile=${path.join(dir, 'turn.pid')}`,
+    '--log-file=stdout', '--simple-log', process.env.NAT_DEBUG ? '--Verbose' : '--verbose', ...authArgs]);
+  await net.waitForTcp('mobileRouter', ADDR.internet, 3478);
+  return turn;
+}
+
+/** peercam in the home namespace with `webrtc` lines; resolves once its page answers. */
+async function startPeercam(name, webrtc) {
+  const config = path.join(dir, `${name}.toml`);
+  writeFileSync(config, `
+[server]
+listen = "0.0.0.0:7000"
+[video]
+source = "test"
+width = 320
+height = 240
+fps = 30
+[audio]
+source = "test"
+[webrtc]
+ip_addresses = ["${ADDR.home}"]
+udp_port = 8555
+tcp_port = 8555
+resolve_mdns = false
+${webrtc}
+[limits]
+ice_timeout_s = 10
+`);
+  const daemon = net.spawn('home', [peercamBin, '--config', config],
+    { env: { ...process.env, RUST_LOG: process.env.NAT_RUST_LOG || 'info', JOURNAL_STREAM: '' } });
+  await net.waitForTcp('home', ADDR.home, 7000);
+  return daemon;
+}
+
+/** Headless Chromium in the mobile namespace. */
+function launchMobileChromium() {
+  const wrapper = path.join(dir, 'chromium-mobile');
+  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${net.ns.mobile} /usr/bin/chromium "$@"\n`,
+    { mode: 0o755 });
+  return chromium.launch({
+    executablePath: wrapper,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic',
+      '--autoplay-policy=no-user-gesture-required', '--ignore-certificate-errors',
+      ...(process.env.NAT_CHROMIUM_LOG ? ['--enable-logging=stderr', `--vmodule=${process.env.NAT_CHROMIUM_LOG}`] : [])],
+  });
+}
+
+/**
+ * Opens the page at `url` from the mobile network, dials, and waits for FRAMES decoded
+ * frames (or the page giving up). Returns the page's stats and the ms from Dial to the first
+ * frame.
+ */
+async function watch(url, { expectFailure = false, timeoutMs = 25_000 } = {}) {
+  const browser = await launchMobileChromium();
+  try {
+    const page = await browser.newPage();
+    await page.addInitScript(recordPeerConnections);
+    await page.goto(url);
+    await page.waitForSelector('#dial');
+    const clicked = Date.now();
+    await page.click('#dial');
+    let firstFrameMs = null;
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const s = await page.evaluate(() => ({
+        state: window.peercamState,
+        error: window.peercamError,
+        iceErrors: window.peercamIceErrors,
+        status: document.getElementById('status').textContent,
+        stats: window.peercamStats,
+        iceServers: window.testPeers.at(-1)?.getConfiguration().iceServers,
+      }));
+      const frames = s.stats ? s.stats.framesDecoded : 0;
+      if (frames > 0 && firstFrameMs === null) firstFrameMs = Date.now() - clicked;
+      if (process.env.NAT_DEBUG && (s.state === 'failed' || Date.now() > until)) {
+        console.log(JSON.stringify(await page.evaluate(async () => {
+          const out = [];
+          (await window.testPeers.at(-1).getStats()).forEach((r) => {
+            if (['candidate-pair', 'local-candidate', 'remote-candidate'].includes(r.type)) out.push(r);
+          });
+          return out;
+        }).catch((e) => String(e))));
+      }
+      if (frames >= FRAMES || s.state === 'failed' || Date.now() > until) {
+        if (!expectFailure) {
+          assert.ok(frames >= FRAMES, `no ${FRAMES} frames decoded: ${JSON.stringify(s)}`);
+        }
+        return { ...s, firstFrameMs };
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    await browser.close();
+  }
+}
+
+const results = [];
+
+/** Records a case's time to first frame (printed, and appended to $PEERCAM_NAT_RESULTS). */
+function record(name, r) {
+  const line = `${name}: first frame ${r.firstFrameMs} ms after Dial, path ` +
+    `${r.stats.path.kind} ${r.stats.path.protocol} (${r.stats.path.local} -> ${r.stats.path.remote})`;
+  console.log(line);
+  results.push(line);
+  if (process.env.PEERCAM_NAT_RESULTS) appendFileSync(process.env.PEERCAM_NAT_RESULTS, `${line}\n`);
+}
+
+const PAGE = `http://${ADDR.homeWan}:7000/`;
+
+test('(a) one forwarded UDP port: a direct connection, and STUN gives the reflexive address', async () => {
+  net.clearForwards();
+  net.forward('tcp', 7000);
+  net.forward('udp', 8555);
+  const turn = await startCoturn('static');
+  // STUN only for peercam; the page gets the same stun: URL and no TURN.
+  const daemon = await startPeercam('a', `ice_servers = [{ urls = ["stun:${ADDR.internet}:3478"] }]`);
+  try {
+    const r = await watch(PAGE);
+    assert.equal(r.stats.path.kind === 'relayed', false, JSON.stringify(r.stats.path));
+    // The browser reached peercam at the router's public address and forwarded port: the
+    // server-reflexive candidate STUN gave (the host candidate is 192.168.1.10).
+    assert.equal(r.stats.path.remote, 'srflx', JSON.stringify(r.stats.path));
+    record('(a) UDP port forwarded', r);
+  } finally {
+    await Network.stop(daemon);
+    await Network.stop(turn);
+  }
+});
+
+test('(b) no UDP forward, symmetric NAT: TURN over UDP with REST-API credentials', async () => {
+  net.clearForwards();
+  net.forward('tcp', 7000);
+  const turn = await startCoturn('secret');
+  const daemon = await startPeercam('b', `
+[[webrtc.ice_servers]]
+urls = ["turn:${ADDR.internet}:3478?transport=udp"]
+secret = "${TURN_SECRET}"
+`);
+  try {
+    const r = await watch(PAGE);
+    assert.equal(r.stats.path.kind, 'relayed', JSON.stringify(r.stats.path));
+    assert.equal(r.stats.path.protocol, 'UDP', JSON.stringify(r.stats.path));
+    record('(b) symmetric NAT, TURN/UDP', r);
+    // coturn accepted time-limited user names `<expiry>:peercam` (peercam's and the page's).
+    assert.match(turn.output, /user <\d+:peercam>/, turn.output.slice(-2000));
+  } finally {
+    await Network.stop(daemon);
+    await Network.stop(turn);
+  }
+});
+
+test('(c) UDP blocked for the viewer: ICE-TCP on the forwarded TCP port', async () => {
+  net.clearForwards();
+  net.forward('tcp', 7000);
+  net.forward('tcp', 8555);
+  net.blockMobileUdp(true);
+  // The router's public address is advertised for the TCP candidate (no STUN over TCP).
+  const daemon = await startPeercam('c-ice-tcp', `nat_1to1_ips = ["${ADDR.homeWan}"]`);
+  try {
+    const r = await watch(PAGE);
+    assert.equal(r.stats.path.protocol, 'TCP', JSON.stringify(r.stats.path));
+    assert.notEqual(r.stats.path.kind, 'relayed', JSON.stringify(r.stats.path));
+    record('(c) UDP blocked, ICE-TCP', r);
+  } finally {
+    net.blockMobileUdp(false);
+    await Network.stop(daemon);
+  }
+});
+
+for (const [transport, url] of [
+  ['TCP', `turn:${ADDR.internet}:3478?transport=tcp`],
+  ['TLS', `turns:${ADDR.internet}:5349?transport=tcp`],
+]) {
+  test(`(c) UDP blocked for the viewer: TURN over ${transport}`, async () => {
+    net.clearForwards();
+    net.forward('tcp', 7000);
+    net.blockMobileUdp(true);
+    const turn = await startCoturn('static');
+    // peercam learns its public address over STUN and allocates over UDP (it reaches
+    // coturn); the browser allocates over TCP or TLS.
+    const daemon = await startPeercam(`c-turn-${transport}`, `
+[[webrtc.ice_servers]]
+urls = ["stun:${ADDR.internet}:3478", "turn:${ADDR.internet}:3478?transport=udp", "${url}"]
+username = "${TURN_USER}"
+credential = "${TURN_PASSWORD}"
+`);
+    try {
+      const r = await watch(PAGE);
+      assert.equal(r.stats.path.kind, 'relayed', JSON.stringify(r.stats.path));
+      assert.equal(r.stats.path.protocol, transport, JSON.stringify(r.stats.path));
+      record(`(c) UDP blocked, TURN/${transport}`, r);
+    } finally {
+      net.blockMobileUdp(false);
+      await Network.stop(daemon);
+      await Network.stop(turn);
+    }
+  });
+}
+
+test('a TURN server that refuses the credentials is named on the page and in the log', async () => {
+  net.clearForwards();
+  net.forward('tcp', 7000);
+  const turn = await startCoturn('static');
+  const daemon = await startPeercam('refused', `
+[[webrtc.ice_servers]]
+urls = ["turn:${ADDR.internet}:3478?transport=udp"]
+username = "${TURN_USER}"
+credential = "not-the-password"
+`);
+  try {
+    const r = await watch(PAGE, { expectFailure: true });
+    assert.equal(r.state, 'failed', JSON.stringify(r));
+    assert.match(r.error, /turn:203\.0\.113\.1:3478\?transport=udp refused the credentials \(401/,
+      JSON.stringify(r));
+    // One line for the episode, naming the server and the keys to check.
+    const lines = daemon.output.split('\n').filter((l) => l.includes("refused peercam's credentials"));
+    assert.equal(lines.length, 1, daemon.output.slice(-3000));
+    assert.match(lines[0], /WARN .*TURN server 203\.0\.113\.1:3478 refused peercam's credentials \(401 Unauthorized\): check username and credential, or secret/);
+  } finally {
+    await Network.stop(daemon);
+    await Network.stop(turn);
+  }
+});

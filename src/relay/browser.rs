@@ -19,6 +19,7 @@ use super::counters::bump;
 use super::links::{Attach, ToBrowser};
 use super::RelayState;
 use crate::http;
+use crate::http::connections::Connection;
 use crate::limits::LimitLog;
 use crate::session::protocol::{ErrorBody, ErrorCode, Message};
 use crate::session::relay_wire::Frame;
@@ -33,6 +34,7 @@ static REFUSED: LimitLog = LimitLog::new("relay browser limits");
 
 /// `/d/NAME/ws`.
 pub async fn ws(
+    slot: Option<axum::Extension<Arc<Connection>>>,
     State(state): State<Arc<RelayState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
@@ -76,6 +78,8 @@ pub async fn ws(
     let upgrade = http::bounded_upgrade(upgrade, state.settings.limits.max_message_bytes);
     upgrade.on_upgrade(move |ws| async move {
         serve(&state, ws, remote, name, permit).await;
+        // The socket held its connection's place (per address and in all) until now.
+        drop(slot);
         drop(token);
     })
 }

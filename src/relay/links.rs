@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::counters::bump;
 use super::RelayState;
+use crate::http::connections::Connection;
 use crate::limits::LimitLog;
 use crate::logging::client_str;
 use crate::session::relay_wire::{self, Frame, Refusal, RefusalCode, Register};
@@ -188,6 +189,7 @@ impl Links {
 
 /// `/link`: a device's WebSocket.
 pub async fn link(
+    slot: Option<axum::Extension<Arc<Connection>>>,
     State(state): State<Arc<RelayState>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     upgrade: WebSocketUpgrade,
@@ -199,6 +201,8 @@ pub async fn link(
         .max_frame_size(relay_wire::MAX_FRAME_BYTES)
         .on_upgrade(move |ws| async move {
             serve(&state, ws, remote).await;
+            // The link held its connection's place until now.
+            drop(slot);
             drop(token);
         })
 }

@@ -28,8 +28,9 @@ pub struct Cli {
     /// Config file [default: /etc/peercam/peercam.toml if it exists, else built-in defaults].
     #[arg(long, value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
-    /// Listen on this address instead of [server] listen, e.g. 127.0.0.1:8080.
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Listen on this address instead of [server] listen (for `relay`: [relay_server]
+    /// listen), e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR:PORT", global = true)]
     pub listen: Option<SocketAddr>,
     /// Print every camera (V4L2) and microphone (ALSA) found, with formats, sizes and frame
     /// rates, and exit.
@@ -64,6 +65,14 @@ pub enum Command {
               value_parser = clap::value_parser!(u64).range(1..=20))]
         bench_seconds: u64,
     },
+    /// Run a signaling relay on a public host (no media): devices with a [relay] url connect
+    /// out to it, browsers log in and dial them by name. Its config is its own file
+    /// [--config, default: /etc/peercam/relay.toml].
+    Relay {
+        /// Check the relay's config file and exit (0 ok, 2 invalid).
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 /// Runs what the command line asks for and returns the process exit code.
@@ -87,7 +96,38 @@ pub fn run(cli: Cli) -> ExitCode {
                 bench: (!no_bench).then(|| std::time::Duration::from_secs(bench_seconds)),
             },
         ),
+        Some(Command::Relay { check }) => run_relay(cli.config.as_deref(), cli.listen, check),
         None => run_daemon(cli.config.as_deref(), cli.listen),
+    }
+}
+
+/// `peercam relay`: reads its own file (there are no built-in defaults to fall back to: a
+/// relay without devices serves nobody) and runs it.
+fn run_relay(config: Option<&Path>, listen: Option<SocketAddr>, check: bool) -> ExitCode {
+    let path = config.unwrap_or(Path::new(config::relay::DEFAULT_RELAY_PATH));
+    let mut settings = match config::relay::load_relay(path) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("peercam relay: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if check {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    if let Some(addr) = listen {
+        settings.server.listen = addr;
+    }
+    crate::logging::init(settings.log.level);
+    log::info!("configuration: {}", path.display());
+    match crate::relay::run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("peercam relay: {e}");
+            ExitCode::from(EXIT_DAEMON)
+        }
     }
 }
 

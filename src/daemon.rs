@@ -144,6 +144,12 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
     }
 
     let mut server = tokio::spawn(http::serve(listener, state.clone(), tls));
+    if let Some(relay) = running.relay.clone() {
+        // The local page and /ws keep working beside it; the link ends with `shutdown`.
+        state
+            .tasks
+            .spawn(http::relay_link::run(state.clone(), relay));
+    }
     let mut publishers = Publishers::start(&running.publish, &hub, &running.webrtc);
     publish_metrics(&state, &publishers);
     let mut watchdog = Watchdog::new(local, scheme);
@@ -339,6 +345,7 @@ async fn reload(
     let mut wanted = loaded.settings;
     let needs_restart: Vec<&str> = [
         ("[server]", running.server != wanted.server),
+        ("[relay]", running.relay != wanted.relay),
         ("[limits]", running.limits != wanted.limits),
         ("[log]", running.log != wanted.log),
     ]
@@ -356,6 +363,7 @@ async fn reload(
     wanted.server = running.server.clone();
     wanted.limits = running.limits.clone();
     wanted.log = running.log.clone();
+    wanted.relay = running.relay.clone();
     let media_changed = running.video != wanted.video
         || running.audio != wanted.audio
         || running.rpicam != wanted.rpicam;

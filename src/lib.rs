@@ -63,6 +63,7 @@ pub mod mdns;
 pub mod media;
 pub mod peer;
 pub mod pipeline;
+pub mod relay;
 pub mod session;
 pub mod systemd;
 pub mod whip;

@@ -30,6 +30,17 @@ pub(crate) struct RawConfig {
     pub log: RawLog,
     pub rpicam: RawRpicam,
     pub publish: Value<Vec<Spanned<RawPublish>>>,
+    pub relay: RawRelay,
+}
+
+/// `[relay]`: the device's link to `peercam relay`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRelay {
+    pub url: Value<String>,
+    pub token: Value<String>,
+    pub name: Value<String>,
+    pub ca_file: Value<String>,
 }
 
 /// One `[[publish]]` entry.
@@ -160,7 +171,7 @@ pub(crate) struct Field {
     pub shape: Shape,
 }
 
-const fn value(name: &'static str) -> Field {
+pub(crate) const fn value(name: &'static str) -> Field {
     Field {
         name,
         shape: Shape::Value,
@@ -230,6 +241,12 @@ const RPICAM: &[Field] = &[
     value("extra_args"),
 ];
 const PUBLISH: &[Field] = &[value("url"), value("token"), value("codecs")];
+const RELAY: &[Field] = &[
+    value("url"),
+    value("token"),
+    value("name"),
+    value("ca_file"),
+];
 
 /// Every table and key the file may contain.
 pub(crate) const SCHEMA: &[Field] = &[
@@ -264,6 +281,10 @@ pub(crate) const SCHEMA: &[Field] = &[
     Field {
         name: "publish",
         shape: Shape::TableArray(PUBLISH),
+    },
+    Field {
+        name: "relay",
+        shape: Shape::Table(RELAY),
     },
 ];
 
@@ -361,8 +382,17 @@ pub(crate) fn check_structure(
     root: &DeTable<'_>,
     src: Source<'_>,
 ) -> Result<KeyIndex, ConfigError> {
+    check_structure_of(root, SCHEMA, src)
+}
+
+/// [`check_structure`] against another file's `schema` (the relay's).
+pub(crate) fn check_structure_of(
+    root: &DeTable<'_>,
+    schema: &[Field],
+    src: Source<'_>,
+) -> Result<KeyIndex, ConfigError> {
     let mut index = KeyIndex::default();
-    walk_table(root, SCHEMA, &mut Vec::new(), src, &mut index)?;
+    walk_table(root, schema, &mut Vec::new(), src, &mut index)?;
     Ok(index)
 }
 

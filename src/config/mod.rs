@@ -26,14 +26,16 @@ use serde::Deserialize;
 
 mod error;
 mod file;
+pub mod relay;
 mod settings;
 mod validate;
 
 pub use error::{ConfigError, Invalid};
 pub use settings::{
-    AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, NatMapping, Password,
-    PublishTarget, RpicamSettings, ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings,
-    VideoSource, WebrtcSettings, MAX_PUBLISH_TARGETS, MIN_PASSWORD_CHARS,
+    is_device_name, is_relay_token, AudioSettings, AudioSource, IceServer, LimitSettings,
+    LogSettings, NatMapping, Password, PublishTarget, RelaySettings, RelayUrl, RpicamSettings,
+    ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings, VideoSource, WebrtcSettings,
+    MAX_DEVICE_NAME, MAX_PUBLISH_TARGETS, MIN_PASSWORD_CHARS, MIN_RELAY_TOKEN,
 };
 
 /// The file read when no `--config` is given, if it exists.
@@ -196,7 +198,7 @@ mod tests {
 
     #[test]
     fn unknown_key_at_top_level_lists_the_tables() {
-        let expected = "unknown key colour; expected one of the tables: [server], [video], [audio], [webrtc], [limits], [log], [rpicam], [[publish]]";
+        let expected = "unknown key colour; expected one of the tables: [server], [video], [audio], [webrtc], [limits], [log], [rpicam], [[publish]], [relay]";
         assert_eq!(error_of("colour = 1\n"), format!("t.toml:1:1: {expected}"));
         assert_eq!(
             error_of("[log]\nlevel = \"info\"\n[colour]\n"),

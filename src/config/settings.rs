@@ -29,6 +29,69 @@ pub struct Settings {
     pub rpicam: RpicamSettings,
     /// `[[publish]]`: WHIP servers the stream is sent to.
     pub publish: Vec<PublishTarget>,
+    /// `[relay]`: the link out to a `peercam relay`; `None` when `url` is unset.
+    pub relay: Option<RelaySettings>,
+}
+
+/// `[relay]`: the device connects out to `peercam relay` and browsers dial it there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// Where the relay is: `wss://` (or `ws://` to a loopback host).
+    pub url: RelayUrl,
+    /// The device's token, as listed for its name in the relay's `[[relay_server.devices]]`.
+    pub token: String,
+    /// The name browsers dial (`[a-z0-9-]`, 1 to 32 characters); default: the host name.
+    pub name: String,
+    /// PEM certificates trusted for the relay besides the system's roots (a self-signed
+    /// relay's own certificate).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for RelaySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret.
+        f.debug_struct("RelaySettings")
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A relay's WebSocket URL, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayUrl {
+    /// As written.
+    pub text: String,
+    /// `wss://` (else `ws://`, only to a loopback host).
+    pub tls: bool,
+    /// The host name or address (an IPv6 address without brackets).
+    pub host: String,
+    /// The port (443 or 80 when not written).
+    pub port: u16,
+}
+
+/// Longest device name (`[relay] name`, `[[relay_server.devices]] name`).
+pub const MAX_DEVICE_NAME: usize = 32;
+/// Shortest relay token.
+pub const MIN_RELAY_TOKEN: usize = 16;
+
+/// Whether `name` is a device name: 1 to [`MAX_DEVICE_NAME`] of `a-z`, `0-9` and `-`, not
+/// starting or ending with `-`.
+pub fn is_device_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_DEVICE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Whether `token` is a relay token: at least [`MIN_RELAY_TOKEN`] printable ASCII characters
+/// without spaces, at most 256.
+pub fn is_relay_token(token: &str) -> bool {
+    (MIN_RELAY_TOKEN..=256).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// `[rpicam]`: the Camera Module through rpicam-vid (`video.source = "rpicam"`, or `"auto"`

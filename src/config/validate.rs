@@ -15,13 +15,14 @@ use std::str::FromStr;
 
 use super::error::{ConfigError, Source};
 use super::file::{
-    RawAudio, RawConfig, RawIceServer, RawLimits, RawLog, RawPublish, RawRpicam, RawServer,
-    RawVideo, RawWebrtc, Value,
+    RawAudio, RawConfig, RawIceServer, RawLimits, RawLog, RawPublish, RawRelay, RawRpicam,
+    RawServer, RawVideo, RawWebrtc, Value,
 };
 use super::settings::{
     AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, NatMapping, Password,
-    PublishTarget, RpicamSettings, ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings,
-    VideoSource, WebrtcSettings, MAX_PUBLISH_TARGETS, MIN_PASSWORD_CHARS,
+    PublishTarget, RelaySettings, RelayUrl, RpicamSettings, ServerSettings, Settings, TlsMode,
+    VideoFormat, VideoSettings, VideoSource, WebrtcSettings, MAX_PUBLISH_TARGETS,
+    MIN_PASSWORD_CHARS,
 };
 use crate::media::VideoCodec;
 
@@ -36,8 +37,161 @@ pub(crate) fn validate(raw: RawConfig, src: Source<'_>) -> Result<Settings, Conf
         log: log_settings(raw.log, src)?,
         rpicam: rpicam(raw.rpicam, src)?,
         publish: Vec::new(),
+        relay: relay(raw.relay, src)?,
     }
     .with_publish(raw.publish, src)
+}
+
+/// `[relay]`: off while `url` is unset or `""`; then `token` is required.
+fn relay(raw: RawRelay, src: Source<'_>) -> Result<Option<RelaySettings>, ConfigError> {
+    let Some(url) = raw.url.filter(|u| !u.get_ref().trim().is_empty()) else {
+        return Ok(None);
+    };
+    let url_span = url.span();
+    let url = relay_url(url.get_ref().trim())
+        .map_err(|expected| src.bad_value(url_span.clone(), "[relay] url", &expected))?;
+    let token = match raw.token {
+        Some(t) if super::settings::is_relay_token(t.get_ref()) => t.into_inner(),
+        Some(t) => {
+            let expected = format!(
+                "expected the token from the relay's [[relay_server.devices]]: at least {} \
+                 printable characters without spaces",
+                super::settings::MIN_RELAY_TOKEN
+            );
+            return Err(src.bad_value(t.span(), "[relay] token", &expected));
+        }
+        None => {
+            let expected = "expected a token key beside it: [relay] url needs the device's \
+                            token from the relay's [[relay_server.devices]]";
+            return Err(src.bad_value(url_span, "[relay] url", expected));
+        }
+    };
+    let name = match raw.name.filter(|n| !n.get_ref().is_empty()) {
+        Some(n) if super::settings::is_device_name(n.get_ref()) => n.into_inner(),
+        Some(n) => {
+            let expected = device_name_expected();
+            return Err(src.bad_value(n.span(), "[relay] name", &expected));
+        }
+        None => default_device_name(),
+    };
+    let ca_file = match raw.ca_file.filter(|f| !f.get_ref().is_empty()) {
+        None => None,
+        Some(f) if f.get_ref().starts_with('/') => Some(PathBuf::from(f.into_inner())),
+        Some(f) => {
+            let expected = "expected an absolute path to a PEM file, such as \
+                            \"/etc/peercam/relay-ca.pem\", or \"\"";
+            return Err(src.bad_value(f.span(), "[relay] ca_file", expected));
+        }
+    };
+    Ok(Some(RelaySettings {
+        url,
+        token,
+        name,
+        ca_file,
+    }))
+}
+
+/// What a device name must look like, for error messages.
+pub(crate) fn device_name_expected() -> String {
+    format!(
+        "expected 1 to {} characters of a-z, 0-9 and '-' (not first or last), such as \"shop\"",
+        super::settings::MAX_DEVICE_NAME
+    )
+}
+
+/// The host name made into a device name: lower case, other characters as '-', cut to
+/// [`MAX_DEVICE_NAME`](super::settings::MAX_DEVICE_NAME); `peercam` when nothing is left.
+fn default_device_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let name: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(super::settings::MAX_DEVICE_NAME)
+        .collect();
+    let name = name.trim_matches('-').to_owned();
+    if super::settings::is_device_name(&name) {
+        name
+    } else {
+        "peercam".to_owned()
+    }
+}
+
+/// Takes `wss://host[:port][/path]` apart; `ws://` only to a loopback host (a relay on the
+/// same machine), since the token would cross the network in clear text.
+fn relay_url(text: &str) -> Result<RelayUrl, String> {
+    const EXPECTED: &str = "expected a wss:// URL such as \"wss://relay.example.org:8443/\"";
+    let (tls, rest) = if let Some(rest) = text.strip_prefix("wss://") {
+        (true, rest)
+    } else if let Some(rest) = text.strip_prefix("ws://") {
+        (false, rest)
+    } else {
+        return Err(EXPECTED.to_owned());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (address, after) = v6.split_once(']').ok_or(EXPECTED)?;
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(EXPECTED.to_owned());
+        }
+        (address, after.strip_prefix(':'))
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':');
+    let port = match port {
+        None => {
+            if tls {
+                443
+            } else {
+                80
+            }
+        }
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{EXPECTED} (the port is 1 to 65535)"))?,
+    };
+    if !host_ok || text.len() > 2048 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{EXPECTED} (no user info; put the secret in token)"
+        ));
+    }
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !tls && !loopback {
+        return Err(
+            "expected wss://: ws:// would send the token and every viewer's \
+                    signaling in clear text; it is allowed only to a loopback host \
+                    (127.0.0.1, ::1, localhost)"
+                .to_owned(),
+        );
+    }
+    Ok(RelayUrl {
+        text: text.to_owned(),
+        tls,
+        host: host.to_owned(),
+        port,
+    })
 }
 
 impl Settings {
@@ -130,7 +284,7 @@ fn publish_target(
 }
 
 /// An integer in `lo..=hi` (and even, when asked), converted to the settings' type.
-fn ranged<T: TryFrom<i64>>(
+pub(crate) fn ranged<T: TryFrom<i64>>(
     src: Source<'_>,
     value: Value<i64>,
     key: &str,
@@ -152,12 +306,22 @@ fn ranged<T: TryFrom<i64>>(
 }
 
 fn server(raw: RawServer, src: Source<'_>) -> Result<ServerSettings, ConfigError> {
+    server_table(raw, src, "[server]")
+}
+
+/// The keys of `[server]`, also those of the relay's `[relay_server]` (`table`, for the
+/// error messages).
+pub(crate) fn server_table(
+    raw: RawServer,
+    src: Source<'_>,
+    table: &str,
+) -> Result<ServerSettings, ConfigError> {
     let mut s = ServerSettings::default();
     if let Some(v) = raw.listen {
         s.listen = SocketAddr::from_str(v.get_ref().trim()).map_err(|_| {
             let expected =
                 "expected an IP address and port such as \"0.0.0.0:7000\" or \"[::]:7000\"";
-            src.bad_value(v.span(), "[server] listen", expected)
+            src.bad_value(v.span(), &format!("{table} listen"), expected)
         })?;
     }
     if let Some(v) = raw.password {
@@ -165,27 +329,27 @@ fn server(raw: RawServer, src: Source<'_>) -> Result<ServerSettings, ConfigError
         if password.trim() != password.as_str() {
             let expected = "expected no spaces at the start or end (they are easy to get wrong \
                             when typing it in)";
-            return Err(src.bad_value(v.span(), "[server] password", expected));
+            return Err(src.bad_value(v.span(), &format!("{table} password"), expected));
         }
         if !password.is_empty() {
             if password.chars().count() < MIN_PASSWORD_CHARS {
                 let expected = format!(
                     "expected at least {MIN_PASSWORD_CHARS} characters, or \"\" for no password"
                 );
-                return Err(src.bad_value(v.span(), "[server] password", &expected));
+                return Err(src.bad_value(v.span(), &format!("{table} password"), &expected));
             }
             s.password = Some(Password(password.clone()));
         }
     }
     if let Some(v) = raw.tls {
-        s.tls = tls_mode(v, src)?;
+        s.tls = tls_mode(v, src, &format!("{table} tls"))?;
     }
     if let Some(v) = raw.state_dir {
         let dir = v.get_ref().trim();
         if !dir.is_empty() {
             if !dir.starts_with('/') {
                 let expected = "expected an absolute path such as \"/var/lib/peercam\", or \"\"";
-                return Err(src.bad_value(v.span(), "[server] state_dir", expected));
+                return Err(src.bad_value(v.span(), &format!("{table} state_dir"), expected));
             }
             s.state_dir = Some(PathBuf::from(dir));
         }
@@ -204,7 +368,7 @@ fn server(raw: RawServer, src: Source<'_>) -> Result<ServerSettings, ConfigError
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         if !valid {
-            let key = format!("[server] hosts[{i}]");
+            let key = format!("{table} hosts[{i}]");
             let expected = "expected a host name such as \"camera.example.org\" (letters, \
                             digits, '-' and '.'; no scheme, port or path)";
             return Err(src.bad_value(name.span(), &key, expected));
@@ -222,7 +386,7 @@ fn server(raw: RawServer, src: Source<'_>) -> Result<ServerSettings, ConfigError
         .enumerate()
     {
         let Some(value) = cors_origin(origin.get_ref()) else {
-            let key = format!("[server] cors_origins[{i}]");
+            let key = format!("{table} cors_origins[{i}]");
             let expected = "expected an origin such as \"https://player.example.org\" or \
                             \"http://192.168.1.20:8080\" (scheme, host and port only; no path, \
                             no wildcard)";
@@ -267,8 +431,11 @@ fn cors_origin(text: &str) -> Option<String> {
 }
 
 /// `[server] tls`: `"off"`, `"self-signed"` or `{ cert = "/path", key = "/path" }`.
-fn tls_mode(v: toml::Spanned<toml::Value>, src: Source<'_>) -> Result<TlsMode, ConfigError> {
-    const KEY: &str = "[server] tls";
+fn tls_mode(
+    v: toml::Spanned<toml::Value>,
+    src: Source<'_>,
+    key: &str,
+) -> Result<TlsMode, ConfigError> {
     const EXPECTED: &str = "expected \"off\", \"self-signed\" or { cert = \"/path/cert.pem\", \
                             key = \"/path/key.pem\" }";
     let span = v.span();
@@ -276,7 +443,7 @@ fn tls_mode(v: toml::Spanned<toml::Value>, src: Source<'_>) -> Result<TlsMode, C
         toml::Value::String(mode) => match mode.trim() {
             "off" => Ok(TlsMode::Off),
             "self-signed" => Ok(TlsMode::SelfSigned),
-            _ => Err(src.bad_value(span, KEY, EXPECTED)),
+            _ => Err(src.bad_value(span, key, EXPECTED)),
         },
         toml::Value::Table(table) => {
             let path = |name: &str| -> Result<PathBuf, ConfigError> {
@@ -284,11 +451,11 @@ fn tls_mode(v: toml::Spanned<toml::Value>, src: Source<'_>) -> Result<TlsMode, C
                     Some(toml::Value::String(p)) if p.starts_with('/') => Ok(PathBuf::from(p)),
                     Some(_) => {
                         let expected = format!("expected {name} to be an absolute path in quotes");
-                        Err(src.bad_value(span.clone(), KEY, &expected))
+                        Err(src.bad_value(span.clone(), key, &expected))
                     }
                     None => {
                         let expected = format!("expected a {name} key: {EXPECTED}");
-                        Err(src.bad_value(span.clone(), KEY, &expected))
+                        Err(src.bad_value(span.clone(), key, &expected))
                     }
                 }
             };
@@ -301,11 +468,11 @@ fn tls_mode(v: toml::Spanned<toml::Value>, src: Source<'_>) -> Result<TlsMode, C
                 .find(|k| !["cert", "key"].contains(&k.as_str()))
             {
                 let expected = format!("unknown key {other}; expected only cert and key");
-                return Err(src.bad_value(span, KEY, &expected));
+                return Err(src.bad_value(span, key, &expected));
             }
             Ok(mode)
         }
-        _ => Err(src.bad_value(span, KEY, EXPECTED)),
+        _ => Err(src.bad_value(span, key, EXPECTED)),
     }
 }
 
@@ -860,7 +1027,7 @@ fn udp_ports(
     Ok((lo, hi))
 }
 
-fn limits(raw: RawLimits, src: Source<'_>) -> Result<LimitSettings, ConfigError> {
+pub(crate) fn limits(raw: RawLimits, src: Source<'_>) -> Result<LimitSettings, ConfigError> {
     let d = LimitSettings::default();
     Ok(LimitSettings {
         max_viewers: ranged(
@@ -946,7 +1113,7 @@ fn limits(raw: RawLimits, src: Source<'_>) -> Result<LimitSettings, ConfigError>
     })
 }
 
-fn log_settings(raw: RawLog, src: Source<'_>) -> Result<LogSettings, ConfigError> {
+pub(crate) fn log_settings(raw: RawLog, src: Source<'_>) -> Result<LogSettings, ConfigError> {
     let mut s = LogSettings::default();
     if let Some(v) = raw.level {
         s.level = log::LevelFilter::from_str(v.get_ref().trim()).map_err(|_| {
@@ -1487,5 +1654,89 @@ level = "DEBUG"
             .starts_with("t.toml:2:17: [webrtc] nat_1to1_ips[0] = \"router\": expected"));
         assert!(error_of("[log]\nlevel = \"loud\"\n")
             .starts_with("t.toml:2:9: [log] level = \"loud\": expected one of"));
+    }
+
+    #[test]
+    fn relay_link_keys() {
+        assert_eq!(
+            parse_str("[relay]\nurl = \"\"\n", "t.toml")
+                .expect("off")
+                .relay,
+            None
+        );
+        let s = parse_str(
+            "[relay]\nurl = \"wss://relay.example.org:8443/link\"\n\
+             token = \"0123456789abcdef\"\nname = \"shop\"\nca_file = \"/etc/peercam/ca.pem\"\n",
+            "t.toml",
+        )
+        .expect("valid")
+        .relay
+        .expect("on");
+        assert_eq!(
+            (s.url.tls, s.url.host.as_str(), s.url.port, s.name.as_str()),
+            (true, "relay.example.org", 8443, "shop")
+        );
+        assert_eq!(
+            s.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/peercam/ca.pem"))
+        );
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdef"),
+            "the token is secret"
+        );
+        // Default port and name; ws:// to loopback only.
+        let s = parse_str(
+            "[relay]\nurl = \"ws://[::1]/link\"\ntoken = \"0123456789abcdef\"\n",
+            "t.toml",
+        )
+        .expect("loopback ws")
+        .relay
+        .expect("on");
+        assert_eq!((s.url.host.as_str(), s.url.port), ("::1", 80));
+        assert!(crate::config::is_device_name(&s.name), "{}", s.name);
+        let message =
+            error_of("[relay]\nurl = \"ws://relay.example.org/\"\ntoken = \"0123456789abcdef\"\n");
+        assert!(
+            message.starts_with("t.toml:2:7: [relay] url = \"ws://relay.example.org/\": expected wss://: ws:// would send the token")
+                && message.contains("only to a loopback host"),
+            "{message}"
+        );
+        for bad in [
+            "https://relay/",
+            "wss://",
+            "wss://user:pw@relay/",
+            "wss://relay:0/",
+        ] {
+            let message = error_of(&format!(
+                "[relay]\nurl = \"{bad}\"\ntoken = \"0123456789abcdef\"\n"
+            ));
+            assert!(
+                message.starts_with("t.toml:2:7: [relay] url = "),
+                "{bad}: {message}"
+            );
+        }
+        let message = error_of("[relay]\nurl = \"wss://relay/\"\n");
+        assert!(message.contains("token"), "{message}");
+        let message = error_of("[relay]\nurl = \"wss://relay/\"\ntoken = \"short\"\n");
+        assert!(
+            message.starts_with("t.toml:3:9: [relay] token = \"short\": expected")
+                && message.contains("at least 16"),
+            "{message}"
+        );
+        let message = error_of(
+            "[relay]\nurl = \"wss://relay/\"\ntoken = \"0123456789abcdef\"\nname = \"-Shop\"\n",
+        );
+        assert!(
+            message.starts_with("t.toml:4:8: [relay] name = \"-Shop\": expected 1 to 32"),
+            "{message}"
+        );
+        let message = error_of(
+            "[relay]\nurl = \"wss://relay/\"\ntoken = \"0123456789abcdef\"\nca_file = \"ca.pem\"\n",
+        );
+        assert!(
+            message.starts_with("t.toml:4:11: [relay] ca_file"),
+            "{message}"
+        );
+        assert!(error_of("[relay]\nport = 1\n").contains("unknown key [relay] port"));
     }
 }

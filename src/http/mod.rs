@@ -9,6 +9,7 @@ pub mod connections;
 pub mod hosts;
 mod lookups;
 pub mod media;
+pub mod relay_link;
 mod room;
 mod socket;
 pub mod tls;
@@ -65,7 +66,7 @@ const MAX_LOGIN_BODY: usize = 4096;
 /// Hits of the WebSocket cap.
 static WS_LIMIT: LimitLog = LimitLog::new("[limits] max_connections");
 /// WebSockets and logins refused for a foreign Origin.
-static ORIGIN_REFUSED: LimitLog = LimitLog::new("Origin check");
+pub(crate) static ORIGIN_REFUSED: LimitLog = LimitLog::new("Origin check");
 /// Requests refused for naming an unknown host (DNS rebinding) without a password.
 static HOST_REFUSED: LimitLog = LimitLog::new("[server] hosts");
 
@@ -127,6 +128,24 @@ pub struct AppState {
     /// More `/metrics` lines from parts of the daemon outside the HTTP server (the WHIP
     /// publications), replaced when they change.
     extra_metrics: std::sync::Mutex<Option<ExtraMetrics>>,
+}
+
+/// What the login, the session check and the host check need; implemented by the daemon's
+/// state and by the relay's (`peercam relay` serves the same login with the same rules).
+pub trait Front: Send + Sync + 'static {
+    /// The password check and sessions.
+    fn auth(&self) -> &Auth;
+    /// The names the server answers to, and the same-origin check.
+    fn hosts(&self) -> &Hosts;
+}
+
+impl Front for AppState {
+    fn auth(&self) -> &Auth {
+        &self.auth
+    }
+    fn hosts(&self) -> &Hosts {
+        &self.hosts
+    }
 }
 
 /// Writes `/metrics` lines.
@@ -271,7 +290,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_login));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_login::<AppState>,
+        ));
     // WHEP checks the page's origin (CORS) and the password itself: a CORS preflight comes
     // without the password.
     let whep = Router::new()
@@ -288,26 +310,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/style.css", get(style_css))
         .route(
             "/login",
-            post(login).layer(DefaultBodyLimit::max(MAX_LOGIN_BODY)),
+            post(login::<AppState>).layer(DefaultBodyLimit::max(MAX_LOGIN_BODY)),
         )
-        .route("/logout", post(logout))
+        .route("/logout", post(logout::<AppState>))
         .merge(protected)
         .merge(whep)
-        .layer(middleware::from_fn_with_state(state.clone(), known_host))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            known_host::<AppState>,
+        ))
         .with_state(state)
 }
 
 /// Without a password, refuses requests that name a host the daemon does not answer to: a
 /// page on another domain that rebinds its name to the camera's address (DNS rebinding)
 /// must not read it.
-async fn known_host(
-    State(state): State<Arc<AppState>>,
+pub(crate) async fn known_host<S: Front>(
+    State(state): State<Arc<S>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    let authority = state.hosts.authority(request.headers());
-    if !state.auth.is_open() || state.hosts.knows(authority) {
+    let authority = state.hosts().authority(request.headers());
+    if !state.auth().is_open() || state.hosts().knows(authority) {
         return next.run(request).await;
     }
     let named = crate::logging::client_str(authority.unwrap_or_default());
@@ -331,16 +356,37 @@ pub async fn serve(
     state: Arc<AppState>,
     tls: Option<TlsAcceptor>,
 ) -> std::io::Result<()> {
-    let app = router(state.clone());
     let limits = &state.limits;
     let connections = Connections::new(
         limits.connections_per_address,
         limits.max_connections * 2 + 16,
         limits.max_connections,
     );
+    serve_app(
+        listener,
+        router(state.clone()),
+        connections,
+        tls,
+        state.shutdown.clone(),
+        state.tasks.clone(),
+    )
+    .await
+}
+
+/// The accept loop of [`serve`], for any router (the relay's too): each connection admitted
+/// by `connections`, its TLS handshake and requests bounded in time, served in a task of
+/// `tasks` until `shutdown`.
+pub(crate) async fn serve_app(
+    listener: TcpListener,
+    app: Router,
+    connections: Arc<Connections>,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> std::io::Result<()> {
     loop {
         let (stream, remote) = tokio::select! {
-            _ = state.shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -357,8 +403,8 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
-        let shutdown = state.shutdown.clone();
-        state.tasks.spawn(async move {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
             match tls {
                 None => serve_connection(stream, remote, slot, app, shutdown).await,
                 Some(acceptor) => {
@@ -525,13 +571,13 @@ async fn serve_connection<IO>(
 
 /// Refuses requests without a session or the right Bearer password (when a password is
 /// set): 401 and nothing else, or 429 once the address spent its failure budget.
-async fn require_login(
-    State(state): State<Arc<AppState>>,
+pub(crate) async fn require_login<S: Front>(
+    State(state): State<Arc<S>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    match login_refusal(&state, remote, request.headers()) {
+    match login_refusal(state.auth(), remote, request.headers()) {
         Some(refusal) => refusal,
         None => next.run(request).await,
     }
@@ -540,7 +586,7 @@ async fn require_login(
 /// The refusal for a request without a session or the right Bearer password (when a
 /// password is set): 401, or 429 once the address spent its failure budget; `None`: it may
 /// pass.
-fn login_refusal(state: &AppState, remote: SocketAddr, headers: &HeaderMap) -> Option<Response> {
+fn login_refusal(auth: &Auth, remote: SocketAddr, headers: &HeaderMap) -> Option<Response> {
     let text = |status, body: &'static str| {
         (
             status,
@@ -552,7 +598,7 @@ fn login_refusal(state: &AppState, remote: SocketAddr, headers: &HeaderMap) -> O
         )
             .into_response()
     };
-    match state.auth.check(remote.ip(), headers) {
+    match auth.check(remote.ip(), headers) {
         Access::Allowed => None,
         Access::Refused => {
             let mut refused = text(
@@ -593,12 +639,28 @@ async fn index(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    match state.auth.check(remote.ip(), &headers) {
-        Access::Allowed => {}
-        Access::Refused => return login_page(StatusCode::OK, ""),
-        Access::TooMany(wait) => return too_many_failures(wait),
+    if let Some(form) = login_form_for(&state.auth, remote, &headers) {
+        return form;
     }
-    let banner = if state.auth.is_open() {
+    dial_page(state.auth.is_open())
+}
+
+/// The login form (or a 429) for a browser without a session; `None`: it may see the page.
+pub(crate) fn login_form_for(
+    auth: &Auth,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    match auth.check(remote.ip(), headers) {
+        Access::Allowed => None,
+        Access::Refused => Some(login_page(StatusCode::OK, "")),
+        Access::TooMany(wait) => Some(too_many_failures(wait)),
+    }
+}
+
+/// The Dial page; `open`: no password is set, which the page says.
+pub(crate) fn dial_page(open: bool) -> Response {
+    let banner = if open {
         "<p id=\"open-warning\" class=\"warning\" role=\"alert\">No password is set: anyone who \
          can reach this address can watch and listen. Set <code>[server] password</code> in \
          /etc/peercam/peercam.toml.</p>"
@@ -648,12 +710,12 @@ fn login_page(status: StatusCode, message: &str) -> Response {
 
 /// The login form's body.
 #[derive(Debug, Deserialize)]
-struct LoginForm {
+pub(crate) struct LoginForm {
     password: String,
 }
 
 /// The request's `Origin` (or `Referer`), escaped and cut for the log.
-fn origin_of(headers: &HeaderMap) -> String {
+pub(crate) fn origin_of(headers: &HeaderMap) -> String {
     let origin = headers
         .get(header::ORIGIN)
         .or_else(|| headers.get(header::REFERER))
@@ -665,13 +727,13 @@ fn origin_of(headers: &HeaderMap) -> String {
 /// `POST /login`: the right password sets the session cookie and goes back to the page. A
 /// login posted by another site's page is refused before the password is looked at, so no
 /// page elsewhere can spend this address's failure budget and lock the owner out.
-async fn login(
-    State(state): State<Arc<AppState>>,
+pub(crate) async fn login<S: Front>(
+    State(state): State<Arc<S>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    if !state.hosts.same_origin(&headers) {
+    if !state.hosts().same_origin(&headers) {
         ORIGIN_REFUSED.hit(|| {
             format!(
                 "refusing a login from {remote}: posted by another site's page ({})",
@@ -683,7 +745,7 @@ async fn login(
             "This login came from another site's page; log in on this page.",
         );
     }
-    match state.auth.login(remote.ip(), &form.password) {
+    match state.auth().login(remote.ip(), &form.password) {
         Login::Accepted(cookie) => (
             StatusCode::SEE_OTHER,
             [
@@ -699,8 +761,8 @@ async fn login(
 }
 
 /// `POST /logout`: ends the session and shows the login form.
-async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let cleared = state.auth.logout(&headers);
+pub(crate) async fn logout<S: Front>(State(state): State<Arc<S>>, headers: HeaderMap) -> Response {
+    let cleared = state.auth().logout(&headers);
     (
         StatusCode::SEE_OTHER,
         [
@@ -711,11 +773,11 @@ async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
         .into_response()
 }
 
-async fn app_js() -> Response {
+pub(crate) async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
 
-async fn style_css() -> Response {
+pub(crate) async fn style_css() -> Response {
     asset("text/css; charset=utf-8", STYLE_CSS)
 }
 
@@ -785,17 +847,7 @@ async fn ws(
             }
         }
     };
-    // Messages up to 4x the limit are read and answered with a clear "too_large" error;
-    // beyond that the socket is closed with 1009 (message too big).
-    let frame_limit = state.limits.max_message_bytes.saturating_mul(4);
-    // Buffers start small (tungstenite's default is 128 KiB each, allocated up front: 4096
-    // idle sockets would need half a gigabyte); they grow for the rare large message.
-    let upgrade = upgrade
-        .max_message_size(frame_limit)
-        .max_frame_size(frame_limit)
-        .read_buffer_size(WS_BUFFER_BYTES)
-        .write_buffer_size(WS_BUFFER_BYTES)
-        .max_write_buffer_size(WS_MAX_WRITE_BUFFER_BYTES);
+    let upgrade = bounded_upgrade(upgrade, state.limits.max_message_bytes);
     // The upgraded socket runs in a task of axum's; the token keeps the daemon's stop
     // waiting for it.
     let token = state.tasks.token();
@@ -805,7 +857,10 @@ async fn ws(
             Some(name) => {
                 let label = format!("room {}: {remote}", crate::logging::client_str(&name));
                 match room::join(&state, &name, &label) {
-                    Ok(member) => socket::run(ws, label, member, shutdown, None).await,
+                    Ok(member) => {
+                        socket::run(socket::Socket::websocket(ws, label), member, shutdown, None)
+                            .await
+                    }
                     Err(body) => room::refuse(ws, body).await,
                 }
             }
@@ -813,9 +868,10 @@ async fn ws(
                 let generation = state.media().await;
                 let session = state.session(&generation, remote, Transport::WebSocket);
                 let lookups = lookups::NameLookups::new(state.resolver.clone());
-                let viewer = viewer::Viewer::new(session, generation.media, remote, lookups);
                 let label = format!("viewer {remote}");
-                socket::run(ws, label, viewer, shutdown, Some(generation.retired)).await;
+                let viewer = viewer::Viewer::new(session, generation.media, lookups, label.clone());
+                let socket = socket::Socket::websocket(ws, label);
+                socket::run(socket, viewer, shutdown, Some(generation.retired)).await;
             }
         }
         drop(permit);
@@ -823,6 +879,24 @@ async fn ws(
         drop(slot);
         drop(token);
     })
+}
+
+/// A signaling WebSocket's sizes: messages up to 4x `max_message_bytes` are read (and
+/// answered with a clear "too_large" error); beyond that the socket is closed with 1009
+/// (message too big). Buffers start small (tungstenite's default is 128 KiB each, allocated
+/// up front: 4096 idle sockets would need half a gigabyte); they grow for the rare large
+/// message, and unsent data is capped.
+pub(crate) fn bounded_upgrade(
+    upgrade: WebSocketUpgrade,
+    max_message_bytes: usize,
+) -> WebSocketUpgrade {
+    let frame_limit = max_message_bytes.saturating_mul(4);
+    upgrade
+        .max_message_size(frame_limit)
+        .max_frame_size(frame_limit)
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER_BYTES)
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -855,6 +929,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ));
     }
     out.push_str(&state.whep.metrics_text());
+    out.push_str(&relay_link::metrics_text());
     out.push_str(&crate::peer::ice_mux::metrics_text());
     out.push_str(&crate::peer::turn_watch::metrics_text());
     if let Some(lines) = &*state

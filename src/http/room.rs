@@ -223,7 +223,8 @@ impl Conversation for RoomMember {
                 socket.send_text(text.into()).await;
                 None
             }
-            Input::Shutdown | Input::Reload => Some(RoomInput::Shutdown),
+            // Room sockets are never relayed; a lost transport ends the conversation.
+            Input::Shutdown | Input::Reload | Input::SignalingLost => Some(RoomInput::Shutdown),
             Input::Timeout => {
                 self.session.handle_timeout(now);
                 None

@@ -1,7 +1,13 @@
-//! The one loop every WebSocket runs (viewer mode and room mode alike): it reads frames,
-//! enforces what the socket promises (message size, UTF-8, close codes 1009 and 1007), sleeps
-//! until the conversation's deadline, and passes everything to a [`Conversation`], which
-//! feeds its sans-IO session and carries out the session's outputs.
+//! The one loop every signaling socket runs (viewer mode and room mode alike, a browser's own
+//! WebSocket or one relayed by `peercam relay`): it reads frames, enforces what the socket
+//! promises (message size, UTF-8, close codes 1009 and 1007), sleeps until the conversation's
+//! deadline, and passes everything to a [`Conversation`], which feeds its sans-IO session and
+//! carries out the session's outputs.
+//!
+//! A relayed socket ([`Socket::relayed`]) reads the browser's messages from the relay link's
+//! channel and writes them back through it. When the link itself goes (the relay restarts),
+//! the conversation hears [`Input::SignalingLost`] and may go on without signaling: a viewer
+//! whose call is up keeps it until the call ends by itself.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -19,6 +25,7 @@ use crate::limits::LimitLog;
 use crate::logging::client_str;
 use crate::session::machine::Limit;
 use crate::session::protocol::Message;
+use crate::session::relay_wire;
 
 /// Outgoing messages queued per socket before the writer applies back-pressure.
 pub(super) const OUTBOX_CAPACITY: usize = 64;
@@ -88,6 +95,10 @@ pub(super) enum Input<'a, E> {
     Shutdown,
     /// The media this conversation uses was replaced by a reload.
     Reload,
+    /// The socket's transport went away without the browser closing it (a relayed socket
+    /// whose relay link dropped): nothing more can be sent or heard. The conversation may go
+    /// on (its call keeps its media) or end; [`Conversation::is_closed`] says which.
+    SignalingLost,
 }
 
 /// One kind of WebSocket conversation: a session machine and the IO its outputs ask for.
@@ -117,16 +128,14 @@ pub(super) trait Conversation: Send {
     fn finish(self) -> impl Future<Output = ()> + Send;
 }
 
-/// Runs `conversation` on `ws` until either ends, the daemon stops (`shutdown`) or the
+/// Runs `conversation` on `socket` until either ends, the daemon stops (`shutdown`) or the
 /// conversation's media is replaced (`retired`).
 pub(super) async fn run<C: Conversation>(
-    ws: WebSocket,
-    label: String,
+    mut socket: Socket,
     mut conversation: C,
     shutdown: CancellationToken,
     retired: Option<CancellationToken>,
 ) {
-    let mut socket = Socket::new(ws, label);
     conversation.handle(Input::Opened, now(), &mut socket).await;
     while !conversation.is_closed() {
         let deadline = conversation.deadline();
@@ -154,6 +163,10 @@ pub(super) async fn run<C: Conversation>(
             Frame::Binary => Input::Binary,
             Frame::Heard => Input::Heard,
             Frame::Closed => break,
+            Frame::Lost => {
+                socket.detach();
+                Input::SignalingLost
+            }
         };
         conversation.handle(input, now(), &mut socket).await;
     }
@@ -184,11 +197,34 @@ pub(super) enum Frame {
     Heard,
     /// The browser closed the socket, or it broke.
     Closed,
+    /// The relay link under a relayed socket went away (the browser did not close it).
+    Lost,
 }
 
-/// A WebSocket split into a reader (this) and a writer task fed through a bounded outbox.
+/// What a relayed socket hears from the relay link.
+#[derive(Debug)]
+pub(super) enum Relayed {
+    /// A text message from the browser.
+    Text(Utf8Bytes),
+    /// The browser closed its socket.
+    Closed,
+}
+
+/// Where a socket's frames come from.
+enum Reader {
+    /// The browser's own WebSocket.
+    WebSocket(SplitStream<WebSocket>),
+    /// A browser behind the relay: its frames come from the relay link's task; the channel
+    /// closing without [`Relayed::Closed`] means the link went away.
+    Relayed(mpsc::Receiver<Relayed>),
+    /// The transport is gone, the conversation goes on without it.
+    Detached,
+}
+
+/// A signaling socket split into a reader (this) and a writer task fed through a bounded
+/// outbox.
 pub(super) struct Socket {
-    stream: SplitStream<WebSocket>,
+    reader: Reader,
     out: mpsc::Sender<WsMessage>,
     /// Ends early (with `true`) when the browser stopped reading.
     writer: JoinHandle<bool>,
@@ -203,7 +239,8 @@ pub(super) struct Socket {
 }
 
 impl Socket {
-    fn new(ws: WebSocket, label: String) -> Socket {
+    /// The browser's own WebSocket; `label` starts every log line of it.
+    pub(super) fn websocket(ws: WebSocket, label: String) -> Socket {
         let (mut sink, stream) = ws.split();
         let (out, mut out_rx) = mpsc::channel::<WsMessage>(OUTBOX_CAPACITY);
         let writer = tokio::spawn(async move {
@@ -219,8 +256,51 @@ impl Socket {
             let _ = tokio::time::timeout(WRITE_STALL, sink.close()).await;
             false
         });
+        Socket::with(Reader::WebSocket(stream), out, writer, label)
+    }
+
+    /// A browser behind the relay, its id `id` on the link: frames arrive on `from_link`;
+    /// what the conversation sends goes to `to_link` framed with the id. A link that does
+    /// not take a message within [`WRITE_STALL`] ends the socket, like a browser that
+    /// stopped reading.
+    pub(super) fn relayed(
+        from_link: mpsc::Receiver<Relayed>,
+        to_link: mpsc::Sender<relay_wire::Frame>,
+        id: u64,
+        label: String,
+    ) -> Socket {
+        let (out, mut out_rx) = mpsc::channel::<WsMessage>(OUTBOX_CAPACITY);
+        let writer = tokio::spawn(async move {
+            while let Some(message) = out_rx.recv().await {
+                let frame = match message {
+                    WsMessage::Text(text) => relay_wire::Frame::Message {
+                        id,
+                        text: text.as_str().to_owned(),
+                    },
+                    WsMessage::Close(_) => relay_wire::Frame::Close { id },
+                    _ => continue,
+                };
+                let close = matches!(frame, relay_wire::Frame::Close { .. });
+                match tokio::time::timeout(WRITE_STALL, to_link.send(frame)).await {
+                    Ok(Ok(())) if !close => {}
+                    // Closed, or the link is gone: nothing more to write.
+                    Ok(_) => break,
+                    Err(_) => return true,
+                }
+            }
+            false
+        });
+        Socket::with(Reader::Relayed(from_link), out, writer, label)
+    }
+
+    fn with(
+        reader: Reader,
+        out: mpsc::Sender<WsMessage>,
+        writer: JoinHandle<bool>,
+        label: String,
+    ) -> Socket {
         Socket {
-            stream,
+            reader,
             out,
             writer,
             label,
@@ -228,6 +308,11 @@ impl Socket {
             close_frame: None,
             pings: (0, tokio::time::Instant::now()),
         }
+    }
+
+    /// The transport went away: from now on nothing is read, and what is sent goes nowhere.
+    fn detach(&mut self) {
+        self.reader = Reader::Detached;
     }
 
     /// The start of this socket's log lines.
@@ -238,8 +323,30 @@ impl Socket {
     /// The next frame. A message over the size limit or text that is not UTF-8 ends the
     /// socket with close code 1009 or 1007, as RFC 6455 asks.
     async fn read(&mut self) -> Frame {
+        let stream = match &mut self.reader {
+            Reader::WebSocket(stream) => stream,
+            Reader::Relayed(from_link) => {
+                return tokio::select! {
+                    next = from_link.recv() => match next {
+                        Some(Relayed::Text(text)) => Frame::Text(text),
+                        Some(Relayed::Closed) => Frame::Closed,
+                        None => Frame::Lost,
+                    },
+                    stalled = &mut self.writer, if !self.writer.is_finished() => {
+                        if stalled.unwrap_or(false) {
+                            info!("{}: the relay link took nothing for {WRITE_STALL:?}; closing", self.label);
+                            Frame::Closed
+                        } else {
+                            // The link's side of the channel is gone: so is the link.
+                            Frame::Lost
+                        }
+                    }
+                };
+            }
+            Reader::Detached => return std::future::pending().await,
+        };
         let next = tokio::select! {
-            next = self.stream.next() => next,
+            next = stream.next() => next,
             stalled = &mut self.writer, if !self.writer.is_finished() => {
                 if stalled.unwrap_or(false) {
                     info!("{}: not reading for {WRITE_STALL:?}; closing", self.label);

@@ -2,7 +2,6 @@
 //! session what the socket, the peer and the encoder's bitrate say, and performs the
 //! session's outputs: messages, building and closing the call, candidates, limit logs.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,20 +41,25 @@ pub(super) struct Viewer {
     peer_tx: mpsc::Sender<PeerEvent>,
     peer_rx: mpsc::Receiver<PeerEvent>,
     deadline: Option<Instant>,
-    remote: SocketAddr,
     lookups: NameLookups,
+    /// The signaling transport is gone (a relayed viewer whose relay link dropped): the call
+    /// goes on without it, and the conversation ends with the call.
+    detached: bool,
+    /// `viewer 192.0.2.7:40000` or `relayed viewer 192.0.2.7:40000`.
+    label: String,
 }
 
 impl Viewer {
-    /// A conversation for the browser at `remote`, on `media`.
+    /// A conversation for the browser of `session`, on `media`; `label` starts its log
+    /// lines.
     pub(super) fn new(
         session: Session,
         media: Arc<dyn MediaService>,
-        remote: SocketAddr,
         lookups: NameLookups,
+        label: String,
     ) -> Self {
         let (peer_tx, peer_rx) = mpsc::channel(PEER_EVENT_CAPACITY);
-        info!("viewer {remote} connected");
+        info!("{label} connected");
         Viewer {
             session,
             media,
@@ -63,8 +67,9 @@ impl Viewer {
             peer_tx,
             peer_rx,
             deadline: None,
-            remote,
             lookups,
+            detached: false,
+            label,
         }
     }
 
@@ -74,7 +79,7 @@ impl Viewer {
         offer_sdp: String,
         plan: &AnswerPlan,
     ) -> Result<String, ErrorBody> {
-        let label = format!("viewer {}", self.remote);
+        let label = self.label.clone();
         let Answered {
             call,
             answer_sdp,
@@ -126,7 +131,7 @@ impl Viewer {
     async fn hang_up(&mut self) {
         if let Some(live) = self.call.take() {
             live.call.close().await;
-            info!("viewer {}: call ended", self.remote);
+            info!("{}: call ended", self.label);
         }
     }
 }
@@ -164,6 +169,17 @@ impl Conversation for Viewer {
             }
             Input::Shutdown => Some(machine::Input::Shutdown),
             Input::Reload => Some(machine::Input::Reload),
+            Input::SignalingLost => {
+                self.detached = true;
+                if self.session.state() == machine::State::Active {
+                    info!(
+                        "{}: signaling lost (the relay link dropped); the call keeps its \
+                         media until it ends",
+                        self.label
+                    );
+                }
+                None
+            }
             Input::Timeout => {
                 self.session.handle_timeout(now);
                 None
@@ -180,11 +196,14 @@ impl Conversation for Viewer {
     }
 
     fn is_closed(&self) -> bool {
-        self.session.state() == machine::State::Closed
+        // Without signaling only a call in progress keeps the conversation: it ends when
+        // the call does (ICE/DTLS failure, the browser closing its peer, a deadline).
+        let state = self.session.state();
+        state == machine::State::Closed || (self.detached && state != machine::State::Active)
     }
 
     async fn finish(mut self) {
         self.hang_up().await;
-        info!("viewer {} left", self.remote);
+        info!("{} left", self.label);
     }
 }

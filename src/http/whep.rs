@@ -143,7 +143,7 @@ pub(super) async fn gate(
     };
     let response = if request.method() == Method::OPTIONS {
         // ICE servers only for a client that shows the password (MediaMTX asks here).
-        let authorized = super::login_refusal(&state, remote, request.headers()).is_none();
+        let authorized = super::login_refusal(&state.auth, remote, request.headers()).is_none();
         let links = if authorized {
             ice_server_links(&state.ice_servers())
         } else {
@@ -151,7 +151,7 @@ pub(super) async fn gate(
         };
         preflight(cors.is_some(), &links)
     } else {
-        match super::login_refusal(&state, remote, request.headers()) {
+        match super::login_refusal(&state.auth, remote, request.headers()) {
             Some(refusal) => refusal,
             None => next.run(request).await,
         }

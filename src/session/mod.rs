@@ -12,6 +12,7 @@ pub mod mdns;
 pub mod plan;
 pub mod protocol;
 pub mod publish;
+pub mod relay_wire;
 pub mod room;
 pub mod sdp;
 pub mod sdpfrag;

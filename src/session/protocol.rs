@@ -180,6 +180,8 @@ pub enum ErrorCode {
     RateLimited,
     /// Seed mode: two browsers are already in the room.
     RoomFull,
+    /// Relay mode (`peercam relay`): the camera dialled is not connected to the relay.
+    DeviceOffline,
     /// Something failed inside peercam.
     Internal,
 }
@@ -475,6 +477,7 @@ mod tests {
             (ErrorCode::DialLimit, "dial_limit"),
             (ErrorCode::RateLimited, "rate_limited"),
             (ErrorCode::RoomFull, "room_full"),
+            (ErrorCode::DeviceOffline, "device_offline"),
             (ErrorCode::Internal, "internal"),
         ];
         for (code, name) in codes {

@@ -19,6 +19,7 @@ mod doctor;
 mod interop;
 mod load;
 mod logs;
+mod relay;
 mod rpicam;
 mod security;
 mod soak;

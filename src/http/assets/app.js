@@ -2,6 +2,8 @@
 //
 // Viewer mode (default, `/`): Dial opens the signaling WebSocket `/ws`, sends a receive-only
 // offer, trickles ICE candidates; the daemon auto-answers and streams video and audio.
+// Through `peercam relay` the page is served at `/d/NAME/` and its relative `ws` reaches that
+// camera; a connected call outlives its signaling socket (the relay may restart).
 // Room mode (`/?room=NAME`): the seed tutorial's flow between two browsers. Both send their
 // camera and microphone; Dial offers to the other browser, which answers automatically.
 //
@@ -93,6 +95,12 @@
       if (socket !== ws) return;
       ws = null;
       const why = 'signaling connection closed' + (event.code ? ' (code ' + event.code + ')' : '');
+      // A call that is up needs no signaling: its media goes on (e.g. while a relay
+      // restarts) until the call itself fails or is hung up. A call being set up fails.
+      if (pc && pc.connectionState === 'connected') {
+        setState('connected', 'connected (signaling lost, media continues)');
+        return;
+      }
       if (window.peercamState === 'connecting' || window.peercamState === 'connected') fail(why);
     };
     return wsReady;

@@ -186,7 +186,12 @@ async fn serve(
             },
         }
     };
-    state.links.detach(&name, link, id);
+    // A relay that stops tells the device nothing per browser: the link's end says it all,
+    // and a `close` would read as the browser leaving, which hangs up its call; calls that
+    // are up keep their media while the relay is away.
+    if !state.shutdown.is_cancelled() {
+        state.links.detach(&name, link, id);
+    }
     drop(permit);
     close(ws, code, reason).await;
 }

@@ -1,6 +1,6 @@
 // Watching from outside the home (issue 20): peercam behind a home router's NAT, headless
-// Chromium behind a mobile network's symmetric NAT, coturn (Debian's package) on the
-// "internet" between them, all in network namespaces (nat.mjs) built here and deleted at the
+// Chromium behind a mobile network's symmetric NAT, coturn (Debian's package) and `peercam relay`
+// on the "internet" between them, all in network namespaces (nat.mjs) built here and deleted at the
 // end. Each case dials from the real page, waits for 60 decoded frames, and asserts from
 // getStats() which candidate pair carried them (the page's window.peercamStats.path):
 //
@@ -8,6 +8,10 @@
 //   (b) no UDP forward, symmetric NAT                   -> relayed through TURN over UDP
 //   (c) the mobile network blocks UDP                   -> ICE-TCP to the forwarded TCP port,
 //                                                          or TURN over TCP, or over TLS
+//   (d) no forward at all; the device connects out to   -> set up through the relay, media
+//       `peercam relay` on the internet                    through TURN
+//   (e) the relay restarts mid-call                     -> media goes on, the device
+//                                                          registers again within 10 s
 //   and: STUN gives peercam a server-reflexive candidate; TURN with coturn's REST-API
 //   (use-auth-secret) credentials; a TURN server that refuses the credentials is named on
 //   the page and in peercam's log.
@@ -34,15 +38,21 @@ const FRAMES = 60;
 const TURN_USER = 'viewer';
 const TURN_PASSWORD = 'turn-password-1';
 const TURN_SECRET = 'north-secret-for-tests';
+const RELAY_PASSWORD = 'relay-password-1';
+const DEVICE = 'home-cam';
+const DEVICE_TOKEN = 'home-cam-token-0123456789';
+const RELAY_PORT = 8443;
 
 let net;
 let dir;
 
 before(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'peercam-nat-'));
-  // coturn's TLS certificate (the browser is told to accept it: --ignore-certificate-errors).
+  // coturn's and the relay's TLS certificate, for the internet's address: the device trusts
+  // it through [relay] ca_file, the browser is told to accept it (--ignore-certificate-errors).
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt',
-    'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=turn.test',
+    'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=relay.test',
+    '-addext', `subjectAltName=IP:${ADDR.internet}`, '-addext', 'basicConstraints=critical,CA:FALSE',
     '-keyout', path.join(dir, 'turn.key'), '-out', path.join(dir, 'turn.crt')], { stdio: 'pipe' });
   net = new Network();
   net.up(); // after() deletes what up() built even if it fails halfway
@@ -89,11 +99,54 @@ resolve_mdns = false
 ${webrtc}
 [limits]
 ice_timeout_s = 10
-`);
+`.replace('[relay]\n', `[relay]\nca_file = "${path.join(dir, 'turn.crt')}"\n`));
+  // ca_file: the relay's certificate (cases d and e).
   const daemon = net.spawn('home', [peercamBin, '--config', config],
     { env: { ...process.env, RUST_LOG: process.env.NAT_RUST_LOG || 'info', JOURNAL_STREAM: '' } });
   await net.waitForTcp('home', ADDR.home, 7000);
   return daemon;
+}
+
+/** `peercam relay` on the internet, with one device; resolves once it accepts connections. */
+async function startRelay() {
+  const config = path.join(dir, 'relay.toml');
+  writeFileSync(config, `
+[relay_server]
+listen = "${ADDR.internet}:${RELAY_PORT}"
+password = "${RELAY_PASSWORD}"
+tls = { cert = "${path.join(dir, 'turn.crt')}", key = "${path.join(dir, 'turn.key')}" }
+[[relay_server.devices]]
+name = "${DEVICE}"
+token = "${DEVICE_TOKEN}"
+`);
+  const relay = net.spawn('internet', [peercamBin, 'relay', '--config', config],
+    { env: { ...process.env, RUST_LOG: 'info', JOURNAL_STREAM: '' } });
+  await net.waitForTcp('mobileRouter', ADDR.internet, RELAY_PORT);
+  return relay;
+}
+
+/** The device's [relay] table, and TURN (its calls must cross two NATs). */
+const DEVICE_VIA_RELAY = `
+[[webrtc.ice_servers]]
+urls = ["stun:${ADDR.internet}:3478", "turn:${ADDR.internet}:3478?transport=udp"]
+secret = "${TURN_SECRET}"
+[relay]
+url = "wss://${ADDR.internet}:${RELAY_PORT}/link"
+token = "${DEVICE_TOKEN}"
+name = "${DEVICE}"
+`;
+
+/** Waits until `child`'s output has `count` lines matching `pattern`. */
+async function waitForLines(child, pattern, count, timeoutMs) {
+  const started = Date.now();
+  for (;;) {
+    const lines = child.output.split('\n').filter((l) => pattern.test(l));
+    if (lines.length >= count) return;
+    if (Date.now() - started > timeoutMs) {
+      throw new Error(`no ${count} lines matching ${pattern} in ${timeoutMs} ms:\n${child.output.slice(-3000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Headless Chromium in the mobile namespace. */
@@ -110,17 +163,38 @@ function launchMobileChromium() {
   });
 }
 
+/** The page's state, stats and (for failure messages) the ICE servers its call used. */
+function pageNow(page) {
+  return page.evaluate(() => ({
+    state: window.peercamState,
+    error: window.peercamError,
+    iceErrors: window.peercamIceErrors,
+    status: document.getElementById('status').textContent,
+    stats: window.peercamStats,
+    iceServers: window.testPeers.at(-1)?.getConfiguration().iceServers,
+    firstFrameMs: window.testFirstFrameMs,
+  }));
+}
+
 /**
- * Opens the page at `url` from the mobile network, dials, and waits for FRAMES decoded
- * frames (or the page giving up). Returns the page's stats and the ms from Dial to the first
- * frame.
+ * Opens the page at `url` from the mobile network (logging in with `password` if given),
+ * dials, and waits for FRAMES decoded frames (or the page giving up). Then runs
+ * `afterFrames(page)`, whose result is returned as `after`, with the page's state: its stats
+ * and `firstFrameMs`, the ms from Dial to the first decoded frame.
  */
-async function watch(url, { expectFailure = false, timeoutMs = 25_000 } = {}) {
+async function watch(url, {
+  expectFailure = false, timeoutMs = 25_000, password = null, afterFrames = null,
+} = {}) {
   const browser = await launchMobileChromium();
   try {
     const page = await browser.newPage();
     await page.addInitScript(recordPeerConnections);
     await page.goto(url);
+    if (password) {
+      await page.waitForSelector('#password', { timeout: 10_000 });
+      await page.fill('#password', password);
+      await Promise.all([page.waitForNavigation(), page.click('#login')]);
+    }
     await page.waitForSelector('#dial');
     // The page's stats tick once a second; the first frame is timed by polling the call's
     // getStats() every 20 ms in the page, from just before the click.
@@ -143,15 +217,7 @@ async function watch(url, { expectFailure = false, timeoutMs = 25_000 } = {}) {
     await page.click('#dial');
     const until = Date.now() + timeoutMs;
     for (;;) {
-      const s = await page.evaluate(() => ({
-        state: window.peercamState,
-        error: window.peercamError,
-        iceErrors: window.peercamIceErrors,
-        status: document.getElementById('status').textContent,
-        stats: window.peercamStats,
-        iceServers: window.testPeers.at(-1)?.getConfiguration().iceServers,
-        firstFrameMs: window.testFirstFrameMs,
-      }));
+      const s = await pageNow(page);
       const frames = s.stats ? s.stats.framesDecoded : 0;
       if (process.env.NAT_DEBUG && (s.state === 'failed' || Date.now() > until)) {
         console.log(JSON.stringify(await page.evaluate(async () => {
@@ -166,6 +232,7 @@ async function watch(url, { expectFailure = false, timeoutMs = 25_000 } = {}) {
         if (!expectFailure) {
           assert.ok(frames >= FRAMES, `no ${FRAMES} frames decoded: ${JSON.stringify(s)}`);
         }
+        if (afterFrames && frames >= FRAMES) s.after = await afterFrames(page);
         return s;
       }
       await new Promise((r) => setTimeout(r, 50));
@@ -175,14 +242,11 @@ async function watch(url, { expectFailure = false, timeoutMs = 25_000 } = {}) {
   }
 }
 
-const results = [];
-
 /** Records a case's time to first frame (printed, and appended to $PEERCAM_NAT_RESULTS). */
 function record(name, r) {
   const line = `${name}: first frame ${r.firstFrameMs} ms after Dial, path ` +
     `${r.stats.path.kind} ${r.stats.path.protocol} (${r.stats.path.local} -> ${r.stats.path.remote})`;
   console.log(line);
-  results.push(line);
   if (process.env.PEERCAM_NAT_RESULTS) appendFileSync(process.env.PEERCAM_NAT_RESULTS, `${line}\n`);
 }
 
@@ -299,6 +363,68 @@ credential = "not-the-password"
     assert.match(lines[0], /WARN .*TURN server 203\.0\.113\.1:3478 refused peercam's credentials \(401 Unauthorized\): check username and credential, or secret/);
   } finally {
     await Network.stop(daemon);
+    await Network.stop(turn);
+  }
+});
+
+const REGISTERED = new RegExp(`relay: registered as '${DEVICE}'`);
+const RELAY_PAGE = `https://${ADDR.internet}:${RELAY_PORT}/d/${DEVICE}/`;
+
+test('(d) no router changes: the call is set up through peercam relay', async () => {
+  net.clearForwards(); // nothing reaches the device from outside
+  const turn = await startCoturn('secret');
+  const relay = await startRelay();
+  const daemon = await startPeercam('d', DEVICE_VIA_RELAY);
+  try {
+    await waitForLines(daemon, REGISTERED, 1, 10_000);
+    const r = await watch(RELAY_PAGE, { password: RELAY_PASSWORD });
+    // Symmetric NAT against a port-restricted one: only TURN gets media through.
+    assert.equal(r.stats.path.kind, 'relayed', JSON.stringify(r.stats.path));
+    // The device answered a browser it knows only through the relay.
+    assert.match(daemon.output, /relayed viewer 203\.0\.113\.3:\d+: answering with h264/,
+      daemon.output.slice(-3000));
+    record('(d) through peercam relay', r);
+  } finally {
+    await Network.stop(daemon);
+    await Network.stop(relay);
+    await Network.stop(turn);
+  }
+});
+
+test('(e) the relay restarts mid-call: media goes on and the device registers again within 10 s', async () => {
+  net.clearForwards();
+  const turn = await startCoturn('secret');
+  let relay = await startRelay();
+  const daemon = await startPeercam('e', DEVICE_VIA_RELAY);
+  try {
+    await waitForLines(daemon, REGISTERED, 1, 10_000);
+    const r = await watch(RELAY_PAGE, {
+      password: RELAY_PASSWORD,
+      afterFrames: async (page) => {
+        const before = (await pageNow(page)).stats.framesDecoded;
+        const stopped = Date.now();
+        await Network.stop(relay);
+        relay = await startRelay();
+        await waitForLines(daemon, REGISTERED, 2, 10_000 - (Date.now() - stopped));
+        const registeredMs = Date.now() - stopped;
+        // Frames keep coming through the call's own path the whole time.
+        await page.waitForFunction((n) => window.peercamStats.framesDecoded >= n,
+          before + 60, { timeout: 10_000, polling: 100 }).catch(async (error) => {
+          throw new Error(`${error.message}: ${JSON.stringify(await pageNow(page))}\n` +
+            `${daemon.output.slice(-4000)}`);
+        });
+        const now = await pageNow(page);
+        return { before, registeredMs, ...now };
+      },
+    });
+    assert.ok(r.after, JSON.stringify(r));
+    assert.equal(r.after.state, 'connected', JSON.stringify(r.after));
+    assert.match(r.after.status, /signaling lost, media continues/, r.after.status);
+    console.log(`(e) relay restarted: the device registered again ${r.after.registeredMs} ms after ` +
+      `the relay was stopped; ${r.after.stats.framesDecoded - r.after.before} frames meanwhile`);
+  } finally {
+    await Network.stop(daemon);
+    await Network.stop(relay);
     await Network.stop(turn);
   }
 });

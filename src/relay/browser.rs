@@ -104,7 +104,10 @@ async fn serve(
                     bump(&state.counters.browsers_offline);
                     let known = state.settings.devices.iter().any(|d| d.name == name);
                     let message = if known {
-                        format!("camera '{shown}' is offline: it has not connected to this relay")
+                        format!(
+                            "camera '{shown}' is offline: {}",
+                            state.links.offline_reason(&name)
+                        )
                     } else {
                         format!("there is no camera '{shown}' on this relay")
                     };

@@ -76,11 +76,57 @@ pub enum Attach {
 pub struct Links {
     inner: Mutex<HashMap<String, Link>>,
     next_id: AtomicU64,
+    /// The last refused attempt of each configured device name since it last registered
+    /// (bounded by the config's device list), for the pages' offline messages.
+    refusals: Mutex<HashMap<String, LastRefusal>>,
+}
+
+/// A device's refused attempt to register.
+#[derive(Debug, Clone, Copy)]
+struct LastRefusal {
+    at: std::time::Instant,
+    code: RefusalCode,
+    from: std::net::IpAddr,
 }
 
 impl Links {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Link>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that a device claiming configured name `name` was refused.
+    fn note_refusal(&self, name: &str, code: RefusalCode, from: std::net::IpAddr) {
+        let refusal = LastRefusal {
+            at: std::time::Instant::now(),
+            code,
+            from,
+        };
+        self.refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), refusal);
+    }
+
+    /// Why device `name` is offline, for a person: that it never connected, or what became
+    /// of its last attempt.
+    pub fn offline_reason(&self, name: &str) -> String {
+        let refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(last) = refusals.get(name) else {
+            return "it has not connected to this relay".to_owned();
+        };
+        let why = match last.code {
+            RefusalCode::BadToken => {
+                "its token is wrong: the camera's [relay] token must be the token of this name \
+                 in the relay's [[relay_server.devices]]"
+            }
+            RefusalCode::NameTaken => "another device had the name then",
+            RefusalCode::BadRegister => "it did not register as the relay expects",
+        };
+        format!(
+            "its last attempt, {} s ago from {}, was refused: {why}",
+            last.at.elapsed().as_secs(),
+            last.from
+        )
     }
 
     /// A new id for a link or a browser.
@@ -251,6 +297,12 @@ async fn serve(state: &Arc<RelayState>, mut ws: WebSocket, remote: SocketAddr) {
         return;
     }
     bump(&state.counters.registered);
+    state
+        .links
+        .refusals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&name);
     info!("device '{name}' registered from {remote}");
     let (mut sink, mut stream) = ws.split();
     let mut heard = tokio::time::Instant::now();
@@ -336,6 +388,9 @@ async fn refuse(
     message: String,
 ) {
     bump(state.counters.refused(code));
+    if state.settings.devices.iter().any(|d| d.name == name) {
+        state.links.note_refusal(name, code, remote.ip());
+    }
     REFUSED.hit(|| {
         format!(
             "refusing device '{}' from {remote} ({}): {message}",

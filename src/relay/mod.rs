@@ -229,9 +229,12 @@ async fn device_list(
     for device in &state.settings.devices {
         // Names are [a-z0-9-] (checked in the config): nothing to escape.
         let (class, word) = if online.contains(&device.name) {
-            ("online", "online")
+            ("online", "online".to_owned())
         } else {
-            ("offline", "offline: it has not connected to this relay")
+            (
+                "offline",
+                format!("offline: {}", state.links.offline_reason(&device.name)),
+            )
         };
         items.push_str(&format!(
             "<li class=\"device {class}\" data-device=\"{name}\"><a href=\"d/{name}/\">{name}</a> \

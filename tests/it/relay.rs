@@ -295,6 +295,17 @@ async fn a_wrong_token_is_logged_once_and_retried_with_backoff() {
         .metric("peercam_relay_refused_total{reason=\"bad_token\"}")
         .await;
     assert!((2.0..=6.0).contains(&refused), "{refused} attempts");
+    // A browser dialling it through the relay is told why the camera is offline.
+    let (_ws, error) = relay
+        .browser(IpAddr::from([127, 0, 0, 1]), "shop")
+        .await
+        .expect("browser");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("camera 'shop' is offline: its last attempt, ")
+            && message.contains("s ago from 127.0.0.1, was refused: its token is wrong"),
+        "{error}"
+    );
     // The local page is unaffected.
     let local = viewer(&device, 10).await;
     local.hang_up().await;

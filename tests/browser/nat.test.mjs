@@ -420,8 +420,10 @@ test('(e) the relay restarts mid-call: media goes on and the device registers ag
     assert.ok(r.after, JSON.stringify(r));
     assert.equal(r.after.state, 'connected', JSON.stringify(r.after));
     assert.match(r.after.status, /signaling lost, media continues/, r.after.status);
-    console.log(`(e) relay restarted: the device registered again ${r.after.registeredMs} ms after ` +
-      `the relay was stopped; ${r.after.stats.framesDecoded - r.after.before} frames meanwhile`);
+    const line = `(e) relay restarted: the device registered again ${r.after.registeredMs} ms ` +
+      `after the relay was stopped; ${r.after.stats.framesDecoded - r.after.before} frames meanwhile`;
+    console.log(line);
+    if (process.env.PEERCAM_NAT_RESULTS) appendFileSync(process.env.PEERCAM_NAT_RESULTS, `${line}\n`);
   } finally {
     await Network.stop(daemon);
     await Network.stop(relay);

@@ -3,7 +3,8 @@
 #
 #   bash scripts/test.sh          every change (CI): fmt; clippy, unit and integration tests
 #                                 (security, load and the 45 s soak included) in one build;
-#                                 a short fuzz pass; Chromium and Firefox; WHIP publishing to
+#                                 a short fuzz pass; Chromium and Firefox (with the NAT
+#                                 tests: namespaces, coturn, peercam relay); WHIP publishing to
 #                                 Janus (an SFU) watched by four Chromium viewers; the V4L2 VM;
 #                                 the systemd VM on a .deb of the test build; the aarch64
 #                                 release build, its .deb and a Chromium dial of it under qemu-user
@@ -93,7 +94,7 @@ PEERCAM_SOAK_SECONDS=$soak_seconds "${lint[@]}" cargo test --locked --test it --
 step "fuzz: the corpus and 10 s per target (peercam's code instrumented)"
 bash scripts/fuzz.sh --seconds 10
 
-step "browser tests (headless Chromium and Firefox ESR)"
+step "browser tests (headless Chromium and Firefox ESR; the NAT tests in network namespaces)"
 PEERCAM_BIN="$PWD/target/debug/peercam" tests/browser/run.sh
 
 # Janus from Debian in a network and PID namespace of the test's own (tests/sfu/README.md):

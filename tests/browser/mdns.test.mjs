@@ -1,9 +1,8 @@
 // Browsers' .local candidates (issue 20): headless Chromium, then Firefox ESR, in one network
-// namespace dials
-// the daemon in another. The daemon advertises a candidate the browser cannot reach
-// ([webrtc] nat_1to1_ips = 192.0.2.1), so the call connects only if the daemon sends its
-// checks to the browser: to the address behind the browser's <uuid>.local name, which
-// Chromium's own mDNS responder gives. With resolve_mdns = false it never connects.
+// namespace dials the daemon in another. The daemon advertises a candidate the browser cannot
+// reach ([webrtc] nat_1to1_ips = 192.0.2.1), so the call connects only if the daemon sends its
+// checks to the browser: to the address behind the browser's <uuid>.local name, which the
+// browser's own mDNS responder gives. With resolve_mdns = false it never connects.
 // The two namespaces are joined only to each other by one veth pair (nothing in them
 // reaches the test's namespace or the machine's network), so no multicast leaves them; both
 // are deleted at the end. Needs root (ip netns). Default browser tier; ~35 s.

@@ -25,6 +25,7 @@ use crate::session::protocol::{
     Message, SdpKind, SessionDescription, PROTOCOL_VERSION,
 };
 use crate::session::sdp::{self, CandidateAddress, Direction, MediaKind};
+use crate::session::sdpfrag;
 
 /// What the session needs to know about the media it can send; asked at each offer, so a
 /// camera that starts sending H.264 is passed through from the next call on.
@@ -598,13 +599,27 @@ impl Session {
             restarting: false,
         });
         self.state = State::Answering;
+        // Candidates in the offer (a WHEP client that waited for its gathering) go the way
+        // trickled ones go: checked, capped, .local names looked up.
+        let (offer_sdp, candidates, end_of_candidates) = sdpfrag::take_candidates(&desc.sdp);
         self.push(Output::StartPeer {
-            offer_sdp: desc.sdp,
+            offer_sdp,
             plan: AnswerPlan {
                 video,
                 opus_payload_type,
             },
         });
+        self.offered_candidates(candidates, end_of_candidates);
+    }
+
+    /// The candidates an offer carried, as if trickled after it.
+    fn offered_candidates(&mut self, candidates: Vec<IceCandidate>, end_of_candidates: bool) {
+        for candidate in candidates {
+            self.on_candidate(Some(candidate));
+        }
+        if end_of_candidates {
+            self.on_candidate(None);
+        }
     }
 
     fn on_restart(&mut self, offer_sdp: String, now: Instant) {
@@ -620,7 +635,9 @@ impl Session {
         call.lookups.clear();
         call.end_after_lookups = false;
         call.restarting = true;
+        let (offer_sdp, candidates, end_of_candidates) = sdpfrag::take_candidates(&offer_sdp);
         self.push(Output::RestartIce { offer_sdp });
+        self.offered_candidates(candidates, end_of_candidates);
     }
 
     fn on_candidate(&mut self, candidate: Option<IceCandidate>) {
@@ -1005,7 +1022,13 @@ mod tests {
         drain(s).0
     }
 
+    /// The offer a browser that trickles sends: `sdp` without its candidates (the fixtures
+    /// were captured after gathering).
     fn offer(sdp: &str) -> String {
+        offer_as_is(&sdpfrag::take_candidates(sdp).0)
+    }
+
+    fn offer_as_is(sdp: &str) -> String {
         Message::Sdp(SessionDescription {
             kind: SdpKind::Offer,
             sdp: sdp.to_owned(),
@@ -1587,6 +1610,56 @@ mod tests {
         drain(&mut s);
         dial(&mut s, t0);
         s
+    }
+
+    #[test]
+    fn an_offers_own_candidates_are_checked_and_looked_up_like_trickled_ones() {
+        let t0 = Instant::now();
+        let rules = Rules {
+            max_message_bytes: 65_536,
+            ice_timeout: ICE,
+            idle_timeout: IDLE,
+            loopback_candidates: false,
+            resolve_mdns: true,
+            ice_servers: Vec::new(),
+        };
+        let media = Arc::new(TestMedia {
+            codecs: vec![H264],
+            audio: true,
+        });
+        let mut s = Session::new(media, admission(4, 4), rules, remote(1), t0);
+        drain(&mut s);
+        // Chromium's offer after gathering: two .local names (four candidates), and a
+        // loopback candidate an attacker added.
+        let sdp = CHROMIUM.replacen(
+            "a=candidate:",
+            "a=candidate:9 1 udp 1 127.0.0.1 7000 typ host\r\na=candidate:",
+            1,
+        );
+        let outputs = feed(&mut s, Input::Text(&offer_as_is(&sdp)), t0);
+        let Some(Output::StartPeer { offer_sdp, .. }) = outputs.first() else {
+            panic!("expected StartPeer first, got {outputs:?}");
+        };
+        assert!(
+            !offer_sdp.contains("a=candidate:"),
+            "the peer gets them later, checked"
+        );
+        let resolves: Vec<&Output> = outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Resolve(_)))
+            .collect();
+        assert_eq!(resolves.len(), 2, "one lookup per name: {outputs:?}");
+        assert_eq!(
+            error_code(&outputs),
+            Some(ErrorCode::BadCandidate),
+            "{outputs:?}"
+        );
+        assert!(
+            outputs
+                .iter()
+                .any(|o| matches!(o, Output::LimitHit(Limit::CandidateAddress { .. }))),
+            "{outputs:?}"
+        );
     }
 
     #[test]

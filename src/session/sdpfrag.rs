@@ -71,6 +71,50 @@ pub fn parse(frag: &str) -> Result<SdpFrag, String> {
     Ok(out)
 }
 
+/// An offer's `a=candidate` lines taken out of it, so that they go the way trickled ones go
+/// (the address checks, the per-call cap, `.local` lookups): the offer without them and
+/// without `a=end-of-candidates`, the candidates with their section's `a=mid` and m-line
+/// index, and whether the offer said end-of-candidates.
+pub fn take_candidates(sdp: &str) -> (String, Vec<IceCandidate>, bool) {
+    if !sdp.contains("a=candidate:") && !sdp.contains("a=end-of-candidates") {
+        return (sdp.to_owned(), Vec::new(), false);
+    }
+    let end = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let lines: Vec<&str> = sdp.lines().map(|l| l.trim_end_matches('\r')).collect();
+    // Each section's a=mid, wherever in the section it is.
+    let mut mids: Vec<Option<String>> = Vec::new();
+    for line in &lines {
+        if line.starts_with("m=") {
+            mids.push(None);
+        } else if let (Some(mid), Some(last)) = (line.strip_prefix("a=mid:"), mids.last_mut()) {
+            *last = Some(mid.trim().to_owned());
+        }
+    }
+    let mut out = String::with_capacity(sdp.len());
+    let mut candidates = Vec::new();
+    let mut end_of_candidates = false;
+    let mut section: Option<usize> = None;
+    for line in lines {
+        if line.starts_with("m=") {
+            section = Some(section.map_or(0, |i| i + 1));
+        }
+        if let Some(attr) = line.strip_prefix("a=candidate:") {
+            candidates.push(IceCandidate {
+                candidate: format!("candidate:{}", attr.trim()),
+                sdp_mid: section.and_then(|i| mids.get(i).cloned().flatten()),
+                sdp_m_line_index: Some(section.map_or(0, |i| u16::try_from(i).unwrap_or(u16::MAX))),
+                username_fragment: None,
+            });
+        } else if line == "a=end-of-candidates" {
+            end_of_candidates = true;
+        } else {
+            out.push_str(line);
+            out.push_str(end);
+        }
+    }
+    (out, candidates, end_of_candidates)
+}
+
 /// The ICE credentials of an SDP: the first `a=ice-ufrag` and `a=ice-pwd` (session or media
 /// level; with BUNDLE every section carries the same).
 pub fn ice_credentials(sdp: &str) -> Option<(String, String)> {
@@ -178,6 +222,36 @@ pub fn mids(sdp: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offers_candidates_are_taken_out_with_their_sections() {
+        let offer = "v=0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+                     a=candidate:1 1 udp 2122260223 abc.local 61764 typ host\r\na=mid:0\r\n\
+                     m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\n\
+                     a=candidate:2 1 udp 1 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n";
+        let (rest, candidates, end) = take_candidates(offer);
+        assert_eq!(
+            rest,
+            "v=0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\n"
+        );
+        assert!(end);
+        assert_eq!(candidates.len(), 2);
+        assert_eq!(
+            candidates[0].candidate,
+            "candidate:1 1 udp 2122260223 abc.local 61764 typ host"
+        );
+        // The mid comes after the candidate in its section, and still names it.
+        assert_eq!(candidates[0].sdp_mid.as_deref(), Some("0"));
+        assert_eq!(candidates[0].sdp_m_line_index, Some(0));
+        assert_eq!(candidates[1].sdp_mid.as_deref(), Some("1"));
+        assert_eq!(candidates[1].sdp_m_line_index, Some(1));
+        let (same, none, end) = take_candidates("v=0\nm=video 9 X 96\na=mid:0\n");
+        assert_eq!(
+            (same.as_str(), none.len(), end),
+            ("v=0\nm=video 9 X 96\na=mid:0\n", 0, false)
+        );
+    }
 
     /// The trickle fragment of RFC 8840 section 4.4's shape, as WHEP clients send it.
     const TRICKLE: &str = "a=ice-ufrag:EsAw\r\n\

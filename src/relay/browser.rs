@@ -102,7 +102,7 @@ async fn serve(
             let (code, message) = match refusal {
                 Attach::Offline => {
                     bump(&state.counters.browsers_offline);
-                    let known = state.settings.devices.iter().any(|d| d.name == name);
+                    let known = state.is_configured(&name);
                     let message = if known {
                         format!(
                             "camera '{shown}' is offline: {}",

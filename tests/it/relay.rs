@@ -498,3 +498,44 @@ async fn sighup_reloads_the_devices_and_keeps_the_running_config_on_a_bad_file()
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_browser_message_closes_with_1009_and_is_counted() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay = Relay::start(dir.path(), 0, false, "max_message_bytes = 1024\n");
+    let (_shop, answer) = fake_link(&relay, "shop", SHOP_TOKEN).await;
+    assert_eq!(answer["registered"]["name"], "shop", "{answer}");
+    let url = format!("ws://127.0.0.1:{}/d/shop/ws", relay.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("browser upgrade");
+    // 4 × max_message_bytes is the most a browser may send in one message.
+    let big = format!("{{\"x\": \"{}\"}}", "a".repeat(4 * 1024));
+    ws.send(Message::text(big)).await.expect("send");
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break None,
+            }
+        }
+    })
+    .await
+    .expect("the relay did not close the socket");
+    assert_eq!(close, Some(1009));
+    assert_eq!(
+        relay
+            .metric("peercam_relay_browsers_closed_total{reason=\"message_too_big\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        relay
+            .metric("peercam_relay_browsers_closed_total{reason=\"not_utf8\"}")
+            .await,
+        0.0
+    );
+}

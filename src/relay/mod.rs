@@ -168,7 +168,11 @@ async fn serve(settings: RelayServerSettings, source: RelaySource) -> Result<(),
     let limits = settings.limits.clone();
     let devices = settings.devices.len();
     let shutdown = CancellationToken::new();
-    let mut running = settings.clone();
+    // The configuration in force for the reload to compare with; the devices live in `state`.
+    let mut running = RelayServerSettings {
+        devices: Vec::new(),
+        ..settings.clone()
+    };
     let state = RelayState::new(settings, shutdown.clone());
     info!(
         "peercam relay listening on {scheme}://{local}/ ({devices} device(s) configured; \

@@ -93,7 +93,8 @@ pub fn restart_keys(
 }
 
 /// Re-reads the file from `source` and applies what can be applied to `state`; `running` is
-/// the configuration in force (its devices and `[log]` are replaced here).
+/// the configuration in force but for the devices, which `state` holds (its `[log]` is
+/// replaced here).
 pub fn reload(state: &RelayState, source: &RelaySource, running: &mut RelayServerSettings) {
     let origin = source.path.display();
     let wanted = match source.load() {
@@ -111,12 +112,11 @@ pub fn reload(state: &RelayState, source: &RelaySource, running: &mut RelayServe
             restart.join(", ")
         );
     }
-    let changes = DeviceChanges::between(&running.devices, &wanted.devices);
+    let changes = DeviceChanges::between(&state.devices(), &wanted.devices);
     let level_changed = running.log != wanted.log;
     if level_changed {
         crate::logging::set_level(wanted.log.level);
     }
-    running.devices = wanted.devices.clone();
     running.log = wanted.log;
     // New registrations check the new list from here on; links of removed names close.
     state.set_devices(wanted.devices);

@@ -121,7 +121,11 @@ fn run_relay(config: Option<&Path>, listen: Option<SocketAddr>, check: bool) -> 
     }
     crate::logging::init(settings.log.level);
     log::info!("configuration: {}", path.display());
-    match crate::relay::run(settings) {
+    let source = crate::relay::RelaySource {
+        path: path.to_path_buf(),
+        listen,
+    };
+    match crate::relay::run(settings, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

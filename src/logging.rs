@@ -6,7 +6,8 @@
 //! at info and below. `RUST_LOG`, when set, is layered on top in env_logger syntax: a plain
 //! level (`RUST_LOG=debug`) replaces the configured level, and module directives
 //! (`RUST_LOG=info,webrtc=debug`) replace the defaults for those modules. The same rules
-//! apply to both outputs.
+//! apply to both outputs. [`set_level`] replaces the configured level while running (the
+//! relay's reload).
 //!
 //! Two guards sit between the filter and the output ([`GuardedLog`]):
 //! - webrtc-rs's ICE agent warns "pingAllCandidates called with no candidate pairs" five
@@ -32,28 +33,55 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 /// Log targets (prefixes) of dependencies that are noisy below `warn`.
 const NOISY_TARGETS: &[&str] = &["webrtc", "rtc"];
 
+/// The installed logger's filter, which [`set_level`] replaces.
+static INSTALLED: std::sync::OnceLock<SharedFilter> = std::sync::OnceLock::new();
+
+/// A filter the logger reads and a reload may replace.
+type SharedFilter = std::sync::Arc<std::sync::RwLock<Filter>>;
+
+/// `RUST_LOG`, when set to something.
+fn rust_log() -> Option<String> {
+    std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
 /// Installs the global logger. Call once, early; later calls do nothing (the first logger
 /// stays), which keeps tests that start the CLI in-process safe.
 pub fn init(level: LevelFilter) {
-    let rust_log = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|v| !v.trim().is_empty());
-    let filter = build_filter(level, rust_log.as_deref());
+    let filter = build_filter(level, rust_log().as_deref());
     let max_level = filter.filter();
+    let shared: SharedFilter = std::sync::Arc::new(std::sync::RwLock::new(filter));
     let installed = if systemd_journal_logger::connected_to_journal() {
         match systemd_journal_logger::JournalLog::new() {
-            Ok(journal) => log::set_boxed_logger(Box::new(GuardedLog::new(journal, filter))),
+            Ok(journal) => {
+                log::set_boxed_logger(Box::new(GuardedLog::shared(journal, shared.clone())))
+            }
             Err(e) => {
                 eprintln!("peercam: cannot open the systemd journal ({e}); logging to stderr");
-                log::set_boxed_logger(Box::new(stderr_logger(filter)))
+                log::set_boxed_logger(Box::new(stderr_logger(shared.clone())))
             }
         }
     } else {
-        log::set_boxed_logger(Box::new(stderr_logger(filter)))
+        log::set_boxed_logger(Box::new(stderr_logger(shared.clone())))
     };
     if installed.is_ok() {
         log::set_max_level(max_level);
+        let _ = INSTALLED.set(shared);
     }
+}
+
+/// Replaces the configured level of the logger [`init`] installed (a reload's `[log]
+/// level`), with the same rules: `RUST_LOG`, when set, still applies on top. Does nothing
+/// when [`init`] installed no logger.
+pub fn set_level(level: LevelFilter) {
+    let Some(shared) = INSTALLED.get() else {
+        return;
+    };
+    let filter = build_filter(level, rust_log().as_deref());
+    let max_level = filter.filter();
+    *shared.write().unwrap_or_else(|e| e.into_inner()) = filter;
+    log::set_max_level(max_level);
 }
 
 /// The filter: `level` for everything, noisy dependencies capped at `warn`, then `RUST_LOG`.
@@ -84,7 +112,7 @@ fn plain_level(spec: &str) -> Option<LevelFilter> {
 
 /// env_logger writing every record to stderr (filtering is done by the wrapper), as
 /// `2025-01-31T12:00:00.123Z INFO  peercam::daemon: message`.
-fn stderr_logger(filter: Filter) -> GuardedLog<env_logger::Logger> {
+fn stderr_logger(filter: SharedFilter) -> GuardedLog<env_logger::Logger> {
     let logger = env_logger::Builder::new()
         .filter_level(LevelFilter::Trace)
         .target(env_logger::Target::Stderr)
@@ -100,7 +128,7 @@ fn stderr_logger(filter: Filter) -> GuardedLog<env_logger::Logger> {
             )
         })
         .build();
-    GuardedLog::new(logger, filter)
+    GuardedLog::shared(logger, filter)
 }
 
 /// Characters of a client-supplied string that [`client_str`] writes by default.
@@ -256,27 +284,36 @@ impl StackThrottle {
 /// escaped and bounded.
 struct GuardedLog<L> {
     log: L,
-    filter: Filter,
+    filter: SharedFilter,
     stack: StackThrottle,
 }
 
 impl<L: Log> GuardedLog<L> {
+    #[cfg(test)]
     fn new(log: L, filter: Filter) -> Self {
+        Self::shared(log, std::sync::Arc::new(std::sync::RwLock::new(filter)))
+    }
+
+    fn shared(log: L, filter: SharedFilter) -> Self {
         GuardedLog {
             log,
             filter,
             stack: StackThrottle::default(),
         }
     }
+
+    fn filter(&self) -> std::sync::RwLockReadGuard<'_, Filter> {
+        self.filter.read().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl<L: Log> Log for GuardedLog<L> {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        self.filter.enabled(metadata) && self.log.enabled(metadata)
+        self.filter().enabled(metadata) && self.log.enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !self.filter.matches(record) {
+        if !self.filter().matches(record) {
             return;
         }
         let message = match record.args().as_str() {
@@ -290,7 +327,7 @@ impl<L: Log> Log for GuardedLog<L> {
                 .level(level)
                 .target(record.target())
                 .build();
-            if !self.filter.enabled(&demoted) {
+            if !self.filter().enabled(&demoted) {
                 return;
             }
         }

@@ -11,7 +11,7 @@ mod lookups;
 pub mod media;
 pub mod relay_link;
 mod room;
-mod socket;
+pub(crate) mod socket;
 pub mod tls;
 mod viewer;
 pub mod whep;

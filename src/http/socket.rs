@@ -430,18 +430,41 @@ impl Socket {
     }
 }
 
-/// The close frame for a read error: 1009 for a message over the size limit (4x
-/// `max_message_bytes`), 1007 for text that is not UTF-8. `None` for errors where the
-/// connection is gone anyway.
+/// A signaling socket's read error that the peer caused and is told about in the close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadError {
+    /// A message over the size limit (4x `max_message_bytes`): close code 1009.
+    TooBig,
+    /// Text that is not UTF-8: close code 1007.
+    NotUtf8,
+}
+
+impl ReadError {
+    /// What `error` was, or `None` for errors where the connection is gone anyway.
+    pub(crate) fn of(error: axum::Error) -> Option<ReadError> {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        // (axum's WebSocket is tokio-tungstenite's: Cargo.toml keeps the two on one version.)
+        let error = error.into_inner().downcast::<WsError>().ok()?;
+        match *error {
+            WsError::Capacity(_) => Some(ReadError::TooBig),
+            WsError::Utf8(_) => Some(ReadError::NotUtf8),
+            _ => None,
+        }
+    }
+
+    /// The close code and reason RFC 6455 asks for.
+    pub(crate) fn close(self) -> (u16, &'static str) {
+        match self {
+            ReadError::TooBig => (1009, "message too big"),
+            ReadError::NotUtf8 => (1007, "text is not UTF-8"),
+        }
+    }
+}
+
+/// The close frame for a read error ([`ReadError`]); `None` for errors where the connection
+/// is gone anyway.
 fn close_frame_for(error: axum::Error) -> Option<CloseFrame> {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    // (axum's WebSocket is tokio-tungstenite's: Cargo.toml keeps the two on one version.)
-    let error = error.into_inner().downcast::<WsError>().ok()?;
-    let (code, reason) = match *error {
-        WsError::Capacity(_) => (1009, "message too big"),
-        WsError::Utf8(_) => (1007, "text is not UTF-8"),
-        _ => return None,
-    };
+    let (code, reason) = ReadError::of(error)?.close();
     Some(CloseFrame {
         code,
         reason: reason.into(),

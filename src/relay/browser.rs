@@ -1,7 +1,8 @@
 //! The browsers' side of the relay: `/d/NAME/ws`, a signaling socket whose messages go to
 //! device NAME over its link and back, unchanged. The device runs the conversation (and
 //! answers every malformed message); the relay checks the origin, the rate and number of
-//! sockets, the message size (the device's rule: 4 × `max_message_bytes` closes with 1009),
+//! sockets, the message size (the device's rule: 4 × `max_message_bytes` closes with 1009;
+//! text that is not UTF-8 with 1007; both counted),
 //! and keeps every queue bounded. A browser dialling a device that is not connected gets
 //! `{"error": {"code": "device_offline", …}}` and its socket closes.
 
@@ -20,6 +21,7 @@ use super::links::{Attach, ToBrowser};
 use super::RelayState;
 use crate::http;
 use crate::http::connections::Connection;
+use crate::http::socket::ReadError;
 use crate::limits::LimitLog;
 use crate::session::protocol::{ErrorBody, ErrorCode, Message};
 use crate::session::relay_wire::Frame;
@@ -102,7 +104,7 @@ async fn serve(
             let (code, message) = match refusal {
                 Attach::Offline => {
                     bump(&state.counters.browsers_offline);
-                    let known = state.settings.devices.iter().any(|d| d.name == name);
+                    let known = state.is_configured(&name);
                     let message = if known {
                         format!(
                             "camera '{shown}' is offline: {}",
@@ -184,7 +186,17 @@ async fn serve(
                 // Over 4 × max_message_bytes, or not UTF-8: tungstenite says which.
                 Some(Err(e)) => {
                     log::debug!("relay browser {remote}: {e}");
-                    break (1009, "message too big or not UTF-8");
+                    match ReadError::of(e) {
+                        Some(error) => {
+                            bump(match error {
+                                ReadError::TooBig => &state.counters.browser_too_big,
+                                ReadError::NotUtf8 => &state.counters.browser_not_utf8,
+                            });
+                            break error.close();
+                        }
+                        // The connection is gone: the close frame goes nowhere.
+                        None => break (1000, ""),
+                    }
                 }
             },
         }

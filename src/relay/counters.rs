@@ -1,5 +1,6 @@
 //! The relay's counters for `/metrics`: device links (attempts, registrations, refusals by
-//! reason) and browsers (refusals by limit, messages dropped by which queue overflowed).
+//! reason) and browsers (refusals by limit, messages dropped by which queue overflowed,
+//! sockets closed for what the browser sent).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,6 +37,10 @@ pub struct Counters {
     pub browser_queue_drops: AtomicU64,
     /// Binary messages from browsers (not forwarded).
     pub binary_dropped: AtomicU64,
+    /// Browsers closed (1009) for a message over 4 × `[limits] max_message_bytes`.
+    pub browser_too_big: AtomicU64,
+    /// Browsers closed (1007) for text that is not UTF-8.
+    pub browser_not_utf8: AtomicU64,
 }
 
 /// One more of `counter`.
@@ -93,6 +98,15 @@ impl Counters {
         ] {
             out.push_str(&format!(
                 "peercam_relay_dropped_total{{queue=\"{queue}\"}} {}\n",
+                get(counter)
+            ));
+        }
+        for (reason, counter) in [
+            ("message_too_big", &self.browser_too_big),
+            ("not_utf8", &self.browser_not_utf8),
+        ] {
+            out.push_str(&format!(
+                "peercam_relay_browsers_closed_total{{reason=\"{reason}\"}} {}\n",
                 get(counter)
             ));
         }

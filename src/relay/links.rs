@@ -22,6 +22,7 @@ use log::{debug, info};
 use ring::digest::{digest, SHA256};
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::counters::bump;
 use super::RelayState;
@@ -58,6 +59,8 @@ struct Link {
     out: mpsc::Sender<Frame>,
     /// Its browsers, by id.
     browsers: HashMap<u64, mpsc::Sender<ToBrowser>>,
+    /// Cancelled when a reload removed the device's name: its link ends.
+    removed: CancellationToken,
 }
 
 /// Why a browser could not be attached to its device.
@@ -207,6 +210,7 @@ impl Links {
         id: u64,
         addr: SocketAddr,
         out: mpsc::Sender<Frame>,
+        removed: CancellationToken,
     ) -> Result<(), SocketAddr> {
         let mut links = self.lock();
         if let Some(other) = links.get(name) {
@@ -219,9 +223,27 @@ impl Links {
                 addr,
                 out,
                 browsers: HashMap::new(),
+                removed,
             },
         );
         Ok(())
+    }
+
+    /// Closes the links of `names` (a reload removed them from the config) and forgets their
+    /// refused attempts. Returns how many links were connected.
+    pub fn close(&self, names: &[String]) -> usize {
+        let links = self.lock();
+        let mut closed = 0;
+        for name in names {
+            if let Some(link) = links.get(name) {
+                link.removed.cancel();
+                closed += 1;
+            }
+        }
+        drop(links);
+        let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        refusals.retain(|name, _| !names.contains(name));
+        closed
     }
 
     /// The link `id` of `name` ended: its browsers' channels close with it.
@@ -279,13 +301,25 @@ async fn serve(state: &Arc<RelayState>, mut ws: WebSocket, remote: SocketAddr) {
     }
     let id = state.links.new_id();
     let (out, mut outbox) = mpsc::channel::<Frame>(LINK_QUEUE);
-    if let Err(other) = state.links.register(&name, id, remote, out) {
+    let removed = CancellationToken::new();
+    if let Err(other) = state
+        .links
+        .register(&name, id, remote, out, removed.clone())
+    {
         let message = format!(
             "a device named '{name}' is connected already (from {}); the device connected \
              first keeps the name until its link ends",
             other.ip()
         );
         return refuse(state, ws, remote, &name, RefusalCode::NameTaken, message).await;
+    }
+    // A reload may have removed the name after its token was checked.
+    if !state.is_configured(&name) {
+        state.links.unregister(&name, id);
+        let message = format!(
+            "the name '{name}' was removed from the relay's [[relay_server.devices]] just now"
+        );
+        return refuse(state, ws, remote, &name, RefusalCode::BadToken, message).await;
     }
     let registered = Frame::Registered { name: name.clone() };
     if ws
@@ -312,6 +346,10 @@ async fn serve(state: &Arc<RelayState>, mut ws: WebSocket, remote: SocketAddr) {
             _ = state.shutdown.cancelled() => {
                 let _ = tokio::time::timeout(Duration::from_millis(200), sink.close()).await;
                 break "the relay is stopping".to_owned();
+            }
+            _ = removed.cancelled() => {
+                let _ = tokio::time::timeout(Duration::from_millis(200), sink.close()).await;
+                break "a reload removed it from [[relay_server.devices]]".to_owned();
             }
             _ = tokio::time::sleep_until(silence) => {
                 bump(&state.counters.links_silent);
@@ -357,7 +395,8 @@ async fn first_text(ws: &mut WebSocket) -> Option<String> {
 fn check_token(state: &RelayState, register: &Register) -> Result<(), String> {
     let given = digest(&SHA256, register.token.as_bytes());
     let mut owner = None;
-    for device in &state.settings.devices {
+    let devices = state.devices();
+    for device in devices.iter() {
         let known = digest(&SHA256, device.token.as_bytes());
         if bool::from(known.as_ref().ct_eq(given.as_ref())) {
             owner = Some(&device.name);
@@ -388,7 +427,7 @@ async fn refuse(
     message: String,
 ) {
     bump(state.counters.refused(code));
-    if state.settings.devices.iter().any(|d| d.name == name) {
+    if state.is_configured(name) {
         state.links.note_refusal(name, code, remote.ip());
     }
     REFUSED.hit(|| {

@@ -6,14 +6,16 @@
 //! The login, session cookie, failure limits, origin and host checks, TLS and the
 //! connection admission are the device's own ([`crate::http`]); this module adds the device
 //! registry ([`links`]) and the browser side ([`browser`]). Every queue is bounded and every
-//! refusal and drop counted in `/metrics` ([`counters`]).
+//! refusal and drop counted in `/metrics` ([`counters`]). SIGHUP reloads the device list and
+//! the log level ([`reload`]).
 
 mod browser;
 mod counters;
 mod links;
+mod reload;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
@@ -29,7 +31,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::relay::RelayServerSettings;
+use crate::config::relay::{RelayDevice, RelayServerSettings};
 use crate::http::auth::Auth;
 use crate::http::connections::Connections;
 use crate::http::hosts::Hosts;
@@ -37,6 +39,7 @@ use crate::http::{self, Front};
 use crate::limits::RateLimiter;
 
 pub use counters::Counters;
+pub use reload::RelaySource;
 
 /// Largest login form accepted.
 const MAX_LOGIN_BODY: usize = 4096;
@@ -67,7 +70,11 @@ pub enum RelayError {
 
 /// Everything the relay's handlers share.
 pub struct RelayState {
+    /// The settings the relay started with, but for the devices (`devices`): a reload
+    /// changes none of them.
     settings: RelayServerSettings,
+    /// `[[relay_server.devices]]`, replaced by a reload.
+    devices: RwLock<Arc<Vec<RelayDevice>>>,
     auth: Auth,
     hosts: Hosts,
     /// The devices connected now.
@@ -92,7 +99,8 @@ impl Front for RelayState {
 
 impl RelayState {
     /// The state for `settings`, stopping with `shutdown`.
-    pub fn new(settings: RelayServerSettings, shutdown: CancellationToken) -> Arc<RelayState> {
+    pub fn new(mut settings: RelayServerSettings, shutdown: CancellationToken) -> Arc<RelayState> {
+        let devices = std::mem::take(&mut settings.devices);
         let secure = settings.server.tls != crate::config::TlsMode::Off;
         let limits = &settings.limits;
         Arc::new(RelayState {
@@ -102,6 +110,7 @@ impl RelayState {
                 secure,
             ),
             hosts: Hosts::new(&settings.server),
+            devices: RwLock::new(Arc::new(devices)),
             links: links::Links::default(),
             browser_slots: Arc::new(Semaphore::new(limits.max_connections)),
             opens: RateLimiter::new(limits.dials_per_minute),
@@ -111,24 +120,44 @@ impl RelayState {
             settings,
         })
     }
+
+    /// The devices configured now.
+    pub fn devices(&self) -> Arc<Vec<RelayDevice>> {
+        self.devices
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether a device named `name` is configured now.
+    pub fn is_configured(&self, name: &str) -> bool {
+        self.devices().iter().any(|d| d.name == name)
+    }
+
+    /// Replaces the configured devices (a reload): registrations from now on check `devices`.
+    fn set_devices(&self, devices: Vec<RelayDevice>) {
+        *self.devices.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(devices);
+    }
 }
 
-/// Runs the relay until SIGINT or SIGTERM. Blocking; builds its own runtime.
-pub fn run(settings: RelayServerSettings) -> Result<(), RelayError> {
+/// Runs the relay until SIGINT or SIGTERM; SIGHUP re-reads the configuration from `source`
+/// ([`reload`]). Blocking; builds its own runtime.
+pub fn run(settings: RelayServerSettings, source: RelaySource) -> Result<(), RelayError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("peercam-relay")
         .enable_all()
         .build()
         .map_err(RelayError::Runtime)?;
-    let result = runtime.block_on(serve(settings));
+    let result = runtime.block_on(serve(settings, source));
     runtime.shutdown_timeout(Duration::from_millis(200));
     result
 }
 
-async fn serve(settings: RelayServerSettings) -> Result<(), RelayError> {
+async fn serve(settings: RelayServerSettings, source: RelaySource) -> Result<(), RelayError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(RelayError::Serve)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(RelayError::Serve)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(RelayError::Serve)?;
     let tls = http::tls::acceptor(&settings.server)?;
     let addr = settings.server.listen;
     let listener = TcpListener::bind(addr)
@@ -139,6 +168,11 @@ async fn serve(settings: RelayServerSettings) -> Result<(), RelayError> {
     let limits = settings.limits.clone();
     let devices = settings.devices.len();
     let shutdown = CancellationToken::new();
+    // The configuration in force for the reload to compare with; the devices live in `state`.
+    let mut running = RelayServerSettings {
+        devices: Vec::new(),
+        ..settings.clone()
+    };
     let state = RelayState::new(settings, shutdown.clone());
     info!(
         "peercam relay listening on {scheme}://{local}/ ({devices} device(s) configured; \
@@ -151,6 +185,7 @@ async fn serve(settings: RelayServerSettings) -> Result<(), RelayError> {
     if devices == 0 {
         warn!("no [[relay_server.devices]] are configured: no device can register");
     }
+    // Devices a reload adds fit in the room left by the browsers' doubled share.
     let connections = Connections::new(
         limits.connections_per_address,
         limits.max_connections * 2 + 16 + devices,
@@ -164,15 +199,25 @@ async fn serve(settings: RelayServerSettings) -> Result<(), RelayError> {
         shutdown.clone(),
         state.tasks.clone(),
     ));
-    let outcome = tokio::select! {
-        _ = sigterm.recv() => { info!("SIGTERM: stopping"); Ok(()) }
-        _ = sigint.recv() => { info!("SIGINT: stopping"); Ok(()) }
-        r = &mut server => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(RelayError::Serve(e)),
-            Err(e) => Err(RelayError::Serve(std::io::Error::other(e.to_string()))),
-        },
+    crate::systemd::ready(&format!("listening on {local}"));
+    let outcome = loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Ok(()) }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break Ok(()) }
+            _ = sighup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                crate::systemd::reloading();
+                reload::reload(&state, &source, &mut running);
+                crate::systemd::ready(&format!("listening on {local}"));
+            }
+            r = &mut server => break match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(RelayError::Serve(e)),
+                Err(e) => Err(RelayError::Serve(std::io::Error::other(e.to_string()))),
+            },
+        }
     };
+    crate::systemd::stopping();
     shutdown.cancel();
     state.tasks.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait()).await;
@@ -226,7 +271,7 @@ async fn device_list(
     }
     let online = state.links.names();
     let mut items = String::new();
-    for device in &state.settings.devices {
+    for device in state.devices().iter() {
         // Names are [a-z0-9-] (checked in the config): nothing to escape.
         let (class, word) = if online.contains(&device.name) {
             ("online", "online".to_owned())
@@ -270,7 +315,7 @@ async fn device_page(
     if let Some(form) = http::login_form_for(&state.auth, remote, &headers) {
         return form;
     }
-    if !state.settings.devices.iter().any(|d| d.name == name) {
+    if !state.is_configured(&name) {
         return (
             StatusCode::NOT_FOUND,
             "404 Not Found: no camera of that name is configured on this relay\n",
@@ -299,7 +344,7 @@ async fn metrics(State(state): State<Arc<RelayState>>) -> Response {
         "peercam_relay_devices_online {}\npeercam_relay_devices_configured {}\n\
          peercam_relay_browsers {}\npeercam_relay_sessions {}\n",
         state.links.names().len(),
-        state.settings.devices.len(),
+        state.devices().len(),
         state.settings.limits.max_connections - state.browser_slots.available_permits(),
         state.auth.session_count(),
     ));

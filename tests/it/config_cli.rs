@@ -229,3 +229,60 @@ fn man_page_covers_every_option_command_and_config_key() {
     let version = format!("\"peercam {}\"", env!("CARGO_PKG_VERSION"));
     assert!(page.contains(&version), "the .TH line should say {version}");
 }
+
+/// The systemd units the .deb installs (deploy/*.service) pass `systemd-analyze verify`
+/// without a complaint about them (ExecStart pointed at the built binary, which the check
+/// needs to exist); the relay's unit is shipped but not enabled. Skipped, saying so, where
+/// systemd-analyze is not installed.
+#[test]
+fn systemd_units_verify_and_the_relay_unit_is_shipped_disabled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for unit in ["peercam.service", "peercam-relay.service"] {
+        let unit_text = std::fs::read_to_string(repo_file(&format!("deploy/{unit}")))
+            .unwrap_or_else(|e| panic!("read deploy/{unit}: {e}"));
+        assert!(unit_text.contains("ExecStart=/usr/bin/peercam"), "{unit}");
+        assert!(
+            unit_text.contains("ExecReload=/bin/kill -HUP $MAINPID"),
+            "{unit}"
+        );
+        let local = unit_text.replace("/usr/bin/peercam", env!("CARGO_BIN_EXE_peercam"));
+        let path = dir.path().join(unit);
+        std::fs::write(&path, local).expect("write unit");
+        let out = match std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("skipping systemd-analyze verify: systemd-analyze is not installed");
+                return;
+            }
+            Err(e) => panic!("run systemd-analyze: {e}"),
+        };
+        let stderr = text(&out.stderr);
+        let complaints: Vec<&str> = stderr.lines().filter(|l| l.contains(unit)).collect();
+        assert!(
+            out.status.success() && complaints.is_empty(),
+            "systemd-analyze verify {unit}: {}\n{stderr}",
+            out.status
+        );
+    }
+    let relay = std::fs::read_to_string(repo_file("deploy/peercam-relay.service"))
+        .expect("read the relay unit");
+    for line in [
+        "ExecStart=/usr/bin/peercam relay --config /etc/peercam/relay.toml",
+        "DynamicUser=yes",
+        "StateDirectory=peercam-relay",
+    ] {
+        assert!(
+            relay.lines().any(|l| l == line),
+            "no `{line}` in the relay unit"
+        );
+    }
+    let manifest = std::fs::read_to_string(repo_file("Cargo.toml")).expect("read Cargo.toml");
+    assert!(
+        manifest.contains("unit-name = \"peercam-relay\", enable = false, start = false"),
+        "Cargo.toml's [package.metadata.deb] systemd-units must ship peercam-relay disabled"
+    );
+}

@@ -383,3 +383,159 @@ async fn a_flood_from_one_address_leaves_room_for_others() {
     let call = dial_viewer(ws, 10).await;
     call.hang_up().await;
 }
+
+/// A device played by a plain WebSocket on `relay`'s `/link`: registers as `name` with
+/// `token`; the relay's answer.
+async fn fake_link(relay: &Relay, name: &str, token: &str) -> (Ws, Value) {
+    use futures_util::SinkExt;
+    assert!(!relay.tls, "fake_link speaks ws://");
+    let url = format!("ws://127.0.0.1:{}/link", relay.port);
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("link upgrade timed out")
+    .expect("link upgrade");
+    let register = serde_json::json!({"register": {"version": 1, "name": name, "token": token}});
+    ws.send(register.to_string().into())
+        .await
+        .expect("send register");
+    let answer = next_json(&mut ws).await;
+    (ws, answer)
+}
+
+/// Rewrites `relay`'s config file with `edit` and sends it SIGHUP; the reload's line.
+fn reload(relay: &Relay, edit: impl FnOnce(String) -> String) -> String {
+    let path = relay.dir.join("relay.toml");
+    let text = std::fs::read_to_string(&path).expect("read relay config");
+    std::fs::write(&path, edit(text)).expect("write relay config");
+    let status = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(relay.child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -HUP failed");
+    relay.wait_for_log("reload:", Duration::from_secs(5))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_devices_and_keeps_the_running_config_on_a_bad_file() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut relay = Relay::start(dir.path(), 0, false, "");
+    const BARN_TOKEN: &str = "barn-token-0123456789";
+    let (_ws, answer) = fake_link(&relay, "barn", BARN_TOKEN).await;
+    assert_eq!(answer["refused"]["code"], "bad_token", "{answer}");
+    let (mut door, answer) = fake_link(&relay, "door", DOOR_TOKEN).await;
+    assert_eq!(answer["registered"]["name"], "door", "{answer}");
+    let (_shop, answer) = fake_link(&relay, "shop", SHOP_TOKEN).await;
+    assert_eq!(answer["registered"]["name"], "shop", "{answer}");
+
+    // barn added, door removed, shop's token changed, a limit changed (needs a restart).
+    let door_table =
+        format!("[[relay_server.devices]]\nname = \"door\"\ntoken = \"{DOOR_TOKEN}\"\n");
+    let warning = reload(&relay, |text| {
+        text.replace(&door_table, "")
+            .replace(SHOP_TOKEN, "shop-token-changed-0123")
+            .replace("[limits]\n", "[limits]\nbrowsers_per_device = 3\n")
+            + &format!("[[relay_server.devices]]\nname = \"barn\"\ntoken = \"{BARN_TOKEN}\"\n")
+            + "[log]\nlevel = \"debug\"\n"
+    });
+    assert!(
+        warning.contains("reload: [limits] changed in")
+            && warning.contains("apply after a restart"),
+        "{warning}"
+    );
+    let applied = relay.wait_for_log("reload:", Duration::from_secs(5));
+    assert!(
+        applied.contains(
+            "applied (devices added: barn; devices removed: door (1 link(s) closed); \
+             new token for: shop (needed from its next registration); [log] level debug)"
+        ),
+        "{applied}"
+    );
+    // The removed device's link is closed; the one whose token changed stays up.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match door.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | None => break,
+                Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "door's link stayed open after the reload");
+    let (_barn, answer) = fake_link(&relay, "barn", BARN_TOKEN).await;
+    assert_eq!(answer["registered"]["name"], "barn", "{answer}");
+    let (_ws, answer) = fake_link(&relay, "door", DOOR_TOKEN).await;
+    assert_eq!(answer["refused"]["code"], "bad_token", "{answer}");
+    assert_eq!(relay.metric("peercam_relay_devices_online").await, 2.0);
+    assert_eq!(relay.metric("peercam_relay_devices_configured").await, 2.0);
+
+    // A file that does not load keeps the running configuration.
+    let line = reload(&relay, |text| text + "[limits]\nmax_viewers = 3\n");
+    assert!(
+        line.contains("reload: ") && line.contains("keeping the running configuration"),
+        "{line}"
+    );
+    assert!(
+        relay.child.try_wait().expect("try_wait").is_none(),
+        "the relay exited on SIGHUP"
+    );
+    assert_eq!(relay.metric("peercam_relay_devices_configured").await, 2.0);
+    let (_ws, answer) = fake_link(&relay, "barn", BARN_TOKEN).await;
+    assert_eq!(answer["refused"]["code"], "name_taken", "{answer}");
+    // The fixed file: the limit still differs from the running one; nothing else changed.
+    let line = reload(&relay, |text| {
+        text.replace("[limits]\nmax_viewers = 3\n", "")
+    });
+    assert!(line.contains("reload: [limits] changed in"), "{line}");
+    let line = relay.wait_for_log("reload:", Duration::from_secs(5));
+    assert!(
+        line.contains("applied (nothing that applies without a restart changed)"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_browser_message_closes_with_1009_and_is_counted() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay = Relay::start(dir.path(), 0, false, "max_message_bytes = 1024\n");
+    let (_shop, answer) = fake_link(&relay, "shop", SHOP_TOKEN).await;
+    assert_eq!(answer["registered"]["name"], "shop", "{answer}");
+    let url = format!("ws://127.0.0.1:{}/d/shop/ws", relay.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("browser upgrade");
+    // 4 × max_message_bytes is the most a browser may send in one message.
+    let big = format!("{{\"x\": \"{}\"}}", "a".repeat(4 * 1024));
+    ws.send(Message::text(big)).await.expect("send");
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break None,
+            }
+        }
+    })
+    .await
+    .expect("the relay did not close the socket");
+    assert_eq!(close, Some(1009));
+    assert_eq!(
+        relay
+            .metric("peercam_relay_browsers_closed_total{reason=\"message_too_big\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        relay
+            .metric("peercam_relay_browsers_closed_total{reason=\"not_utf8\"}")
+            .await,
+        0.0
+    );
+}

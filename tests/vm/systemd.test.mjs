@@ -322,6 +322,9 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
       ${took('install')}
       ${READY_MS}
       echo "enabled=$(systemctl is-enabled peercam)"
+      echo "relay_enabled=$(systemctl is-enabled peercam-relay)"
+      echo "relay_active=$(systemctl is-active peercam-relay)"
+      systemd-analyze verify /usr/lib/systemd/system/peercam-relay.service 2>&1 | sed 's/^/relay_verify: /'
       dpkg-query -W -f='version=\${Version}\\ndepends=\${Depends}\\nconffiles=\${Conffiles}\\n' peercam
       ls -l /usr/bin/peercam ${CONF} /usr/lib/systemd/system/peercam.service /usr/share/doc/peercam/
       stat -c 'conf_mode=%a %U:%G' ${CONF}
@@ -336,6 +339,10 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
     assert.equal(s.ActiveState, 'active', `not active after install:\n${log.join('\n')}`);
     assert.equal(s.SubState, 'running');
     assert.match(out, /^enabled=enabled$/m);
+    // The relay's unit is shipped for public servers: installed, valid, neither enabled nor started.
+    assert.match(out, /^relay_enabled=disabled$/m, 'peercam-relay.service must not be enabled');
+    assert.match(out, /^relay_active=inactive$/m, 'peercam-relay.service must not be started');
+    assert.doesNotMatch(out, /^relay_verify: /m, 'systemd-analyze verify peercam-relay.service complained');
     assert.match(out, /^conffiles=\s*\/etc\/peercam\/peercam\.toml [0-9a-f]{32}/m, 'peercam.toml is a conffile');
     assert.match(out, /^depends=.*libopus0.*$/m);
     logged(log, /peercam listening on https:\/\/0\.0\.0\.0:7000\//, 'listening');

@@ -1593,7 +1593,8 @@ mod tests {
     }
 
     /// A session resolving `.local` candidates (loopback refused), dialled at `t0`.
-    fn mdns_session(t0: Instant) -> Session {
+    /// A session that resolves `.local` names, greeted and not yet dialled.
+    fn resolving_session(t0: Instant) -> Session {
         let rules = Rules {
             max_message_bytes: 65_536,
             ice_timeout: ICE,
@@ -1608,6 +1609,11 @@ mod tests {
         });
         let mut s = Session::new(media, admission(4, 4), rules, remote(1), t0);
         drain(&mut s);
+        s
+    }
+
+    fn mdns_session(t0: Instant) -> Session {
+        let mut s = resolving_session(t0);
         dial(&mut s, t0);
         s
     }
@@ -1615,20 +1621,7 @@ mod tests {
     #[test]
     fn an_offers_own_candidates_are_checked_and_looked_up_like_trickled_ones() {
         let t0 = Instant::now();
-        let rules = Rules {
-            max_message_bytes: 65_536,
-            ice_timeout: ICE,
-            idle_timeout: IDLE,
-            loopback_candidates: false,
-            resolve_mdns: true,
-            ice_servers: Vec::new(),
-        };
-        let media = Arc::new(TestMedia {
-            codecs: vec![H264],
-            audio: true,
-        });
-        let mut s = Session::new(media, admission(4, 4), rules, remote(1), t0);
-        drain(&mut s);
+        let mut s = resolving_session(t0);
         // Chromium's offer after gathering: two .local names (four candidates), and a
         // loopback candidate an attacker added.
         let sdp = CHROMIUM.replacen(

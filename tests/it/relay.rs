@@ -90,9 +90,9 @@ impl Relay {
         let scheme = if self.tls { "wss" } else { "ws" };
         let url = format!("{scheme}://localhost:{}/d/{name}/ws", self.port);
         let request = url.into_client_request().expect("request");
-        let connector = self
-            .tls
-            .then(|| tokio_tungstenite::Connector::Rustls(tls_config(&self.cert())));
+        let connector = self.tls.then(|| {
+            tokio_tungstenite::Connector::Rustls(crate::common::http::tls_config(&self.cert()))
+        });
         let upgrade =
             tokio_tungstenite::client_async_tls_with_config(request, tcp, None, connector);
         let (mut ws, _) = tokio::time::timeout(Duration::from_secs(5), upgrade)
@@ -109,7 +109,8 @@ impl Relay {
             .await
             .expect("connect");
         let reply = if self.tls {
-            let connector = tokio_rustls::TlsConnector::from(tls_config(&self.cert()));
+            let connector =
+                tokio_rustls::TlsConnector::from(crate::common::http::tls_config(&self.cert()));
             let server = rustls::pki_types::ServerName::try_from("localhost").expect("name");
             let tls = connector.connect(server, tcp).await.expect("TLS");
             exchange(tls, "GET", "/metrics", &[], "").await
@@ -145,22 +146,6 @@ impl Drop for Relay {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Trusts exactly the certificate in `cert_pem`.
-fn tls_config(cert_pem: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert_pem).expect("read cert") {
-        roots.add(cert.expect("cert")).expect("add root");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
 }
 
 /// The `[relay]` table of a device that dials the relay on `port` (state in `dir`) as

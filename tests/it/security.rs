@@ -423,7 +423,7 @@ impl Visitor {
     /// Over TLS, trusting exactly the certificate in `cert_pem` (for the name `localhost`).
     fn over_tls(source: IpAddr, server: SocketAddr, cert_pem: &std::path::Path) -> Visitor {
         Visitor {
-            tls: Some(tls_config(cert_pem)),
+            tls: Some(common::http::tls_config(cert_pem)),
             ..Visitor::new(source, server)
         }
     }
@@ -874,26 +874,9 @@ async fn legit_viewer_is_unharmed_over_https(port: u16, cert: &std::path::Path) 
         .await;
 }
 
-/// A rustls client config that trusts exactly `cert_pem` (the daemon's self-signed
-/// certificate).
-fn tls_config(cert_pem: &std::path::Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert_pem).expect("read cert") {
-        roots.add(cert.expect("cert")).expect("add root");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
 /// A TLS connector trusting exactly `cert_pem`.
 fn tls_connector(cert_pem: &std::path::Path) -> tokio_rustls::TlsConnector {
-    tokio_rustls::TlsConnector::from(tls_config(cert_pem))
+    tokio_rustls::TlsConnector::from(common::http::tls_config(cert_pem))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

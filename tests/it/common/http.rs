@@ -89,3 +89,20 @@ pub async fn connect_between(source: IpAddr, server: SocketAddr) -> TcpStream {
         .expect("bind the source address");
     socket.connect(server).await.expect("connect")
 }
+
+/// A rustls client config that trusts exactly `cert_pem` (a daemon's or a relay's
+/// self-signed certificate).
+pub fn tls_config(cert_pem: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert_pem).expect("read cert") {
+        roots.add(cert.expect("cert")).expect("add root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}

@@ -5,7 +5,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;

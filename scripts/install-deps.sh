@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages peercam needs to build (and, with --test, to run its
 # browser tests and, with iproute2, iptables, coturn and openssl, its network-namespace and
-# NAT tests; systemd for `systemd-analyze verify` of the units). Skips apt entirely when everything is already installed.
+# NAT tests; systemd for `systemd-analyze verify` of the units). Skips apt entirely when
+# everything is already installed.
 set -euo pipefail
 packages=(clang libclang-dev nasm pkg-config libopus-dev libasound2-dev cmake ca-certificates)
 if [[ "${1:-}" == "--test" ]]; then

@@ -41,7 +41,14 @@ pub async fn dial_with(
         json!({"sdp": {"type": "offer", "sdp": sdp}}).to_string(),
     )
     .await;
-    let answer = next_json(ws).await;
+    // A candidate inside the offer that the daemon refuses (a loopback address, to a daemon
+    // not serving on loopback) is reported before the answer, and the call goes on.
+    let answer = loop {
+        let reply = next_json(ws).await;
+        if reply["error"]["code"] != "bad_candidate" {
+            break reply;
+        }
+    };
     let Some(answer_sdp) = answer["sdp"]["sdp"].as_str() else {
         return answer; // an error reply
     };

@@ -30,7 +30,7 @@ pub struct Cli {
     pub config: Option<PathBuf>,
     /// Listen on this address instead of [server] listen (for `relay`: [relay_server]
     /// listen), e.g. 127.0.0.1:8080.
-    #[arg(long, value_name = "ADDR:PORT", global = true)]
+    #[arg(long, value_name = "ADDR:PORT", global = true, value_parser = listen_address)]
     pub listen: Option<SocketAddr>,
     /// Print every camera (V4L2) and microphone (ALSA) found, with formats, sizes and frame
     /// rates, and exit.
@@ -209,8 +209,33 @@ fn check_config(path: Option<&Path>) -> ExitCode {
     }
 }
 
+/// `--listen`'s value, refused in the words the config file's `[server] listen` gets.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        "expected an IP address and port such as \"0.0.0.0:7000\" or \"[::]:7000\" (a host \
+         name is not resolved)"
+            .to_owned()
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bad_listen_value_is_refused_in_the_config_files_words() {
+        use clap::Parser as _;
+        let err = Cli::try_parse_from(["peercam", "--listen", "localhost:7000"])
+            .expect_err("a host name is refused");
+        assert!(
+            err.to_string().contains(
+                "invalid value 'localhost:7000' for '--listen <ADDR:PORT>': expected an IP \
+                 address and port such as \"0.0.0.0:7000\" or \"[::]:7000\""
+            ),
+            "{err}"
+        );
+        let ok = Cli::try_parse_from(["peercam", "--listen", "[::]:7000"]).expect("parses");
+        assert_eq!(ok.listen, Some("[::]:7000".parse().expect("addr")));
+    }
+
     use super::*;
 
     #[test]

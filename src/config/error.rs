@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read (missing, no permission, not UTF-8).
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file {}: {source}{}", path.display(), read_hint(source))]
     Read {
         /// The file that was asked for.
         path: PathBuf,
@@ -20,6 +20,20 @@ pub enum ConfigError {
     /// The file was read but its contents are wrong; the details say where and why.
     #[error("{0}")]
     Invalid(Box<Invalid>),
+}
+
+/// What to do about a file that cannot be read, when there is something to say: the
+/// packaged config holds the password, so it is readable by root and the `peercam-config`
+/// group only (0640), and a user running `peercam check-config` is refused.
+fn read_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            ": run the command with sudo (the packaged /etc/peercam files hold passwords \
+             and are readable by root and the peercam-config group only; sudo adduser $USER \
+             peercam-config, then log in again, lets you read them)"
+        }
+        _ => "",
+    }
 }
 
 /// A problem at one place in a config file.
@@ -118,6 +132,29 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_file_says_to_use_sudo() {
+        let denied = ConfigError::Read {
+            path: PathBuf::from("/etc/peercam/peercam.toml"),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(
+            denied.to_string(),
+            "cannot read config file /etc/peercam/peercam.toml: permission denied: run the \
+             command with sudo (the packaged /etc/peercam files hold passwords and are \
+             readable by root and the peercam-config group only; sudo adduser $USER \
+             peercam-config, then log in again, lets you read them)"
+        );
+        let missing = ConfigError::Read {
+            path: PathBuf::from("/nowhere.toml"),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(
+            missing.to_string(),
+            "cannot read config file /nowhere.toml: entity not found"
+        );
+    }
 
     #[test]
     fn line_column_counts_from_one_in_characters() {

@@ -86,14 +86,20 @@ fn load_with_default(path: Option<&Path>, default_path: &Path) -> Result<Loaded,
             })
         }
     };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_file(path)?;
     let settings = parse_str(&text, &path.display().to_string())?;
     Ok(Loaded {
         settings,
         origin: ConfigOrigin::File(path.to_path_buf()),
+    })
+}
+
+/// The text of config file `path`; an error names the file and says what to do when
+/// peercam may not read it.
+pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
     })
 }
 

@@ -132,10 +132,7 @@ const SCHEMA: &[Field] = &[
 
 /// Reads and checks the relay's file at `path`.
 pub fn load_relay(path: &std::path::Path) -> Result<RelayServerSettings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = super::read_file(path)?;
     parse_relay_str(&text, &path.display().to_string())
 }
 

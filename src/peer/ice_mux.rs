@@ -1024,11 +1024,21 @@ impl<'a> Stun<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A STUN message: `kind`, transaction `tx`, and a USERNAME if given.
     fn stun(kind: u16, tx: u8, username: Option<&str>) -> Vec<u8> {
+        stun_with(kind, tx, username, None)
+    }
+
+    /// [`stun`] with an ERROR-CODE (`class * 100 + number`) if given.
+    pub(in crate::peer) fn stun_with(
+        kind: u16,
+        tx: u8,
+        username: Option<&str>,
+        error: Option<u16>,
+    ) -> Vec<u8> {
         let mut attrs = Vec::new();
         if let Some(u) = username {
             attrs.extend_from_slice(&ATTR_USERNAME.to_be_bytes());
@@ -1037,6 +1047,11 @@ mod tests {
             while attrs.len() % 4 != 0 {
                 attrs.push(0);
             }
+        }
+        if let Some(code) = error {
+            attrs.extend_from_slice(&ATTR_ERROR_CODE.to_be_bytes());
+            attrs.extend_from_slice(&4u16.to_be_bytes());
+            attrs.extend_from_slice(&[0, 0, (code / 100) as u8, (code % 100) as u8]);
         }
         let mut m = Vec::new();
         m.extend_from_slice(&kind.to_be_bytes());

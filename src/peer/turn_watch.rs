@@ -119,32 +119,8 @@ pub fn metrics_text() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ice_mux::tests::stun_with as message;
     use super::*;
-
-    /// A STUN message of `kind` with transaction `tx`, a USERNAME and an ERROR-CODE if given.
-    fn message(kind: u16, tx: u8, username: Option<&str>, error: Option<u16>) -> Vec<u8> {
-        let mut attrs = Vec::new();
-        if let Some(u) = username {
-            attrs.extend_from_slice(&0x0006u16.to_be_bytes());
-            attrs.extend_from_slice(&(u.len() as u16).to_be_bytes());
-            attrs.extend_from_slice(u.as_bytes());
-            while attrs.len() % 4 != 0 {
-                attrs.push(0);
-            }
-        }
-        if let Some(code) = error {
-            attrs.extend_from_slice(&0x0009u16.to_be_bytes());
-            attrs.extend_from_slice(&4u16.to_be_bytes());
-            attrs.extend_from_slice(&[0, 0, (code / 100) as u8, (code % 100) as u8]);
-        }
-        let mut m = Vec::new();
-        m.extend_from_slice(&kind.to_be_bytes());
-        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-        m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-        m.extend_from_slice(&[tx; 12]);
-        m.extend_from_slice(&attrs);
-        m
-    }
 
     const ALLOCATE_REQUEST: u16 = 0x0003;
     const ALLOCATE_ERROR: u16 = 0x0113;

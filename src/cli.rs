@@ -1,7 +1,8 @@
 //! Command line: `peercam [--config PATH] [--listen ADDR:PORT]` runs the daemon;
 //! `peercam check-config [PATH]` only checks a config file; `peercam doctor [--json]
 //! [--no-bench]` checks this board (devices, permissions, ports, config) and benchmarks the
-//! encoders.
+//! encoders; `peercam urls` prints where to open the page from the LAN; `peercam relay` runs
+//! a signaling relay.
 //!
 //! Exit codes: 0 success, 1 the daemon failed, 2 bad command line or configuration (the
 //! daemon never starts half-configured).
@@ -65,6 +66,10 @@ pub enum Command {
               value_parser = clap::value_parser!(u64).range(1..=20))]
         bench_seconds: u64,
     },
+    /// Print the addresses to open the page at from another machine on the network, one per
+    /// line (`http://<host>.local:7000/` and each LAN address, from the config's [server]
+    /// listen and tls), and exit. The package's install message uses it.
+    Urls,
     /// Run a signaling relay on a public host (no media): devices with a [relay] url connect
     /// out to it, browsers log in and dial them by name. Its config is its own file
     /// [--config, default: /etc/peercam/relay.toml].
@@ -97,6 +102,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         ),
         Some(Command::Relay { check }) => run_relay(cli.config.as_deref(), cli.listen, check),
+        Some(Command::Urls) => print_urls(cli.config.as_deref(), cli.listen),
         None => run_daemon(cli.config.as_deref(), cli.listen),
     }
 }
@@ -128,11 +134,40 @@ fn run_relay(config: Option<&Path>, listen: Option<SocketAddr>, check: bool) -> 
     match crate::relay::run(settings, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("peercam relay: {e}");
+            fatal("peercam relay", &e);
             ExitCode::from(EXIT_DAEMON)
         }
     }
+}
+
+/// Says once why the daemon stopped: in the journal under systemd (where stderr lands too),
+/// else on stderr as `peercam: <reason>`.
+fn fatal(prefix: &str, e: &dyn std::fmt::Display) {
+    if crate::logging::to_journal() {
+        log::error!("{e}");
+    } else {
+        eprintln!("{prefix}: {e}");
+    }
+}
+
+/// `peercam urls`: the page's URLs from the LAN, one per line.
+fn print_urls(config: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
+    let loaded = match resolve(config, listen) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("peercam: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let server = &loaded.settings.server;
+    let scheme = match server.tls {
+        config::TlsMode::Off => "http",
+        _ => "https",
+    };
+    for url in crate::lan::urls(scheme, server.listen, &crate::lan::LanFacts::read()) {
+        println!("{url}");
+    }
+    ExitCode::SUCCESS
 }
 
 /// Loads the settings and applies the `--listen` override.
@@ -175,9 +210,7 @@ fn run_daemon(config: Option<&Path>, listen: Option<SocketAddr>) -> ExitCode {
     match crate::daemon::run(loaded.settings, source(config, listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
-            // The log may go to the journal only; stderr always gets the reason too.
-            eprintln!("peercam: {e}");
+            fatal("peercam", &e);
             ExitCode::from(EXIT_DAEMON)
         }
     }

@@ -33,6 +33,7 @@ use crate::config::{self, ConfigError, ConfigOrigin, Loaded, Settings};
 use crate::http::media::LiveMedia;
 use crate::http::{self, AppState, Generation};
 use crate::hub::{HubError, MediaHub};
+use crate::lan::{self, LanFacts};
 use crate::pipeline::heartbeat::Monitor;
 use crate::systemd;
 use crate::whip::{self, Publishers};
@@ -54,12 +55,14 @@ pub enum DaemonError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     /// The HTTP port could not be bound.
-    #[error("cannot listen on {addr}: {source} (is another peercam or web server using it? set [server] listen or --listen)")]
+    #[error("cannot listen on {addr}: {source}: {hint}")]
     Listen {
         /// The configured address.
         addr: std::net::SocketAddr,
         /// The OS error.
         source: std::io::Error,
+        /// What to do about it, for this cause ([`lan::bind_hint`]).
+        hint: String,
     },
     /// The media pipeline could not start.
     #[error("media pipeline: {0}")]
@@ -118,9 +121,10 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
 
     let tls = http::tls::acceptor(&settings.server)?;
     let addr = settings.server.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| DaemonError::Listen { addr, source })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| {
+        let hint = lan::bind_hint(addr, &source, LISTEN_KEY, &LanFacts::read());
+        DaemonError::Listen { addr, source, hint }
+    })?;
     let local = listener.local_addr().map_err(DaemonError::Serve)?;
     let mut hub = MediaHub::start(&settings)?;
     let open = settings.server.password.is_none();
@@ -131,7 +135,16 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
     );
     let mut running = settings;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    info!("peercam listening on {scheme}://{local}/");
+    let mut where_to_look = WhereToLook::new(scheme, local);
+    info!(
+        "peercam listening on {local} ({scheme}): open {} {}",
+        lan::joined(&where_to_look.urls),
+        if local.ip().is_loopback() {
+            "on this machine (only it can connect: [server] listen is a loopback address)"
+        } else {
+            "from a browser on the network"
+        }
+    );
     if let Some(line) = crate::peer::ice_servers_summary(&running.webrtc.ice_servers) {
         info!("{line}");
     }
@@ -152,9 +165,9 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
     }
     let mut publishers = Publishers::start(&running.publish, &hub, &running.webrtc);
     publish_metrics(&state, &publishers);
-    let mut watchdog = Watchdog::new(local, scheme);
+    let mut watchdog = Watchdog::new();
     watchdog.wait_for_first_frame(&hub).await;
-    watchdog.ready(&state, &hub);
+    watchdog.ready(&state, &hub, &where_to_look.urls);
     let mut tick = tokio::time::interval(WATCHDOG_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome = loop {
@@ -175,9 +188,12 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
                     .reload(&running.publish, &hub, &running.webrtc, media_changed)
                     .await;
                 publish_metrics(&state, &publishers);
-                watchdog.ready(&state, &hub);
+                watchdog.ready(&state, &hub, &where_to_look.urls);
             }
-            _ = tick.tick() => watchdog.tick(&state, &hub),
+            _ = tick.tick() => {
+                where_to_look.refresh();
+                watchdog.tick(&state, &hub, &where_to_look.urls);
+            }
             r = &mut server => break match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(DaemonError::Serve(e)),
@@ -220,11 +236,48 @@ fn publish_metrics(state: &AppState, publishers: &Publishers) {
     state.set_extra_metrics(Box::new(move || whip::metrics_text(&stats)));
 }
 
+/// The setting that holds the daemon's listen address, for bind errors.
+const LISTEN_KEY: &str = "[server] listen or --listen";
+
+/// The page's URLs from the LAN ([`lan::urls`]), kept current: a Pi often starts peercam
+/// before DHCP gave it an address, so they are read again every tick and logged (one line)
+/// when they change.
+struct WhereToLook {
+    scheme: &'static str,
+    local: SocketAddr,
+    facts: LanFacts,
+    urls: Vec<String>,
+}
+
+impl WhereToLook {
+    fn new(scheme: &'static str, local: SocketAddr) -> WhereToLook {
+        let facts = LanFacts::read();
+        let urls = lan::urls(scheme, local, &facts);
+        WhereToLook {
+            scheme,
+            local,
+            facts,
+            urls,
+        }
+    }
+
+    /// Reads the addresses again; logs the URLs when they changed.
+    fn refresh(&mut self) {
+        let facts = LanFacts::read();
+        if facts == self.facts {
+            return;
+        }
+        self.urls = lan::urls(self.scheme, self.local, &facts);
+        self.facts = facts;
+        info!(
+            "the network addresses changed: open {} from a browser on the network",
+            lan::joined(&self.urls)
+        );
+    }
+}
+
 /// READY/STATUS/WATCHDOG messages driven by the media pipeline's heartbeat.
 struct Watchdog {
-    local: SocketAddr,
-    /// `http` or `https`, for the status line.
-    scheme: &'static str,
     monitor: Monitor,
     /// systemd's `WatchdogSec`, when it asked for pings.
     period: Option<Duration>,
@@ -234,7 +287,7 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    fn new(local: SocketAddr, scheme: &'static str) -> Watchdog {
+    fn new() -> Watchdog {
         let period = systemd::watchdog_period();
         if let Some(p) = period {
             info!(
@@ -243,8 +296,6 @@ impl Watchdog {
             );
         }
         Watchdog {
-            local,
-            scheme,
             monitor: Monitor::new(STALL_AFTER),
             period,
             stalled: Vec::new(),
@@ -267,23 +318,12 @@ impl Watchdog {
         }
     }
 
-    fn ready(&mut self, state: &AppState, hub: &MediaHub) {
-        self.status = self.status_of(state, hub);
+    fn ready(&mut self, state: &AppState, hub: &MediaHub, urls: &[String]) {
+        self.status = status_of(state, hub, urls);
         systemd::ready(&self.status);
         if systemd::under_systemd() {
             info!("ready (systemd notified): {}", self.status);
         }
-    }
-
-    /// The `systemctl status` line: address, viewers in a call, video source.
-    fn status_of(&self, state: &AppState, hub: &MediaHub) -> String {
-        format!(
-            "serving {}://{}/ · {} viewer(s) · {}",
-            self.scheme,
-            self.local,
-            state.viewers_in_call(),
-            hub.source_description()
-        )
     }
 
     /// The pipeline was replaced: its threads are new.
@@ -292,7 +332,7 @@ impl Watchdog {
         self.stalled.clear();
     }
 
-    fn tick(&mut self, state: &AppState, hub: &MediaHub) {
+    fn tick(&mut self, state: &AppState, hub: &MediaHub, urls: &[String]) {
         let stalled = self.monitor.check(hub.heartbeat(), Instant::now());
         if stalled.is_empty() {
             if !self.stalled.is_empty() {
@@ -314,12 +354,22 @@ impl Watchdog {
             );
             self.stalled = stalled;
         }
-        let status = self.status_of(state, hub);
+        let status = status_of(state, hub, urls);
         if status != self.status {
             systemd::status(&status);
             self.status = status;
         }
     }
+}
+
+/// The `systemctl status` line: where to open the page, viewers in a call, video source.
+fn status_of(state: &AppState, hub: &MediaHub, urls: &[String]) -> String {
+    format!(
+        "open {} · {} viewer(s) · {}",
+        urls.join(" "),
+        state.viewers_in_call(),
+        hub.source_description()
+    )
 }
 
 /// Re-reads the configuration and applies what changed (see the module documentation):

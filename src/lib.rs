@@ -33,7 +33,7 @@
 //!   [`capture`] (sources), [`encode`] (encoders), [`config`] (file, validation, settings).
 //! - ground: [`media`] (frame types, the frame pool), [`h264`] (NAL units,
 //!   profile-level-id), [`limits`] (rate limits, throttled limit logs), [`deadline`], [`logging`],
-//!   [`systemd`], [`devices`].
+//!   [`systemd`], [`devices`], [`lan`] (the URLs people open, bind-error hints).
 //!
 //! ## Where things happen
 //! - A viewer's offer becomes an answer: `http::socket::run` reads it, `http::viewer` feeds it
@@ -57,6 +57,7 @@ pub mod encode;
 pub mod h264;
 pub mod http;
 pub mod hub;
+pub mod lan;
 pub mod limits;
 pub mod logging;
 pub mod mdns;

@@ -46,6 +46,15 @@ fn rust_log() -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
+/// Whether [`init`] installed the journal logger.
+static TO_JOURNAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the log goes to the systemd journal (so stderr, which systemd sends there too,
+/// need not repeat it).
+pub fn to_journal() -> bool {
+    TO_JOURNAL.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the global logger. Call once, early; later calls do nothing (the first logger
 /// stays), which keeps tests that start the CLI in-process safe.
 pub fn init(level: LevelFilter) {
@@ -55,7 +64,12 @@ pub fn init(level: LevelFilter) {
     let installed = if systemd_journal_logger::connected_to_journal() {
         match systemd_journal_logger::JournalLog::new() {
             Ok(journal) => {
-                log::set_boxed_logger(Box::new(GuardedLog::shared(journal, shared.clone())))
+                let installed =
+                    log::set_boxed_logger(Box::new(GuardedLog::shared(journal, shared.clone())));
+                if installed.is_ok() {
+                    TO_JOURNAL.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                installed
             }
             Err(e) => {
                 eprintln!("peercam: cannot open the systemd journal ({e}); logging to stderr");

@@ -53,12 +53,14 @@ pub enum RelayError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     /// The port could not be bound.
-    #[error("cannot listen on {addr}: {source} (set [relay_server] listen)")]
+    #[error("cannot listen on {addr}: {source}: {hint}")]
     Listen {
         /// The configured address.
         addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
+        /// What to do about it, for this cause ([`crate::lan::bind_hint`]).
+        hint: String,
     },
     /// The server failed while running, or the signal handlers could not be installed.
     #[error("relay server: {0}")]
@@ -160,9 +162,12 @@ async fn serve(settings: RelayServerSettings, source: RelaySource) -> Result<(),
     let mut sighup = signal(SignalKind::hangup()).map_err(RelayError::Serve)?;
     let tls = http::tls::acceptor(&settings.server)?;
     let addr = settings.server.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| RelayError::Listen { addr, source })?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| {
+        let facts = crate::lan::LanFacts::read();
+        let hint =
+            crate::lan::bind_hint(addr, &source, "[relay_server] listen or --listen", &facts);
+        RelayError::Listen { addr, source, hint }
+    })?;
     let local = listener.local_addr().map_err(RelayError::Serve)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let limits = settings.limits.clone();

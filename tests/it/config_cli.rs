@@ -158,7 +158,8 @@ fn daemon_logs_its_config_file_and_the_listen_override() {
         log.contains("--listen 127.0.0.1:0 overrides [server] listen"),
         "{log}"
     );
-    assert!(log.contains("listening on http://127.0.0.1:"), "{log}");
+    assert!(log.contains("listening on 127.0.0.1:"), "{log}");
+    assert!(log.contains("(http): open http://127.0.0.1:"), "{log}");
     // Log lines read `<time> <LEVEL> <target>: <message>`.
     let line = lines
         .iter()
@@ -182,7 +183,7 @@ fn daemon_without_config_uses_the_built_in_defaults() {
         log.contains("configuration: built-in defaults (/etc/peercam/peercam.toml does not exist)"),
         "{log}"
     );
-    assert!(log.contains("listening on http://127.0.0.1:"), "{log}");
+    assert!(log.contains("listening on 127.0.0.1:"), "{log}");
 }
 
 /// The manual page (deploy/peercam.1, installed by the .deb) describes every option,
@@ -284,4 +285,113 @@ fn systemd_units_verify_and_the_relay_unit_is_shipped_disabled() {
         manifest.contains("unit-name = \"peercam-relay\", enable = false, start = false"),
         "Cargo.toml's [package.metadata.deb] systemd-units must ship peercam-relay disabled"
     );
+}
+
+/// A listen address that cannot be bound: one line on stderr (not the log line and then the
+/// same again), naming the cause and what to do for it.
+#[test]
+fn a_listen_address_that_cannot_be_bound_says_why_once() {
+    let config = repo_file("tests/fixtures/config/loopback.toml");
+    let config = config.to_str().expect("utf-8 path");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("local address").port();
+    let cases = [
+        (
+            format!("127.0.0.1:{port}"),
+            format!("another program already listens on port {port}"),
+        ),
+        (
+            "198.51.100.99:7000".to_owned(),
+            "198.51.100.99 is not an address of this machine".to_owned(),
+        ),
+    ];
+    for (listen, hint) in cases {
+        let out = peercam(&["--config", config, "--listen", &listen]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.matches("cannot listen on").count(), 1, "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("cannot listen on"))
+            .expect("the error line");
+        assert!(
+            line.starts_with(&format!("peercam: cannot listen on {listen}: ")),
+            "{line}"
+        );
+        assert!(line.contains(&hint), "{line}");
+        assert!(line.ends_with("[server] listen or --listen"), "{line}");
+    }
+}
+
+/// Port 80 as a user without privileges (root runs it as `nobody`): the privileged-port
+/// hint. Skipped where unprivileged users may bind low ports
+/// (`net.ipv4.ip_unprivileged_port_start`).
+#[test]
+fn a_privileged_port_gets_the_privileged_port_hint() {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .unwrap_or(1024);
+    if start <= 80 {
+        eprintln!("skipped: unprivileged users may bind port 80 here");
+        return;
+    }
+    let config = repo_file("tests/fixtures/config/loopback.toml");
+    let config = config.to_str().expect("utf-8 path");
+    let peercam_bin = env!("CARGO_BIN_EXE_peercam");
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let mut command = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            peercam_bin,
+        ]);
+        c
+    } else {
+        std::process::Command::new(peercam_bin)
+    };
+    let out = command
+        .args(["--config", config, "--listen", "127.0.0.1:80"])
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run peercam");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("cannot listen on").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(
+            "peercam: cannot listen on 127.0.0.1:80: Permission denied (os error 13): ports \
+             below 1024 need privileges peercam does not run with"
+        ),
+        "{stderr}"
+    );
+}
+
+/// `peercam urls` prints where to open the page: the configured address when it is one
+/// address, and never 0.0.0.0 when it listens on every one.
+#[test]
+fn urls_prints_the_pages_addresses() {
+    let config = repo_file("tests/fixtures/config/loopback.toml");
+    let config = config.to_str().expect("utf-8 path");
+    let out = peercam(&["--config", config, "--listen", "127.0.0.1:7000", "urls"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "http://127.0.0.1:7000/\n");
+    let out = peercam(&["--config", config, "--listen", "0.0.0.0:7000", "urls"]);
+    assert!(out.status.success(), "{out:?}");
+    let urls = text(&out.stdout);
+    assert!(!urls.is_empty() && !urls.contains("0.0.0.0"), "{urls}");
+    assert!(
+        urls.lines()
+            .all(|u| u.starts_with("http://") && u.ends_with(":7000/")),
+        "{urls}"
+    );
+    let broken = peercam(&["--config", "/nonexistent/peercam.toml", "urls"]);
+    assert_eq!(broken.status.code(), Some(2), "{broken:?}");
 }

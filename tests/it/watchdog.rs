@@ -131,10 +131,7 @@ fn watchdog_pings_follow_the_heartbeat_and_stop_when_a_media_thread_hangs() {
     // READY=1 (with a status line) once frames flow, then regular pings.
     let ready = wait_for_message(&socket, "READY=1", Duration::from_secs(10));
     let ready = ready.last().expect("ready");
-    assert!(
-        ready.contains("STATUS=serving http://127.0.0.1:"),
-        "{ready}"
-    );
+    assert!(ready.contains("STATUS=open http://127.0.0.1:"), "{ready}");
     wait_for_message(&socket, "WATCHDOG=1", Duration::from_secs(3));
     wait_for_message(&socket, "WATCHDOG=1", Duration::from_secs(3));
 

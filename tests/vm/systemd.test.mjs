@@ -345,9 +345,14 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
     assert.doesNotMatch(out, /^relay_verify: /m, 'systemd-analyze verify peercam-relay.service complained');
     assert.match(out, /^conffiles=\s*\/etc\/peercam\/peercam\.toml [0-9a-f]{32}/m, 'peercam.toml is a conffile');
     assert.match(out, /^depends=.*libopus0.*$/m);
-    logged(log, /peercam listening on https:\/\/0\.0\.0\.0:7000\//, 'listening');
+    // Where to look: the LAN URLs (the guest's .local name and 10.0.2.15), never 0.0.0.0 —
+    // in the log, in `systemctl status` and in the package's install message.
+    const lanUrls = /https:\/\/[a-z0-9-]+\.local:7000\/ or https:\/\/10\.0\.2\.15:7000\//;
+    logged(log, new RegExp(`peercam listening on 0\\.0\\.0\\.0:7000 \\(https\\): open ${lanUrls.source} from a browser on the network`), 'listening');
     logged(log, /ready \(systemd notified\)/, 'READY=1');
-    assert.match(s.StatusText, /^serving https:\/\/0\.0\.0\.0:7000\/ · 0 viewer\(s\) · /, 'STATUS= from sd_notify');
+    assert.match(s.StatusText, /^open https:\/\/[a-z0-9-]+\.local:7000\/ https:\/\/10\.0\.2\.15:7000\/ · 0 viewer\(s\) · /, 'STATUS= from sd_notify');
+    assert.match(out, /open the camera's page from a browser on this network:\npeercam: +https:\/\/[a-z0-9-]+\.local:7000\/\npeercam: +https:\/\/10\.0\.2\.15:7000\//, 'postinst prints the URLs');
+    assert.match(out, /the password: +sudo grep '\^password' \/etc\/peercam\/peercam\.toml/, 'postinst says how to read the password');
     // The package generated a password, said how to read it, and only root and the service
     // may read the file; without the password every endpoint answers 401.
     assert.match(out, /read it with: +sudo grep '\^password' \/etc\/peercam\/peercam\.toml/, 'postinst says where');
@@ -601,9 +606,9 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
     // The whole journal of the run: the lines an admin looks for.
     const all = journalAll.join('\n');
     const expected = {
-      listening: /peercam listening on https:\/\/0\.0\.0\.0:7000\//,
+      listening: /peercam listening on 0\.0\.0\.0:7000 \(https\): open https:\/\/\S+\.local:7000\//,
       media: /media: camera \/dev\/video0 \(640x480@\d+ requested\); video codecs h264; audio opus/,
-      ready: /ready \(systemd notified\): serving https:\/\/0\.0\.0\.0:7000\//,
+      ready: /ready \(systemd notified\): open https:\/\/\S+\.local:7000\//,
       started: /Started peercam/,
       reload: new RegExp(`reload: ${CONF} applied`),
       'reload error': new RegExp(`reload: ${CONF}:\\d+:7: `),

@@ -140,17 +140,16 @@ impl Daemon {
                 .recv_timeout(left)
                 .expect("peercam did not log its listening address in time");
             startup_log.push(line.clone());
-            // "listening on http://ADDR/" or, with [server] tls, "https://ADDR/".
-            let rest = ["listening on http://", "listening on https://"]
-                .iter()
-                .find_map(|marker| line.split(marker).nth(1));
-            if let Some(rest) = rest {
-                let addr = rest.trim_end_matches('/');
+            // "peercam listening on ADDR:PORT (http): open …".
+            let listening = line
+                .split("peercam listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next());
+            if let Some(addr) = listening {
                 let port = addr
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.trim_end_matches('/').parse().ok())
-                    .expect("port in log line");
+                    .parse::<std::net::SocketAddr>()
+                    .expect("address in the listening line")
+                    .port();
                 break port;
             }
         };

@@ -3,8 +3,7 @@
 //!
 //! The barcode lets a browser page measure glass-to-glass latency: it reads the strip back
 //! from the decoded video and compares it with its own clock on the same machine. The exact
-//! layout is in the README ("Test pattern and latency barcode") and in [`decode_barcode`],
-//! which is its reference decoder.
+//! layout is in docs/barcode.md and in [`decode_barcode`], which is its reference decoder.
 //!
 //! Pacing uses the monotonic clock: frame `n` is due at `start + n / fps`. A late source
 //! skips ahead to the current slot instead of bursting to catch up.
@@ -105,7 +104,7 @@ fn barcode_cells(value: u32) -> [bool; BARCODE_CELLS as usize] {
 /// `width * height` bytes). Returns the 32-bit value (the low 32 bits of the capture time in
 /// milliseconds since the UNIX epoch), or `None` if the strip is absent or damaged.
 ///
-/// Layout (also in the README, "Test pattern and latency barcode"): cell size
+/// Layout (also in docs/barcode.md): cell size
 /// `c = barcode_cell_size(width)`; the strip covers rows `0..c`; 40 square cells start at
 /// `x0 = ((width - 40c) / 2) & !1`.
 /// Cell `i` covers columns `x0 + i*c .. x0 + (i+1)*c`. Cells 0-2 are the start marker

@@ -1,4 +1,4 @@
-// The page's barcode decoder against frames drawn to the layout in README.md, "Test pattern and latency barcode"
+// The page's barcode decoder against frames drawn to the layout in docs/barcode.md
 // (no daemon needed): values round-trip at several widths, bad markers or parity are refused.
 
 import assert from 'node:assert/strict';

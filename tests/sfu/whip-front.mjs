@@ -1,4 +1,4 @@
-// The tests' WHIP endpoint in front of a Janus of your own (README, "Publish to an SFU"):
+// The tests' WHIP endpoint in front of a Janus of your own (docs/sfu.md):
 //
 //   node tests/sfu/whip-front.mjs [--janus ws://127.0.0.1:8188] [--room 1234] [--token T]
 //                                 [--listen 127.0.0.1:7080]

@@ -20,17 +20,23 @@ pub struct LanFacts {
 }
 
 impl LanFacts {
-    /// Reads the host name (`/proc/sys/kernel/hostname`) and the interfaces' addresses
+    /// Reads the host name ([`host_name`]) and the interfaces' addresses
     /// (`getifaddrs`). Either may come back empty; nothing here fails.
     pub fn read() -> LanFacts {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .and_then(|name| mdns_host(&name));
+        let host = host_name().and_then(|name| mdns_host(&name));
         LanFacts {
             host,
             addresses: interface_addresses(),
         }
     }
+}
+
+/// This machine's host name (`uname`'s node name, which the service's sandbox keeps; its
+/// `/proc/sys/kernel/hostname` is hidden there), unless it is empty or not UTF-8.
+pub fn host_name() -> Option<String> {
+    let name = gethostname::gethostname().into_string().ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// The host name, if it can be asked for as `<name>.local`: one label of letters, digits

@@ -98,9 +98,9 @@ impl Hosts {
 /// name has no domain) and `localhost`. The self-signed certificate is made for these too.
 pub fn local_names() -> Vec<String> {
     let mut names = Vec::new();
-    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        let host = host.trim();
-        if !host.is_empty() && host != "localhost" {
+    if let Some(host) = crate::lan::host_name() {
+        let host = host.as_str();
+        if host != "localhost" {
             names.push(host.to_owned());
             if !host.contains('.') {
                 names.push(format!("{host}.local"));

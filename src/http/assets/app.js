@@ -321,7 +321,7 @@
     if (body.reason === 'reload' && wanted) {
       // New video/audio settings: dial again on a new socket at once.
       closePeer();
-      scheduleRedial(byeReason('reload'), 500, 'reconnecting');
+      scheduleRedial(byeReason('reload'), 500, 'camera settings changed');
       return;
     }
     const inCall = pc || window.peercamState === 'connecting';

@@ -259,7 +259,9 @@ describe('page (chromium)', () => {
     await recordStates(page);
     await waitForNewFrames(page, 10, 10_000);
     const t0 = Date.now();
-    const restarted = daemon.restart();
+    // Down for 3 s, as a service restarting on a small board may be: the first redials
+    // find nobody (1 s, then 2 s later), a later one gets in.
+    const restarted = daemon.restart({ downMs: 3000 });
     // Offline: said on the picture, and no stale numbers.
     await page.waitForFunction(() => window.peercamState === 'retrying', null, { timeout: 10_000 });
     const offline = await pageState(page);

@@ -96,6 +96,15 @@ impl ConfigSource {
         }
         Ok(loaded)
     }
+
+    /// The config file read: `--config`, else [`config::DEFAULT_PATH`] when it exists;
+    /// `None`: the built-in defaults.
+    pub fn file(&self) -> Option<PathBuf> {
+        let default = std::path::Path::new(config::DEFAULT_PATH);
+        self.path
+            .clone()
+            .or_else(|| default.exists().then(|| default.to_path_buf()))
+    }
 }
 
 /// Runs the daemon until SIGINT or SIGTERM; SIGHUP re-reads the configuration from `source`.
@@ -130,6 +139,7 @@ async fn serve(settings: Settings, source: ConfigSource) -> Result<(), DaemonErr
     let open = settings.server.password.is_none();
     let state = AppState::new(
         &settings,
+        source.file().as_deref(),
         LiveMedia::new(hub.clone(), settings.webrtc.clone()),
         shutdown.clone(),
     );

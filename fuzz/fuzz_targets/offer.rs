@@ -193,6 +193,7 @@ fn check(sdp: &str, preferences: &[VideoCodec], audio: bool, camera: Option<Prof
         // `.local` candidates become lookups (outputs) the fuzzer's drain leaves unanswered.
         resolve_mdns: true,
         ice_servers: Vec::new(),
+        camera_name: Some("fuzz".to_owned()),
     };
     let remote = std::net::SocketAddr::from(([192, 0, 2, 1], 40_000));
     let mut session = Session::new(media, admission.clone(), rules, remote, now);

@@ -65,6 +65,7 @@ pub(crate) struct RawServer {
     pub hosts: Value<Vec<Spanned<String>>>,
     pub trust_forwarded_host: Value<bool>,
     pub cors_origins: Value<Vec<Spanned<String>>>,
+    pub name: Value<String>,
 }
 
 /// `[video]`. Integers are read as `i64` so that a negative or huge number gets a range
@@ -186,6 +187,7 @@ const SERVER: &[Field] = &[
     value("hosts"),
     value("trust_forwarded_host"),
     value("cors_origins"),
+    value("name"),
 ];
 const VIDEO: &[Field] = &[
     value("source"),

@@ -35,7 +35,7 @@ pub use settings::{
     is_device_name, is_relay_token, AudioSettings, AudioSource, IceServer, LimitSettings,
     LogSettings, NatMapping, Password, PublishTarget, RelaySettings, RelayUrl, RpicamSettings,
     ServerSettings, Settings, TlsMode, VideoFormat, VideoSettings, VideoSource, WebrtcSettings,
-    MAX_DEVICE_NAME, MAX_PUBLISH_TARGETS, MIN_PASSWORD_CHARS, MIN_RELAY_TOKEN,
+    MAX_CAMERA_NAME, MAX_DEVICE_NAME, MAX_PUBLISH_TARGETS, MIN_PASSWORD_CHARS, MIN_RELAY_TOKEN,
 };
 
 /// The file read when no `--config` is given, if it exists.

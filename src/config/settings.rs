@@ -160,6 +160,33 @@ pub struct ServerSettings {
     /// Origins (`scheme://host[:port]`, lower case) whose pages may use WHEP from the
     /// browser (CORS); empty: only tools and the daemon's own page.
     pub cors_origins: Vec<String>,
+    /// The camera's name, shown in the page's title and header and sent in `hello`. `None`
+    /// (written `""`, the default): the machine's host name ([`ServerSettings::camera_name`]).
+    pub name: Option<String>,
+}
+
+/// Most characters in `[server] name`.
+pub const MAX_CAMERA_NAME: usize = 64;
+
+impl ServerSettings {
+    /// `[server] name`, or else the machine's host name, or else `peercam`.
+    pub fn camera_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let host = crate::lan::host_name().unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_CAMERA_NAME)
+            .collect();
+        if host.is_empty() {
+            "peercam".to_owned()
+        } else {
+            host
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -172,6 +199,7 @@ impl Default for ServerSettings {
             hosts: Vec::new(),
             trust_forwarded_host: false,
             cors_origins: Vec::new(),
+            name: None,
         }
     }
 }

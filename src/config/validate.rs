@@ -21,7 +21,7 @@ use super::file::{
 use super::settings::{
     AudioSettings, AudioSource, IceServer, LimitSettings, LogSettings, NatMapping, Password,
     PublishTarget, RelaySettings, RelayUrl, RpicamSettings, ServerSettings, Settings, TlsMode,
-    VideoFormat, VideoSettings, VideoSource, WebrtcSettings, MAX_PUBLISH_TARGETS,
+    VideoFormat, VideoSettings, VideoSource, WebrtcSettings, MAX_CAMERA_NAME, MAX_PUBLISH_TARGETS,
     MIN_PASSWORD_CHARS,
 };
 use crate::media::VideoCodec;
@@ -102,7 +102,7 @@ pub(crate) fn device_name_expected() -> String {
 /// The host name made into a device name: lower case, other characters as '-', cut to
 /// [`MAX_DEVICE_NAME`](super::settings::MAX_DEVICE_NAME); `peercam` when nothing is left.
 fn default_device_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = crate::lan::host_name().unwrap_or_default();
     let host = host
         .trim()
         .split('.')
@@ -394,7 +394,26 @@ pub(crate) fn server_table(
         };
         s.cors_origins.push(value);
     }
+    if let Some(v) = raw.name {
+        s.name = camera_name(v.get_ref())
+            .map_err(|expected| src.bad_value(v.span(), &format!("{table} name"), expected))?;
+    }
     Ok(s)
+}
+
+/// `[server] name`: `None` for `""` (the host name), else the trimmed name; refused when too
+/// long or holding control characters (or bidirectional overrides, which would reorder the
+/// page's title).
+fn camera_name(text: &str) -> Result<Option<String>, &'static str> {
+    let name = text.trim();
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if name.chars().count() > MAX_CAMERA_NAME {
+        return Err("expected at most 64 characters, or \"\" for the host name");
+    }
+    if name.chars().any(|c| c.is_control() || bidi(c)) {
+        return Err("expected no control characters (tabs, line breaks, escapes, bidi overrides)");
+    }
+    Ok((!name.is_empty()).then(|| name.to_owned()))
 }
 
 /// An origin as browsers send it in `Origin`: `http` or `https`, `://`, a host name, IPv4
@@ -1557,6 +1576,36 @@ level = "DEBUG"
             let text = format!("[server]\ncors_origins = [\"{bad}\"]\n");
             assert!(
                 error_of(&text).contains("[server] cors_origins[0]"),
+                "{bad}: {}",
+                error_of(&text)
+            );
+        }
+    }
+
+    #[test]
+    fn camera_name_is_checked() {
+        let s =
+            crate::config::parse_str("[server]\nname = \"  Küche 2 \"\n", "t.toml").expect("valid");
+        assert_eq!(s.server.name.as_deref(), Some("Küche 2"));
+        assert_eq!(s.server.camera_name(), "Küche 2");
+        let s = crate::config::parse_str("[server]\nname = \"\"\n", "t.toml").expect("valid");
+        assert_eq!(s.server.name, None);
+        assert!(!s.server.camera_name().is_empty());
+        let long = format!("[server]\nname = \"{}\"\n", "x".repeat(MAX_CAMERA_NAME + 1));
+        assert!(
+            error_of(&long).contains("[server] name"),
+            "{}",
+            error_of(&long)
+        );
+        assert!(
+            error_of(&long).contains("at most 64"),
+            "{}",
+            error_of(&long)
+        );
+        for bad in ["a\\tb", "a\\u001b[31m", "\\u202eevil"] {
+            let text = format!("[server]\nname = \"{bad}\"\n");
+            assert!(
+                error_of(&text).contains("no control characters"),
                 "{bad}: {}",
                 error_of(&text)
             );

@@ -140,6 +140,7 @@ impl MediaService for LiveMedia {
             return Err(ErrorBody {
                 code: ErrorCode::NoCodec,
                 message: format!("the {} encoder is not running", plan.video.codec),
+                retry_after_ms: None,
             });
         };
         let target = tap.bitrate.as_ref().map(|b| {
@@ -159,6 +160,7 @@ impl MediaService for LiveMedia {
                     _ => ErrorCode::Internal,
                 },
                 message: e.to_string(),
+                retry_after_ms: None,
             }),
         }
     }

@@ -9,6 +9,7 @@ pub mod connections;
 pub mod hosts;
 mod lookups;
 pub mod media;
+mod page;
 pub mod relay_link;
 mod room;
 pub(crate) mod socket;
@@ -41,13 +42,13 @@ use self::auth::{Access, Auth, Login};
 use self::connections::{Connection, Connections};
 use self::hosts::Hosts;
 use self::media::MediaService;
+pub(crate) use self::page::{dial_page, PageInfo};
 use crate::config::{LimitSettings, Settings};
 use crate::limits::LimitLog;
 use crate::session::admission::{Admission, AdmissionLimits};
 use crate::session::machine::{Rules, Session, Transport};
 use crate::session::protocol::IceServerInfo;
 
-const INDEX_HTML: &str = include_str!("assets/index.html");
 const LOGIN_HTML: &str = include_str!("assets/login.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const STYLE_CSS: &str = include_str!("assets/style.css");
@@ -128,6 +129,10 @@ pub struct AppState {
     /// More `/metrics` lines from parts of the daemon outside the HTTP server (the WHIP
     /// publications), replaced when they change.
     extra_metrics: std::sync::Mutex<Option<ExtraMetrics>>,
+    /// `[server] name` (or the host name): the page's title and header, and `hello`.
+    pub camera_name: String,
+    /// The config file the daemon reads, as the no-password banner names it.
+    config_file: String,
 }
 
 /// What the login, the session check and the host check need; implemented by the daemon's
@@ -152,9 +157,11 @@ impl Front for AppState {
 pub type ExtraMetrics = Box<dyn Fn() -> String + Send + Sync>;
 
 impl AppState {
-    /// Shared state for the server: `[server]` and `[limits]` from `settings`, and `media`.
+    /// Shared state for the server: `[server]` and `[limits]` from `settings`, read from
+    /// `config_file` (`None`: the built-in defaults), and `media`.
     pub fn new(
         settings: &Settings,
+        config_file: Option<&std::path::Path>,
         media: Arc<dyn MediaService>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
@@ -189,6 +196,14 @@ impl AppState {
             cors_origins: settings.server.cors_origins.clone(),
             ice_servers: std::sync::RwLock::new(settings.webrtc.ice_servers.clone().into()),
             extra_metrics: std::sync::Mutex::new(None),
+            camera_name: settings.server.camera_name(),
+            config_file: match config_file {
+                Some(path) => path.display().to_string(),
+                None => format!(
+                    "{} (it does not exist yet: peercam runs on its built-in defaults)",
+                    crate::config::DEFAULT_PATH
+                ),
+            },
         })
     }
 
@@ -238,6 +253,7 @@ impl AppState {
             loopback_candidates: self.loopback_candidates,
             resolve_mdns: self.resolver.is_some(),
             ice_servers: self.page_ice_servers(),
+            camera_name: Some(self.camera_name.clone()),
         }
     }
 
@@ -642,7 +658,11 @@ async fn index(
     if let Some(form) = login_form_for(&state.auth, remote, &headers) {
         return form;
     }
-    dial_page(state.auth.is_open())
+    dial_page(PageInfo {
+        camera_name: &state.camera_name,
+        open_in: state.auth.is_open().then_some(state.config_file.as_str()),
+        password_key: "[server] password",
+    })
 }
 
 /// The login form (or a 429) for a browser without a session; `None`: it may see the page.
@@ -656,27 +676,6 @@ pub(crate) fn login_form_for(
         Access::Refused => Some(login_page(StatusCode::OK, "")),
         Access::TooMany(wait) => Some(too_many_failures(wait)),
     }
-}
-
-/// The Dial page; `open`: no password is set, which the page says.
-pub(crate) fn dial_page(open: bool) -> Response {
-    let banner = if open {
-        "<p id=\"open-warning\" class=\"warning\" role=\"alert\">No password is set: anyone who \
-         can reach this address can watch and listen. Set <code>[server] password</code> in \
-         /etc/peercam/peercam.toml.</p>"
-    } else {
-        "<form method=\"post\" action=\"logout\" class=\"logout\"><button type=\"submit\">Log \
-         out</button></form>"
-    };
-    let page = INDEX_HTML.replace("<!--auth-->", banner);
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        page,
-    )
-        .into_response()
 }
 
 /// The login form with a 429 and `Retry-After`.
@@ -869,7 +868,9 @@ async fn ws(
                 let session = state.session(&generation, remote, Transport::WebSocket);
                 let lookups = lookups::NameLookups::new(state.resolver.clone());
                 let label = format!("viewer {remote}");
-                let viewer = viewer::Viewer::new(session, generation.media, lookups, label.clone());
+                let viewers = state.admission.watch_viewers();
+                let viewer =
+                    viewer::Viewer::new(session, generation.media, lookups, viewers, label.clone());
                 let socket = socket::Socket::websocket(ws, label);
                 socket::run(socket, viewer, shutdown, Some(generation.retired)).await;
             }

@@ -521,7 +521,8 @@ fn open_viewer(
         let session = state.session(&generation, addr, Transport::WebSocket);
         let lookups = NameLookups::new(state.resolver.clone());
         let label = format!("relayed viewer {addr}");
-        let viewer = Viewer::new(session, generation.media, lookups, label.clone());
+        let viewers = state.admission.watch_viewers();
+        let viewer = Viewer::new(session, generation.media, lookups, viewers, label.clone());
         let socket = Socket::relayed(from_link, to_link, id, label);
         socket::run(
             socket,

@@ -55,12 +55,14 @@ impl JoinError {
             JoinError::Full => ErrorBody {
                 code: ErrorCode::RoomFull,
                 message: format!("room full: {name} already links {ROOM_CAPACITY} browsers"),
+                retry_after_ms: None,
             },
             JoinError::BadName => ErrorBody {
                 code: ErrorCode::Unexpected,
                 message: format!(
                     "bad room name: use 1 to {MAX_ROOM_NAME} characters from A-Z a-z 0-9 - _"
                 ),
+                retry_after_ms: None,
             },
         }
     }

@@ -405,6 +405,12 @@ impl Socket {
         self.send_text(message.to_json().into()).await;
     }
 
+    /// Queues `message` if the outbox has room, else drops it (for notices that a later
+    /// one replaces, such as the viewer count).
+    pub(super) fn try_send(&mut self, message: &Message) {
+        let _ = self.out.try_send(WsMessage::Text(message.to_json().into()));
+    }
+
     /// Queues a text message as it is (a relayed message, already validated).
     pub(super) async fn send_text(&mut self, text: Utf8Bytes) {
         let _ = self.out.send(WsMessage::Text(text)).await;

@@ -154,7 +154,7 @@ async fn start(limits: &str) -> (Arc<AppState>, Arc<TestMedia>, SocketAddr) {
 async fn start_with(text: &str, media: TestMedia) -> (Arc<AppState>, Arc<TestMedia>, SocketAddr) {
     let settings = crate::config::parse_str(text, "test.toml").expect("test config");
     let media = Arc::new(media);
-    let state = AppState::new(&settings, media.clone(), CancellationToken::new());
+    let state = AppState::new(&settings, None, media.clone(), CancellationToken::new());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(serve(listener, state.clone(), None));
@@ -180,7 +180,14 @@ async fn next(ws: &mut Client) -> Value {
             .expect("open")
             .expect("no error");
         match message {
-            WsMessage::Text(text) => return serde_json::from_str(&text).expect("JSON"),
+            WsMessage::Text(text) => {
+                let value: Value = serde_json::from_str(&text).expect("JSON");
+                // Viewer counts come whenever a call starts or ends (tests of them read
+                // them with `next_counted`).
+                if value.get("viewers").is_none() {
+                    return value;
+                }
+            }
             WsMessage::Close(_) => return Value::Null,
             _ => {}
         }
@@ -330,6 +337,62 @@ async fn the_viewer_limit_refuses_the_second_dial_without_building_a_peer() {
     wait_for("the slot freed", || state.viewers_in_call() == 0).await;
     send(&mut second, offer()).await;
     assert_eq!(next(&mut second).await["sdp"]["type"], "answer");
+}
+
+/// The next viewer count pushed on `ws` (other messages are skipped).
+async fn next_counted(ws: &mut Client) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a viewer count within 5 s")
+            .expect("open")
+            .expect("no error");
+        if let WsMessage::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).expect("JSON");
+            if let Some(count) = value.get("viewers") {
+                return count.clone();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_socket_hears_the_viewer_count_change() {
+    let (_state, _media, addr) = start("max_viewers = 3").await;
+    let (mut watcher, hello) = connect(addr, "").await;
+    assert_eq!(hello["hello"]["viewers"], 0);
+    assert!(
+        hello["hello"]["name"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty()),
+        "{hello}"
+    );
+    let (mut a, _) = connect(addr, "").await;
+    let (mut b, _) = connect(addr, "").await;
+    // Two dials at once: coalesced, the watcher hears the latest count.
+    send(&mut a, offer()).await;
+    send(&mut b, offer()).await;
+    let mut count = next_counted(&mut watcher).await;
+    if count["count"] == 1 {
+        count = next_counted(&mut watcher).await;
+    }
+    assert_eq!(count, json!({"count": 2, "max": 3}));
+    // The callers hear it too.
+    let mut heard = next_counted(&mut a).await;
+    if heard["count"] == 1 {
+        heard = next_counted(&mut a).await;
+    }
+    assert_eq!(heard["count"], 2);
+    send(&mut a, json!({"bye": {}})).await;
+    assert_eq!(
+        next_counted(&mut watcher).await,
+        json!({"count": 1, "max": 3})
+    );
+    drop(b);
+    assert_eq!(
+        next_counted(&mut watcher).await,
+        json!({"count": 0, "max": 3})
+    );
 }
 
 #[tokio::test]

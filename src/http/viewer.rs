@@ -3,7 +3,7 @@
 //! session's outputs: messages, building and closing the call, candidates, limit logs.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info};
 use tokio::sync::{mpsc, watch};
@@ -14,7 +14,11 @@ use super::socket::{self, now, Conversation, Input, Socket};
 use crate::peer::PEER_EVENT_CAPACITY;
 use crate::session::machine::{self, Output, Session};
 use crate::session::plan::{AnswerPlan, PeerEvent};
-use crate::session::protocol::ErrorBody;
+use crate::session::protocol::{ErrorBody, Message};
+
+/// A change of the viewer count is sent this long after it, with whatever came meanwhile:
+/// eight pages dialling together cost each socket one or two messages, not eight.
+const VIEWERS_COALESCE: Duration = Duration::from_millis(250);
 
 /// What reaches a viewer's conversation from outside its socket.
 #[derive(Debug)]
@@ -25,6 +29,10 @@ pub(super) enum ViewerEvent {
     Bitrate(u32),
     /// A `.local` name's lookup ended.
     Resolved(String, Option<std::net::IpAddr>),
+    /// The number of viewers in a call changed; it is sent after [`VIEWERS_COALESCE`].
+    ViewersChanged,
+    /// Time to send the number of viewers.
+    ViewersDue,
 }
 
 /// The call in progress: the peer, and the encoder's bitrate target it follows.
@@ -47,6 +55,10 @@ pub(super) struct Viewer {
     detached: bool,
     /// `viewer 192.0.2.7:40000` or `relayed viewer 192.0.2.7:40000`.
     label: String,
+    /// The daemon's viewer count (the number in `hello` counts as seen).
+    viewers: watch::Receiver<usize>,
+    /// When the changed count is sent; `None`: nothing to send.
+    viewers_due: Option<tokio::time::Instant>,
 }
 
 impl Viewer {
@@ -56,6 +68,7 @@ impl Viewer {
         session: Session,
         media: Arc<dyn MediaService>,
         lookups: NameLookups,
+        viewers: watch::Receiver<usize>,
         label: String,
     ) -> Self {
         let (peer_tx, peer_rx) = mpsc::channel(PEER_EVENT_CAPACITY);
@@ -70,6 +83,8 @@ impl Viewer {
             lookups,
             detached: false,
             label,
+            viewers,
+            viewers_due: None,
         }
     }
 
@@ -97,6 +112,8 @@ impl Viewer {
                     self.deadline = at;
                     return;
                 }
+                // A count is news only while fresh: never wait for room to send it.
+                Output::Send(message @ Message::Viewers(_)) => socket.try_send(&message),
                 Output::Send(message) => socket.send(&message).await,
                 Output::StartPeer { offer_sdp, plan } => {
                     let ready = self.start_peer(offer_sdp, &plan).await;
@@ -149,10 +166,25 @@ impl Conversation for Viewer {
             // No call, not adaptive, or the pipeline is gone (a reload ends this connection).
             std::future::pending().await
         };
+        let due = self.viewers_due;
+        let viewers = async {
+            match due {
+                Some(at) => {
+                    tokio::time::sleep_until(at).await;
+                    ViewerEvent::ViewersDue
+                }
+                // Gone only when the daemon is: then nothing more to tell.
+                None => match self.viewers.changed().await {
+                    Ok(()) => ViewerEvent::ViewersChanged,
+                    Err(_) => std::future::pending().await,
+                },
+            }
+        };
         tokio::select! {
             Some(event) = self.peer_rx.recv() => ViewerEvent::Peer(event),
             target = bitrate => ViewerEvent::Bitrate(target),
             (name, address) = self.lookups.next() => ViewerEvent::Resolved(name, address),
+            event = viewers => event,
         }
     }
 
@@ -166,6 +198,15 @@ impl Conversation for Viewer {
             Input::Event(ViewerEvent::Bitrate(kbps)) => Some(machine::Input::Bitrate(kbps)),
             Input::Event(ViewerEvent::Resolved(name, address)) => {
                 Some(machine::Input::Resolved { name, address })
+            }
+            Input::Event(ViewerEvent::ViewersChanged) => {
+                self.viewers_due = Some(tokio::time::Instant::now() + VIEWERS_COALESCE);
+                None
+            }
+            Input::Event(ViewerEvent::ViewersDue) => {
+                self.viewers_due = None;
+                let count = *self.viewers.borrow_and_update();
+                Some(machine::Input::Viewers(count))
             }
             Input::Shutdown => Some(machine::Input::Shutdown),
             Input::Reload => Some(machine::Input::Reload),

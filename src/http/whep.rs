@@ -558,6 +558,7 @@ impl WhepCall {
             return Err(ErrorBody {
                 code: ErrorCode::Internal,
                 message: "no answer was made".to_owned(),
+                retry_after_ms: None,
             });
         };
         let mut said = Said::default();
@@ -767,6 +768,7 @@ impl WhepCall {
                             Err(e) => said.errors.push(ErrorBody {
                                 code: ErrorCode::BadSdp,
                                 message: format!("the ICE restart failed: {e}"),
+                                retry_after_ms: None,
                             }),
                         }
                     }
@@ -836,10 +838,7 @@ mod tests {
     #[test]
     fn refusals_get_statuses_that_name_the_problem() {
         let status = |code| {
-            let r = error_response(&ErrorBody {
-                code,
-                message: "m".to_owned(),
-            });
+            let r = error_response(&ErrorBody::new(code, "m"));
             (
                 r.status().as_u16(),
                 r.headers().contains_key(header::RETRY_AFTER),

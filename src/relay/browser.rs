@@ -133,7 +133,7 @@ async fn serve(
                     )
                 }
             };
-            let error = Message::Error(ErrorBody { code, message });
+            let error = Message::Error(ErrorBody::new(code, message));
             let _ = tokio::time::timeout(
                 WRITE_STALL,
                 ws.send(WsMessage::Text(error.to_json().into())),
@@ -178,6 +178,7 @@ async fn serve(
                     let error = Message::Error(ErrorBody {
                         code: ErrorCode::BadJson,
                         message: "binary frames are not supported; send JSON text".to_owned(),
+                        retry_after_ms: None,
                     });
                     let _ = ws.send(WsMessage::Text(error.to_json().into())).await;
                 }

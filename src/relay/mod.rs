@@ -327,7 +327,11 @@ async fn device_page(
         )
             .into_response();
     }
-    http::dial_page(state.auth.is_open())
+    http::dial_page(http::PageInfo {
+        camera_name: &name,
+        open_in: state.auth.is_open().then_some("the relay's config file"),
+        password_key: "[relay_server] password",
+    })
 }
 
 /// `/d/NAME` without the slash: the page's relative URLs need it.

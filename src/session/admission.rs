@@ -34,6 +34,10 @@ pub struct Admission {
     limits: AdmissionLimits,
     dial_rate: RateLimiter,
     counts: Mutex<Counts>,
+    /// Viewers in a call, for whoever tells the pages ([`Admission::watch_viewers`]). A
+    /// watch keeps only the latest number: nothing queues up, and a change never waits for
+    /// a reader.
+    viewers: tokio::sync::watch::Sender<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -76,8 +80,17 @@ pub enum Refusal {
     },
 }
 
+/// How long a dial refused for the dials still connecting is told to wait: a call on a LAN
+/// connects (and frees its dial slot) well within it.
+pub const DIAL_RETRY: Duration = Duration::from_secs(1);
+
+fn millis(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Refusal {
-    /// The error the browser gets.
+    /// The error the browser gets; a refusal that passes by itself says when to dial again
+    /// (`retry_after_ms`).
     pub fn error_body(&self) -> ErrorBody {
         match self {
             Refusal::DialRate {
@@ -90,22 +103,26 @@ impl Refusal {
                     "too many dials from {ip} (limit {per_minute} a minute); try again in {} s",
                     wait.as_secs() + 1
                 ),
+                retry_after_ms: Some(millis(*wait)),
             },
             Refusal::Viewers { max } => ErrorBody {
                 code: ErrorCode::ViewerLimit,
                 message: format!("viewer limit {max} reached; try again when someone hangs up"),
+                retry_after_ms: None,
             },
             Refusal::PendingDials { max } => ErrorBody {
                 code: ErrorCode::DialLimit,
                 message: format!(
                     "{max} other dials are connecting right now; try again in a moment"
                 ),
+                retry_after_ms: Some(millis(DIAL_RETRY)),
             },
             Refusal::PendingDialsFrom { ip, max } => ErrorBody {
                 code: ErrorCode::DialLimit,
                 message: format!(
                     "{max} dials from {ip} are connecting right now; try again in a moment"
                 ),
+                retry_after_ms: Some(millis(DIAL_RETRY)),
             },
         }
     }
@@ -118,7 +135,14 @@ impl Admission {
             limits,
             dial_rate: RateLimiter::new(limits.dials_per_minute),
             counts: Mutex::new(Counts::default()),
+            viewers: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// The number of viewers in a call, changing as calls start and end; the current number
+    /// counts as seen.
+    pub fn watch_viewers(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.viewers.subscribe()
     }
 
     /// The limits this admits by.
@@ -157,6 +181,8 @@ impl Admission {
             });
         }
         counts.in_call += 1;
+        // Under the lock, so the numbers sent follow the counts' own order.
+        self.viewers.send_replace(counts.in_call);
         counts.dialing += 1;
         counts.dialing_from.add(key);
         Ok(Ticket {
@@ -211,6 +237,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut counts = self.admission.lock();
         counts.in_call = counts.in_call.saturating_sub(1);
+        self.admission.viewers.send_replace(counts.in_call);
         if self.dialing {
             counts.dial_done(self.key);
         }
@@ -295,6 +322,15 @@ mod tests {
         let body = refusal.error_body();
         assert_eq!(body.code, ErrorCode::RateLimited);
         assert!(body.message.contains("192.0.2.1"), "{}", body.message);
+        // The wait the browser is told is the limiter's own: a token refills in 30 s.
+        let Refusal::DialRate { wait, .. } = refusal else {
+            unreachable!()
+        };
+        assert_eq!(body.retry_after_ms, Some(millis(wait)));
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
         assert!(a.admit(B, t0).is_ok(), "another address has its own budget");
         assert!(a.admit(A, t0 + Duration::from_secs(30)).is_ok());
     }
@@ -309,5 +345,41 @@ mod tests {
             .error_body()
             .message
             .starts_with("3 other dials"));
+        // Waiting cures a full dial queue, not a full house.
+        let ip = A;
+        for refusal in [
+            Refusal::PendingDials { max: 3 },
+            Refusal::PendingDialsFrom { ip, max: 1 },
+        ] {
+            assert_eq!(refusal.error_body().retry_after_ms, Some(1000));
+        }
+        assert_eq!(
+            Refusal::Viewers { max: 4 }.error_body().retry_after_ms,
+            None
+        );
+    }
+
+    #[test]
+    fn the_viewer_count_is_watched() {
+        let a = admission(2, 2, 100);
+        let now = Instant::now();
+        let mut watch = a.watch_viewers();
+        assert!(
+            !watch.has_changed().expect("open"),
+            "the current count is seen"
+        );
+        let first = a.admit(A, now).expect("1");
+        let second = a.admit(B, now).expect("2");
+        // Two changes, one value to read: the latest.
+        assert!(watch.has_changed().expect("open"));
+        assert_eq!(*watch.borrow_and_update(), 2);
+        // A refused dial changes nothing.
+        assert!(a.admit(A, now).is_err());
+        assert!(!watch.has_changed().expect("open"));
+        drop(first);
+        assert_eq!(*watch.borrow_and_update(), 1);
+        drop(second);
+        assert!(watch.has_changed().expect("open"));
+        assert_eq!(*watch.borrow_and_update(), 0);
     }
 }

@@ -22,7 +22,7 @@ use crate::session::mdns::{self, HoldRefused, Lookups};
 use crate::session::plan::{AnswerPlan, PeerEvent};
 use crate::session::protocol::{
     self, BitrateTarget, Bye, ByeReason, ErrorBody, ErrorCode, Hello, IceCandidate, IceServerInfo,
-    Message, SdpKind, SessionDescription, PROTOCOL_VERSION,
+    Message, SdpKind, SessionDescription, ViewerCount, PROTOCOL_VERSION,
 };
 use crate::session::sdp::{self, CandidateAddress, Direction, MediaKind};
 use crate::session::sdpfrag;
@@ -56,6 +56,8 @@ pub struct Rules {
     pub resolve_mdns: bool,
     /// The STUN and TURN servers `hello` gives the browser (with its TURN credentials).
     pub ice_servers: Vec<IceServerInfo>,
+    /// The camera's name `hello` gives the page (`[server] name`); `None`: not said.
+    pub camera_name: Option<String>,
 }
 
 /// Remote ICE candidates accepted per call; more are dropped (browsers send a handful).
@@ -112,6 +114,8 @@ pub enum Input<'a> {
     },
     /// The encoder's adaptive bitrate target changed (kbit/s).
     Bitrate(u32),
+    /// The number of viewers in a call changed (the transport coalesces bursts).
+    Viewers(usize),
     /// The daemon is shutting down.
     Shutdown,
     /// The configuration was reloaded with new media settings: end the call and close the
@@ -362,6 +366,7 @@ impl Session {
         let hello = Message::Hello(Hello {
             version: PROTOCOL_VERSION,
             server: Some(format!("peercam {}", env!("CARGO_PKG_VERSION"))),
+            name: rules.camera_name.clone(),
             mode: Some("viewer".to_owned()),
             viewers: Some(admission.viewers_in_call()),
             max_viewers: Some(admission.limits().max_viewers),
@@ -510,6 +515,12 @@ impl Session {
                     })));
                 }
             }
+            Input::Viewers(count) => {
+                if self.state != State::Closed {
+                    let max = self.admission.limits().max_viewers;
+                    self.push(Output::Send(Message::Viewers(ViewerCount { count, max })));
+                }
+            }
             Input::Shutdown => self.close_with(ByeReason::Shutdown),
             Input::Reload => self.close_with(ByeReason::Reload),
         }
@@ -530,8 +541,8 @@ impl Session {
                 self.hang_up();
                 self.push(Output::Send(Message::Bye(Bye::default())));
             }
-            // A browser may greet us, or echo the daemon's bitrate; nothing to do.
-            Message::Hello(_) | Message::Bitrate(_) => {}
+            // A browser may greet us, or echo the daemon's notices; nothing to do.
+            Message::Hello(_) | Message::Bitrate(_) | Message::Viewers(_) => {}
             Message::Error(body) => {
                 log::info!(
                     "{} {}: the browser reported an error: {}",
@@ -894,7 +905,7 @@ impl Session {
     }
 
     fn error(&mut self, code: ErrorCode, message: String) {
-        self.push(Output::Send(Message::Error(ErrorBody { code, message })));
+        self.push(Output::Send(Message::Error(ErrorBody::new(code, message))));
     }
 
     fn push(&mut self, output: Output) {
@@ -994,6 +1005,7 @@ mod tests {
                 loopback_candidates: true,
                 resolve_mdns: false,
                 ice_servers: Vec::new(),
+                camera_name: None,
             },
             remote(40_000),
             t0,
@@ -1135,6 +1147,7 @@ mod tests {
                 loopback_candidates: true,
                 resolve_mdns: false,
                 ice_servers: Vec::new(),
+                camera_name: None,
             },
             remote(1),
             Instant::now(),
@@ -1340,6 +1353,7 @@ mod tests {
             Input::PeerReady(Err(ErrorBody {
                 code: ErrorCode::Internal,
                 message: "no free UDP port".into(),
+                retry_after_ms: None,
             })),
             t0,
         );
@@ -1514,6 +1528,47 @@ mod tests {
     }
 
     #[test]
+    fn viewer_counts_go_to_every_open_session() {
+        let t0 = Instant::now();
+        let mut idle = session(t0);
+        let max = idle.admission.limits().max_viewers;
+        let count = |count| vec![Output::Send(Message::Viewers(ViewerCount { count, max }))];
+        // Not in a call: still told (the page shows how many watch before it dials).
+        assert_eq!(feed(&mut idle, Input::Viewers(3), t0), count(3));
+        dial(&mut idle, t0);
+        assert_eq!(feed(&mut idle, Input::Viewers(1), t0), count(1));
+        feed(&mut idle, Input::Shutdown, t0);
+        assert!(
+            feed(&mut idle, Input::Viewers(0), t0).is_empty(),
+            "closed: nothing"
+        );
+    }
+
+    #[test]
+    fn hello_names_the_camera() {
+        let t0 = Instant::now();
+        let admission = admission(4, 4);
+        let rules = Rules {
+            max_message_bytes: 65_536,
+            ice_timeout: ICE,
+            idle_timeout: IDLE,
+            loopback_candidates: false,
+            resolve_mdns: false,
+            ice_servers: Vec::new(),
+            camera_name: Some("Front door".to_owned()),
+        };
+        let media = Arc::new(TestMedia {
+            codecs: vec![H264],
+            audio: true,
+        });
+        let mut s = Session::new(media, admission, rules, remote(1), t0);
+        let Output::Send(Message::Hello(hello)) = s.poll_output() else {
+            panic!("no hello first");
+        };
+        assert_eq!(hello.name.as_deref(), Some("Front door"));
+    }
+
+    #[test]
     fn limits_name_their_keys_and_metrics() {
         let samples = Limit::samples();
         assert_eq!(samples.len(), Limit::METRICS.len(), "one sample per kind");
@@ -1540,6 +1595,7 @@ mod tests {
                 loopback_candidates: false,
                 resolve_mdns: false,
                 ice_servers: Vec::new(),
+                camera_name: None,
             },
             remote(1),
             t0,
@@ -1602,6 +1658,7 @@ mod tests {
             loopback_candidates: false,
             resolve_mdns: true,
             ice_servers: Vec::new(),
+            camera_name: None,
         };
         let media = Arc::new(TestMedia {
             codecs: vec![H264],

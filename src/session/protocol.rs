@@ -9,7 +9,12 @@
 //! {"error": {"code": "bad_json", "message": "..."}}
 //! {"bye": {}}                               hang up
 //! {"bitrate": {"target_kbps": 850}}         the encoder's adaptive bitrate target (server)
+//! {"viewers": {"count": 2, "max": 8}}       viewers in a call now (server, when it changes)
 //! ```
+//!
+//! A refusal the browser may retry by itself (`dial_limit`, `rate_limited`) carries
+//! `retry_after_ms` in its error body: `{"error": {"code": "dial_limit", "message": "...",
+//! "retry_after_ms": 1000}}`.
 
 use std::fmt;
 
@@ -19,7 +24,15 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The message types, in the order they are listed in errors.
-pub const MESSAGE_TYPES: &[&str] = &["sdp", "candidate", "hello", "error", "bye", "bitrate"];
+pub const MESSAGE_TYPES: &[&str] = &[
+    "sdp",
+    "candidate",
+    "hello",
+    "error",
+    "bye",
+    "bitrate",
+    "viewers",
+];
 
 /// One signaling message. Serialized externally tagged: `{"<type>": <body>}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +51,18 @@ pub enum Message {
     /// The daemon's video encoder target for this call (adaptive bitrate); sent when the call
     /// connects and whenever the target changes. Not sent for camera H.264 passthrough.
     Bitrate(BitrateTarget),
+    /// How many viewers are in a call now (server to page); sent to every viewer's socket
+    /// when the number changes (bursts of changes coalesced into one message).
+    Viewers(ViewerCount),
+}
+
+/// The body of `viewers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewerCount {
+    /// Viewers in a call now (connecting or connected).
+    pub count: usize,
+    /// `[limits] max_viewers`.
+    pub max: usize,
 }
 
 /// The body of `bitrate`.
@@ -112,6 +137,9 @@ pub struct Hello {
     /// e.g. `peercam 0.1.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// The camera's name (`[server] name`, by default the host name), for the page's title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// `viewer` (the daemon answers) or `room` (two browsers linked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
@@ -150,6 +178,22 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// What went wrong and what to do, for a person.
     pub message: String,
+    /// For a refusal that passes by itself (`dial_limit`, `rate_limited`): how long to wait
+    /// before dialling again, in milliseconds. The page retries by itself after it (with
+    /// jitter); absent for errors that waiting does not cure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ErrorBody {
+    /// An error that waiting does not cure (no `retry_after_ms`).
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
 }
 
 /// Machine-readable error codes.
@@ -275,10 +319,7 @@ impl From<&ProtocolError> for ErrorBody {
             ProtocolError::UnknownType(_) => ErrorCode::UnknownType,
             ProtocolError::BadMessage { .. } => ErrorCode::BadMessage,
         };
-        ErrorBody {
-            code,
-            message: e.to_string(),
-        }
+        ErrorBody::new(code, e.to_string())
     }
 }
 
@@ -418,19 +459,32 @@ mod tests {
         let bitrate = Message::Bitrate(BitrateTarget { target_kbps: 850 });
         assert_eq!(bitrate.to_json(), r#"{"bitrate":{"target_kbps":850}}"#);
         assert_eq!(parse(&bitrate.to_json(), 1000), Ok(bitrate));
+        let viewers = Message::Viewers(ViewerCount { count: 2, max: 8 });
+        assert_eq!(viewers.to_json(), r#"{"viewers":{"count":2,"max":8}}"#);
+        assert_eq!(parse(&viewers.to_json(), 1000), Ok(viewers));
     }
 
     #[test]
     fn hello_and_error_have_the_documented_json() {
-        let err = Message::Error(ErrorBody {
-            code: ErrorCode::ViewerLimit,
-            message: "viewer limit 8 reached".into(),
-        });
+        let err = Message::Error(ErrorBody::new(
+            ErrorCode::ViewerLimit,
+            "viewer limit 8 reached",
+        ));
         assert_eq!(
             err.to_json(),
             r#"{"error":{"code":"viewer_limit","message":"viewer limit 8 reached"}}"#
         );
         round_trip(&err);
+        let retry = Message::Error(ErrorBody {
+            code: ErrorCode::DialLimit,
+            message: "busy".into(),
+            retry_after_ms: Some(1000),
+        });
+        assert_eq!(
+            retry.to_json(),
+            r#"{"error":{"code":"dial_limit","message":"busy","retry_after_ms":1000}}"#
+        );
+        round_trip(&retry);
         let short = Message::Hello(Hello {
             version: PROTOCOL_VERSION,
             mode: Some("viewer".into()),
@@ -443,6 +497,7 @@ mod tests {
         let full = Message::Hello(Hello {
             version: 1,
             server: Some("peercam 0.1.0".into()),
+            name: Some("Front <door>".into()),
             mode: Some("viewer".into()),
             viewers: Some(2),
             max_viewers: Some(8),
@@ -542,7 +597,7 @@ mod tests {
             assert!(e.to_string().ends_with(&format!("got {got}")), "{e}");
             assert!(
                 e.to_string()
-                    .contains("sdp, candidate, hello, error, bye, bitrate"),
+                    .contains("sdp, candidate, hello, error, bye, bitrate, viewers"),
                 "{e}"
             );
         }
@@ -551,7 +606,7 @@ mod tests {
         assert_eq!(ErrorBody::from(&e).code, ErrorCode::UnknownType);
         assert_eq!(
             e.to_string(),
-            "unknown message type `dance`; expected one of sdp, candidate, hello, error, bye, bitrate"
+            "unknown message type `dance`; expected one of sdp, candidate, hello, error, bye, bitrate, viewers"
         );
     }
 

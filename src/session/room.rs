@@ -88,6 +88,7 @@ impl RoomSession {
         let hello = Message::Hello(Hello {
             version: PROTOCOL_VERSION,
             server: Some(format!("peercam {}", env!("CARGO_PKG_VERSION"))),
+            name: None,
             mode: Some("room".to_owned()),
             viewers: Some(members),
             max_viewers: Some(ROOM_CAPACITY),
@@ -162,6 +163,7 @@ impl RoomSession {
                 self.send(Message::Error(ErrorBody {
                     code: ErrorCode::BadJson,
                     message: "binary frames are not supported; send JSON text".to_owned(),
+                    retry_after_ms: None,
                 }));
             }
             RoomInput::Heard => self.last_heard = now,
@@ -190,7 +192,7 @@ impl RoomSession {
                 "the other browser is not reading; message dropped".to_owned(),
             ),
         };
-        self.send(Message::Error(ErrorBody { code, message }));
+        self.send(Message::Error(ErrorBody::new(code, message)));
     }
 
     fn send(&mut self, message: Message) {

@@ -176,9 +176,11 @@ describe('chromium', () => {
   test('viewer limit: the second Dial shows the server error', { timeout: 60_000 }, () =>
     withDaemon({ video: 'codecs = ["h264"]', limits: 'max_viewers = 1' }, async (daemon) => {
       const contexts = [await browser.newContext(), await browser.newContext()];
-      const [first, second] = await Promise.all(contexts.map((c) => openPage(c, daemon.url)));
+      // One after the other: each page dials as it opens.
+      const first = await openPage(contexts[0], daemon.url);
       await dialAndWaitForFrames(first, 10);
-      await second.click('#dial');
+      const second = await openPage(contexts[1], daemon.url);
+      await second.click('#dial'); // it dialled already; Dial after a refusal tries again
       await second.waitForFunction(() => window.peercamState === 'failed', null,
         { timeout: 10_000 });
       const state = await pageState(second);
@@ -219,19 +221,26 @@ describe('chromium', () => {
       await Promise.all(contexts.map((c) => c.close()));
     }));
 
-  test('daemon shutdown: the page hangs up with a message', { timeout: 60_000 }, async () => {
+  test('daemon shutdown: the page says the camera is offline and retries', { timeout: 60_000 }, async () => {
     const daemon = await startDaemon({ video: 'codecs = ["h264"]' });
     const context = await browser.newContext();
     try {
       const page = await openPage(context, daemon.url);
       await dialAndWaitForFrames(page, 10);
       await daemon.stop(); // SIGTERM: the daemon says bye to every viewer
-      await page.waitForFunction(() => window.peercamState !== 'connected', null,
+      await page.waitForFunction(() => window.peercamState === 'retrying', null,
         { timeout: 10_000 });
       const state = await pageState(page);
-      assert.equal(state.state, 'idle', JSON.stringify(state));
-      assert.equal(state.status, 'idle: the camera ended the call');
+      assert.match(state.status, /^camera offline — retrying in \d+ s$/, JSON.stringify(state));
+      assert.match(state.error, /camera stopped or is restarting/);
+      assert.equal(state.stats, null, 'no stale numbers');
+      assert.equal(await page.textContent('#stats'), '');
       assert.equal(await page.isEnabled('#dial'), true);
+      // Hang up stops the retries.
+      await page.click('#hangup');
+      assert.equal((await pageState(page)).state, 'idle');
+      await sleep(2500);
+      assert.equal((await pageState(page)).state, 'idle');
       assert.deepEqual(page.errors, []);
     } finally {
       await context.close();

@@ -126,46 +126,62 @@ export async function startDaemon({
   if (/^\s*max_viewers\s*=/m.test(limits)) config = config.replace('max_viewers = 8\n', '');
   writeFileSync(configPath, config);
   const argv = [...wrapper, bin, '--config', configPath, '--listen', `127.0.0.1:${port}`];
-  const child = spawn(argv[0], argv.slice(1), {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', JOURNAL_STREAM: '', ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
   const log = [];
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk) => {
-    for (const line of chunk.split('\n')) if (line) log.push(line);
-    if (process.env.PEERCAM_LOG) process.stderr.write(chunk);
-  });
+  let child;
   let exited = null;
-  child.on('error', (error) => { exited = `spawn ${argv[0]}: ${error.message}`; });
-  child.on('exit', (code, signal) => { exited = signal || `exit code ${code}`; });
   const cleanUp = () => rmSync(dir, { recursive: true, force: true });
   const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}/`;
   // Scripts send the password as a bearer token; the page logs in (see logIn).
   const headers = password ? { Authorization: `Bearer ${password}` } : {};
   // The self-signed certificate is not trusted by Node's fetch: this test process only.
   if (tls) process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+  /** Spawns the daemon and waits until GET / answers (also for restart()). */
+  const launch = async () => {
+    exited = null;
+    child = spawn(argv[0], argv.slice(1), {
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', JOURNAL_STREAM: '', ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => {
+      for (const line of chunk.split('\n')) if (line) log.push(line);
+      if (process.env.PEERCAM_LOG) process.stderr.write(chunk);
+    });
+    child.on('error', (error) => { exited = `spawn ${argv[0]}: ${error.message}`; });
+    child.on('exit', (code, signal) => { exited = signal || `exit code ${code}`; });
+    const begun = Date.now();
+    for (;;) {
+      if (exited) {
+        cleanUp();
+        throw new Error(`${argv.join(' ')} exited (${exited}) before serving ${url}:\n`
+          + log.slice(-20).join('\n'));
+      }
+      try {
+        const response = await fetch(url);
+        if (response.ok) break;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() - begun > readyTimeoutMs) {
+        child.kill('SIGKILL');
+        cleanUp();
+        throw new Error(`peercam did not serve ${url} within ${readyTimeoutMs} ms:\n`
+          + log.slice(-20).join('\n'));
+      }
+      await sleep(100);
+    }
+  };
+  /** SIGTERM, then SIGKILL after 10 s; resolves when the process is gone. */
+  const terminate = async () => {
+    if (exited) return;
+    const gone = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await gone;
+    clearTimeout(timer);
+  };
   const started = Date.now();
-  for (;;) {
-    if (exited) {
-      cleanUp();
-      throw new Error(`${argv.join(' ')} exited (${exited}) before serving ${url}:\n`
-        + log.slice(-20).join('\n'));
-    }
-    try {
-      const response = await fetch(url);
-      if (response.ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() - started > readyTimeoutMs) {
-      child.kill('SIGKILL');
-      cleanUp();
-      throw new Error(`peercam did not serve ${url} within ${readyTimeoutMs} ms:\n`
-        + log.slice(-20).join('\n'));
-    }
-    await sleep(100);
-  }
+  await launch();
   const startupMs = Date.now() - started;
   try {
     await checkAssetsCurrent(url, bin, headers);
@@ -175,7 +191,7 @@ export async function startDaemon({
     throw error;
   }
   return {
-    pid: child.pid,
+    get pid() { return child.pid; },
     /** How it exited (`exit code N` or the signal), null while it runs. */
     get exited() { return exited; },
     port,
@@ -198,14 +214,17 @@ export async function startDaemon({
       return values;
     },
     async stop() {
-      if (!exited) {
-        const gone = new Promise((resolve) => child.once('exit', resolve));
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-        await gone;
-        clearTimeout(timer);
-      }
+      await terminate();
       cleanUp();
+    },
+    /**
+     * Stops the daemon (SIGTERM: it says bye to every page), waits `downMs`, and starts it
+     * again on the same port with the same config; resolves once it serves the page.
+     */
+    async restart({ downMs = 0 } = {}) {
+      await terminate();
+      await sleep(downMs);
+      await launch();
     },
   };
 }
@@ -246,11 +265,14 @@ export function rpicamStandin(bin = peercamBin) {
 async function checkAssetsCurrent(url, bin, headers) {
   for (const [route, file] of [['', 'index.html'], ['app.js', 'app.js'], ['style.css', 'style.css']]) {
     // The page carries the open-camera warning or the log-out button where index.html has
-    // its <!--auth--> placeholder.
+    // its <!--auth--> placeholder ...
     const served = (await (await fetch(url + route, { headers })).text())
       .replace(/<p id="open-warning"[^]*?<\/p>|<form method="post" action="logout"[^]*?<\/form>/,
         '<!--auth-->');
-    const onDisk = readFileSync(path.join(repoRoot, 'src', 'http', 'assets', file), 'utf8');
+    let onDisk = readFileSync(path.join(repoRoot, 'src', 'http', 'assets', file), 'utf8');
+    // ... and the camera's name (escaped) where it has <!--name-->.
+    const name = /<h1 id="name">([^<]*)<\/h1>/.exec(served);
+    if (name) onDisk = onDisk.replaceAll('<!--name-->', name[1]);
     if (served !== onDisk) {
       throw new Error(`${bin} serves an older ${file} than src/http/assets/${file}: `
         + 'rebuild it first');

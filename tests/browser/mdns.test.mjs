@@ -137,7 +137,7 @@ async function dial(dir, which = 'chromium') {
   const browser = await launchInNamespace(which, dir);
   try {
     const page = await browser.newPage();
-    await page.goto('http://10.99.0.1:7000/');
+    await page.goto('http://10.99.0.1:7000/?autodial=0'); // only the call made below
     return await page.evaluate(async () => {
       const pc = new RTCPeerConnection();
       pc.addTransceiver('video', { direction: 'recvonly' });

@@ -189,11 +189,16 @@ async function watch(url, {
   try {
     const page = await browser.newPage();
     await page.addInitScript(recordPeerConnections);
-    await page.goto(url);
+    // The page waits for the click (no auto-dial, no redial): the dial is timed, and a call
+    // that cannot connect shows as failed.
+    const manual = new URL(url);
+    manual.searchParams.set('autodial', '0');
+    await page.goto(manual.href);
     if (password) {
       await page.waitForSelector('#password', { timeout: 10_000 });
       await page.fill('#password', password);
       await Promise.all([page.waitForNavigation(), page.click('#login')]);
+      await page.goto(manual.href); // the login leads back to the page without the query
     }
     await page.waitForSelector('#dial');
     // The page's stats tick once a second; the first frame is timed by polling the call's

@@ -65,6 +65,8 @@ describe('security (chromium)', () => {
       const page = await openPage(context, daemon.url);
       const warning = await page.textContent('#open-warning');
       assert.match(warning, /No password is set: anyone who can reach this address can watch/);
+      // It names the file this daemon reads, not a default one.
+      assert.ok(warning.includes(`Set [server] password in ${daemon.configPath}.`), warning);
       await context.close();
     } finally {
       await daemon.stop();

@@ -37,7 +37,11 @@ async fn next_json_within(ws: &mut Ws, wait: Duration) -> Option<Value> {
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
             Ok(Some(Ok(WsMessage::Text(text)))) => {
-                return Some(serde_json::from_str(&text).expect("server sent invalid JSON"))
+                let value: Value = serde_json::from_str(&text).expect("server sent invalid JSON");
+                // Viewer counts come whenever another call starts or ends.
+                if value.get("viewers").is_none() {
+                    return Some(value);
+                }
             }
             Ok(Some(Ok(WsMessage::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => {
                 return None

@@ -951,14 +951,15 @@ async fn offer_without_ice(ws: &mut common::Ws) -> Value {
     send_text(ws, offer_message(&offer_sdp().await)).await;
     loop {
         let reply = next_json(ws).await;
-        // Skip the daemon's trickled candidates and bitrate notes.
+        // Skip the daemon's trickled candidates and bitrate notes (next_json skips the
+        // viewer counts).
         if reply.get("candidate").is_none() && reply.get("bitrate").is_none() {
             return reply;
         }
     }
 }
 
-/// The next message that is not a candidate (or bitrate), within `timeout`.
+/// The next message that is not a candidate (or bitrate, or viewer count), within `timeout`.
 async fn next_event(ws: &mut common::Ws, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
@@ -970,7 +971,10 @@ async fn next_event(ws: &mut common::Ws, timeout: Duration) -> Value {
             .expect("ok");
         if let WsMessage::Text(t) = msg {
             let v: Value = serde_json::from_str(&t).expect("json");
-            if v.get("candidate").is_none() && v.get("bitrate").is_none() {
+            let notice = ["candidate", "bitrate", "viewers"]
+                .iter()
+                .any(|k| v.get(k).is_some());
+            if !notice {
                 return v;
             }
         }

@@ -233,7 +233,8 @@ pub async fn connect(url: &str) -> (Ws, Value) {
     (ws, hello)
 }
 
-/// The next JSON text message (panics after 10 s).
+/// The next JSON text message (panics after 10 s). The viewer counts the daemon pushes
+/// whenever a call starts or ends elsewhere (`{"viewers": …}`) are skipped.
 pub async fn next_json(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -242,7 +243,10 @@ pub async fn next_json(ws: &mut Ws) -> Value {
             .expect("socket closed")
             .expect("socket error");
         if let WsMessage::Text(text) = msg {
-            return serde_json::from_str(&text).expect("server sent invalid JSON");
+            let value: Value = serde_json::from_str(&text).expect("server sent invalid JSON");
+            if value.get("viewers").is_none() {
+                return value;
+            }
         }
     }
 }

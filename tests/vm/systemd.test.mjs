@@ -473,8 +473,9 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
         logged(log, new RegExp(`media: camera /dev/video0 \\(640x480@${RELOAD_FPS} requested\\)`), 'the new media line');
         // The page got bye "reload" and dials again on its own: a second peer connection.
         const redialAt = Date.now();
-        const redialed = await until(() => page.evaluate(() => window.testPeers.length >= 2
-          && window.testPeers[1].connectionState === 'connected'), 30_000, 200);
+        // (Any later connection: the page retries by itself if a redial fails.)
+        const redialed = await until(() => page.evaluate(() => window.testPeers.slice(1)
+          .some((pc) => pc.connectionState === 'connected')), 30_000, 200);
         assert.ok(redialed, `the page did not redial: ${JSON.stringify(await pageState(page))}`);
         await waitForFrames(page, 5, 30_000);
         const list = await framesSince(page, Date.now() + 500, 12, 30_000);

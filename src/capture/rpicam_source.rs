@@ -40,6 +40,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// A running rpicam-vid that sends nothing for this long is stalled and is restarted.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the outage's log line waits for the stderr reader to reach the end of the pipe
+/// (it is there at once when rpicam-vid exited; a child it left behind may hold it open).
+const STDERR_DRAIN: Duration = Duration::from_millis(300);
 /// Lines of rpicam-vid's stderr kept for the outage's log line.
 const STDERR_LINES: usize = 6;
 /// Characters of each kept stderr line.
@@ -79,6 +82,8 @@ struct Running {
     program: &'static str,
     frames: Receiver<Result<VideoFrame, String>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    /// Disconnected once the stderr reader read to the end (or never started).
+    stderr_done: Receiver<()>,
     started: Instant,
     delivered: bool,
 }
@@ -162,9 +167,13 @@ impl RpicamSource {
             }
         };
         let stderr = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_LINES)));
+        let (stderr_end, stderr_done) = mpsc::sync_channel::<()>(0);
         if let Some(pipe) = child.stderr.take() {
             let lines = stderr.clone();
-            spawn_reader("peercam-rpicam-err", move || keep_stderr(pipe, &lines));
+            spawn_reader("peercam-rpicam-err", move || {
+                keep_stderr(pipe, &lines);
+                drop(stderr_end);
+            });
         }
         let (tx, frames) = mpsc::sync_channel(FRAME_CHANNEL);
         if let Some(pipe) = child.stdout.take() {
@@ -185,6 +194,7 @@ impl RpicamSource {
             program,
             frames,
             stderr,
+            stderr_done,
             started: now,
             delivered: false,
         });
@@ -221,6 +231,8 @@ impl RpicamSource {
     /// Why the running rpicam-vid ended: its exit status and last stderr lines.
     fn ended(running: &mut Running) -> String {
         let status = wait_briefly(&mut running.child);
+        // Its last words may still be in the pipe: let the reader get to the end first.
+        let _ = running.stderr_done.recv_timeout(STDERR_DRAIN);
         let kept = running.stderr.lock().unwrap_or_else(|e| e.into_inner());
         // Its errors if it wrote any (libcamera's INFO lines come first), else its last lines.
         let errors: Vec<&String> = kept.iter().filter(|l| l.contains("ERROR")).collect();

@@ -65,5 +65,6 @@ pub mod peer;
 pub mod pipeline;
 pub mod relay;
 pub mod session;
+pub mod snapshot;
 pub mod systemd;
 pub mod whip;

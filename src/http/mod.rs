@@ -3,6 +3,7 @@
 //! `/ws` serves viewers: each browser's offer is auto-answered by a peer of the daemon.
 //! `/ws?room=NAME` is the seed tutorial's relay: it links exactly two browsers to each other.
 //! `/whep` serves other software the same way (WHEP: SDP over HTTP, see [`whep`]).
+//! `/snapshot.jpg` is the newest picture as a JPEG ([`snapshot`]).
 
 pub mod auth;
 pub mod connections;
@@ -11,6 +12,7 @@ mod lookups;
 pub mod media;
 pub mod relay_link;
 mod room;
+pub mod snapshot;
 pub(crate) mod socket;
 pub mod tls;
 mod viewer;
@@ -120,6 +122,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// The WHEP sessions alive.
     pub whep: whep::WhepSessions,
+    /// `/snapshot.jpg`'s renders in progress and counters.
+    pub snapshots: snapshot::Snapshots,
     /// `[server] cors_origins`: pages that may use WHEP from other origins.
     cors_origins: Vec<String>,
     /// `[webrtc] ice_servers`, given to pages in `hello` and to WHEP clients in `Link`
@@ -186,6 +190,7 @@ impl AppState {
             shutdown,
             tasks: TaskTracker::new(),
             whep: whep::WhepSessions::default(),
+            snapshots: snapshot::Snapshots::default(),
             cors_origins: settings.server.cors_origins.clone(),
             ice_servers: std::sync::RwLock::new(settings.webrtc.ice_servers.clone().into()),
             extra_metrics: std::sync::Mutex::new(None),
@@ -289,6 +294,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/app.js", get(app_js))
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
+        .route("/snapshot.jpg", get(snapshot::get))
         .route("/healthz", get(|| async { "ok\n" }))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -923,12 +929,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             ("cors_origins", whep::cors_refused()),
         ])
         .chain(socket::limit_hits())
+        .chain(snapshot::limit_hits())
     {
         out.push_str(&format!(
             "peercam_limit_hits_total{{limit=\"{name}\"}} {hits}\n"
         ));
     }
     out.push_str(&state.whep.metrics_text());
+    out.push_str(&state.snapshots.metrics_text());
     out.push_str(&relay_link::metrics_text());
     out.push_str(&crate::peer::ice_mux::metrics_text());
     out.push_str(&crate::peer::turn_watch::metrics_text());

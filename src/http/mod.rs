@@ -294,11 +294,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/app.js", get(app_js))
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
-        .route("/snapshot.jpg", get(snapshot::get))
         .route("/healthz", get(|| async { "ok\n" }))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_login::<AppState>,
+        ));
+    // Still-image clients (Home Assistant, NVRs, wget) may wait for a Basic challenge before
+    // they send the password; no page fetches the snapshot, so no browser dialog covers the
+    // login form.
+    let snapshot = Router::new()
+        .route("/snapshot.jpg", get(snapshot::get))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            snapshot::require_login,
         ));
     // WHEP checks the page's origin (CORS) and the password itself: a CORS preflight comes
     // without the password.
@@ -320,6 +328,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/logout", post(logout::<AppState>))
         .merge(protected)
+        .merge(snapshot)
         .merge(whep)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -592,7 +601,11 @@ pub(crate) async fn require_login<S: Front>(
 /// The refusal for a request without a session or the right Bearer password (when a
 /// password is set): 401, or 429 once the address spent its failure budget; `None`: it may
 /// pass.
-fn login_refusal(auth: &Auth, remote: SocketAddr, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn login_refusal(
+    auth: &Auth,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+) -> Option<Response> {
     let text = |status, body: &'static str| {
         (
             status,
@@ -610,7 +623,7 @@ fn login_refusal(auth: &Auth, remote: SocketAddr, headers: &HeaderMap) -> Option
             let mut refused = text(
                 StatusCode::UNAUTHORIZED,
                 "401 Unauthorized: log in on the page first, or send Authorization: Bearer \
-                 <password>\n",
+                 <password> (or Basic, with any user name)\n",
             );
             // RFC 9110 asks a 401 to name a scheme. Bearer only: a Basic challenge would
             // make browsers pop up their own password dialog over the page's login form.

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -160,6 +161,25 @@ fn width_of(query: Result<Query<SnapshotQuery>, QueryRejection>) -> Result<Optio
             crate::logging::client_str(&text)
         )
     })
+}
+
+/// [`super::require_login`] with a Basic challenge besides the Bearer one in a 401.
+pub(super) async fn require_login(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(mut refusal) = super::login_refusal(&state.auth, remote, request.headers()) else {
+        return next.run(request).await;
+    };
+    if refusal.status() == StatusCode::UNAUTHORIZED {
+        refusal.headers_mut().append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"peercam\", charset=\"UTF-8\""),
+        );
+    }
+    refusal
 }
 
 /// `GET /snapshot.jpg`.

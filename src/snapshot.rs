@@ -42,9 +42,6 @@ pub enum StillError {
     /// Decoding or encoding failed.
     #[error(transparent)]
     Codec(#[from] EncodeError),
-    /// The render could not run to its end.
-    #[error("{0}")]
-    Failed(String),
 }
 
 /// The size of `picture` before scaling.

@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::AppState;
 use crate::limits::{address_key, AddressCounts, LimitLog};
 use crate::pipeline::latest::NoPicture;
-use crate::snapshot::{self, StillError};
+use crate::snapshot;
 
 /// Renders running at once, in all (each takes a core for a few to a few hundred ms).
 pub const MAX_AT_ONCE: usize = 2;
@@ -37,6 +37,8 @@ pub const REUSE_WITHIN: Duration = Duration::from_millis(100);
 
 /// Snapshot requests refused because too many renders ran.
 static BUSY: LimitLog = LimitLog::new("snapshots at once (2 in all, 1 per address)");
+/// Renders that failed or missed their deadline, logged throttled (one line per episode).
+static FAILED: LimitLog = LimitLog::new("/snapshot.jpg");
 
 /// The renders in progress, the last JPEG and the counters.
 #[derive(Debug)]
@@ -229,44 +231,29 @@ pub(super) async fn get(
         let _slot = slot;
         snapshot::render(&picture, width)
     });
-    let rendered = match tokio::time::timeout(RENDER_DEADLINE, render).await {
-        Ok(Ok(rendered)) => rendered,
-        Ok(Err(join)) => Err(StillError::Failed(format!("the render stopped: {join}"))),
-        Err(_) => {
-            snapshots.failed.fetch_add(1, Ordering::Relaxed);
-            log::warn!("snapshot for {remote}: not made within {RENDER_DEADLINE:?}");
-            return with_retry(
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "503 Service Unavailable: the snapshot took longer than {} s to make; \
-                         try again, or ask for a smaller one with ?width=\n",
-                        RENDER_DEADLINE.as_secs()
-                    ),
-                ),
-                RENDER_DEADLINE.as_secs(),
-            );
-        }
-    };
-    match rendered {
-        Ok(still) => {
+    let failure = match tokio::time::timeout(RENDER_DEADLINE, render).await {
+        Ok(Ok(Ok(still))) => {
             snapshots.served.fetch_add(1, Ordering::Relaxed);
             let jpeg = Bytes::from(still.jpeg);
             snapshots.remember(width, jpeg.clone(), now);
-            jpeg_response(jpeg)
+            return jpeg_response(jpeg);
         }
-        Err(e) => {
-            snapshots.failed.fetch_add(1, Ordering::Relaxed);
-            log::warn!("snapshot for {remote}: {e}");
-            with_retry(
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("503 Service Unavailable: the snapshot failed: {e}\n"),
-                ),
-                1,
-            )
-        }
-    }
+        Ok(Ok(Err(e))) => format!("the snapshot failed: {e}"),
+        Ok(Err(join)) => format!("the snapshot failed: its thread stopped ({join})"),
+        Err(_) => format!(
+            "the snapshot took longer than {} s to make; try again",
+            RENDER_DEADLINE.as_secs()
+        ),
+    };
+    snapshots.failed.fetch_add(1, Ordering::Relaxed);
+    FAILED.hit(|| format!("snapshot for {remote}: {failure}"));
+    with_retry(
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("503 Service Unavailable: {failure}\n"),
+        ),
+        1,
+    )
 }
 
 /// 503 saying why there is no picture, with a `Retry-After`.

@@ -34,8 +34,9 @@ pub struct GopLimits {
 }
 
 impl Default for GopLimits {
-    /// 300 access units (10 s at 30 fps, decoded in well under a second at 720p on a
-    /// Raspberry Pi 4) and 8 MiB (10 s at 6.7 Mbit/s).
+    /// 300 access units (10 s at 30 fps; 150 of them decode in 120 ms at 1280x720 on the
+    /// build machine, BENCHMARKS.md "Snapshots", so a few times that on a Raspberry Pi is
+    /// still within the render deadline) and 8 MiB (10 s at 6.7 Mbit/s).
     fn default() -> Self {
         GopLimits {
             max_frames: 300,

@@ -46,6 +46,7 @@ use crate::pipeline::bitrate::{BitrateController, BitrateLimits};
 use crate::pipeline::fanout::Fanout;
 use crate::pipeline::heartbeat::{Beat, Heartbeat};
 use crate::pipeline::keyframe::KeyframeRequests;
+use crate::pipeline::latest::{GopLimits, LatestPicture, NoPicture, Picture};
 use crate::pipeline::queue::DropOldest;
 
 /// Captured frames waiting per output; older ones are dropped (latency over completeness).
@@ -115,6 +116,8 @@ pub struct MediaHub {
     camera_profile: Arc<Mutex<Option<ProfileLevelId>>>,
     /// Progress of every thread, for the watchdog.
     heartbeat: Arc<Heartbeat>,
+    /// The newest picture, for `/snapshot.jpg`.
+    latest: Arc<LatestPicture>,
 }
 
 impl MediaHub {
@@ -148,6 +151,7 @@ impl MediaHub {
         let camera_profile = Arc::new(Mutex::new(None));
         let source_description = video_source.describe();
         let heartbeat = Arc::new(Heartbeat::default());
+        let latest = Arc::new(LatestPicture::new(GopLimits::default()));
         let mut threads = Vec::new();
         let mut video = Vec::new();
         for (codec, passthrough, encoder) in outputs {
@@ -186,18 +190,15 @@ impl MediaHub {
             video.push(output);
         }
         let queues: Vec<_> = video.iter().map(|o| o.queue.clone()).collect();
-        let (stop_c, captured_c) = (stop.clone(), captured.clone());
-        let beat = heartbeat.register("peercam-video");
-        threads.push(spawn("peercam-video", move || {
-            capture_video(
-                video_source,
-                queues,
-                camera_keyframe,
-                stop_c,
-                captured_c,
-                beat,
-            )
-        })?);
+        let capture = CaptureLoop {
+            queues,
+            camera_keyframe,
+            latest: latest.clone(),
+            stop: stop.clone(),
+            captured: captured.clone(),
+            beat: heartbeat.register("peercam-video"),
+        };
+        threads.push(spawn("peercam-video", move || capture.run(video_source))?);
 
         let audio = match audio_parts {
             Some((source, encoder)) => {
@@ -232,7 +233,13 @@ impl MediaHub {
             source_description,
             camera_profile,
             heartbeat,
+            latest,
         }))
+    }
+
+    /// The newest picture, for a snapshot, or why there is none.
+    pub fn latest_picture(&self) -> Result<Picture, NoPicture> {
+        self.latest.picture(Instant::now())
     }
 
     /// The configured video codecs, in preference order.
@@ -566,32 +573,41 @@ fn audio_source(settings: &Settings) -> Result<Option<AudioParts>, HubError> {
     Ok(Some((source, Box::new(encoder))))
 }
 
-/// Reads frames and hands each (shared, not copied) to every output's queue; forwards the
-/// outputs' keyframe wishes to the camera.
-fn capture_video(
-    mut source: Box<dyn VideoSource>,
+/// The capture thread's state: where frames go, and the keyframe wishes it passes on.
+struct CaptureLoop {
     queues: Vec<Arc<DropOldest<Arc<VideoFrame>>>>,
+    /// An output wants a camera keyframe.
     camera_keyframe: Arc<AtomicBool>,
+    latest: Arc<LatestPicture>,
     stop: Arc<AtomicBool>,
     captured: Arc<AtomicU64>,
     beat: Beat,
-) {
-    let mut retry = Reconnect::new(CAPTURE_RETRY_INTERVAL, Instant::now());
-    while !stop.load(Ordering::Relaxed) {
-        beat.beat();
-        if camera_keyframe.swap(false, Ordering::Relaxed) {
-            source.request_keyframe();
-        }
-        match source.next_frame() {
-            Ok(frame) => {
-                retry.succeeded();
-                captured.fetch_add(1, Ordering::Relaxed);
-                let frame = Arc::new(frame);
-                for q in &queues {
-                    q.push(frame.clone());
-                }
+}
+
+impl CaptureLoop {
+    /// Reads frames and hands each (shared, not copied) to every output's queue and to the
+    /// snapshot store; forwards the outputs' (and snapshots') keyframe wishes to the camera.
+    fn run(self, mut source: Box<dyn VideoSource>) {
+        let mut retry = Reconnect::new(CAPTURE_RETRY_INTERVAL, Instant::now());
+        while !self.stop.load(Ordering::Relaxed) {
+            self.beat.beat();
+            // Both wishes are taken: either one asks the camera once.
+            let output_wish = self.camera_keyframe.swap(false, Ordering::Relaxed);
+            if self.latest.take_keyframe_wish() | output_wish {
+                source.request_keyframe();
             }
-            Err(e) => wait_to_retry(&mut retry, &e),
+            match source.next_frame() {
+                Ok(frame) => {
+                    retry.succeeded();
+                    self.captured.fetch_add(1, Ordering::Relaxed);
+                    let frame = Arc::new(frame);
+                    self.latest.record(&frame, Instant::now());
+                    for q in &self.queues {
+                        q.push(frame.clone());
+                    }
+                }
+                Err(e) => wait_to_retry(&mut retry, &e),
+            }
         }
     }
 }

@@ -14,6 +14,8 @@
 //! viewer   -> webrtc-rs track (RTP, timestamps from capture time) -> browser
 //! browser RTCP PLI/FIR -> KeyframeRequests (coalesced, <= 1 per 500 ms) -> encoder
 //! browser RTCP REMB/RR  -> BitrateController (min over viewers, hysteresis) -> encoder target
+//! capture -> LatestPicture (a reference; camera H.264 from its latest keyframe)
+//!         -> on GET /snapshot.jpg: decode, scale, JPEG on a blocking thread
 //! ```
 //!
 //! ## Module map, top to bottom (each imports only what is below it;
@@ -23,13 +25,15 @@
 //!   running [`config::Settings`] and the [`hub::MediaHub`]).
 //! - transports: [`http`] (the page, login, TLS, `/metrics`; [`http`]'s `socket` module is the
 //!   one WebSocket loop, `viewer` and `room` its adapters, [`http::whep`] WHEP,
-//!   [`http::media`] the interface to the media that the router is tested against); [`whip`]
+//!   [`http::media`] the interface to the media that the router is tested against,
+//!   [`http::snapshot`] `/snapshot.jpg`); [`whip`]
 //!   (publishing to WHIP servers).
 //! - assembly: [`hub`] (sources and encoders chosen from the settings, their threads, the
-//!   fan-outs).
+//!   fan-outs), [`snapshot`] (the newest picture decoded and encoded as a JPEG).
 //! - peer: [`peer`] (the only module that uses webrtc-rs; carries out the session's plan).
 //! - core: [`session`] (sans-IO: protocol, codec choice, admission, the per-viewer machine
-//!   with its deadlines), [`pipeline`] (queues, fan-out, keyframe requests, bitrate policy),
+//!   with its deadlines), [`pipeline`] (queues, fan-out, keyframe requests, bitrate policy,
+//!   the newest picture),
 //!   [`capture`] (sources), [`encode`] (encoders), [`config`] (file, validation, settings).
 //! - ground: [`media`] (frame types, the frame pool), [`h264`] (NAL units,
 //!   profile-level-id), [`limits`] (rate limits, throttled limit logs), [`deadline`], [`logging`],
@@ -66,5 +70,6 @@ pub mod peer;
 pub mod pipeline;
 pub mod relay;
 pub mod session;
+pub mod snapshot;
 pub mod systemd;
 pub mod whip;

@@ -74,35 +74,64 @@ impl H264Decoder {
                 return Err(EncodeError::encode(CODEC, e.to_string()));
             }
         };
-        let (w, h) = picture.dimensions();
-        // I420 needs even sizes: drop an odd last column/row.
-        let (w, h) = (w & !1, h & !1);
-        let (ys, us, vs) = picture.strides();
-        let mut data = Vec::with_capacity(RawFrame::i420_len(w as u32, h as u32));
-        for row in picture.y().chunks(ys).take(h) {
-            data.extend_from_slice(&row[..w]);
-        }
-        for row in picture.u().chunks(us).take(h / 2) {
-            data.extend_from_slice(&row[..w / 2]);
-        }
-        for row in picture.v().chunks(vs).take(h / 2) {
-            data.extend_from_slice(&row[..w / 2]);
-        }
-        if data.len() != RawFrame::i420_len(w as u32, h as u32) {
-            return Err(EncodeError::encode(
-                CODEC,
-                format!("decoded picture {w}x{h} has short planes"),
-            ));
-        }
-        Ok(Decoded::Frame(RawFrame {
-            width: w as u32,
-            height: h as u32,
-            format: PixelFormat::I420,
-            data: data.into(),
-            capture_instant: frame.capture_instant,
-            sequence: frame.sequence,
-        }))
+        let raw = packed_i420(&picture, frame)?;
+        Ok(Decoded::Frame(raw))
     }
+}
+
+/// Decodes a group of pictures for a snapshot: `parameter_sets` (SPS and PPS, Annex B),
+/// then `frames` in order, the first an IDR, none missing. Returns the last picture; only
+/// that one is copied out of the decoder. A fresh decoder each time, so snapshots share no
+/// state with each other or with the outputs.
+pub fn decode_last(parameter_sets: &[u8], frames: &[&CameraH264]) -> Result<RawFrame, EncodeError> {
+    let mut decoder = Decoder::new().map_err(|e| EncodeError::setup(CODEC, e.to_string()))?;
+    let failed = |e: openh264::Error| EncodeError::encode(CODEC, e.to_string());
+    decoder.decode(parameter_sets).map_err(failed)?;
+    let Some((last, earlier)) = frames.split_last() else {
+        return Err(EncodeError::encode(CODEC, "no access units to decode"));
+    };
+    for frame in earlier {
+        decoder.decode(&frame.data).map_err(failed)?;
+    }
+    match decoder.decode(&last.data).map_err(failed)? {
+        Some(picture) => packed_i420(&picture, last),
+        None => Err(EncodeError::encode(
+            CODEC,
+            format!("access unit {} gave no picture", last.sequence),
+        )),
+    }
+}
+
+/// The decoder's picture of `frame` as a tightly packed I420 frame.
+fn packed_i420(picture: &impl YUVSource, frame: &CameraH264) -> Result<RawFrame, EncodeError> {
+    let (w, h) = picture.dimensions();
+    // I420 needs even sizes: drop an odd last column/row.
+    let (w, h) = (w & !1, h & !1);
+    let (ys, us, vs) = picture.strides();
+    let mut data = Vec::with_capacity(RawFrame::i420_len(w as u32, h as u32));
+    for row in picture.y().chunks(ys).take(h) {
+        data.extend_from_slice(&row[..w]);
+    }
+    for row in picture.u().chunks(us).take(h / 2) {
+        data.extend_from_slice(&row[..w / 2]);
+    }
+    for row in picture.v().chunks(vs).take(h / 2) {
+        data.extend_from_slice(&row[..w / 2]);
+    }
+    if data.len() != RawFrame::i420_len(w as u32, h as u32) {
+        return Err(EncodeError::encode(
+            CODEC,
+            format!("decoded picture {w}x{h} has short planes"),
+        ));
+    }
+    Ok(RawFrame {
+        width: w as u32,
+        height: h as u32,
+        format: PixelFormat::I420,
+        data: data.into(),
+        capture_instant: frame.capture_instant,
+        sequence: frame.sequence,
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use crate::media::{AudioChunk, EncodedFrame, RawFrame, VideoCodec};
 pub mod av1;
 pub mod h264;
 pub mod h264_decode;
+pub mod jpeg;
 pub mod opus;
 pub mod passthrough;
 

@@ -1,6 +1,6 @@
 //! The small interface through which the HTTP layer reaches the media: what can be sent
-//! ([`MediaInfo`]), a call answered from an offer ([`MediaService::answer`]) and the media
-//! metrics. [`LiveMedia`] is the real one (the [`MediaHub`]'s encoders and webrtc-rs peers);
+//! ([`MediaInfo`]), a call answered from an offer ([`MediaService::answer`]), the newest
+//! picture for snapshots and the media metrics. [`LiveMedia`] is the real one (the [`MediaHub`]'s encoders and webrtc-rs peers);
 //! the router's in-process tests use a test implementation without capture threads.
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use crate::h264::ProfileLevelId;
 use crate::hub::MediaHub;
 use crate::media::VideoCodec;
 use crate::peer::{PeerError, PeerFactory, ViewerPeer};
+use crate::pipeline::latest::{NoPicture, Picture};
 use crate::session::machine::MediaInfo;
 use crate::session::plan::{AnswerPlan, PeerEvent};
 use crate::session::protocol::{ErrorBody, ErrorCode, IceCandidate};
@@ -96,6 +97,8 @@ pub trait MediaService: MediaInfo {
     ) -> Result<Answered, ErrorBody>;
     /// Prometheus lines for the pipeline (frames, drops, encoder figures).
     fn metrics_text(&self) -> String;
+    /// The newest picture, for `/snapshot.jpg`, or why there is none.
+    fn latest_picture(&self) -> Result<Picture, NoPicture>;
 }
 
 /// The real media: the hub's encoders, sent by webrtc-rs peers built from `[webrtc]`.
@@ -167,6 +170,10 @@ impl MediaService for LiveMedia {
 
     fn metrics_text(&self) -> String {
         self.hub.metrics_text()
+    }
+
+    fn latest_picture(&self) -> Result<Picture, NoPicture> {
+        self.hub.latest_picture()
     }
 }
 

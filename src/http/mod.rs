@@ -3,6 +3,7 @@
 //! `/ws` serves viewers: each browser's offer is auto-answered by a peer of the daemon.
 //! `/ws?room=NAME` is the seed tutorial's relay: it links exactly two browsers to each other.
 //! `/whep` serves other software the same way (WHEP: SDP over HTTP, see [`whep`]).
+//! `/snapshot.jpg` is the newest picture as a JPEG ([`snapshot`]).
 
 pub mod auth;
 pub mod connections;
@@ -12,6 +13,7 @@ pub mod media;
 mod page;
 pub mod relay_link;
 mod room;
+pub mod snapshot;
 pub(crate) mod socket;
 pub mod tls;
 mod viewer;
@@ -121,6 +123,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// The WHEP sessions alive.
     pub whep: whep::WhepSessions,
+    /// `/snapshot.jpg`'s renders in progress and counters.
+    pub snapshots: snapshot::Snapshots,
     /// `[server] cors_origins`: pages that may use WHEP from other origins.
     cors_origins: Vec<String>,
     /// `[webrtc] ice_servers`, given to pages in `hello` and to WHEP clients in `Link`
@@ -193,6 +197,7 @@ impl AppState {
             shutdown,
             tasks: TaskTracker::new(),
             whep: whep::WhepSessions::default(),
+            snapshots: snapshot::Snapshots::default(),
             cors_origins: settings.server.cors_origins.clone(),
             ice_servers: std::sync::RwLock::new(settings.webrtc.ice_servers.clone().into()),
             extra_metrics: std::sync::Mutex::new(None),
@@ -310,6 +315,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             require_login::<AppState>,
         ));
+    // Still-image clients (Home Assistant, NVRs, wget) may wait for a Basic challenge before
+    // they send the password; no page fetches the snapshot, so no browser dialog covers the
+    // login form.
+    let snapshot = Router::new()
+        .route("/snapshot.jpg", get(snapshot::get))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            snapshot::require_login,
+        ));
     // WHEP checks the page's origin (CORS) and the password itself: a CORS preflight comes
     // without the password.
     let whep = Router::new()
@@ -330,6 +344,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/logout", post(logout::<AppState>))
         .merge(protected)
+        .merge(snapshot)
         .merge(whep)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -602,7 +617,11 @@ pub(crate) async fn require_login<S: Front>(
 /// The refusal for a request without a session or the right Bearer password (when a
 /// password is set): 401, or 429 once the address spent its failure budget; `None`: it may
 /// pass.
-fn login_refusal(auth: &Auth, remote: SocketAddr, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn login_refusal(
+    auth: &Auth,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+) -> Option<Response> {
     let text = |status, body: &'static str| {
         (
             status,
@@ -620,7 +639,7 @@ fn login_refusal(auth: &Auth, remote: SocketAddr, headers: &HeaderMap) -> Option
             let mut refused = text(
                 StatusCode::UNAUTHORIZED,
                 "401 Unauthorized: log in on the page first, or send Authorization: Bearer \
-                 <password>\n",
+                 <password> (or Basic, with any user name)\n",
             );
             // RFC 9110 asks a 401 to name a scheme. Bearer only: a Basic challenge would
             // make browsers pop up their own password dialog over the page's login form.
@@ -924,12 +943,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             ("cors_origins", whep::cors_refused()),
         ])
         .chain(socket::limit_hits())
+        .chain(snapshot::limit_hits())
     {
         out.push_str(&format!(
             "peercam_limit_hits_total{{limit=\"{name}\"}} {hits}\n"
         ));
     }
     out.push_str(&state.whep.metrics_text());
+    out.push_str(&state.snapshots.metrics_text());
     out.push_str(&relay_link::metrics_text());
     out.push_str(&crate::peer::ice_mux::metrics_text());
     out.push_str(&crate::peer::turn_watch::metrics_text());

@@ -16,6 +16,7 @@ use super::media::{Answered, Call, MediaService};
 use super::*;
 use crate::h264::ProfileLevelId;
 use crate::media::VideoCodec;
+use crate::pipeline::latest::{NoPicture, Picture};
 use crate::session::machine::MediaInfo;
 use crate::session::plan::{AnswerPlan, PeerEvent};
 use crate::session::protocol::{ErrorBody, IceCandidate};
@@ -109,6 +110,10 @@ impl MediaService for TestMedia {
 
     fn metrics_text(&self) -> String {
         "peercam_test_media 1\n".to_owned()
+    }
+
+    fn latest_picture(&self) -> Result<Picture, NoPicture> {
+        Err(NoPicture::NotYet)
     }
 }
 
@@ -729,4 +734,22 @@ async fn whep_takes_what_mediamtx_and_go2rtc_send() {
     let wrong = ("Authorization", "Basic cGVlcmNhbTp3cm9uZw==");
     let (status, _, _) = call(&state, HERE, "POST", "/whep", &[SDP, wrong], CHROMIUM).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_snapshot_before_the_first_frame_is_a_503_that_says_why() {
+    let (state, _media, _addr) = start("").await;
+    let (status, body) = get(&state, "/snapshot.jpg").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("no picture yet"), "{body}");
+    // A bad query is refused before the picture is looked at.
+    let (status, body) = get(&state, "/snapshot.jpg?width=big").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("width=big is not a whole number"), "{body}");
+    let (_, metrics) = get(&state, "/metrics").await;
+    assert!(
+        metrics.contains("peercam_snapshots_total{result=\"failed\"} 1\n")
+            && metrics.contains("peercam_limit_hits_total{limit=\"snapshots\"} "),
+        "{metrics}"
+    );
 }

@@ -22,6 +22,7 @@ mod logs;
 mod relay;
 mod rpicam;
 mod security;
+mod snapshot;
 mod soak;
 mod udp_mux;
 mod watchdog;

@@ -12,6 +12,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<String>,
     pub body: String,
+    /// The body as it came (`body` is it as text, for text replies).
+    pub body_bytes: Vec<u8>,
 }
 
 impl Reply {
@@ -49,6 +51,11 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
         .await
         .expect("reply within 10 s");
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |at| at + 4);
+    let body_bytes = raw[head_end..].to_vec();
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
@@ -61,6 +68,7 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         status,
         headers: lines.map(str::to_owned).collect(),
         body: body.to_owned(),
+        body_bytes,
     }
 }
 

@@ -458,7 +458,7 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
     });
 
     test(`4. reload: fps ${FPS} -> ${RELOAD_FPS} applied, the page redials; a broken file keeps the running config`,
-      { timeout: 120_000 }, async () => {
+      { timeout: 180_000 }, async () => {
         assert.ok(dialed, 'the dial test failed');
         const { s: before } = await step('true');
         const { out, s: mid, log } = await step(`
@@ -473,15 +473,19 @@ describe('peercam .deb under systemd (bookworm, vivid + snd-aloop)', () => {
         logged(log, new RegExp(`media: camera /dev/video0 \\(640x480@${RELOAD_FPS} requested\\)`), 'the new media line');
         // The page got bye "reload" and dials again on its own: a second peer connection.
         const redialAt = Date.now();
-        // (Any later connection: the page retries by itself if a redial fails.)
+        // (Any later connection: the page retries by itself if a redial fails. Through qemu's
+        // user-mode UDP forwarding the first redials after a reload sometimes fail at once,
+        // for up to about 40 s; on a real network, and on loopback with the same shared
+        // udp_port, they connect at the first try: see tests/vm/README.md.)
         const redialed = await until(() => page.evaluate(() => window.testPeers.slice(1)
-          .some((pc) => pc.connectionState === 'connected')), 30_000, 200);
+          .some((pc) => pc.connectionState === 'connected')), 75_000, 200);
         assert.ok(redialed, `the page did not redial: ${JSON.stringify(await pageState(page))}`);
         await waitForFrames(page, 5, 30_000);
         const list = await framesSince(page, Date.now() + 500, 12, 30_000);
         const r = rates(list);
+        const attempts = await page.evaluate(() => window.testPeers.length - 1);
         report(`reload (good): systemctl reload ${times(out).reload} ms; "${message(applied)}";`
-          + ` the page redialed by itself: ${list.length} frames, capture ${r.capture} fps (RTP),`
+          + ` the page redialed by itself (${attempts} attempt(s)): ${list.length} frames, capture ${r.capture} fps (RTP),`
           + ` ${r.presented} presented (${((Date.now() - redialAt) / 1000).toFixed(1)} s)`);
         assert.ok(r.capture >= RELOAD_FPS * 0.75 && r.capture <= RELOAD_FPS * 1.25,
           `capture rate after the reload ${r.capture} fps, configured ${RELOAD_FPS}`);

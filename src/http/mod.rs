@@ -303,6 +303,20 @@ fn serves_only_loopback(settings: &Settings) -> bool {
     settings.server.listen.ip().is_loopback()
 }
 
+/// A plain-text reply that is not cached: `body` and a line end (WHEP's and
+/// `/snapshot.jpg`'s errors).
+pub(crate) fn plain_text(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        format!("{body}\n"),
+    )
+        .into_response()
+}
+
 /// The router with every route. Everything but the page (which shows the login form when
 /// needed), its stylesheet and the login itself requires a session when a password is set.
 pub fn router(state: Arc<AppState>) -> Router {

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::AppState;
+use super::{plain_text as text, AppState};
 use crate::limits::{address_key, AddressCounts, LimitLog};
 use crate::pipeline::latest::NoPicture;
 use crate::snapshot;
@@ -150,7 +150,7 @@ pub(super) struct SnapshotQuery {
 fn width_of(query: Result<Query<SnapshotQuery>, QueryRejection>) -> Result<Option<u32>, String> {
     let query = query.map_err(|rejection| {
         format!(
-            "400 Bad Request: {}; the only parameter is width=N (pixels)\n",
+            "400 Bad Request: {}; the only parameter is width=N (pixels)",
             crate::logging::client_str(&rejection.body_text())
         )
     })?;
@@ -159,7 +159,7 @@ fn width_of(query: Result<Query<SnapshotQuery>, QueryRejection>) -> Result<Optio
     };
     text.parse::<u32>().map(Some).map_err(|_| {
         format!(
-            "400 Bad Request: width={} is not a whole number of pixels; use e.g. width=640\n",
+            "400 Bad Request: width={} is not a whole number of pixels; use e.g. width=640",
             crate::logging::client_str(&text)
         )
     })
@@ -193,7 +193,7 @@ pub(super) async fn get(
     let snapshots = &state.snapshots;
     let width = match width_of(query) {
         Ok(width) => width,
-        Err(body) => return text(StatusCode::BAD_REQUEST, body),
+        Err(body) => return text(StatusCode::BAD_REQUEST, &body),
     };
     let picture = match state.media().await.media.latest_picture() {
         Ok(picture) => picture,
@@ -205,7 +205,7 @@ pub(super) async fn get(
     // A width the picture cannot have is refused before any work.
     let width = match snapshot::checked_width(&picture, width) {
         Ok(checked) => checked,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("400 Bad Request: {e}\n")),
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("400 Bad Request: {e}")),
     };
     let now = Instant::now();
     if let Some(jpeg) = snapshots.recent(width, now) {
@@ -217,10 +217,10 @@ pub(super) async fn get(
         return with_retry(
             text(
                 StatusCode::TOO_MANY_REQUESTS,
-                format!(
+                &format!(
                     "429 Too Many Requests: snapshots are being made already (at most \
                      {MAX_AT_ONCE} at once, {MAX_PER_ADDRESS} per address); try again in a \
-                     second\n"
+                     second"
                 ),
             ),
             1,
@@ -250,7 +250,7 @@ pub(super) async fn get(
     with_retry(
         text(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("503 Service Unavailable: {failure}\n"),
+            &format!("503 Service Unavailable: {failure}"),
         ),
         1,
     )
@@ -260,15 +260,15 @@ pub(super) async fn get(
 fn no_picture(why: NoPicture) -> Response {
     let body = match why {
         NoPicture::NotYet => "503 Service Unavailable: no picture yet: the camera is starting; \
-                              try again in a second\n"
+                              try again in a second"
             .to_owned(),
         NoPicture::Stalled(age) => format!(
             "503 Service Unavailable: the camera has sent no frame for {} s; see the daemon's \
-             log (journalctl -u peercam)\n",
+             log (journalctl -u peercam)",
             age.as_secs()
         ),
     };
-    with_retry(text(StatusCode::SERVICE_UNAVAILABLE, body), 1)
+    with_retry(text(StatusCode::SERVICE_UNAVAILABLE, &body), 1)
 }
 
 fn jpeg_response(jpeg: Bytes) -> Response {
@@ -278,18 +278,6 @@ fn jpeg_response(jpeg: Bytes) -> Response {
             (header::CACHE_CONTROL, "no-store"),
         ],
         jpeg,
-    )
-        .into_response()
-}
-
-fn text(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        body,
     )
         .into_response()
 }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::lookups::NameLookups;
 use super::media::{self, Call, MediaService};
 use super::socket::{self, now};
-use super::AppState;
+use super::{plain_text as text, AppState};
 use crate::config::IceServer;
 use crate::deadline::sleep_until;
 use crate::limits::{address_key, LimitLog};
@@ -419,19 +419,6 @@ async fn read_text(request: Request, limit: usize) -> Result<String, Response> {
             "400 Bad Request: the body is not UTF-8 text",
         )
     })
-}
-
-/// A plain-text reply: `body` and a line end.
-fn text(status: StatusCode, body: &str) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        format!("{body}\n"),
-    )
-        .into_response()
 }
 
 /// The HTTP form of a session's refusal: a status for its code, the message as the body.

@@ -171,6 +171,9 @@ describe('page (chromium)', () => {
       await page.click('#fullscreen');
       await page.waitForFunction(() => document.fullscreenElement?.id === 'stage', null,
         { timeout: 5000 });
+      // The label follows the fullscreenchange event, which may come a moment after.
+      await page.waitForFunction(() => document.getElementById('fullscreen').textContent
+        === 'Exit fullscreen', null, { timeout: 5000 }).catch(() => {});
       assert.equal(await page.textContent('#fullscreen'), 'Exit fullscreen');
       await page.keyboard.press('f'); // the buttons are under the fullscreen picture
       await page.waitForFunction(() => document.fullscreenElement === null, null, { timeout: 5000 });
